@@ -1,0 +1,522 @@
+//! Configuration: the embedded default or a TOML file, environment
+//! overrides, and validation of all of it before a port is bound.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use cedar_policy::{EntityTypeName, EntityUid};
+use serde::Deserialize;
+
+use crate::request::{ContextSettings, IdentitySettings, Mapper, RouteSpec, RouteTable};
+
+/// The configuration used when no file is given.
+pub const EMBEDDED: &str = include_str!("default-config.toml");
+
+/// Headers that carry credentials; they never reach policies or logs.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// A configuration that cannot be used. Each message names where the value
+/// came from, the field, and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}:{col}: {message}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{origin}: field `{field}`: {message}")]
+    Invalid {
+        origin: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// Where configuration values are read from the environment. Tests pass a
+/// map instead of touching the process environment.
+pub trait Env {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).cloned()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
+    request: RawRequest,
+    #[serde(default)]
+    response: RawResponse,
+    #[serde(default)]
+    default_route: RawDefaultRoute,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    shutdown_grace_seconds: u64,
+    log: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9191".into(),
+            shutdown_grace_seconds: 10,
+            log: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPolicy {
+    dir: PathBuf,
+    watch: bool,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        Self {
+            dir: "policies".into(),
+            watch: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawIdentity {
+    jwt_metadata_key: String,
+    groups_claim: String,
+    user_type: String,
+    group_type: String,
+    workload_type: String,
+    anonymous: String,
+    trusted_header: Option<RawTrustedHeader>,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        Self {
+            jwt_metadata_key: "jwt_payload".into(),
+            groups_claim: "groups".into(),
+            user_type: "User".into(),
+            group_type: "Group".into(),
+            workload_type: "Workload".into(),
+            anonymous: r#"Anonymous::"anonymous""#.into(),
+            trusted_header: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrustedHeader {
+    name: String,
+    entity_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRequest {
+    headers: Vec<String>,
+    query: Vec<String>,
+    max_body_bytes: usize,
+}
+
+impl Default for RawRequest {
+    fn default() -> Self {
+        Self {
+            headers: vec![],
+            query: vec![],
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawResponse {
+    principal_header: String,
+}
+
+impl Default for RawResponse {
+    fn default() -> Self {
+        Self {
+            principal_header: "x-countersign-principal".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDefaultRoute {
+    action: String,
+    resource_type: String,
+}
+
+impl Default for RawDefaultRoute {
+    fn default() -> Self {
+        Self {
+            action: "http_request".into(),
+            resource_type: "Path".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    method: Option<String>,
+    path: String,
+    action: String,
+    resource: String,
+    #[serde(default)]
+    body: bool,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// `embedded default config` or the file path.
+    pub origin: String,
+    pub listen: SocketAddr,
+    pub shutdown_grace: Duration,
+    pub log: String,
+    pub policy_dir: PathBuf,
+    pub watch_policies: bool,
+    pub jwt_metadata_key: String,
+    /// Header naming the principal to the upstream; `None` when disabled.
+    pub principal_header: Option<String>,
+    pub mapper: Mapper,
+}
+
+impl Config {
+    /// Loads from `--config` (or `COUNTERSIGN_CONFIG`, or the embedded
+    /// default), applies `COUNTERSIGN_LISTEN`, `COUNTERSIGN_POLICY_DIR` and
+    /// `COUNTERSIGN_LOG`, and validates everything.
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
+        let path = path
+            .map(Path::to_owned)
+            .or_else(|| env.var("COUNTERSIGN_CONFIG").map(PathBuf::from));
+        let (origin, text, base) = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                let base = p.parent().map(Path::to_owned).unwrap_or_default();
+                (p.display().to_string(), text, base)
+            }
+            None => (
+                "embedded default config".to_owned(),
+                EMBEDDED.to_owned(),
+                PathBuf::new(),
+            ),
+        };
+        let mut raw: Raw = toml::from_str(&text).map_err(|e| {
+            let start = e.span().map_or(0, |s| s.start);
+            let (line, col) = crate::location::line_col(&text, start);
+            // toml names the expected type but not the key: quote the line.
+            let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+            let message = format!("{} (in `{source}`)", e.message().trim_end());
+            ConfigError::Syntax {
+                origin: origin.clone(),
+                line,
+                col,
+                message,
+            }
+        })?;
+
+        let mut listen_origin = origin.clone();
+        if let Some(v) = env.var("COUNTERSIGN_LISTEN") {
+            raw.server.listen = v;
+            listen_origin = "environment variable COUNTERSIGN_LISTEN".into();
+        }
+        let policy_dir = match env.var("COUNTERSIGN_POLICY_DIR") {
+            Some(v) if !v.is_empty() => PathBuf::from(v),
+            Some(_) => {
+                return Err(invalid(
+                    "environment variable COUNTERSIGN_POLICY_DIR",
+                    "policy.dir",
+                    "expected a directory path, got an empty string",
+                ));
+            }
+            None => base.join(&raw.policy.dir),
+        };
+        let mut log_origin = origin.clone();
+        if let Some(v) = env.var("COUNTERSIGN_LOG") {
+            raw.server.log = v;
+            log_origin = "environment variable COUNTERSIGN_LOG".into();
+        }
+        validate(raw, &origin, &listen_origin, &log_origin, policy_dir)
+    }
+}
+
+fn validate(
+    raw: Raw,
+    origin: &str,
+    listen_origin: &str,
+    log_origin: &str,
+    policy_dir: PathBuf,
+) -> Result<Config, ConfigError> {
+    let o = origin;
+    let listen = raw.server.listen.parse::<SocketAddr>().map_err(|_| {
+        invalid(
+            listen_origin,
+            "server.listen",
+            &format!(
+                "expected an IP address and port such as `127.0.0.1:9191`, got `{}`",
+                raw.server.listen
+            ),
+        )
+    })?;
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.server.log) {
+        return Err(invalid(
+            log_origin,
+            "server.log",
+            &format!(
+                "expected a tracing filter such as `info` or `countersign=debug`, got `{}`: {e}",
+                raw.server.log
+            ),
+        ));
+    }
+
+    let id = &raw.identity;
+    let identity = IdentitySettings {
+        user_type: type_name(o, "identity.user_type", &id.user_type)?,
+        group_type: type_name(o, "identity.group_type", &id.group_type)?,
+        workload_type: type_name(o, "identity.workload_type", &id.workload_type)?,
+        anonymous: entity_uid(o, "identity.anonymous", &id.anonymous)?,
+        groups_claim: non_empty(o, "identity.groups_claim", &id.groups_claim)?,
+        trusted_header: match &id.trusted_header {
+            None => None,
+            Some(t) => Some((
+                header_name(o, "identity.trusted_header.name", &t.name)?,
+                type_name(o, "identity.trusted_header.entity_type", &t.entity_type)?,
+            )),
+        },
+    };
+    let jwt_metadata_key = non_empty(o, "identity.jwt_metadata_key", &id.jwt_metadata_key)?;
+
+    let mut headers = Vec::with_capacity(raw.request.headers.len());
+    for (i, h) in raw.request.headers.iter().enumerate() {
+        let field = format!("request.headers[{i}]");
+        let name = header_name(o, &field, h)?;
+        if SECRET_HEADERS.contains(&name.as_str()) {
+            return Err(invalid(
+                o,
+                &field,
+                &format!(
+                    "`{name}` carries credentials and is never copied into the policy context"
+                ),
+            ));
+        }
+        if headers.contains(&name) {
+            return Err(invalid(o, &field, &format!("`{name}` is listed twice")));
+        }
+        headers.push(name);
+    }
+    let mut seen = HashSet::new();
+    for (i, q) in raw.request.query.iter().enumerate() {
+        if q.is_empty() || !seen.insert(q) {
+            return Err(invalid(
+                o,
+                &format!("request.query[{i}]"),
+                &format!("expected a unique, non-empty parameter name, got `{q}`"),
+            ));
+        }
+    }
+    if raw.request.max_body_bytes == 0 {
+        return Err(invalid(
+            o,
+            "request.max_body_bytes",
+            "expected a positive number of bytes",
+        ));
+    }
+
+    let principal_header = match raw.response.principal_header.as_str() {
+        "" => None,
+        h => Some(header_name(o, "response.principal_header", h)?),
+    };
+
+    let default_action = action_uid(o, "default_route.action", &raw.default_route.action)?;
+    let default_type = type_name(
+        o,
+        "default_route.resource_type",
+        &raw.default_route.resource_type,
+    )?;
+    let mut specs = Vec::with_capacity(raw.routes.len());
+    for (i, r) in raw.routes.iter().enumerate() {
+        let f = |name: &str| format!("routes[{i}].{name}");
+        let method = match &r.method {
+            None => None,
+            Some(m) if m == "*" => None,
+            Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                Some(m.to_ascii_uppercase())
+            }
+            Some(m) => {
+                return Err(invalid(
+                    o,
+                    &f("method"),
+                    &format!("expected an HTTP method such as `GET` or `*` for any, got `{m}`"),
+                ));
+            }
+        };
+        let (resource_type, resource_id) = split_resource(&r.resource).ok_or_else(|| {
+            invalid(
+                o,
+                &f("resource"),
+                &format!(
+                    r#"expected `Type::"id template"` such as `Dataset::"{{id}}"`, got `{}`"#,
+                    r.resource
+                ),
+            )
+        })?;
+        specs.push(RouteSpec {
+            method,
+            path: r.path.clone(),
+            action: action_uid(o, &f("action"), &r.action)?,
+            resource_type: type_name(o, &f("resource"), resource_type)?,
+            resource_id: resource_id.to_owned(),
+            body: r.body,
+        });
+    }
+    let routes = RouteTable::new(specs, default_action, default_type)
+        .map_err(|(i, e)| invalid(o, &format!("routes[{i}]"), &e.to_string()))?;
+
+    Ok(Config {
+        origin: origin.to_owned(),
+        listen,
+        shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_seconds),
+        log: raw.server.log,
+        policy_dir,
+        watch_policies: raw.policy.watch,
+        jwt_metadata_key,
+        principal_header,
+        mapper: Mapper {
+            routes,
+            identity,
+            context: ContextSettings {
+                headers,
+                query: raw.request.query,
+                max_body_bytes: raw.request.max_body_bytes,
+            },
+        },
+    })
+}
+
+fn invalid(origin: &str, field: &str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_owned(),
+        field: field.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+fn non_empty(o: &str, field: &str, v: &str) -> Result<String, ConfigError> {
+    if v.is_empty() {
+        return Err(invalid(o, field, "expected a non-empty string"));
+    }
+    Ok(v.to_owned())
+}
+
+fn type_name(o: &str, field: &str, v: &str) -> Result<EntityTypeName, ConfigError> {
+    EntityTypeName::from_str(v).map_err(|_| {
+        invalid(
+            o,
+            field,
+            &format!("expected a Cedar entity type such as `User` or `Acme::User`, got `{v}`"),
+        )
+    })
+}
+
+fn entity_uid(o: &str, field: &str, v: &str) -> Result<EntityUid, ConfigError> {
+    EntityUid::from_str(v).map_err(|_| {
+        invalid(
+            o,
+            field,
+            &format!(r#"expected a Cedar entity such as `Anonymous::"anonymous"`, got `{v}`"#),
+        )
+    })
+}
+
+/// `export` means `Action::"export"`; a full `Ns::Action::"export"` is kept.
+fn action_uid(o: &str, field: &str, v: &str) -> Result<EntityUid, ConfigError> {
+    let full = if v.contains("::") {
+        v.to_owned()
+    } else {
+        format!(r#"Action::"{v}""#)
+    };
+    EntityUid::from_str(&full).map_err(|_| {
+        invalid(
+            o,
+            field,
+            &format!(
+                r#"expected an action name such as `export` or `Action::"export"`, got `{v}`"#
+            ),
+        )
+    })
+}
+
+fn header_name(o: &str, field: &str, v: &str) -> Result<String, ConfigError> {
+    let ok = !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(invalid(
+            o,
+            field,
+            &format!("expected an HTTP header name such as `x-request-id`, got `{v}`"),
+        ));
+    }
+    Ok(v.to_ascii_lowercase())
+}
+
+/// Splits `Type::"id"` into `Type` and `id`.
+fn split_resource(v: &str) -> Option<(&str, &str)> {
+    let (ty, rest) = v.split_once("::\"")?;
+    let id = rest.strip_suffix('"')?;
+    (!ty.is_empty()).then_some((ty, id))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,21 @@
+//! Countersign: an Envoy ext_authz sidecar that decides with Cedar.
+//!
+//! Layout:
+//! - [`config`]: the configuration file, environment overrides, validation.
+//! - [`request`]: an HTTP request (as Envoy describes it) -> a Cedar request:
+//!   principal from JWT / mTLS / trusted header, action and resource from the
+//!   route table, context from allow-listed parts.
+//! - [`policy`]: load, validate, evaluate and hot-reload Cedar policies.
+//! - [`authz`]: the Envoy `Authorization` gRPC service; translates
+//!   `CheckRequest` into the domain and decisions back into `CheckResponse`.
+//! - [`server`]: serves ext_authz and gRPC health, drains on shutdown.
+//! - [`cli`]: the command-line subcommands.
+#![forbid(unsafe_code)]
+
+pub mod authz;
+pub mod cli;
+pub mod config;
+pub mod location;
+pub mod policy;
+pub mod request;
+pub mod server;

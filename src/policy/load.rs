@@ -1,0 +1,295 @@
+//! Reads a policy directory: every `*.cedar` and `*.cedarschema`, validated
+//! strictly, with errors located by file, line and policy.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{
+    PolicyId, PolicySet, Request, Schema, SchemaFragment, ValidationMode, Validator,
+};
+use miette::Diagnostic;
+
+use super::{PolicyError, Probe};
+
+/// One located problem, printed as `file:line:col: [policy] message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: Option<(usize, usize)>,
+    pub policy: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.line {
+            write!(f, ":{line}:{col}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(p) = &self.policy {
+            write!(f, "policy `{p}`: ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// A validated policy set and the schema it was validated against.
+#[derive(Debug)]
+pub struct Loaded {
+    pub set: PolicySet,
+    pub schema: Schema,
+    pub files: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+struct Source {
+    path: PathBuf,
+    text: String,
+}
+
+/// Loads and validates `dir`. Every problem found is reported, not only the
+/// first, so that one `policy validate` run lists them all.
+pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
+    if !dir.is_dir() {
+        return Err(PolicyError::NotADirectory(dir.to_owned()));
+    }
+    let mut policy_files = Vec::new();
+    let mut schema_files = Vec::new();
+    collect(dir, &mut policy_files, &mut schema_files)?;
+    if schema_files.is_empty() {
+        return Err(PolicyError::NoSchema(dir.to_owned()));
+    }
+    if policy_files.is_empty() {
+        return Err(PolicyError::NoPolicies(dir.to_owned()));
+    }
+    let read = |p: PathBuf| -> Result<Source, PolicyError> {
+        let text = std::fs::read_to_string(&p).map_err(|source| PolicyError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        Ok(Source { path: p, text })
+    };
+    let schemas = schema_files
+        .into_iter()
+        .map(read)
+        .collect::<Result<Vec<_>, _>>()?;
+    let sources = policy_files
+        .into_iter()
+        .map(read)
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let schema = parse_schema(dir, &schemas, &mut problems, &mut warnings);
+    let (set, owner) = parse_policies(&sources, &mut problems);
+    // Validate what parsed even when some files did not, so that one run
+    // reports every problem.
+    let Some(schema) = schema else {
+        return Err(PolicyError::Invalid(problems));
+    };
+
+    let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+    for e in result.validation_errors() {
+        let src = owner.get(e.policy_id()).map(|&i| &sources[i]);
+        problems.push(located(src, dir, Some(e.policy_id().to_string()), e));
+    }
+    for w in result.validation_warnings() {
+        warnings.push(w.to_string());
+    }
+    check_probes(&schema, probes, &mut problems);
+    if !problems.is_empty() {
+        return Err(PolicyError::Invalid(problems));
+    }
+    Ok(Loaded {
+        set,
+        schema,
+        files: sources.into_iter().map(|s| s.path).collect(),
+        warnings,
+    })
+}
+
+fn collect(
+    dir: &Path,
+    policies: &mut Vec<PathBuf>,
+    schemas: &mut Vec<PathBuf>,
+) -> Result<(), PolicyError> {
+    let io = |source| PolicyError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        // Skips editor swap files and Kubernetes' `..data` copies of a
+        // ConfigMap, which would otherwise load every policy twice.
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            collect(&path, policies, schemas)?;
+        } else if path.extension().is_some_and(|e| e == "cedar") {
+            policies.push(path);
+        } else if path.extension().is_some_and(|e| e == "cedarschema") {
+            schemas.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn parse_schema(
+    dir: &Path,
+    schemas: &[Source],
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<String>,
+) -> Option<Schema> {
+    let mut fragments = Vec::new();
+    for src in schemas {
+        match SchemaFragment::from_cedarschema_str(&src.text) {
+            Ok((fragment, warns)) => {
+                fragments.push(fragment);
+                warnings.extend(warns.map(|w| format!("{}: {w}", src.path.display())));
+            }
+            Err(e) => problems.push(located(Some(src), dir, None, &e)),
+        }
+    }
+    if fragments.len() != schemas.len() {
+        return None;
+    }
+    match Schema::from_schema_fragments(fragments) {
+        Ok(schema) => Some(schema),
+        Err(e) => {
+            problems.push(located(None, dir, None, &e));
+            None
+        }
+    }
+}
+
+/// Parses every file into one set. Policies are renamed to their `@id`
+/// annotation, or `file#n` without one, so that decisions name them.
+fn parse_policies(
+    sources: &[Source],
+    problems: &mut Vec<Problem>,
+) -> (PolicySet, HashMap<PolicyId, usize>) {
+    let mut set = PolicySet::new();
+    let mut owner: HashMap<PolicyId, usize> = HashMap::new();
+    for (i, src) in sources.iter().enumerate() {
+        let parsed = match PolicySet::from_str(&src.text) {
+            Ok(p) => p,
+            Err(errs) => {
+                for e in errs.iter() {
+                    problems.push(located(Some(src), &src.path, None, e));
+                }
+                continue;
+            }
+        };
+        if parsed.templates().next().is_some() {
+            problems.push(Problem {
+                file: src.path.clone(),
+                line: None,
+                policy: None,
+                message: "policy templates are not supported; write static policies".into(),
+            });
+        }
+        // Cedar numbers a file's policies `policy0`, `policy1`, ... in order.
+        let mut policies: Vec<_> = parsed.policies().collect();
+        policies.sort_by_key(|p| {
+            p.id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse::<usize>()
+                .unwrap_or(0)
+        });
+        for (n, policy) in policies.into_iter().enumerate() {
+            let name = match policy.annotation("id") {
+                Some(id) => id.to_owned(),
+                None => format!(
+                    "{}#{n}",
+                    src.path.file_name().unwrap_or_default().to_string_lossy()
+                ),
+            };
+            let id = PolicyId::new(&name);
+            if let Some(&first) = owner.get(&id) {
+                problems.push(Problem {
+                    file: src.path.clone(),
+                    line: src
+                        .text
+                        .find(&format!("@id(\"{name}\")"))
+                        .map(|o| crate::location::line_col(&src.text, o)),
+                    policy: Some(name.clone()),
+                    message: format!(
+                        "duplicate policy id; also used in `{}`",
+                        sources[first].path.display()
+                    ),
+                });
+                continue;
+            }
+            owner.insert(id.clone(), i);
+            // INVARIANT: the id is new to the set (checked just above).
+            if let Err(e) = set.add(policy.new_id(id)) {
+                problems.push(Problem {
+                    file: src.path.clone(),
+                    line: None,
+                    policy: Some(name),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    (set, owner)
+}
+
+/// Checks that every request the route table can produce fits the schema, so
+/// that a route naming an undeclared action fails at start-up, not per call.
+fn check_probes(schema: &Schema, probes: &[Probe], problems: &mut Vec<Problem>) {
+    for p in probes {
+        let req = Request::new(
+            p.principal.clone(),
+            p.action.clone(),
+            p.resource.clone(),
+            p.context.clone(),
+            Some(schema),
+        );
+        if let Err(e) = req {
+            let message = format!("{} does not fit the schema: {e}", p.label);
+            if !problems.iter().any(|q| q.message == message) {
+                problems.push(Problem {
+                    file: PathBuf::from("config"),
+                    line: None,
+                    policy: None,
+                    message,
+                });
+            }
+        }
+    }
+}
+
+fn located(
+    src: Option<&Source>,
+    fallback: &Path,
+    policy: Option<String>,
+    e: &dyn Diagnostic,
+) -> Problem {
+    let offset = e.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    let line = match (src, offset) {
+        (Some(src), Some(off)) => Some(crate::location::line_col(&src.text, off)),
+        _ => None,
+    };
+    let mut message = e.to_string();
+    if let Some(help) = e.help() {
+        message = format!("{message} (help: {help})");
+    }
+    Problem {
+        file: src.map_or_else(|| fallback.to_owned(), |s| s.path.clone()),
+        line,
+        policy,
+        message,
+    }
+}

@@ -1,0 +1,181 @@
+//! Cedar policies: load and validate a directory, evaluate, reload with an
+//! atomic swap that keeps the last good set when a change is broken.
+
+pub mod load;
+pub mod watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request};
+
+pub use load::{Loaded, Problem};
+
+/// A sample request the loader checks against the schema (see
+/// `request::Mapper::probes`).
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub label: String,
+    pub principal: EntityUid,
+    pub action: EntityUid,
+    pub resource: EntityUid,
+    pub context: Context,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy directory `{0}` does not exist or is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no `*.cedarschema` file in `{0}`: policies are validated strictly against a schema")]
+    NoSchema(PathBuf),
+    #[error("no `*.cedar` policy file in `{0}`")]
+    NoPolicies(PathBuf),
+    #[error("{} problem(s) in the policies:\n{}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    Deny,
+}
+
+/// A decision and why: the determining policies, or the ones that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// For an allow, the permits that applied; for a deny, the forbids that
+    /// applied, or the policies whose evaluation failed.
+    pub policies: Vec<String>,
+    /// Evaluation errors as `policy: message`. Any error denies.
+    pub errors: Vec<String>,
+}
+
+impl Decision {
+    pub fn reason(&self) -> String {
+        match (
+            self.outcome,
+            self.errors.is_empty(),
+            self.policies.is_empty(),
+        ) {
+            (Outcome::Allow, ..) => "allowed by policy".into(),
+            (Outcome::Deny, false, _) => {
+                format!("policy evaluation failed in {}", quoted(&self.policies))
+            }
+            (Outcome::Deny, true, true) => "no policy permits this request".into(),
+            (Outcome::Deny, true, false) => format!("forbidden by {}", quoted(&self.policies)),
+        }
+    }
+}
+
+fn quoted(ids: &[String]) -> String {
+    ids.iter()
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Counters a reload leaves behind.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub reloads: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// The live policy set, swapped whole on reload.
+#[derive(Debug)]
+pub struct PolicyStore {
+    dir: PathBuf,
+    probes: Vec<Probe>,
+    current: ArcSwap<Loaded>,
+    authorizer: Authorizer,
+    pub stats: ReloadStats,
+}
+
+impl PolicyStore {
+    /// Loads `dir`; any problem is an error, so start-up refuses a bad set.
+    pub fn open(dir: &Path, probes: Vec<Probe>) -> Result<Self, PolicyError> {
+        let loaded = load::load_dir(dir, &probes)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            probes,
+            current: ArcSwap::from_pointee(loaded),
+            authorizer: Authorizer::new(),
+            stats: ReloadStats::default(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The set in force.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the directory. On success the new set replaces the old one in
+    /// a single swap; on failure the old set stays and the failure is counted.
+    pub fn reload(&self) -> Result<Arc<Loaded>, PolicyError> {
+        match load::load_dir(&self.dir, &self.probes) {
+            Ok(loaded) => {
+                let loaded = Arc::new(loaded);
+                self.current.store(loaded.clone());
+                self.stats.reloads.fetch_add(1, Ordering::Relaxed);
+                Ok(loaded)
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Decides. Cedar skips a policy whose evaluation fails, which would let
+    /// a broken `forbid` turn a deny into an allow; so any error denies.
+    pub fn evaluate(&self, request: &Request, entities: &Entities) -> Decision {
+        let current = self.current.load();
+        let response = self
+            .authorizer
+            .is_authorized(request, &current.set, entities);
+        let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
+        if !errors.is_empty() {
+            let policies = diagnostics
+                .errors()
+                .map(|e| match e {
+                    cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
+                        e.policy_id().to_string()
+                    }
+                })
+                .collect();
+            return Decision {
+                outcome: Outcome::Deny,
+                policies,
+                errors,
+            };
+        }
+        let outcome = match response.decision() {
+            cedar_policy::Decision::Allow => Outcome::Allow,
+            cedar_policy::Decision::Deny => Outcome::Deny,
+        };
+        let mut policies: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+        policies.sort_unstable();
+        Decision {
+            outcome,
+            policies,
+            errors,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,290 @@
+//! Who is asking: verified JWT, mTLS peer, a trusted header, or anonymous.
+
+use std::collections::{HashMap, HashSet};
+
+use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use serde_json::{Map, Value};
+
+use super::value::{self, ValueError};
+
+/// How principals are derived; built once from the configuration.
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    pub user_type: EntityTypeName,
+    pub group_type: EntityTypeName,
+    pub workload_type: EntityTypeName,
+    pub anonymous: EntityUid,
+    pub groups_claim: String,
+    /// Lower-case header name and the entity type of its value. Only set when
+    /// a trusted component in front of Envoy owns that header.
+    pub trusted_header: Option<(String, EntityTypeName)>,
+}
+
+/// Where the principal came from; reported in `context.identity.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Jwt,
+    Mtls,
+    Header,
+    Anonymous,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Jwt => "jwt",
+            Source::Mtls => "mtls",
+            Source::Header => "header",
+            Source::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// A resolved principal and the entities that describe it.
+#[derive(Debug)]
+pub struct Identity {
+    pub uid: EntityUid,
+    pub source: Source,
+    pub entity: Entity,
+}
+
+/// A verified token or trusted header whose content cannot identify anyone.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    #[error("the verified JWT has no string `sub` claim")]
+    MissingSub,
+    #[error("JWT claim `{0}` must be a string or a list of strings")]
+    BadGroups(String),
+    #[error("JWT claim `{claim}` cannot be represented in Cedar: {reason}")]
+    BadClaim { claim: String, reason: String },
+    #[error("trusted identity header `{0}` is empty")]
+    EmptyHeader(String),
+}
+
+impl IdentitySettings {
+    /// Resolves the principal, first source that applies: verified JWT
+    /// claims, mTLS peer principal, the trusted header (only if configured),
+    /// anonymous. Client-sent headers are never consulted otherwise.
+    pub fn resolve(
+        &self,
+        claims: Option<&Map<String, Value>>,
+        peer_principal: &str,
+        headers: &HashMap<String, String>,
+    ) -> Result<Identity, IdentityError> {
+        if let Some(claims) = claims {
+            return self.from_claims(claims);
+        }
+        if !peer_principal.is_empty() {
+            let uid = uid(&self.workload_type, peer_principal);
+            return Ok(Identity {
+                entity: Entity::new_no_attrs(uid.clone(), HashSet::new()),
+                uid,
+                source: Source::Mtls,
+            });
+        }
+        if let Some((name, ty)) = &self.trusted_header
+            && let Some(value) = headers.get(name)
+        {
+            let value = value.trim();
+            if value.is_empty() {
+                return Err(IdentityError::EmptyHeader(name.clone()));
+            }
+            let uid = uid(ty, value);
+            return Ok(Identity {
+                entity: Entity::new_no_attrs(uid.clone(), HashSet::new()),
+                uid,
+                source: Source::Header,
+            });
+        }
+        Ok(Identity {
+            entity: Entity::new_no_attrs(self.anonymous.clone(), HashSet::new()),
+            uid: self.anonymous.clone(),
+            source: Source::Anonymous,
+        })
+    }
+
+    fn from_claims(&self, claims: &Map<String, Value>) -> Result<Identity, IdentityError> {
+        let Some(Value::String(sub)) = claims.get("sub") else {
+            return Err(IdentityError::MissingSub);
+        };
+        let uid = uid(&self.user_type, sub);
+        let mut parents = HashSet::new();
+        match claims.get(&self.groups_claim) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(g)) => {
+                parents.insert(self::uid(&self.group_type, g));
+            }
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let Value::String(g) = item else {
+                        return Err(IdentityError::BadGroups(self.groups_claim.clone()));
+                    };
+                    parents.insert(self::uid(&self.group_type, g));
+                }
+            }
+            Some(_) => return Err(IdentityError::BadGroups(self.groups_claim.clone())),
+        }
+        let mut attrs: HashMap<String, RestrictedExpression> = HashMap::with_capacity(claims.len());
+        for (name, v) in claims {
+            if name == &self.groups_claim {
+                continue;
+            }
+            match value::to_cedar(v, 1) {
+                Ok(Some(expr)) => {
+                    attrs.insert(name.clone(), expr);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(IdentityError::BadClaim {
+                        claim: name.clone(),
+                        reason: describe(&e),
+                    });
+                }
+            }
+        }
+        let entity =
+            Entity::new(uid.clone(), attrs, parents).map_err(|e| IdentityError::BadClaim {
+                claim: "*".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Identity {
+            uid,
+            source: Source::Jwt,
+            entity,
+        })
+    }
+}
+
+/// Human wording of a value conversion failure, shared with body mapping.
+pub fn describe(e: &ValueError) -> String {
+    match e {
+        ValueError::TooDeep => format!("nested deeper than {} levels", value::MAX_DEPTH),
+        ValueError::Number(n) => {
+            format!("number `{n}` is neither an integer nor a decimal with at most 4 digits")
+        }
+        ValueError::DuplicateKey(k) => format!("duplicate key: {k}"),
+    }
+}
+
+fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::str::FromStr;
+
+    fn settings(trusted: Option<&str>) -> IdentitySettings {
+        IdentitySettings {
+            user_type: EntityTypeName::from_str("User").unwrap(),
+            group_type: EntityTypeName::from_str("Group").unwrap(),
+            workload_type: EntityTypeName::from_str("Workload").unwrap(),
+            anonymous: EntityUid::from_str(r#"Anonymous::"anonymous""#).unwrap(),
+            groups_claim: "groups".into(),
+            trusted_header: trusted.map(|h| (h.into(), EntityTypeName::from_str("User").unwrap())),
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn jwt_claims_give_user_groups_and_attributes() {
+        let claims = json!({"sub": "alice", "groups": ["analysts", "data-owners"],
+                            "email": "alice@example.com", "exp": 1.7e9});
+        let id = settings(None)
+            .resolve(claims.as_object(), "spiffe://x", &headers(&[]))
+            .unwrap();
+        assert_eq!(id.source, Source::Jwt);
+        assert_eq!(id.uid.to_string(), r#"User::"alice""#);
+        let json = id.entity.to_json_value().unwrap();
+        let parents: Vec<_> = json["parents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].clone())
+            .collect();
+        assert!(parents.contains(&json!("analysts")) && parents.contains(&json!("data-owners")));
+        assert_eq!(json["attrs"]["email"], json!("alice@example.com"));
+        assert_eq!(json["attrs"]["exp"], json!(1_700_000_000));
+    }
+
+    #[test]
+    fn a_single_group_string_is_one_group_and_other_shapes_are_refused() {
+        let s = settings(None);
+        let id = s
+            .resolve(
+                json!({"sub": "bob", "groups": "ops"}).as_object(),
+                "",
+                &headers(&[]),
+            )
+            .unwrap();
+        assert_eq!(
+            id.entity.to_json_value().unwrap()["parents"][0]["id"],
+            json!("ops")
+        );
+        let err = s.resolve(
+            json!({"sub": "bob", "groups": [1]}).as_object(),
+            "",
+            &headers(&[]),
+        );
+        assert_eq!(err.unwrap_err(), IdentityError::BadGroups("groups".into()));
+        let err = s.resolve(json!({"name": "no sub"}).as_object(), "", &headers(&[]));
+        assert_eq!(err.unwrap_err(), IdentityError::MissingSub);
+    }
+
+    #[test]
+    fn mtls_peer_is_a_workload_when_there_is_no_jwt() {
+        let id = settings(None)
+            .resolve(
+                None,
+                "spiffe://mesh.local/ns/jobs/sa/exporter",
+                &headers(&[]),
+            )
+            .unwrap();
+        assert_eq!(id.source, Source::Mtls);
+        assert_eq!(
+            id.uid.to_string(),
+            r#"Workload::"spiffe://mesh.local/ns/jobs/sa/exporter""#
+        );
+    }
+
+    #[test]
+    fn identity_headers_are_ignored_unless_configured() {
+        let h = headers(&[
+            ("x-user", "admin"),
+            ("x-countersign-principal", r#"User::"admin""#),
+        ]);
+        let id = settings(None).resolve(None, "", &h).unwrap();
+        assert_eq!(id.source, Source::Anonymous);
+        assert_eq!(id.uid.to_string(), r#"Anonymous::"anonymous""#);
+
+        let id = settings(Some("x-user")).resolve(None, "", &h).unwrap();
+        assert_eq!(id.source, Source::Header);
+        assert_eq!(id.uid.to_string(), r#"User::"admin""#);
+        let empty = settings(Some("x-user")).resolve(None, "", &headers(&[("x-user", " ")]));
+        assert_eq!(
+            empty.unwrap_err(),
+            IdentityError::EmptyHeader("x-user".into())
+        );
+    }
+
+    #[test]
+    fn a_verified_jwt_outranks_mtls_and_the_trusted_header() {
+        let h = headers(&[("x-user", "mallory")]);
+        let id = settings(Some("x-user"))
+            .resolve(json!({"sub": "alice"}).as_object(), "spiffe://x", &h)
+            .unwrap();
+        assert_eq!(id.uid.to_string(), r#"User::"alice""#);
+        let id = settings(Some("x-user"))
+            .resolve(None, "spiffe://x", &h)
+            .unwrap();
+        assert_eq!(id.source, Source::Mtls);
+    }
+}

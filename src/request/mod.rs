@@ -1,0 +1,348 @@
+//! Envoy's view of an HTTP request -> a Cedar request (principal, action,
+//! resource, context). Knows nothing of gRPC: `authz` translates into
+//! [`HttpRequest`].
+
+pub mod identity;
+pub mod routes;
+pub mod value;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cedar_policy::{Context, Entities, EntityUid, RestrictedExpression};
+use serde_json::{Map, Value};
+
+pub use identity::{Identity, IdentityError, IdentitySettings, Source};
+pub use routes::{RouteSpec, RouteTable};
+
+use crate::policy::Probe;
+
+/// Longest path (with query) accepted; Envoy's own limit on the request line
+/// is lower, so only a direct caller can exceed it.
+pub const MAX_PATH_BYTES: usize = 16 * 1024;
+/// Most headers accepted in one CheckRequest.
+pub const MAX_HEADERS: usize = 512;
+/// Header Envoy sets when it forwarded only part of the body.
+pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+
+/// The parts of an HTTP request that mapping reads, borrowed from whatever
+/// carried them (a CheckRequest, or the `policy check` command line).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    pub method: &'a str,
+    /// Path as Envoy normalised it, query string included.
+    pub path: &'a str,
+    pub host: &'a str,
+    pub scheme: &'a str,
+    /// Lower-case names, as Envoy sends them.
+    pub headers: &'a HashMap<String, String>,
+    pub body: &'a [u8],
+    pub source_address: &'a str,
+    /// mTLS peer identity (e.g. a SPIFFE id), empty when none.
+    pub source_principal: &'a str,
+    /// Claims verified by Envoy's `jwt_authn` filter.
+    pub jwt_claims: Option<&'a Map<String, Value>>,
+    pub request_id: &'a str,
+    /// Unix seconds when Envoy saw the request, if it said.
+    pub time: Option<i64>,
+}
+
+/// A request ready for Cedar.
+#[derive(Debug)]
+pub struct MappedRequest {
+    pub principal: EntityUid,
+    pub source: Source,
+    pub action: EntityUid,
+    pub resource: EntityUid,
+    pub context: Context,
+    pub entities: Entities,
+}
+
+/// Why a request could not be turned into a Cedar request. The messages go
+/// back to the caller, so they never echo header values or the body.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum MappingError {
+    #[error("request path must start with `/`")]
+    PathNotAbsolute,
+    #[error("request path is longer than {MAX_PATH_BYTES} bytes")]
+    PathTooLong,
+    #[error("request has more than {MAX_HEADERS} headers")]
+    TooManyHeaders,
+    #[error("malformed percent-encoding in the request {0}")]
+    BadPercentEncoding(&'static str),
+    #[error(transparent)]
+    Param(#[from] routes::ParamError),
+    #[error("query parameter `{0}` appears more than once")]
+    DuplicateQuery(String),
+    #[error("request body is {size} bytes; this route accepts at most {limit}")]
+    BodyTooLarge { size: usize, limit: usize },
+    #[error("request body was truncated by Envoy, and this route decides on the body")]
+    PartialBody,
+    #[error("request body is not valid JSON: {0}")]
+    BodyNotJson(String),
+    #[error("request body must be a JSON object")]
+    BodyNotObject,
+    #[error("request body cannot be represented in Cedar: {0}")]
+    BodyUnrepresentable(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("cannot build the Cedar context: {0}")]
+    Context(String),
+}
+
+/// Which request parts reach the Cedar context.
+#[derive(Debug, Clone)]
+pub struct ContextSettings {
+    /// Allow-listed header names, lower case.
+    pub headers: Vec<String>,
+    /// Allow-listed query parameter names.
+    pub query: Vec<String>,
+    pub max_body_bytes: usize,
+}
+
+/// Maps requests; built once at start-up and shared.
+#[derive(Debug)]
+pub struct Mapper {
+    pub routes: RouteTable,
+    pub identity: IdentitySettings,
+    pub context: ContextSettings,
+}
+
+impl Mapper {
+    pub fn map(&self, req: &HttpRequest<'_>) -> Result<MappedRequest, MappingError> {
+        if req.headers.len() > MAX_HEADERS {
+            return Err(MappingError::TooManyHeaders);
+        }
+        if req.path.len() > MAX_PATH_BYTES {
+            return Err(MappingError::PathTooLong);
+        }
+        let (path, query) = req.path.split_once('?').unwrap_or((req.path, ""));
+        if !path.starts_with('/') {
+            return Err(MappingError::PathNotAbsolute);
+        }
+        check_percent_encoding(path).map_err(|_| MappingError::BadPercentEncoding("path"))?;
+        check_percent_encoding(query).map_err(|_| MappingError::BadPercentEncoding("query"))?;
+
+        let resolved = self.routes.resolve(req.method, path)?;
+        let identity = self
+            .identity
+            .resolve(req.jwt_claims, req.source_principal, req.headers)?;
+        let wants_body = resolved.route.is_some_and(|r| r.body);
+        let context = self.context(req, path, query, wants_body)?;
+        // INVARIANT: one entity, so no duplicate; no schema, so no schema error.
+        let entities = Entities::from_entities([identity.entity], None)
+            .map_err(|e| MappingError::Context(e.to_string()))?;
+        Ok(MappedRequest {
+            principal: identity.uid,
+            source: identity.source,
+            action: resolved.action.clone(),
+            resource: resolved.resource,
+            context,
+            entities,
+        })
+    }
+
+    fn context(
+        &self,
+        req: &HttpRequest<'_>,
+        path: &str,
+        query: &str,
+        wants_body: bool,
+    ) -> Result<Context, MappingError> {
+        let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+        let mut http = vec![
+            ("method".to_owned(), s(req.method)),
+            ("path".to_owned(), s(path)),
+            ("host".to_owned(), s(req.host)),
+            ("query".to_owned(), self.query_record(query)?),
+            ("headers".to_owned(), self.header_record(req.headers)),
+        ];
+        if !req.scheme.is_empty() {
+            http.push(("scheme".to_owned(), s(req.scheme)));
+        }
+        let mut source = Vec::with_capacity(1);
+        if let Ok(ip) = req.source_address.parse::<IpAddr>() {
+            source.push((
+                "address".to_owned(),
+                RestrictedExpression::new_ip(ip.to_string()),
+            ));
+        }
+        let time = req.time.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+        let mut pairs = vec![
+            ("http".to_owned(), record(http)?),
+            ("source".to_owned(), record(source)?),
+            ("time".to_owned(), RestrictedExpression::new_long(time)),
+        ];
+        if !req.request_id.is_empty() {
+            pairs.push(("request_id".to_owned(), s(req.request_id)));
+        }
+        if wants_body && let Some(body) = self.body(req)? {
+            pairs.push(("body".to_owned(), body));
+        }
+        Context::from_pairs(pairs).map_err(|e| MappingError::Context(e.to_string()))
+    }
+
+    fn header_record(&self, headers: &HashMap<String, String>) -> RestrictedExpression {
+        let fields = self.context.headers.iter().filter_map(|name| {
+            headers
+                .get(name)
+                .map(|v| (name.clone(), RestrictedExpression::new_string(v.clone())))
+        });
+        // INVARIANT: allow-list names are unique (checked with the config).
+        RestrictedExpression::new_record(fields)
+            .unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+    }
+
+    fn query_record(&self, query: &str) -> Result<RestrictedExpression, MappingError> {
+        let mut fields: Vec<(String, RestrictedExpression)> = Vec::new();
+        if !self.context.query.is_empty() {
+            for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+                let Some(name) = self.context.query.iter().find(|q| **q == k) else {
+                    continue;
+                };
+                // Frameworks disagree on which duplicate wins; refusing is the
+                // only answer that cannot differ from the upstream's.
+                if fields.iter().any(|(n, _)| n == name) {
+                    return Err(MappingError::DuplicateQuery(name.clone()));
+                }
+                fields.push((
+                    name.clone(),
+                    RestrictedExpression::new_string(v.into_owned()),
+                ));
+            }
+        }
+        record(fields)
+    }
+
+    fn body(&self, req: &HttpRequest<'_>) -> Result<Option<RestrictedExpression>, MappingError> {
+        if req
+            .headers
+            .get(PARTIAL_BODY_HEADER)
+            .is_some_and(|v| v == "true")
+        {
+            return Err(MappingError::PartialBody);
+        }
+        if req.body.is_empty() {
+            return Ok(None);
+        }
+        let limit = self.context.max_body_bytes;
+        if req.body.len() > limit {
+            return Err(MappingError::BodyTooLarge {
+                size: req.body.len(),
+                limit,
+            });
+        }
+        let json: Value = serde_json::from_slice(req.body)
+            .map_err(|e| MappingError::BodyNotJson(e.to_string()))?;
+        let Value::Object(map) = json else {
+            return Err(MappingError::BodyNotObject);
+        };
+        value::record(&map, 1)
+            .map(Some)
+            .map_err(|e| MappingError::BodyUnrepresentable(identity::describe(&e)))
+    }
+
+    /// One sample request per route and principal type, for the policy
+    /// loader to check against the schema before any real request arrives.
+    pub fn probes(&self) -> Result<Vec<Probe>, MappingError> {
+        let headers: HashMap<String, String> = self
+            .context
+            .headers
+            .iter()
+            .map(|h| (h.clone(), "x".to_owned()))
+            .collect();
+        let query = self
+            .context
+            .query
+            .iter()
+            .map(|q| format!("{q}=x&"))
+            .collect::<String>();
+        let sample = HttpRequest {
+            method: "GET",
+            path: "/",
+            host: "localhost",
+            scheme: "https",
+            headers: &headers,
+            body: b"",
+            source_address: "127.0.0.1",
+            source_principal: "",
+            jwt_claims: None,
+            request_id: "probe",
+            time: Some(0),
+        };
+        let mut principals = vec![
+            (&self.identity.user_type, "probe"),
+            (&self.identity.workload_type, "probe"),
+        ];
+        if let Some((_, ty)) = &self.identity.trusted_header {
+            principals.push((ty, "probe"));
+        }
+        let mut targets: Vec<(String, EntityUid, cedar_policy::EntityTypeName)> = self
+            .routes
+            .specs()
+            .map(|r| {
+                let label = format!("route `{} {}`", r.method.as_deref().unwrap_or("*"), r.path);
+                (label, r.action.clone(), r.resource_type.clone())
+            })
+            .collect();
+        targets.push((
+            "the default route".to_owned(),
+            self.routes.default_action().clone(),
+            self.routes.default_resource_type().clone(),
+        ));
+        let mut probes = Vec::new();
+        for (label, action, resource_type) in targets {
+            let resource = EntityUid::from_type_name_and_id(
+                resource_type,
+                cedar_policy::EntityId::new("probe"),
+            );
+            let context = self.context(&sample, "/", &query, false)?;
+            let mut push = |principal: EntityUid| {
+                probes.push(Probe {
+                    label: label.clone(),
+                    principal,
+                    action: action.clone(),
+                    resource: resource.clone(),
+                    context: context.clone(),
+                });
+            };
+            for (ty, id) in &principals {
+                push(EntityUid::from_type_name_and_id(
+                    (*ty).clone(),
+                    cedar_policy::EntityId::new(*id),
+                ));
+            }
+            push(self.identity.anonymous.clone());
+        }
+        Ok(probes)
+    }
+}
+
+fn record(
+    fields: Vec<(String, RestrictedExpression)>,
+) -> Result<RestrictedExpression, MappingError> {
+    RestrictedExpression::new_record(fields).map_err(|e| MappingError::Context(e.to_string()))
+}
+
+/// Every `%` must start a two-digit hex escape.
+fn check_percent_encoding(s: &str) -> Result<(), ()> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while let Some(off) = b[i..].iter().position(|&c| c == b'%') {
+        let at = i + off;
+        let ok = b.len() > at + 2 && b[at + 1].is_ascii_hexdigit() && b[at + 2].is_ascii_hexdigit();
+        if !ok {
+            return Err(());
+        }
+        i = at + 3;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,344 @@
+//! The route table: method + path template -> Cedar action and resource.
+
+use std::collections::HashMap;
+
+use cedar_policy::{EntityId, EntityTypeName, EntityUid};
+use percent_encoding::percent_decode_str;
+
+/// One configured route, already parsed.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// Upper-case method, or `None` for any method.
+    pub method: Option<String>,
+    /// Path template such as `/v1/datasets/{id}/export`.
+    pub path: String,
+    pub action: EntityUid,
+    pub resource_type: EntityTypeName,
+    /// Resource id template such as `{id}` or `reports/{year}/{name}`.
+    pub resource_id: String,
+    /// Whether the route asks for the request body as `context.body`.
+    pub body: bool,
+}
+
+/// A route that cannot be added to the table.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("path template `{0}` must start with `/`")]
+    NotAbsolute(String),
+    #[error("path template `{path}` is not usable: {reason}")]
+    Template { path: String, reason: String },
+    #[error("resource id `{id}` uses `{{{param}}}`, which path template `{path}` does not define")]
+    UnknownParam {
+        id: String,
+        param: String,
+        path: String,
+    },
+    #[error("resource id `{0}` has an unclosed `{{`")]
+    Unclosed(String),
+}
+
+/// A path parameter that could not be decoded.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("path parameter `{0}` is not valid UTF-8 once percent-decoded")]
+pub struct ParamError(pub String);
+
+#[derive(Debug)]
+enum Part {
+    Lit(String),
+    Param(String),
+}
+
+#[derive(Debug)]
+struct Route {
+    spec: RouteSpec,
+    id: Vec<Part>,
+}
+
+/// What a request path resolved to.
+#[derive(Debug)]
+pub struct Resolved<'t> {
+    pub action: &'t EntityUid,
+    pub resource: EntityUid,
+    /// `None` for the default route.
+    pub route: Option<&'t RouteSpec>,
+}
+
+/// Routes indexed per method, then an any-method table, then the default.
+#[derive(Debug)]
+pub struct RouteTable {
+    by_method: HashMap<String, matchit::Router<usize>>,
+    any_method: matchit::Router<usize>,
+    routes: Vec<Route>,
+    default_action: EntityUid,
+    default_resource_type: EntityTypeName,
+}
+
+impl RouteTable {
+    /// Builds the table. `Err` carries the index of the offending route.
+    pub fn new(
+        specs: Vec<RouteSpec>,
+        default_action: EntityUid,
+        default_resource_type: EntityTypeName,
+    ) -> Result<Self, (usize, RouteError)> {
+        let mut table = Self {
+            by_method: HashMap::new(),
+            any_method: matchit::Router::new(),
+            routes: Vec::with_capacity(specs.len()),
+            default_action,
+            default_resource_type,
+        };
+        for (i, spec) in specs.into_iter().enumerate() {
+            let id = parse_id_template(&spec).map_err(|e| (i, e))?;
+            let router = match &spec.method {
+                Some(m) => table.by_method.entry(m.clone()).or_default(),
+                None => &mut table.any_method,
+            };
+            router.insert(spec.path.clone(), i).map_err(|e| {
+                let reason = e.to_string();
+                (
+                    i,
+                    RouteError::Template {
+                        path: spec.path.clone(),
+                        reason,
+                    },
+                )
+            })?;
+            table.routes.push(Route { spec, id });
+        }
+        Ok(table)
+    }
+
+    /// The configured routes, in order.
+    pub fn specs(&self) -> impl Iterator<Item = &RouteSpec> {
+        self.routes.iter().map(|r| &r.spec)
+    }
+
+    pub fn default_action(&self) -> &EntityUid {
+        &self.default_action
+    }
+
+    pub fn default_resource_type(&self) -> &EntityTypeName {
+        &self.default_resource_type
+    }
+
+    /// Resolves a path (query already split off). A method-specific route
+    /// wins over an any-method route; no match gives the default route, whose
+    /// resource is the path itself.
+    pub fn resolve(&self, method: &str, path: &str) -> Result<Resolved<'_>, ParamError> {
+        let hit = self
+            .by_method
+            .get(method)
+            .and_then(|r| r.at(path).ok())
+            .or_else(|| self.any_method.at(path).ok());
+        let Some(hit) = hit else {
+            return Ok(Resolved {
+                action: &self.default_action,
+                resource: EntityUid::from_type_name_and_id(
+                    self.default_resource_type.clone(),
+                    EntityId::new(path),
+                ),
+                route: None,
+            });
+        };
+        let route = &self.routes[*hit.value];
+        let mut id = String::with_capacity(32);
+        for part in &route.id {
+            match part {
+                Part::Lit(s) => id.push_str(s),
+                Part::Param(name) => {
+                    let raw = hit.params.get(name).unwrap_or_default();
+                    let decoded = percent_decode_str(raw)
+                        .decode_utf8()
+                        .map_err(|_| ParamError(name.clone()))?;
+                    id.push_str(&decoded);
+                }
+            }
+        }
+        Ok(Resolved {
+            action: &route.spec.action,
+            resource: EntityUid::from_type_name_and_id(
+                route.spec.resource_type.clone(),
+                EntityId::new(id),
+            ),
+            route: Some(&route.spec),
+        })
+    }
+}
+
+fn parse_id_template(spec: &RouteSpec) -> Result<Vec<Part>, RouteError> {
+    if !spec.path.starts_with('/') {
+        return Err(RouteError::NotAbsolute(spec.path.clone()));
+    }
+    let mut parts = Vec::new();
+    let mut rest = spec.resource_id.as_str();
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(Part::Lit(rest[..open].to_owned()));
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| RouteError::Unclosed(spec.resource_id.clone()))?;
+        let name = &rest[open + 1..open + close];
+        // matchit writes a catch-all as `{*name}` and reports it as `name`.
+        let declared = spec.path.contains(&format!("{{{name}}}"))
+            || spec.path.contains(&format!("{{*{name}}}"));
+        if !declared {
+            return Err(RouteError::UnknownParam {
+                id: spec.resource_id.clone(),
+                param: name.to_owned(),
+                path: spec.path.clone(),
+            });
+        }
+        parts.push(Part::Param(name.to_owned()));
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Lit(rest.to_owned()));
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn spec(method: Option<&str>, path: &str, action: &str, res: &str, id: &str) -> RouteSpec {
+        RouteSpec {
+            method: method.map(str::to_owned),
+            path: path.into(),
+            action: EntityUid::from_str(&format!(r#"Action::"{action}""#)).unwrap(),
+            resource_type: EntityTypeName::from_str(res).unwrap(),
+            resource_id: id.into(),
+            body: false,
+        }
+    }
+
+    fn table(specs: Vec<RouteSpec>) -> RouteTable {
+        RouteTable::new(
+            specs,
+            EntityUid::from_str(r#"Action::"http_request""#).unwrap(),
+            EntityTypeName::from_str("Path").unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn resolve(t: &RouteTable, method: &str, path: &str) -> (String, String) {
+        let r = t.resolve(method, path).unwrap();
+        (r.action.to_string(), r.resource.to_string())
+    }
+
+    #[test]
+    fn templates_fill_the_resource_from_path_parameters() {
+        let t = table(vec![
+            spec(
+                Some("POST"),
+                "/v1/datasets/{id}/export",
+                "export",
+                "Dataset",
+                "{id}",
+            ),
+            spec(Some("GET"), "/v1/datasets/{id}", "read", "Dataset", "{id}"),
+            spec(
+                None,
+                "/v1/reports/{year}/{name}",
+                "report",
+                "Report",
+                "{year}/{name}",
+            ),
+        ]);
+        assert_eq!(
+            resolve(&t, "POST", "/v1/datasets/sales-2026/export"),
+            (
+                r#"Action::"export""#.into(),
+                r#"Dataset::"sales-2026""#.into()
+            )
+        );
+        assert_eq!(
+            resolve(&t, "GET", "/v1/datasets/a%20b"),
+            (r#"Action::"read""#.into(), r#"Dataset::"a b""#.into())
+        );
+        assert_eq!(
+            resolve(&t, "DELETE", "/v1/reports/2026/q3").1,
+            r#"Report::"2026/q3""#
+        );
+    }
+
+    #[test]
+    fn method_specific_route_wins_and_other_methods_fall_to_default() {
+        let t = table(vec![
+            spec(None, "/v1/items/{id}", "any", "Item", "{id}"),
+            spec(Some("GET"), "/v1/items/{id}", "read", "Item", "{id}"),
+        ]);
+        assert_eq!(resolve(&t, "GET", "/v1/items/1").0, r#"Action::"read""#);
+        assert_eq!(resolve(&t, "PUT", "/v1/items/1").0, r#"Action::"any""#);
+        let t = table(vec![spec(
+            Some("GET"),
+            "/v1/items/{id}",
+            "read",
+            "Item",
+            "{id}",
+        )]);
+        assert_eq!(
+            resolve(&t, "PUT", "/v1/items/1"),
+            (
+                r#"Action::"http_request""#.into(),
+                r#"Path::"/v1/items/1""#.into()
+            )
+        );
+    }
+
+    #[test]
+    fn grpc_paths_map_like_http_paths() {
+        let t = table(vec![spec(
+            Some("POST"),
+            "/acme.iam.v1.Roles/{method}",
+            "call",
+            "GrpcMethod",
+            "acme.iam.v1.Roles/{method}",
+        )]);
+        assert_eq!(
+            resolve(&t, "POST", "/acme.iam.v1.Roles/Grant").1,
+            r#"GrpcMethod::"acme.iam.v1.Roles/Grant""#
+        );
+    }
+
+    #[test]
+    fn near_misses_do_not_match_a_template() {
+        let t = table(vec![spec(Some("GET"), "/admin", "admin", "Page", "admin")]);
+        assert_eq!(resolve(&t, "GET", "/admin").0, r#"Action::"admin""#);
+        for p in ["/admin/", "/Admin", "/admin/x"] {
+            assert_eq!(resolve(&t, "GET", p).0, r#"Action::"http_request""#, "{p}");
+        }
+    }
+
+    #[test]
+    fn bad_templates_and_parameters_are_refused() {
+        let err = |s| {
+            RouteTable::new(
+                vec![s],
+                EntityUid::from_str(r#"Action::"a""#).unwrap(),
+                EntityTypeName::from_str("Path").unwrap(),
+            )
+            .unwrap_err()
+            .1
+        };
+        assert!(matches!(
+            err(spec(None, "v1/x", "a", "T", "x")),
+            RouteError::NotAbsolute(_)
+        ));
+        assert!(matches!(
+            err(spec(None, "/v1/{id}", "a", "T", "{name}")),
+            RouteError::UnknownParam { .. }
+        ));
+        assert!(matches!(
+            err(spec(None, "/v1/{id}", "a", "T", "{id")),
+            RouteError::Unclosed(_)
+        ));
+        let t = table(vec![spec(None, "/v1/{id}", "a", "T", "{id}")]);
+        assert_eq!(
+            t.resolve("GET", "/v1/%ff").unwrap_err(),
+            ParamError("id".into())
+        );
+    }
+}
