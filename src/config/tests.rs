@@ -1,1 +1,141 @@
+use std::collections::HashMap;
 
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("countersign.toml");
+    std::fs::write(&p, text).unwrap();
+    (d, p)
+}
+
+fn err(text: &str) -> String {
+    let (_d, p) = file(text);
+    Config::load(Some(&p), &env(&[])).unwrap_err().to_string()
+}
+
+#[test]
+fn the_embedded_default_listens_on_9191_with_policies_from_cwd() {
+    let c = Config::load(None, &env(&[])).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:9191");
+    assert_eq!(c.policy_dir, PathBuf::from("policies"));
+    assert_eq!(c.origin, "embedded default config");
+    assert_eq!(
+        c.principal_header.as_deref(),
+        Some("x-countersign-principal")
+    );
+    assert!(c.watch_policies);
+}
+
+#[test]
+fn environment_overrides_listen_policy_dir_log_and_config() {
+    let (_d, p) = file("[server]\nlisten = \"127.0.0.1:7000\"\n");
+    let c = Config::load(
+        None,
+        &env(&[
+            ("COUNTERSIGN_CONFIG", p.to_str().unwrap()),
+            ("COUNTERSIGN_LISTEN", "127.0.0.1:0"),
+            ("COUNTERSIGN_POLICY_DIR", "/srv/policies"),
+            ("COUNTERSIGN_LOG", "countersign=debug"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.origin, p.display().to_string());
+    assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+    assert_eq!(c.policy_dir, PathBuf::from("/srv/policies"));
+    assert_eq!(c.log, "countersign=debug");
+}
+
+#[test]
+fn a_file_policy_dir_is_relative_to_the_file_and_omitted_fields_take_defaults() {
+    let (d, p) = file("[policy]\ndir = \"rules\"\n");
+    let c = Config::load(Some(&p), &env(&[])).unwrap();
+    assert_eq!(c.policy_dir, d.path().join("rules"));
+    assert_eq!(c.listen.to_string(), "127.0.0.1:9191");
+    assert_eq!(
+        c.mapper.routes.specs().count(),
+        0,
+        "a file replaces the example routes"
+    );
+}
+
+#[test]
+fn errors_name_the_file_the_field_and_what_was_expected() {
+    let e = err("[server]\nlisten = \"nowhere\"\n");
+    assert!(e.ends_with("countersign.toml: field `server.listen`: expected an IP address and port such as `127.0.0.1:9191`, got `nowhere`"), "{e}");
+
+    let e = err("[server]\nlisten = 9191\n");
+    assert!(e.contains("countersign.toml:2:10: invalid type: integer `9191`, expected a string (in `listen = 9191`)"), "{e}");
+
+    let e = err("[server]\nlisen = \"x\"\n");
+    assert!(
+        e.contains("countersign.toml:2:1: unknown field `lisen`, expected one of `listen`"),
+        "{e}"
+    );
+
+    let e = err("[request]\nheaders = [\"authorization\"]\n");
+    assert!(
+        e.contains("field `request.headers[0]`: `authorization` carries credentials"),
+        "{e}"
+    );
+
+    let e =
+        err("[[routes]]\npath = \"/a/{id}\"\naction = \"read\"\nresource = 'Doc::\"{name}\"'\n");
+    assert!(e.contains("field `routes[0]`: resource id `{name}` uses `{name}`, which path template `/a/{id}` does not define"), "{e}");
+
+    let e = err("[[routes]]\npath = \"/a\"\naction = \"read\"\nresource = \"Doc\"\n");
+    assert!(
+        e.contains("field `routes[0].resource`: expected `Type::\"id template\"`"),
+        "{e}"
+    );
+
+    let e = err(
+        "[[routes]]\nmethod = \"GET /\"\npath = \"/a\"\naction = \"read\"\nresource = 'Doc::\"a\"'\n",
+    );
+    assert!(e.contains("field `routes[0].method`"), "{e}");
+
+    let e = err("[identity]\ntrusted_header = { name = \"x user\", entity_type = \"User\" }\n");
+    assert!(e.contains("field `identity.trusted_header.name`"), "{e}");
+
+    let e = err("[server]\nlog = \"[[[\"\n");
+    assert!(
+        e.contains("field `server.log`: expected a tracing filter"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_environment_override_error_names_the_variable() {
+    let e = Config::load(None, &env(&[("COUNTERSIGN_LISTEN", "9191")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("environment variable COUNTERSIGN_LISTEN: field `server.listen`"),
+        "{e}"
+    );
+    let e = Config::load(Some(Path::new("/nonexistent/c.toml")), &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("cannot read config file `/nonexistent/c.toml`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn actions_accept_a_bare_name_or_a_full_uid_and_methods_are_upper_cased() {
+    let (_d, p) = file(
+        "[[routes]]\nmethod = \"post\"\npath = \"/a/{id}\"\naction = 'Acme::Action::\"run\"'\nresource = 'Acme::Job::\"{id}\"'\n",
+    );
+    let c = Config::load(Some(&p), &env(&[])).unwrap();
+    let r = c.mapper.routes.resolve("POST", "/a/7").unwrap();
+    assert_eq!(r.action.to_string(), r#"Acme::Action::"run""#);
+    assert_eq!(r.resource.to_string(), r#"Acme::Job::"7""#);
+}

@@ -1,1 +1,229 @@
+use std::collections::HashMap;
 
+use serde_json::json;
+
+use super::*;
+use crate::config::Config;
+
+fn mapper() -> Mapper {
+    Config::load(None, &HashMap::new()).unwrap().mapper
+}
+
+struct Req {
+    method: &'static str,
+    path: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+    claims: Option<Map<String, Value>>,
+}
+
+fn req(method: &'static str, path: &str) -> Req {
+    Req {
+        method,
+        path: path.into(),
+        headers: HashMap::new(),
+        body: vec![],
+        claims: None,
+    }
+}
+
+impl Req {
+    fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.insert(k.into(), v.into());
+        self
+    }
+    fn body(mut self, b: &str) -> Self {
+        self.body = b.as_bytes().to_vec();
+        self
+    }
+    fn claims(mut self, c: Value) -> Self {
+        self.claims = c.as_object().cloned();
+        self
+    }
+    fn map(&self, m: &Mapper) -> Result<MappedRequest, MappingError> {
+        m.map(&HttpRequest {
+            method: self.method,
+            path: &self.path,
+            host: "api.example.com",
+            scheme: "https",
+            headers: &self.headers,
+            body: &self.body,
+            source_address: "10.1.2.3",
+            source_principal: "",
+            jwt_claims: self.claims.as_ref(),
+            request_id: "req-1",
+            time: Some(1_700_000_000),
+        })
+    }
+}
+
+/// The context as Cedar JSON, for asserting on.
+fn context(m: &MappedRequest) -> Value {
+    ["http", "source", "time", "request_id", "body"]
+        .into_iter()
+        .filter_map(|k| {
+            m.context
+                .get(k)
+                .map(|v| (k.to_owned(), json!(v.to_string())))
+        })
+        .collect::<Map<_, _>>()
+        .into()
+}
+
+#[test]
+fn context_carries_method_normalised_path_host_source_time_and_request_id() {
+    let m = req("GET", "/v1/datasets/sales?format=csv&limit=10&secret=x")
+        .claims(json!({"sub": "alice"}))
+        .map(&mapper())
+        .unwrap();
+    assert_eq!(m.principal.to_string(), r#"User::"alice""#);
+    assert_eq!(m.action.to_string(), r#"Action::"read""#);
+    assert_eq!(m.resource.to_string(), r#"Dataset::"sales""#);
+    let c = context(&m);
+    let http = c["http"].as_str().unwrap();
+    assert!(http.contains(r#""method": "GET""#), "{http}");
+    assert!(
+        http.contains(r#""path": "/v1/datasets/sales""#),
+        "query split off: {http}"
+    );
+    assert!(http.contains(r#""host": "api.example.com""#), "{http}");
+    assert!(
+        http.contains(r#""query": {"format": "csv", "limit": "10"}"#),
+        "only allow-listed: {http}"
+    );
+    assert!(c["source"].as_str().unwrap().contains(r#"ip("10.1.2.3")"#));
+    assert_eq!(c["time"], json!("1700000000"));
+    assert_eq!(c["request_id"], json!(r#""req-1""#));
+    assert!(c.get("body").is_none());
+}
+
+#[test]
+fn only_allow_listed_headers_reach_the_context_and_never_credentials() {
+    let m = req("GET", "/v1/datasets/sales")
+        .header("user-agent", "agent/1.0")
+        .header("authorization", "Bearer secret-token")
+        .header("cookie", "session=secret")
+        .header("x-other", "nope")
+        .map(&mapper())
+        .unwrap();
+    let http = context(&m)["http"].as_str().unwrap().to_owned();
+    assert!(
+        http.contains(r#""headers": {"user-agent": "agent/1.0"}"#),
+        "{http}"
+    );
+    assert!(!http.contains("secret"), "{http}");
+}
+
+#[test]
+fn a_repeated_allow_listed_query_parameter_is_refused() {
+    let err = req("GET", "/v1/datasets/sales?format=csv&format=xml").map(&mapper());
+    assert_eq!(
+        err.unwrap_err(),
+        MappingError::DuplicateQuery("format".into())
+    );
+    // Parameters that are not allow-listed may repeat.
+    assert!(
+        req("GET", "/v1/datasets/sales?x=1&x=2")
+            .map(&mapper())
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_body_route_turns_the_json_body_into_context_body() {
+    let m = req("POST", "/v1/datasets/sales/export")
+        .body(r#"{"format":"csv","rows":10,"note":null}"#)
+        .map(&mapper())
+        .unwrap();
+    assert_eq!(
+        context(&m)["body"],
+        json!(r#"{"format": "csv", "rows": 10}"#)
+    );
+    // Routes that did not ask for the body ignore it.
+    let m = req("GET", "/v1/datasets/sales")
+        .body(r#"{"a":1}"#)
+        .map(&mapper())
+        .unwrap();
+    assert!(context(&m).get("body").is_none());
+}
+
+#[test]
+fn bodies_that_cannot_be_mapped_are_refused_with_the_reason() {
+    let export = |b: &str| {
+        req("POST", "/v1/datasets/sales/export")
+            .body(b)
+            .map(&mapper())
+            .unwrap_err()
+    };
+    assert!(matches!(export("{not json"), MappingError::BodyNotJson(_)));
+    assert_eq!(export("[1,2]"), MappingError::BodyNotObject);
+    assert!(matches!(
+        export(r#"{"rows": 0.123456}"#),
+        MappingError::BodyUnrepresentable(_)
+    ));
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(70_000));
+    assert!(matches!(
+        export(&big),
+        MappingError::BodyTooLarge { limit: 65536, .. }
+    ));
+    let partial = req("POST", "/v1/datasets/sales/export")
+        .header(PARTIAL_BODY_HEADER, "true")
+        .body("{")
+        .map(&mapper());
+    assert_eq!(partial.unwrap_err(), MappingError::PartialBody);
+}
+
+#[test]
+fn malformed_paths_are_refused() {
+    let m = mapper();
+    assert_eq!(
+        req("GET", "v1/x").map(&m).unwrap_err(),
+        MappingError::PathNotAbsolute
+    );
+    assert_eq!(
+        req("GET", "/a%zz").map(&m).unwrap_err(),
+        MappingError::BadPercentEncoding("path")
+    );
+    assert_eq!(
+        req("GET", "/a%2").map(&m).unwrap_err(),
+        MappingError::BadPercentEncoding("path")
+    );
+    assert_eq!(
+        req("GET", "/a?q=%").map(&m).unwrap_err(),
+        MappingError::BadPercentEncoding("query")
+    );
+    assert!(matches!(
+        req("GET", "/v1/datasets/%C3%28").map(&m).unwrap_err(),
+        MappingError::Param(_)
+    ));
+    let long = format!("/{}", "a".repeat(MAX_PATH_BYTES));
+    assert_eq!(
+        req("GET", &long).map(&m).unwrap_err(),
+        MappingError::PathTooLong
+    );
+    let mut many = req("GET", "/");
+    for i in 0..=MAX_HEADERS {
+        many = many.header(&format!("x-h{i}"), "v");
+    }
+    assert_eq!(many.map(&m).unwrap_err(), MappingError::TooManyHeaders);
+}
+
+#[test]
+fn unmatched_requests_get_the_default_action_and_path_resource() {
+    let m = req("PATCH", "/somewhere/else?x=1").map(&mapper()).unwrap();
+    assert_eq!(m.action.to_string(), r#"Action::"http_request""#);
+    assert_eq!(m.resource.to_string(), r#"Path::"/somewhere/else""#);
+    assert_eq!(m.principal.to_string(), r#"Anonymous::"anonymous""#);
+}
+
+#[test]
+fn probes_cover_every_route_and_principal_type() {
+    let probes = mapper().probes().unwrap();
+    // 4 routes + the default, each for User, Workload and Anonymous.
+    assert_eq!(probes.len(), 5 * 3);
+    assert!(
+        probes
+            .iter()
+            .any(|p| p.label == "route `POST /v1/datasets/{id}/export`")
+    );
+}

@@ -80,7 +80,9 @@ mod tests {
     use serde_json::json;
 
     fn cedar(v: Value) -> String {
-        to_cedar(&v, 0).unwrap().unwrap().to_string()
+        let expr = to_cedar(&v, 0).unwrap().unwrap();
+        let ctx = cedar_policy::Context::from_pairs([("v".to_owned(), expr)]).unwrap();
+        ctx.get("v").unwrap().to_string()
     }
 
     #[test]
