@@ -40,7 +40,7 @@ pub enum PolicyCommand {
       --claims '{"sub":"alice","groups":["data-owners"]}' --body '{"rows":10}'
 
 Exit codes: 0 allow, 1 deny, 2 input that cannot be evaluated, 64 bad configuration or policies."#)]
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -100,7 +100,7 @@ pub struct CheckArgs {
 pub fn run(cmd: PolicyCommand) -> ExitCode {
     match cmd {
         PolicyCommand::Validate { dir, config } => validate(dir, config.config.as_deref()),
-        PolicyCommand::Check(args) => check(args),
+        PolicyCommand::Check(args) => check(*args),
     }
 }
 

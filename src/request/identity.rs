@@ -72,7 +72,7 @@ impl IdentitySettings {
         headers: &HashMap<String, String>,
     ) -> Result<Identity, IdentityError> {
         if let Some(claims) = claims {
-            return self.from_claims(claims);
+            return self.resolve_claims(claims);
         }
         if !peer_principal.is_empty() {
             let uid = uid(&self.workload_type, peer_principal);
@@ -103,7 +103,7 @@ impl IdentitySettings {
         })
     }
 
-    fn from_claims(&self, claims: &Map<String, Value>) -> Result<Identity, IdentityError> {
+    fn resolve_claims(&self, claims: &Map<String, Value>) -> Result<Identity, IdentityError> {
         let Some(Value::String(sub)) = claims.get("sub") else {
             return Err(IdentityError::MissingSub);
         };

