@@ -66,7 +66,7 @@ impl Decision {
             self.errors.is_empty(),
             self.policies.is_empty(),
         ) {
-            (Outcome::Allow, ..) => "allowed by policy".into(),
+            (Outcome::Allow, ..) => format!("permitted by {}", quoted(&self.policies)),
             (Outcome::Deny, false, _) => {
                 format!("policy evaluation failed in {}", quoted(&self.policies))
             }

@@ -1,0 +1,101 @@
+//! The `countersign` command line as a policy author's CI would run it.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn countersign(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(args)
+        .current_dir(common::repo())
+        .env_remove("COUNTERSIGN_CONFIG")
+        .env_remove("COUNTERSIGN_POLICY_DIR")
+        .output()
+        .unwrap()
+}
+
+fn policy_check(args: &[&str]) -> Output {
+    countersign(&[&["policy", "check"], args].concat())
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn policy_validate_accepts_the_examples_and_locates_problems() {
+    let o = countersign(&["policy", "validate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).starts_with("ok: "), "{}", text(&o));
+
+    let dir = common::policy_copy();
+    std::fs::write(
+        dir.path().join("bad.cedar"),
+        "\n@id(\"typo\")\npermit (principal, action == Action::\"raed\", resource);\n",
+    )
+    .unwrap();
+    let o = countersign(&["policy", "validate", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o);
+    assert!(out.contains("bad.cedar:3:"), "{out}");
+    assert!(out.contains("policy `typo`"), "{out}");
+    assert!(out.contains(r#"did you mean `Action::"read"`?"#), "{out}");
+}
+
+#[test]
+fn policy_check_exit_code_follows_the_decision() {
+    let allow = policy_check(&[
+        "--method",
+        "GET",
+        "--path",
+        "/v1/datasets/sales",
+        "--claims",
+        r#"{"sub":"alice","groups":["analysts"]}"#,
+    ]);
+    assert_eq!(allow.status.code(), Some(0), "{}", text(&allow));
+    assert!(text(&allow).contains("policies:  analysts-read-datasets"));
+
+    let deny = policy_check(&["--method", "GET", "--path", "/v1/datasets/sales"]);
+    assert_eq!(deny.status.code(), Some(1), "{}", text(&deny));
+    assert!(text(&deny).contains("decision:  deny"));
+    assert!(text(&deny).contains("principal: Anonymous::\"anonymous\""));
+
+    let bad = policy_check(&["--principal", "alice", "--action", "x", "--resource", "y"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("--principal: expected an entity"),
+        "{}",
+        text(&bad)
+    );
+}
+
+#[test]
+fn serve_with_a_bad_config_exits_64_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("countersign.toml");
+    std::fs::write(&path, "[server]\nlisten = \"localhost\"\n").unwrap();
+    let o = countersign(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    let out = text(&o);
+    assert!(
+        out.contains(&format!("{}: field `server.listen`", path.display())),
+        "{out}"
+    );
+
+    // Policies that do not load are refused before a port is bound.
+    let policies = common::policy_copy();
+    std::fs::write(policies.path().join("broken.cedar"), "permit (").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .arg("serve")
+        .env("COUNTERSIGN_POLICY_DIR", policies.path())
+        .env("COUNTERSIGN_LISTEN", "127.0.0.1:0")
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(text(&o).contains("broken.cedar:1:"), "{}", text(&o));
+}
