@@ -161,15 +161,7 @@ impl AuthzService {
                 .map(|t| t.seconds),
         };
         let mapped = self.mapper.map(&req)?;
-        let request = cedar_policy::Request::new(
-            mapped.principal.clone(),
-            mapped.action.clone(),
-            mapped.resource.clone(),
-            mapped.context,
-            None,
-        )
-        .map_err(|e| CheckError::Mapping(MappingError::Context(e.to_string())))?;
-        let decision = self.policies.evaluate(&request, &mapped.entities);
+        let decision = self.policies.evaluate(&mapped.request, &mapped.entities);
         tracing::debug!(
             principal = %mapped.principal,
             action = %mapped.action,

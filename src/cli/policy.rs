@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use super::EXIT_CONFIG;
 use crate::config::{Config, ProcessEnv};
-use crate::policy::{Decision, Outcome, PolicyError, PolicyStore};
+use crate::policy::{Decision, Outcome, PolicyError, PolicyStore, Problem};
 use crate::request::HttpRequest;
 
 /// Exit code of `policy check` for a deny.
@@ -116,7 +116,18 @@ fn open_store(
     dir: Option<PathBuf>,
 ) -> Result<PolicyStore, (PolicyError, PathBuf)> {
     let dir = dir.unwrap_or_else(|| config.policy_dir.clone());
-    let probes = config.mapper.probes().unwrap_or_default();
+    let probes = match config.mapper.probes() {
+        Ok(p) => p,
+        Err(e) => {
+            let problem = Problem {
+                file: config.origin.clone().into(),
+                line: None,
+                policy: None,
+                message: e.to_string(),
+            };
+            return Err((PolicyError::Invalid(vec![problem]), dir));
+        }
+    };
     PolicyStore::open(&dir, probes).map_err(|e| (e, dir))
 }
 
@@ -272,20 +283,8 @@ fn http(args: &CheckArgs, config: &Config, store: &PolicyStore) -> Result<Evalua
         .mapper
         .map(&req)
         .map_err(|e| format!("bad request: {e}"))?;
-    let request = Request::new(
-        mapped.principal.clone(),
-        mapped.action.clone(),
-        mapped.resource.clone(),
-        mapped.context,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
-    Ok((
-        store.evaluate(&request, &mapped.entities),
-        mapped.principal,
-        mapped.action,
-        mapped.resource,
-    ))
+    let decision = store.evaluate(&mapped.request, &mapped.entities);
+    Ok((decision, mapped.principal, mapped.action, mapped.resource))
 }
 
 fn print_decision(d: &Decision, principal: &EntityUid, action: &EntityUid, resource: &EntityUid) {

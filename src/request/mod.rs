@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cedar_policy::{Context, Entities, EntityUid, RestrictedExpression};
+use cedar_policy::{Context, Entities, EntityUid, Request, RestrictedExpression};
 use serde_json::{Map, Value};
 
 pub use identity::{Identity, IdentityError, IdentitySettings, Source};
@@ -48,14 +48,14 @@ pub struct HttpRequest<'a> {
     pub time: Option<i64>,
 }
 
-/// A request ready for Cedar.
+/// A request ready for Cedar, with its parts kept for reporting.
 #[derive(Debug)]
 pub struct MappedRequest {
     pub principal: EntityUid,
     pub source: Source,
     pub action: EntityUid,
     pub resource: EntityUid,
-    pub context: Context,
+    pub request: Request,
     pub entities: Entities,
 }
 
@@ -133,12 +133,22 @@ impl Mapper {
         // INVARIANT: one entity, so no duplicate; no schema, so no schema error.
         let entities = Entities::from_entities([identity.entity], None)
             .map_err(|e| MappingError::Context(e.to_string()))?;
+        // No schema here: the shapes were checked against it at load time
+        // (see `probes`), and re-checking per request would cost every call.
+        let request = Request::new(
+            identity.uid.clone(),
+            resolved.action.clone(),
+            resolved.resource.clone(),
+            context,
+            None,
+        )
+        .map_err(|e| MappingError::Context(e.to_string()))?;
         Ok(MappedRequest {
             principal: identity.uid,
             source: identity.source,
             action: resolved.action.clone(),
             resource: resolved.resource,
-            context,
+            request,
             entities,
         })
     }

@@ -62,9 +62,8 @@ fn context(m: &MappedRequest) -> Value {
     ["http", "source", "time", "request_id", "body"]
         .into_iter()
         .filter_map(|k| {
-            m.context
-                .get(k)
-                .map(|v| (k.to_owned(), json!(v.to_string())))
+            let ctx = m.request.context().unwrap();
+            ctx.get(k).map(|v| (k.to_owned(), json!(v.to_string())))
         })
         .collect::<Map<_, _>>()
         .into()
