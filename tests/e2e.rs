@@ -301,11 +301,26 @@ async fn countersign_down_means_503_never_allow() {
 }
 
 #[tokio::test]
-async fn sigterm_drains_and_exits_zero() {
-    let policies = policy_copy();
-    let sidecar = Sidecar::start(policies.path(), &[]);
+async fn sigterm_drains_envoys_connection_and_exits_zero() {
+    let s = stack().await;
+    let alice = token("alice", &["analysts"]);
+    assert_eq!(s.get("/v1/datasets/sales", Some(&alice)).await.status, 200);
+    let Stack { envoy, sidecar, .. } = s;
     let log = sidecar.log.clone();
     let status = sidecar.terminate();
-    assert_eq!(status.code(), Some(0), "{}", log.lock().unwrap());
-    assert!(log.lock().unwrap().contains("shutting down: NOT_SERVING"));
+    let log = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("shutting down: NOT_SERVING"), "{log}");
+    // Envoy's open HTTP/2 connection was drained, not cut at the deadline.
+    assert!(
+        log.contains("stopped") && !log.contains("grace period over"),
+        "{log}"
+    );
+    let r = reqwest::Client::new()
+        .get(envoy.url("/v1/datasets/sales"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
 }
