@@ -330,7 +330,7 @@ fn validate(
         trusted_header: match &id.trusted_header {
             None => None,
             Some(t) => Some((
-                header_name(o, "identity.trusted_header.name", &t.name)?,
+                public_header(o, "identity.trusted_header.name", &t.name)?,
                 type_name(o, "identity.trusted_header.entity_type", &t.entity_type)?,
             )),
         },
@@ -340,16 +340,7 @@ fn validate(
     let mut headers = Vec::with_capacity(raw.request.headers.len());
     for (i, h) in raw.request.headers.iter().enumerate() {
         let field = format!("request.headers[{i}]");
-        let name = header_name(o, &field, h)?;
-        if SECRET_HEADERS.contains(&name.as_str()) {
-            return Err(invalid(
-                o,
-                &field,
-                &format!(
-                    "`{name}` carries credentials and is never copied into the policy context"
-                ),
-            ));
-        }
+        let name = public_header(o, &field, h)?;
         if headers.contains(&name) {
             return Err(invalid(o, &field, &format!("`{name}` is listed twice")));
         }
@@ -375,7 +366,7 @@ fn validate(
 
     let principal_header = match raw.response.principal_header.as_str() {
         "" => None,
-        h => Some(header_name(o, "response.principal_header", h)?),
+        h => Some(public_header(o, "response.principal_header", h)?),
     };
 
     let default_action = action_uid(o, "default_route.action", &raw.default_route.action)?;
@@ -509,6 +500,20 @@ fn header_name(o: &str, field: &str, v: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(v.to_ascii_lowercase())
+}
+
+/// A header name that does not carry credentials: its value may become a
+/// principal, reach the policy context or be sent upstream.
+fn public_header(o: &str, field: &str, v: &str) -> Result<String, ConfigError> {
+    let name = header_name(o, field, v)?;
+    if SECRET_HEADERS.contains(&name.as_str()) {
+        return Err(invalid(
+            o,
+            field,
+            &format!("`{name}` carries credentials and cannot be used here"),
+        ));
+    }
+    Ok(name)
 }
 
 /// Splits `Type::"id"` into `Type` and `id`.

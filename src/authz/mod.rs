@@ -102,13 +102,16 @@ impl AuthzService {
                 &decision.policies,
                 request_id,
             ),
-            Err(e) => deny(
-                RPC_INVALID_ARGUMENT,
-                HttpStatusCode::BadRequest,
-                &format!("bad request: {e}"),
-                &[],
-                request_id,
-            ),
+            Err(e) => {
+                tracing::debug!(error = ?e, "bad request");
+                deny(
+                    RPC_INVALID_ARGUMENT,
+                    HttpStatusCode::BadRequest,
+                    &format!("bad request: {e}"),
+                    &[],
+                    request_id,
+                )
+            }
         }
     }
 
@@ -162,13 +165,13 @@ impl AuthzService {
         };
         let mapped = self.mapper.map(&req)?;
         let decision = self.policies.evaluate(&mapped.request, &mapped.entities);
+        // Policy ids only: Cedar's error text can quote request values.
         tracing::debug!(
             principal = %mapped.principal,
             action = %mapped.action,
             resource = %mapped.resource,
             decision = ?decision.outcome,
             policies = ?decision.policies,
-            errors = ?decision.errors,
             "check"
         );
         Ok((decision, mapped.principal.to_string()))

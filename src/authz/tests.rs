@@ -35,6 +35,10 @@ fn an_allowed_request_names_the_principal_to_the_upstream() {
     let s = seen(&service().decide(&req));
     assert_eq!((s.rpc_code, s.http_status), (0, 200), "{s:?}");
     assert_eq!(s.headers["x-countersign-principal"], r#"User::"alice""#);
+    assert!(
+        s.appended.is_empty(),
+        "the principal header must overwrite: {s:?}"
+    );
 }
 
 #[test]
@@ -159,11 +163,42 @@ fn requests_that_cannot_be_mapped_are_400_with_the_reason() {
 }
 
 #[test]
-fn denial_bodies_never_echo_credentials() {
-    let req = check("GET", "/v1/datasets/%zz")
-        .header("authorization", "Bearer secret-token-value")
-        .header("cookie", "session=secret-cookie")
-        .build();
-    let s = seen(&service().decide(&req));
-    assert!(!s.body.contains("secret"), "{}", s.body);
+fn denials_never_echo_credentials_or_body_values() {
+    let svc = service();
+    let with_secrets = |c: check::Check| {
+        c.header("authorization", "Bearer secret-token-value")
+            .header("cookie", "session=secret-cookie")
+            .build()
+    };
+    // A policy denial, a body the policy cannot read, a body value Cedar
+    // cannot hold, and claims Cedar cannot hold.
+    let cases = [
+        with_secrets(check("GET", "/v1/datasets/sales")),
+        with_secrets(
+            check("POST", "/v1/datasets/sales/export")
+                .claims(json!({"sub": "dora", "groups": ["data-owners"]}))
+                .body(r#"{"format":"secret-format","rows":0.123456}"#),
+        ),
+        with_secrets(
+            check("POST", "/v1/datasets/sales/export")
+                .claims(json!({"sub": "dora", "secret": 0.123456}))
+                .body(r#"{"format":"secret-format","format":"csv"}"#),
+        ),
+    ];
+    for req in cases {
+        let resp = svc.decide(&req);
+        let s = seen(&resp);
+        assert!(s.http_status == 400 || s.http_status == 403, "{s:?}");
+        let message = resp
+            .status
+            .as_ref()
+            .map(|st| st.message.clone())
+            .unwrap_or_default();
+        for text in [&s.body, &message] {
+            assert!(
+                !text.contains("secret-") && !text.contains("0.123456"),
+                "{text}"
+            );
+        }
+    }
 }

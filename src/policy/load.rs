@@ -84,7 +84,7 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let schema = parse_schema(dir, &schemas, &mut problems, &mut warnings);
-    let (set, owner) = parse_policies(&sources, &mut problems);
+    let (set, owner) = parse_policies(dir, &sources, &mut problems);
     // Validate what parsed even when some files did not, so that one run
     // reports every problem.
     let Some(schema) = schema else {
@@ -133,8 +133,14 @@ fn collect(
             continue;
         }
         let path = entry.path();
-        if path.is_dir() {
+        let kind = entry.file_type().map_err(io)?;
+        // Recurse into real directories only: a symlinked one could loop.
+        // Symlinked files are followed (a ConfigMap mount is made of them).
+        let is_file = kind.is_file() || (kind.is_symlink() && path.is_file());
+        if kind.is_dir() {
             collect(&path, policies, schemas)?;
+        } else if !is_file {
+            continue;
         } else if path.extension().is_some_and(|e| e == "cedar") {
             policies.push(path);
         } else if path.extension().is_some_and(|e| e == "cedarschema") {
@@ -175,6 +181,7 @@ fn parse_schema(
 /// Parses every file into one set. Policies are renamed to their `@id`
 /// annotation, or `file#n` without one, so that decisions name them.
 fn parse_policies(
+    root: &Path,
     sources: &[Source],
     problems: &mut Vec<Problem>,
 ) -> (PolicySet, HashMap<PolicyId, usize>) {
@@ -212,7 +219,7 @@ fn parse_policies(
                 Some(id) => id.to_owned(),
                 None => format!(
                     "{}#{n}",
-                    src.path.file_name().unwrap_or_default().to_string_lossy()
+                    src.path.strip_prefix(root).unwrap_or(&src.path).display()
                 ),
             };
             let id = PolicyId::new(&name);

@@ -279,3 +279,24 @@ fn the_example_policies_load_with_the_embedded_route_table() {
     let store = PolicyStore::open(&dir, config.mapper.probes().unwrap()).unwrap();
     assert!(store.current().set.policies().count() >= 5);
 }
+
+#[test]
+fn same_named_files_in_subdirectories_get_distinct_ids_and_symlinked_dirs_are_not_followed() {
+    let d = dir(&[]);
+    for sub in ["a", "b"] {
+        std::fs::create_dir(d.path().join(sub)).unwrap();
+        std::fs::write(
+            d.path().join(sub).join("p.cedar"),
+            "permit (principal, action, resource);",
+        )
+        .unwrap();
+    }
+    // A loop that a recursive walk following symlinks would never leave.
+    std::os::unix::fs::symlink(d.path(), d.path().join("a/loop")).unwrap();
+    let store = open(d.path());
+    let got = decide(&store, alice(), Context::empty());
+    assert_eq!(
+        got.policies,
+        vec!["a/p.cedar#0".to_owned(), "b/p.cedar#0".to_owned()]
+    );
+}

@@ -12,6 +12,8 @@ use super::PolicyStore;
 /// Editors save in several steps (write temp, rename); wait this long after
 /// the last event so that one save means one reload.
 const SETTLE: Duration = Duration::from_millis(200);
+/// Longest a reload waits for changes to stop.
+const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 /// Keeps the watch alive; dropping it stops reloading.
 pub struct WatchGuard {
@@ -31,21 +33,24 @@ pub fn spawn(store: Arc<PolicyStore>) -> notify::Result<WatchGuard> {
     let signal = changed.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         // Our own reads show up as access events; only changes matter.
-        if let Ok(ev) = res
-            && !matches!(ev.kind, EventKind::Access(_))
-        {
-            signal.notify_one();
+        match res {
+            Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => {}
+            Ok(_) => signal.notify_one(),
+            Err(e) => tracing::warn!("policy directory watch error: {e}"),
         }
     })?;
     watcher.watch(store.dir(), RecursiveMode::Recursive)?;
     let task = tokio::spawn(async move {
         loop {
             changed.notified().await;
-            // Coalesce a burst of events into one reload.
+            // Coalesce a burst of events into one reload, but do not let a
+            // steady stream of events postpone it for ever.
+            let deadline = tokio::time::Instant::now() + MAX_SETTLE;
             loop {
                 tokio::select! {
                     _ = changed.notified() => continue,
                     _ = tokio::time::sleep(SETTLE) => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
             let store = store.clone();
@@ -55,11 +60,16 @@ pub fn spawn(store: Arc<PolicyStore>) -> notify::Result<WatchGuard> {
             })
             .await;
             match res {
-                Ok((Ok(loaded), _)) => tracing::info!(
-                    policies = loaded.set.policies().count(),
-                    files = loaded.files.len(),
-                    "policies reloaded"
-                ),
+                Ok((Ok(loaded), _)) => {
+                    tracing::info!(
+                        policies = loaded.set.policies().count(),
+                        files = loaded.files.len(),
+                        "policies reloaded"
+                    );
+                    for w in &loaded.warnings {
+                        tracing::warn!("policy warning: {w}");
+                    }
+                }
                 Ok((Err(e), failures)) => tracing::error!(
                     reload_failures_total = failures,
                     "policy reload failed, keeping the last good set: {e}"

@@ -159,8 +159,9 @@ impl IdentitySettings {
 pub fn describe(e: &ValueError) -> String {
     match e {
         ValueError::TooDeep => format!("nested deeper than {} levels", value::MAX_DEPTH),
-        ValueError::Number(n) => {
-            format!("number `{n}` is neither an integer nor a decimal with at most 4 digits")
+        ValueError::Number => {
+            "a number that is neither an integer nor a decimal with at most 4 fraction digits"
+                .to_owned()
         }
         ValueError::DuplicateKey(k) => format!("duplicate key: {k}"),
     }

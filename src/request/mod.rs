@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cedar_policy::{Context, Entities, EntityUid, Request, RestrictedExpression};
+use cedar_policy::{
+    Context, Entities, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
+};
 use serde_json::{Map, Value};
 
 pub use identity::{Identity, IdentityError, IdentitySettings, Source};
@@ -79,6 +81,10 @@ pub enum MappingError {
     BodyTooLarge { size: usize, limit: usize },
     #[error("request body was truncated by Envoy, and this route decides on the body")]
     PartialBody,
+    #[error(
+        "this route decides on the request body, but Envoy did not send it (enable `with_request_body` for the route)"
+    )]
+    BodyNotForwarded,
     #[error("request body is not valid JSON: {0}")]
     BodyNotJson(String),
     #[error("request body must be a JSON object")]
@@ -87,7 +93,9 @@ pub enum MappingError {
     BodyUnrepresentable(String),
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("cannot build the Cedar context: {0}")]
+    /// Only the fixed text reaches the caller: Cedar quotes values in the
+    /// detail, which goes to the debug log.
+    #[error("cannot build the Cedar request from this request")]
     Context(String),
 }
 
@@ -173,10 +181,10 @@ impl Mapper {
         }
         let mut source = Vec::with_capacity(1);
         if let Ok(ip) = req.source_address.parse::<IpAddr>() {
-            source.push((
-                "address".to_owned(),
-                RestrictedExpression::new_ip(ip.to_string()),
-            ));
+            // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`,
+            // which Cedar's `ip()` does not accept.
+            let ip = ip.to_canonical().to_string();
+            source.push(("address".to_owned(), RestrictedExpression::new_ip(ip)));
         }
         let time = req.time.unwrap_or_else(|| {
             SystemTime::now()
@@ -238,6 +246,17 @@ impl Mapper {
             return Err(MappingError::PartialBody);
         }
         if req.body.is_empty() {
+            // A body announced but not forwarded means Envoy does not buffer
+            // this route (`with_request_body`): deciding without it would
+            // skip every rule on the body.
+            let announced = req
+                .headers
+                .get("content-length")
+                .is_some_and(|v| v.trim() != "0")
+                || req.headers.contains_key("transfer-encoding");
+            if announced {
+                return Err(MappingError::BodyNotForwarded);
+            }
             return Ok(None);
         }
         let limit = self.context.max_body_bytes;
@@ -247,8 +266,8 @@ impl Mapper {
                 limit,
             });
         }
-        let json: Value = serde_json::from_slice(req.body)
-            .map_err(|e| MappingError::BodyNotJson(e.to_string()))?;
+        let json =
+            value::parse_strict(req.body).map_err(|e| MappingError::BodyNotJson(e.to_string()))?;
         let Value::Object(map) = json else {
             return Err(MappingError::BodyNotObject);
         };
@@ -257,77 +276,83 @@ impl Mapper {
             .map_err(|e| MappingError::BodyUnrepresentable(identity::describe(&e)))
     }
 
-    /// One sample request per route and principal type, for the policy
-    /// loader to check against the schema before any real request arrives.
+    /// Sample requests per route and principal type, with every optional
+    /// part present and with none, for the policy loader to check against the
+    /// schema before any real request arrives.
     pub fn probes(&self) -> Result<Vec<Probe>, MappingError> {
-        let headers: HashMap<String, String> = self
+        let full_headers: HashMap<String, String> = self
             .context
             .headers
             .iter()
             .map(|h| (h.clone(), "x".to_owned()))
             .collect();
-        let query = self
+        let full_query = self
             .context
             .query
             .iter()
             .map(|q| format!("{q}=x&"))
             .collect::<String>();
-        let sample = HttpRequest {
+        let no_headers = HashMap::new();
+        let sample = |headers, scheme, source_address, request_id| HttpRequest {
             method: "GET",
             path: "/",
             host: "localhost",
-            scheme: "https",
-            headers: &headers,
+            scheme,
+            headers,
             body: b"",
-            source_address: "127.0.0.1",
+            source_address,
             source_principal: "",
             jwt_claims: None,
-            request_id: "probe",
+            request_id,
             time: Some(0),
         };
-        let mut principals = vec![
-            (&self.identity.user_type, "probe"),
-            (&self.identity.workload_type, "probe"),
+        let contexts = [
+            self.context(
+                &sample(&full_headers, "https", "127.0.0.1", "probe"),
+                "/",
+                &full_query,
+                false,
+            )?,
+            self.context(&sample(&no_headers, "", "", ""), "/", "", false)?,
         ];
+        let mut principal_types = vec![&self.identity.user_type, &self.identity.workload_type];
         if let Some((_, ty)) = &self.identity.trusted_header {
-            principals.push((ty, "probe"));
+            principal_types.push(ty);
         }
-        let mut targets: Vec<(String, EntityUid, cedar_policy::EntityTypeName)> = self
+        let mut principals: Vec<EntityUid> = principal_types
+            .into_iter()
+            .map(|ty| EntityUid::from_type_name_and_id(ty.clone(), EntityId::new("probe")))
+            .collect();
+        principals.push(self.identity.anonymous.clone());
+
+        let mut targets: Vec<(String, &EntityUid, &EntityTypeName)> = self
             .routes
             .specs()
             .map(|r| {
                 let label = format!("route `{} {}`", r.method.as_deref().unwrap_or("*"), r.path);
-                (label, r.action.clone(), r.resource_type.clone())
+                (label, &r.action, &r.resource_type)
             })
             .collect();
         targets.push((
             "the default route".to_owned(),
-            self.routes.default_action().clone(),
-            self.routes.default_resource_type().clone(),
+            self.routes.default_action(),
+            self.routes.default_resource_type(),
         ));
         let mut probes = Vec::new();
         for (label, action, resource_type) in targets {
-            let resource = EntityUid::from_type_name_and_id(
-                resource_type,
-                cedar_policy::EntityId::new("probe"),
-            );
-            let context = self.context(&sample, "/", &query, false)?;
-            let mut push = |principal: EntityUid| {
-                probes.push(Probe {
-                    label: label.clone(),
-                    principal,
-                    action: action.clone(),
-                    resource: resource.clone(),
-                    context: context.clone(),
-                });
-            };
-            for (ty, id) in &principals {
-                push(EntityUid::from_type_name_and_id(
-                    (*ty).clone(),
-                    cedar_policy::EntityId::new(*id),
-                ));
+            let resource =
+                EntityUid::from_type_name_and_id(resource_type.clone(), EntityId::new("probe"));
+            for principal in &principals {
+                for context in &contexts {
+                    probes.push(Probe {
+                        label: label.clone(),
+                        principal: principal.clone(),
+                        action: action.clone(),
+                        resource: resource.clone(),
+                        context: context.clone(),
+                    });
+                }
             }
-            push(self.identity.anonymous.clone());
         }
         Ok(probes)
     }

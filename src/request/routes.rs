@@ -37,15 +37,28 @@ pub enum RouteError {
     Unclosed(String),
 }
 
-/// A path parameter that could not be decoded.
+/// A path parameter that cannot name a resource.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error("path parameter `{0}` is not valid UTF-8 once percent-decoded")]
-pub struct ParamError(pub String);
+pub enum ParamError {
+    #[error("path parameter `{0}` is not valid UTF-8 once percent-decoded")]
+    NotUtf8(String),
+    /// Upstreams read these differently (`;` starts a matrix parameter in
+    /// Tomcat and Spring, `\\` is a separator on some servers), so the policy
+    /// could judge a resource other than the one the upstream serves.
+    #[error("path parameter `{name}` contains `{found}`, which upstreams may read as a separator")]
+    Separator { name: String, found: char },
+    #[error("path parameter `{0}` is empty")]
+    Empty(String),
+}
 
 #[derive(Debug)]
 enum Part {
     Lit(String),
-    Param(String),
+    /// A path parameter; a catch-all (`{*rest}`) may span segments.
+    Param {
+        name: String,
+        catch_all: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -145,11 +158,22 @@ impl RouteTable {
         for part in &route.id {
             match part {
                 Part::Lit(s) => id.push_str(s),
-                Part::Param(name) => {
+                Part::Param { name, catch_all } => {
                     let raw = hit.params.get(name).unwrap_or_default();
                     let decoded = percent_decode_str(raw)
                         .decode_utf8()
-                        .map_err(|_| ParamError(name.clone()))?;
+                        .map_err(|_| ParamError::NotUtf8(name.clone()))?;
+                    if decoded.is_empty() {
+                        return Err(ParamError::Empty(name.clone()));
+                    }
+                    let bad =
+                        |c: char| c == ';' || c == '\\' || c == '\0' || (c == '/' && !catch_all);
+                    if let Some(found) = decoded.chars().find(|&c| bad(c)) {
+                        return Err(ParamError::Separator {
+                            name: name.clone(),
+                            found,
+                        });
+                    }
                     id.push_str(&decoded);
                 }
             }
@@ -178,18 +202,24 @@ fn parse_id_template(spec: &RouteSpec) -> Result<Vec<Part>, RouteError> {
         let close = rest[open..]
             .find('}')
             .ok_or_else(|| RouteError::Unclosed(spec.resource_id.clone()))?;
-        let name = &rest[open + 1..open + close];
-        // matchit writes a catch-all as `{*name}` and reports it as `name`.
-        let declared = spec.path.contains(&format!("{{{name}}}"))
-            || spec.path.contains(&format!("{{*{name}}}"));
-        if !declared {
+        let written = &rest[open + 1..open + close];
+        // matchit writes a catch-all as `{*name}` and reports it as `name`;
+        // `{{` and `}}` are literal braces, not parameters.
+        let name = written.trim_start_matches('*');
+        let path = spec.path.replace("{{", "").replace("}}", "");
+        let catch_all = path.contains(&format!("{{*{name}}}"));
+        let declared = catch_all || path.contains(&format!("{{{name}}}"));
+        if !declared || name.is_empty() {
             return Err(RouteError::UnknownParam {
                 id: spec.resource_id.clone(),
                 param: name.to_owned(),
                 path: spec.path.clone(),
             });
         }
-        parts.push(Part::Param(name.to_owned()));
+        parts.push(Part::Param {
+            name: name.to_owned(),
+            catch_all,
+        });
         rest = &rest[open + close + 1..];
     }
     if !rest.is_empty() {
@@ -338,7 +368,38 @@ mod tests {
         let t = table(vec![spec(None, "/v1/{id}", "a", "T", "{id}")]);
         assert_eq!(
             t.resolve("GET", "/v1/%ff").unwrap_err(),
-            ParamError("id".into())
+            ParamError::NotUtf8("id".into())
         );
+        assert!(matches!(
+            err(spec(None, "/v1/{{id}}", "a", "T", "{id}")),
+            RouteError::UnknownParam { .. }
+        ));
+    }
+
+    #[test]
+    fn parameters_with_separators_upstreams_disagree_on_are_refused() {
+        let t = table(vec![
+            spec(None, "/v1/{id}", "a", "T", "{id}"),
+            spec(None, "/files/{*rest}", "f", "File", "{*rest}"),
+        ]);
+        for (path, found) in [
+            ("/v1/a;x=1", ';'),
+            ("/v1/a%3Bx", ';'),
+            ("/v1/a%2Fb", '/'),
+            ("/v1/a%5Cb", '\\'),
+            ("/v1/a%00", '\0'),
+        ] {
+            assert_eq!(
+                t.resolve("GET", path).unwrap_err(),
+                ParamError::Separator {
+                    name: "id".into(),
+                    found
+                },
+                "{path}"
+            );
+        }
+        // A catch-all spans segments, and its resource id is the whole rest.
+        assert_eq!(resolve(&t, "GET", "/files/a/b.txt").1, r#"File::"a/b.txt""#);
+        assert!(t.resolve("GET", "/files/a;b").is_err());
     }
 }

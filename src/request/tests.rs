@@ -218,11 +218,70 @@ fn unmatched_requests_get_the_default_action_and_path_resource() {
 #[test]
 fn probes_cover_every_route_and_principal_type() {
     let probes = mapper().probes().unwrap();
-    // 4 routes + the default, each for User, Workload and Anonymous.
-    assert_eq!(probes.len(), 5 * 3);
+    // 4 routes + the default, each for User, Workload and Anonymous, each
+    // with every optional context part and with none.
+    assert_eq!(probes.len(), 5 * 3 * 2);
     assert!(
         probes
             .iter()
             .any(|p| p.label == "route `POST /v1/datasets/{id}/export`")
     );
+}
+
+#[test]
+fn a_body_route_refuses_a_body_envoy_announced_but_did_not_send() {
+    let m = mapper();
+    let r = req("POST", "/v1/datasets/sales/export")
+        .header("content-length", "12")
+        .map(&m);
+    assert_eq!(r.unwrap_err(), MappingError::BodyNotForwarded);
+    let r = req("POST", "/v1/datasets/sales/export")
+        .header("transfer-encoding", "chunked")
+        .map(&m);
+    assert_eq!(r.unwrap_err(), MappingError::BodyNotForwarded);
+    assert!(
+        req("POST", "/v1/datasets/sales/export")
+            .header("content-length", "0")
+            .map(&m)
+            .is_ok()
+    );
+    assert!(req("POST", "/v1/datasets/sales/export").map(&m).is_ok());
+}
+
+#[test]
+fn a_repeated_body_key_is_refused() {
+    let r = req("POST", "/v1/datasets/sales/export")
+        .body(r#"{"format":"xml","format":"csv"}"#)
+        .map(&mapper());
+    assert!(
+        matches!(r.unwrap_err(), MappingError::BodyNotJson(e) if e.starts_with("duplicate key `format`"))
+    );
+}
+
+#[test]
+fn an_ipv4_mapped_source_address_is_an_ipv4_address() {
+    let headers = HashMap::new();
+    let m = mapper()
+        .map(&HttpRequest {
+            method: "GET",
+            path: "/",
+            host: "h",
+            scheme: "",
+            headers: &headers,
+            body: b"",
+            source_address: "::ffff:10.1.2.3",
+            source_principal: "",
+            jwt_claims: None,
+            request_id: "",
+            time: None,
+        })
+        .unwrap();
+    let source = m
+        .request
+        .context()
+        .unwrap()
+        .get("source")
+        .unwrap()
+        .to_string();
+    assert!(source.contains(r#"ip("10.1.2.3")"#), "{source}");
 }

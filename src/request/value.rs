@@ -7,11 +7,12 @@ use serde_json::Value;
 /// rather than walked, so a hostile body cannot blow the stack.
 pub const MAX_DEPTH: usize = 16;
 
-/// Why a JSON value has no Cedar form.
+/// Why a JSON value has no Cedar form. Messages name no values: they go
+/// back to callers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueError {
     TooDeep,
-    Number(String),
+    Number,
     DuplicateKey(String),
 }
 
@@ -67,11 +68,87 @@ fn number(n: &serde_json::Number) -> Result<RestrictedExpression, ValueError> {
     if f.fract() == 0.0 && f.abs() < 9.0e15 {
         return Ok(RestrictedExpression::new_long(f as i64));
     }
-    let scaled = f * 10_000.0;
-    if f.is_finite() && scaled.fract() == 0.0 && scaled.abs() < 9.0e18 {
-        return Ok(RestrictedExpression::new_decimal(format!("{f:.4}")));
+    // Decide on the shortest text form, not on binary arithmetic: 19.99 is
+    // not a whole number of ten-thousandths as a double.
+    let text = n.to_string();
+    let fits = match text.split_once('.') {
+        Some((int, frac)) => {
+            (1..=4).contains(&frac.len())
+                && frac.bytes().all(|b| b.is_ascii_digit())
+                && int.trim_start_matches('-').len() <= 14
+        }
+        None => false,
+    };
+    if fits {
+        return Ok(RestrictedExpression::new_decimal(text));
     }
-    Err(ValueError::Number(n.to_string()))
+    Err(ValueError::Number)
+}
+
+/// Parses JSON, refusing an object with a repeated key, or keys that differ
+/// only in case: parsers disagree on which copy wins (serde_json keeps the
+/// last, others the first or match case-insensitively), so a policy could
+/// judge one value while the upstream acts on another.
+pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<Strict>(bytes).map(|s| s.0)
+}
+
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.to_lowercase()) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 #[cfg(test)]
@@ -91,7 +168,10 @@ mod tests {
         assert_eq!(cedar(json!(true)), "true");
         assert_eq!(cedar(json!(42)), "42");
         assert_eq!(cedar(json!(1.7e9)), "1700000000");
-        assert_eq!(cedar(json!(9.99)), r#"decimal("9.9900")"#);
+        assert_eq!(cedar(json!(9.99)), r#"decimal("9.99")"#);
+        assert_eq!(cedar(json!(19.99)), r#"decimal("19.99")"#);
+        assert_eq!(cedar(json!(0.57)), r#"decimal("0.57")"#);
+        assert_eq!(cedar(json!(-1.5)), r#"decimal("-1.5")"#);
         assert_eq!(cedar(json!(["a", null])), r#"["a"]"#);
         assert_eq!(cedar(json!({"a": 1, "b": null})), r#"{"a": 1}"#);
     }
@@ -99,18 +179,45 @@ mod tests {
     #[test]
     fn null_is_left_out_and_unrepresentable_numbers_refused() {
         assert!(to_cedar(&json!(null), 0).unwrap().is_none());
-        assert_eq!(
-            to_cedar(&json!(0.123456), 0).unwrap_err(),
-            ValueError::Number("0.123456".into())
-        );
+        for n in [json!(0.123456), json!(1e300), json!(1e-9)] {
+            assert_eq!(to_cedar(&n, 0).unwrap_err(), ValueError::Number, "{n}");
+        }
     }
 
     #[test]
-    fn nesting_beyond_the_limit_is_refused() {
-        let mut v = json!(1);
-        for _ in 0..=MAX_DEPTH {
-            v = json!([v]);
+    fn nesting_up_to_the_limit_converts_and_beyond_is_refused() {
+        let nest = |levels: usize, array: bool| {
+            let mut v = json!(1);
+            for _ in 0..levels {
+                v = if array { json!([v]) } else { json!({ "a": v }) };
+            }
+            v
+        };
+        for array in [true, false] {
+            assert!(
+                to_cedar(&nest(MAX_DEPTH, array), 0).is_ok(),
+                "array: {array}"
+            );
+            assert_eq!(
+                to_cedar(&nest(MAX_DEPTH + 1, array), 0).unwrap_err(),
+                ValueError::TooDeep
+            );
         }
-        assert_eq!(to_cedar(&v, 0).unwrap_err(), ValueError::TooDeep);
+    }
+
+    #[test]
+    fn strict_parsing_refuses_repeated_keys_at_any_depth_and_in_any_case() {
+        assert_eq!(
+            parse_strict(br#"{"a":1,"b":[{"c":null}]}"#).unwrap(),
+            json!({"a":1,"b":[{"c":null}]})
+        );
+        for body in [
+            r#"{"format":"xml","format":"csv"}"#,
+            r#"{"x":{"k":1,"k":2}}"#,
+            r#"{"format":"xml","FORMAT":"csv"}"#,
+        ] {
+            let err = parse_strict(body.as_bytes()).unwrap_err().to_string();
+            assert!(err.starts_with("duplicate key"), "{body}: {err}");
+        }
     }
 }

@@ -111,37 +111,39 @@ pub struct Seen {
     pub rpc_code: i32,
     pub http_status: u16,
     pub headers: HashMap<String, String>,
+    /// Headers added without overwriting a client-sent copy.
+    pub appended: Vec<String>,
     pub body: String,
 }
 
 pub fn seen(resp: &envoy_types::ext_authz::v3::pb::CheckResponse) -> Seen {
-    use envoy_types::ext_authz::v3::pb::HttpResponse;
+    use envoy_types::ext_authz::v3::pb::{HeaderAppendAction, HeaderValueOption, HttpResponse};
     let rpc_code = resp.status.as_ref().map_or(-1, |s| s.code);
-    let pairs =
-        |hs: &[envoy_types::ext_authz::v3::pb::HeaderValueOption]| -> HashMap<String, String> {
-            hs.iter()
-                .filter_map(|h| h.header.as_ref())
-                .map(|h| (h.key.clone(), h.value.clone()))
-                .collect()
+    let (http_status, options, body): (u16, &[HeaderValueOption], String) =
+        match &resp.http_response {
+            Some(HttpResponse::OkResponse(ok)) => (200, &ok.headers, String::new()),
+            Some(HttpResponse::DeniedResponse(d)) => (
+                d.status.as_ref().map_or(0, |s| s.code as u16),
+                &d.headers,
+                d.body.clone(),
+            ),
+            _ => (0, &[], String::new()),
         };
-    match &resp.http_response {
-        Some(HttpResponse::OkResponse(ok)) => Seen {
-            rpc_code,
-            http_status: 200,
-            headers: pairs(&ok.headers),
-            body: String::new(),
-        },
-        Some(HttpResponse::DeniedResponse(d)) => Seen {
-            rpc_code,
-            http_status: d.status.as_ref().map_or(0, |s| s.code as u16),
-            headers: pairs(&d.headers),
-            body: d.body.clone(),
-        },
-        _ => Seen {
-            rpc_code,
-            http_status: 0,
-            headers: HashMap::new(),
-            body: String::new(),
-        },
+    let headers = options
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .map(|h| (h.key.clone(), h.value.clone()))
+        .collect();
+    let appended = options
+        .iter()
+        .filter(|h| h.append_action != HeaderAppendAction::OverwriteIfExistsOrAdd as i32)
+        .filter_map(|h| h.header.as_ref().map(|h| h.key.clone()))
+        .collect();
+    Seen {
+        rpc_code,
+        http_status,
+        headers,
+        appended,
+        body,
     }
 }
