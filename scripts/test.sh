@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: installs Envoy if it is
-# missing (end-to-end tests need it and fail without it), then every test.
+# Runs the whole test suite on a fresh machine: installs Envoy and
+# redis-server if they are missing (the tests need them and fail without
+# them), then every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-envoy.sh
+# Approval tests start their own redis-server on a free port.
+if ! command -v redis-server >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+fi
 cargo test --locked "$@"

@@ -85,6 +85,111 @@ struct Raw {
     default_route: RawDefaultRoute,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    redis: RawRedis,
+    #[serde(default)]
+    approvals: RawApprovals,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRedis {
+    url: String,
+    prefix: String,
+    timeout_ms: u64,
+    retention: String,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "countersign:".into(),
+            timeout_ms: 250,
+            retention: "7d".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApprovals {
+    token_header: String,
+    hold_max: String,
+}
+
+impl Default for RawApprovals {
+    fn default() -> Self {
+        Self {
+            token_header: "x-countersign-approval".into(),
+            hold_max: "25s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    listen: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    approvers: Vec<RawApprover>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9192".into(),
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            approvers: vec![],
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApprover {
+    name: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    token_sha256: Option<String>,
+}
+
+/// The approvers' API: TLS material (read at start-up) and approvers.
+#[derive(Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// CA for client certificates; without it only bearer tokens work.
+    pub client_ca_pem: Option<Vec<u8>>,
+    pub approvers: Vec<ApproverConfig>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    // The key never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("client_ca", &self.client_ca_pem.is_some())
+            .field("approvers", &self.approvers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A known approver: the name a client certificate or token maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApproverConfig {
+    pub name: String,
+    pub groups: Vec<String>,
+    /// SHA-256 (hex) of the approver's bearer token; the token itself is
+    /// never stored.
+    pub token_sha256: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +231,7 @@ impl Default for RawPolicy {
 struct RawIdentity {
     jwt_metadata_key: String,
     groups_claim: String,
+    on_behalf_of_claim: String,
     user_type: String,
     group_type: String,
     workload_type: String,
@@ -138,6 +244,7 @@ impl Default for RawIdentity {
         Self {
             jwt_metadata_key: "jwt_payload".into(),
             groups_claim: "groups".into(),
+            on_behalf_of_claim: "on_behalf_of".into(),
             user_type: "User".into(),
             group_type: "Group".into(),
             workload_type: "Workload".into(),
@@ -227,6 +334,11 @@ pub struct Config {
     /// Header naming the principal to the upstream; `None` when disabled.
     pub principal_header: Option<String>,
     pub mapper: Mapper,
+    pub store: crate::approval::StoreConfig,
+    pub token_header: String,
+    pub hold_max: Duration,
+    /// `None` when no TLS certificate is configured: the admin API is off.
+    pub admin: Option<AdminConfig>,
 }
 
 impl Config {
@@ -282,12 +394,34 @@ impl Config {
             }
             None => base.join(&raw.policy.dir),
         };
+        let mut redis_origin = origin.clone();
+        if let Some(v) = env.var("COUNTERSIGN_REDIS_URL") {
+            raw.redis.url = v;
+            redis_origin = "environment variable COUNTERSIGN_REDIS_URL".into();
+        }
+        let mut admin_origin = origin.clone();
+        if let Some(v) = env.var("COUNTERSIGN_ADMIN_LISTEN") {
+            raw.admin.listen = v;
+            admin_origin = "environment variable COUNTERSIGN_ADMIN_LISTEN".into();
+        }
+        let origins = Origins {
+            redis: redis_origin,
+            admin: admin_origin,
+            base: base.clone(),
+        };
         let mut log_origin = origin.clone();
         if let Some(v) = env.var("COUNTERSIGN_LOG") {
             raw.server.log = v;
             log_origin = "environment variable COUNTERSIGN_LOG".into();
         }
-        validate(raw, &origin, &listen_origin, &log_origin, policy_dir)
+        validate(
+            raw,
+            &origin,
+            &listen_origin,
+            &log_origin,
+            policy_dir,
+            &origins,
+        )
     }
 }
 
@@ -297,6 +431,7 @@ fn validate(
     listen_origin: &str,
     log_origin: &str,
     policy_dir: PathBuf,
+    origins: &Origins,
 ) -> Result<Config, ConfigError> {
     let o = origin;
     let listen = raw.server.listen.parse::<SocketAddr>().map_err(|_| {
@@ -327,6 +462,7 @@ fn validate(
         workload_type: type_name(o, "identity.workload_type", &id.workload_type)?,
         anonymous: entity_uid(o, "identity.anonymous", &id.anonymous)?,
         groups_claim: non_empty(o, "identity.groups_claim", &id.groups_claim)?,
+        on_behalf_of_claim: non_empty(o, "identity.on_behalf_of_claim", &id.on_behalf_of_claim)?,
         trusted_header: match &id.trusted_header {
             None => None,
             Some(t) => Some((
@@ -414,7 +550,16 @@ fn validate(
     let routes = RouteTable::new(specs, default_action, default_type)
         .map_err(|(i, e)| invalid(o, &format!("routes[{i}]"), &e.to_string()))?;
 
+    let store = validate_redis(&raw.redis, &origins.redis)?;
+    let token_header = public_header(o, "approvals.token_header", &raw.approvals.token_header)?;
+    let hold_max = duration(o, "approvals.hold_max", &raw.approvals.hold_max)?;
+    let admin = validate_admin(&raw.admin, o, origins)?;
+
     Ok(Config {
+        store,
+        token_header,
+        hold_max,
+        admin,
         origin: origin.to_owned(),
         listen,
         shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_seconds),
@@ -432,6 +577,137 @@ fn validate(
                 max_body_bytes: raw.request.max_body_bytes,
             },
         },
+    })
+}
+
+/// Where values that environment variables may override came from.
+struct Origins {
+    redis: String,
+    admin: String,
+    /// Directory relative paths in a file are resolved against.
+    base: PathBuf,
+}
+
+fn validate_redis(r: &RawRedis, o: &str) -> Result<crate::approval::StoreConfig, ConfigError> {
+    if let Err(e) = redis::Client::open(r.url.as_str()) {
+        return Err(invalid(
+            o,
+            "redis.url",
+            &format!(
+                "expected a URL such as `redis://127.0.0.1:6379` or `rediss://host:6380`: {e}"
+            ),
+        ));
+    }
+    if r.timeout_ms == 0 {
+        return Err(invalid(
+            o,
+            "redis.timeout_ms",
+            "expected a positive number of milliseconds",
+        ));
+    }
+    Ok(crate::approval::StoreConfig {
+        url: r.url.clone(),
+        prefix: r.prefix.clone(),
+        timeout: Duration::from_millis(r.timeout_ms),
+        retention: duration(o, "redis.retention", &r.retention)?,
+    })
+}
+
+fn validate_admin(
+    a: &RawAdmin,
+    o: &str,
+    origins: &Origins,
+) -> Result<Option<AdminConfig>, ConfigError> {
+    let listen = a.listen.parse::<SocketAddr>().map_err(|_| {
+        invalid(
+            &origins.admin,
+            "admin.listen",
+            &format!(
+                "expected an IP address and port such as `127.0.0.1:9192`, got `{}`",
+                a.listen
+            ),
+        )
+    })?;
+    let read = |field: &str, p: &Path| -> Result<Vec<u8>, ConfigError> {
+        let path = origins.base.join(p);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| invalid(o, field, &format!("cannot read `{}`: {e}", path.display())))?;
+        if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Err(invalid(
+                o,
+                field,
+                &format!("`{}` is not a PEM file", path.display()),
+            ));
+        }
+        Ok(bytes)
+    };
+    let (cert_pem, key_pem) = match (&a.tls_cert, &a.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (read("admin.tls_cert", c)?, read("admin.tls_key", k)?),
+        (Some(_), None) => {
+            return Err(invalid(
+                o,
+                "admin.tls_key",
+                "expected a PEM private key, since admin.tls_cert is set",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                o,
+                "admin.tls_cert",
+                "expected a PEM certificate, since admin.tls_key is set",
+            ));
+        }
+    };
+    let client_ca_pem = a
+        .client_ca
+        .as_deref()
+        .map(|p| read("admin.client_ca", p))
+        .transpose()?;
+    let mut approvers = Vec::new();
+    for (i, ap) in a.approvers.iter().enumerate() {
+        let f = |n: &str| format!("admin.approvers[{i}].{n}");
+        if ap.name.trim().is_empty() {
+            return Err(invalid(o, &f("name"), "expected a non-empty name"));
+        }
+        if let Some(h) = &ap.token_sha256
+            && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(invalid(
+                o,
+                &f("token_sha256"),
+                "expected 64 hex digits: the SHA-256 of the token (`printf %s TOKEN | sha256sum`)",
+            ));
+        }
+        approvers.push(ApproverConfig {
+            name: ap.name.clone(),
+            groups: ap.groups.clone(),
+            token_sha256: ap.token_sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+        });
+    }
+    if client_ca_pem.is_none() && approvers.iter().all(|a| a.token_sha256.is_none()) {
+        return Err(invalid(
+            o,
+            "admin.client_ca",
+            "expected a CA for client certificates, or at least one approver with `token_sha256`: otherwise nobody can authenticate",
+        ));
+    }
+    Ok(Some(AdminConfig {
+        listen,
+        cert_pem,
+        key_pem,
+        client_ca_pem,
+        approvers,
+    }))
+}
+
+fn duration(o: &str, field: &str, v: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(v.trim()).map_err(|_| {
+        invalid(
+            o,
+            field,
+            &format!("expected a duration such as `25s`, `15m` or `7d`, got `{v}`"),
+        )
     })
 }
 

@@ -8,7 +8,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::admin::AdminService;
+use crate::admin::pb::approvals_server::ApprovalsServer;
 use crate::authz::AuthzService;
+use crate::config::AdminConfig;
 
 /// Name under which health reports the ext_authz service.
 pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -17,6 +22,8 @@ pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 pub enum ServerError {
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
 }
 
 /// Serves until `shutdown` resolves, then: health NOT_SERVING, stop taking
@@ -65,6 +72,43 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// The admin API's TLS: the server identity, and client certificates from
+/// the configured CA when there is one (optional, so that bearer tokens work
+/// too; the service refuses calls that bring neither).
+pub fn admin_tls(cfg: &AdminConfig) -> Result<ServerTlsConfig, ServerError> {
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(&cfg.cert_pem, &cfg.key_pem));
+    if let Some(ca) = &cfg.client_ca_pem {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(ca))
+            .client_auth_optional(true);
+    }
+    // Building a server checks the certificate and key now, before any port
+    // is bound.
+    tonic::transport::Server::builder().tls_config(tls.clone())?;
+    Ok(tls)
+}
+
+/// Serves the approvers' API over TLS, with gRPC reflection, until
+/// `shutdown` resolves; in-flight calls finish first.
+pub async fn serve_admin(
+    listener: TcpListener,
+    admin: AdminService,
+    tls: ServerTlsConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::admin::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .add_service(reflection)
+        .add_service(ApprovalsServer::new(admin))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

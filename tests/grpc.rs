@@ -33,8 +33,16 @@ async fn start() -> Running {
     let settings = AuthzSettings {
         jwt_metadata_key: config.jwt_metadata_key.clone(),
         principal_header: config.principal_header.clone(),
+        token_header: config.token_header.clone(),
+        hold_max: config.hold_max,
     };
-    let authz = AuthzService::new(Arc::new(config.mapper), Arc::new(store), settings);
+    let approvals = Arc::new(countersign::approval::RedisStore::new(config.store.clone()).unwrap());
+    let authz = AuthzService::new(
+        Arc::new(config.mapper),
+        Arc::new(store),
+        approvals,
+        settings,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -13,8 +13,16 @@ use envoy_types::pb::google::rpc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::policy::{Decision, Outcome, PolicyStore};
-use crate::request::{HttpRequest, Mapper, MappingError};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::approval::store::Consumed;
+use crate::approval::{
+    Approval, ApprovalParams, FingerprintInput, Mode, NewApproval, RedisStore, RequestInfo, Status,
+    StoreError,
+};
+use crate::policy::{Decision, PolicyStore, Verdict};
+use crate::request::{HttpRequest, MappedRequest, Mapper, MappingError};
 
 /// Metadata namespace where Envoy's `jwt_authn` filter puts verified claims.
 pub const JWT_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
@@ -44,6 +52,27 @@ struct Denial<'a> {
     request_id: &'a str,
 }
 
+/// The body of a call that waits for an approval.
+#[derive(Debug, Serialize)]
+struct ApprovalRequired<'a> {
+    decision: &'static str,
+    reason: String,
+    approval_id: &'a str,
+    status: &'a str,
+    /// Until when the request may be approved (RFC 3339).
+    expires_at: String,
+    approvers: &'a [String],
+    quorum: u32,
+    policies: &'a [String],
+    request_id: &'a str,
+    /// Only in the answer that opened the request: present it, on the
+    /// identical retry, in the approval token header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_header: Option<&'a str>,
+}
+
 /// Settings the service reads per request.
 #[derive(Debug, Clone)]
 pub struct AuthzSettings {
@@ -51,6 +80,10 @@ pub struct AuthzSettings {
     pub jwt_metadata_key: String,
     /// Header that names the principal to the upstream on allow.
     pub principal_header: Option<String>,
+    /// Header carrying an approval token on a retried call.
+    pub token_header: String,
+    /// Longest a hold-mode call waits; below Envoy's timeout on held routes.
+    pub hold_max: Duration,
 }
 
 /// Envoy's ext_authz v3 `Authorization` service.
@@ -58,6 +91,7 @@ pub struct AuthzSettings {
 pub struct AuthzService {
     mapper: Arc<Mapper>,
     policies: Arc<PolicyStore>,
+    approvals: Arc<RedisStore>,
     settings: Arc<AuthzSettings>,
 }
 
@@ -69,37 +103,83 @@ impl Authorization for AuthzService {
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         // Denials, bad input included, are answers, not RPC errors: Envoy
         // then shows the caller our status and body rather than a bare 403.
-        Ok(tonic::Response::new(self.decide(request.get_ref())))
+        Ok(tonic::Response::new(self.decide(request.get_ref()).await))
     }
 }
 
+/// What a check comes to.
+enum Answer {
+    Allow {
+        principal: String,
+    },
+    Deny(Decision),
+    /// Guarded, and the approval presented or found does not allow it.
+    Refused {
+        reason: String,
+        policies: Vec<String>,
+    },
+    ApprovalRequired {
+        approval: Box<Approval>,
+        token: Option<String>,
+        reason: String,
+    },
+    /// Approvals needed but the store is unreachable: fail closed, visibly.
+    Unavailable {
+        reason: String,
+        policies: Vec<String>,
+    },
+}
+
 impl AuthzService {
-    pub fn new(mapper: Arc<Mapper>, policies: Arc<PolicyStore>, settings: AuthzSettings) -> Self {
+    pub fn new(
+        mapper: Arc<Mapper>,
+        policies: Arc<PolicyStore>,
+        approvals: Arc<RedisStore>,
+        settings: AuthzSettings,
+    ) -> Self {
         Self {
             mapper,
             policies,
+            approvals,
             settings: Arc::new(settings),
         }
     }
 
     /// Decides one check. Never fails: anything that prevents a decision is
     /// a denial.
-    pub fn decide(&self, check: &CheckRequest) -> CheckResponse {
+    pub async fn decide(&self, check: &CheckRequest) -> CheckResponse {
         let http = check
             .attributes
             .as_ref()
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         let request_id = http.map_or("", request_id);
-        match self.evaluate(check) {
-            Ok((decision, principal)) if decision.outcome == Outcome::Allow => {
-                self.allow(&principal)
-            }
-            Ok((decision, _)) => deny(
+        match self.evaluate(check).await {
+            Ok(Answer::Allow { principal }) => self.allow(&principal),
+            Ok(Answer::Deny(decision)) => deny(
                 RPC_PERMISSION_DENIED,
                 HttpStatusCode::Forbidden,
                 &decision.reason(),
                 &decision.policies,
+                request_id,
+            ),
+            Ok(Answer::Refused { reason, policies }) => deny(
+                RPC_PERMISSION_DENIED,
+                HttpStatusCode::Forbidden,
+                &reason,
+                &policies,
+                request_id,
+            ),
+            Ok(Answer::ApprovalRequired {
+                approval,
+                token,
+                reason,
+            }) => self.approval_required(&approval, token.as_deref(), reason, request_id),
+            Ok(Answer::Unavailable { reason, policies }) => deny(
+                RPC_UNAVAILABLE,
+                HttpStatusCode::ServiceUnavailable,
+                &reason,
+                &policies,
                 request_id,
             ),
             Err(e) => {
@@ -115,7 +195,7 @@ impl AuthzService {
         }
     }
 
-    fn evaluate(&self, check: &CheckRequest) -> Result<(Decision, String), CheckError> {
+    async fn evaluate(&self, check: &CheckRequest) -> Result<Answer, CheckError> {
         let attrs = check
             .attributes
             .as_ref()
@@ -164,17 +244,193 @@ impl AuthzService {
                 .map(|t| t.seconds),
         };
         let mapped = self.mapper.map(&req)?;
-        let decision = self.policies.evaluate(&mapped.request, &mapped.entities);
+        let verdict = self
+            .policies
+            .decide(|granted| mapped.request(granted), &mapped.entities)?;
         // Policy ids only: Cedar's error text can quote request values.
         tracing::debug!(
             principal = %mapped.principal,
             action = %mapped.action,
             resource = %mapped.resource,
-            decision = ?decision.outcome,
-            policies = ?decision.policies,
+            verdict = ?std::mem::discriminant(&verdict),
             "check"
         );
-        Ok((decision, mapped.principal.to_string()))
+        Ok(match verdict {
+            Verdict::Allow(_) => Answer::Allow {
+                principal: mapped.principal.to_string(),
+            },
+            Verdict::Deny(d) => Answer::Deny(d),
+            Verdict::Approvable { denial, params, .. } => {
+                self.approvable(&req, &mapped, denial, params).await
+            }
+        })
+    }
+
+    /// A call that an approval would allow: use the approval it presents, or
+    /// open (or find) its approval request and hold or refuse it.
+    async fn approvable(
+        &self,
+        req: &HttpRequest<'_>,
+        mapped: &MappedRequest,
+        denial: Decision,
+        params: ApprovalParams,
+    ) -> Answer {
+        let principal = mapped.principal.to_string();
+        let action = mapped.action.to_string();
+        let resource = mapped.resource.to_string();
+        let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
+        let fingerprint = FingerprintInput {
+            principal: &principal,
+            action: &action,
+            resource: &resource,
+            method: req.method,
+            path,
+            query: &mapped.query,
+            body: req.body,
+        }
+        .digest();
+        let unavailable = |e: StoreError| {
+            tracing::warn!("approval store: {e}");
+            Answer::Unavailable {
+                reason: e.to_string(),
+                policies: denial.policies.clone(),
+            }
+        };
+        let refuse = |reason: String| Answer::Refused {
+            reason,
+            policies: denial.policies.clone(),
+        };
+
+        if let Some(token) = req.headers.get(&self.settings.token_header) {
+            return match self
+                .approvals
+                .consume(Some(token), None, &fingerprint)
+                .await
+            {
+                Ok(Consumed::Used { id, uses_left }) => {
+                    tracing::info!(approval = %id, uses_left, principal = %principal, "approval used");
+                    Answer::Allow { principal }
+                }
+                Ok(Consumed::Unknown) => refuse("the approval token is not valid".into()),
+                Ok(Consumed::Mismatch { id }) => refuse(format!(
+                    "approval `{id}` was granted for a different request: method, path, query and body must be identical"
+                )),
+                Ok(Consumed::NotUsable {
+                    id,
+                    status: Status::Pending,
+                }) => match self.approvals.get(&id).await {
+                    Ok(Some(approval)) => Answer::ApprovalRequired {
+                        approval: Box::new(approval),
+                        token: None,
+                        reason: "the approval is still pending".into(),
+                    },
+                    Ok(None) => refuse(format!("approval `{id}` no longer exists")),
+                    Err(e) => unavailable(e),
+                },
+                Ok(Consumed::NotUsable { id, status }) => {
+                    refuse(format!("approval `{id}` is {status}"))
+                }
+                Err(e) => unavailable(e),
+            };
+        }
+
+        let info = RequestInfo {
+            principal: principal.clone(),
+            on_behalf_of: mapped.on_behalf_of.as_ref().map(ToString::to_string),
+            action,
+            resource,
+            method: req.method.to_owned(),
+            path: path.to_owned(),
+            host: req.host.to_owned(),
+            source_address: req.source_address.to_owned(),
+            policies: denial.policies.clone(),
+            parameters: shown_parameters(mapped, &params.show),
+            approver_groups: params.approver_groups.clone(),
+            quorum: params.quorum,
+            uses: params.uses,
+            reason_required: params.reason_required,
+            mode: params.mode,
+        };
+        let new = NewApproval {
+            fingerprint: fingerprint.clone(),
+            info,
+            params,
+        };
+        let opened = match self.approvals.open(&new).await {
+            Ok(o) => o,
+            Err(e) => return unavailable(e),
+        };
+        let mut approval = opened.approval;
+        if approval.status == Status::Denied {
+            let by = approval.votes.iter().rev().find(|v| v.verdict == "deny");
+            let why = by.map_or(String::new(), |v| {
+                format!(" by {}: {}", v.approver, v.reason)
+            });
+            return refuse(format!("approval `{}` was denied{why}", approval.id));
+        }
+        if new.params.mode == Mode::Hold && approval.status == Status::Pending {
+            match self.hold(&approval.id, approval.expires_at).await {
+                Ok(Some(a)) => approval = a,
+                Ok(None) => {}
+                Err(e) => return unavailable(e),
+            }
+            if approval.status == Status::Approved {
+                return match self
+                    .approvals
+                    .consume(None, Some(&approval.id), &fingerprint)
+                    .await
+                {
+                    Ok(Consumed::Used { id, .. }) => {
+                        tracing::info!(approval = %id, principal = %principal, "held call approved");
+                        Answer::Allow { principal }
+                    }
+                    Ok(other) => refuse(format!(
+                        "approval `{}` could not be used: {other:?}",
+                        approval.id
+                    )),
+                    Err(e) => unavailable(e),
+                };
+            }
+            if approval.status == Status::Denied {
+                return refuse(format!("approval `{}` was denied", approval.id));
+            }
+        }
+        let reason = match approval.status {
+            Status::Approved => {
+                "approved: retry the identical request with the approval token".to_owned()
+            }
+            _ => "this call needs an approval".to_owned(),
+        };
+        Answer::ApprovalRequired {
+            approval: Box::new(approval),
+            token: opened.token,
+            reason,
+        }
+    }
+
+    /// Waits for a decision on `id`, until the hold limit or the request's
+    /// own deadline. Pub/sub wakes it at once; polling covers lost messages.
+    async fn hold(&self, id: &str, expires_at: i64) -> Result<Option<Approval>, StoreError> {
+        let mut events = self.approvals.subscribe().await;
+        let left = Duration::from_secs(expires_at.saturating_sub(now_secs()).max(0) as u64);
+        let deadline = tokio::time::Instant::now() + self.settings.hold_max.min(left);
+        let mut poll = tokio::time::interval(HOLD_POLL);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+                ev = events.recv() => match ev {
+                    Ok(ev) if ev.id != id => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                    _ => {}
+                },
+                _ = poll.tick() => {}
+            }
+            if let Some(a) = self.approvals.get(id).await?
+                && a.status != Status::Pending
+            {
+                return Ok(Some(a));
+            }
+        }
     }
 
     fn allow(&self, principal: &str) -> CheckResponse {
@@ -194,11 +450,93 @@ impl AuthzService {
             }),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                 headers,
+                // The approval token is the caller's secret, not the upstream's.
+                headers_to_remove: vec![self.settings.token_header.clone()],
                 ..Default::default()
             })),
             ..Default::default()
         }
     }
+
+    fn approval_required(
+        &self,
+        a: &Approval,
+        token: Option<&str>,
+        reason: String,
+        request_id: &str,
+    ) -> CheckResponse {
+        let body = ApprovalRequired {
+            decision: "approval_required",
+            reason,
+            approval_id: &a.id,
+            status: a.status.as_str(),
+            expires_at: rfc3339(a.expires_at),
+            approvers: &a.info.approver_groups,
+            quorum: a.info.quorum,
+            policies: &a.info.policies,
+            request_id,
+            approval_token: token,
+            token_header: token.map(|_| self.settings.token_header.as_str()),
+        };
+        let body = serde_json::to_string(&body)
+            .unwrap_or_else(|_| r#"{"decision":"approval_required"}"#.to_owned());
+        let action = HeaderAppendAction::OverwriteIfExistsOrAdd;
+        CheckResponse {
+            status: Some(rpc::Status {
+                code: RPC_PERMISSION_DENIED,
+                message: "approval required".into(),
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                status: Some(HttpStatus {
+                    code: HttpStatusCode::Forbidden as i32,
+                }),
+                headers: vec![
+                    header("content-type", "application/json", action),
+                    header(APPROVAL_ID_HEADER, &a.id, action),
+                    header("retry-after", RETRY_AFTER_SECONDS, action),
+                ],
+                body,
+            })),
+            ..Default::default()
+        }
+    }
+}
+
+/// Header naming the approval request in an `approval_required` answer.
+pub const APPROVAL_ID_HEADER: &str = "x-countersign-approval-id";
+const RETRY_AFTER_SECONDS: &str = "10";
+const HOLD_POLL: Duration = Duration::from_secs(1);
+const RPC_UNAVAILABLE: i32 = 14;
+
+/// Query parameters (allow-listed) and the body fields a guarded policy
+/// names with `@show`: what an approver sees of the call's parameters.
+fn shown_parameters(mapped: &MappedRequest, show: &[String]) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = mapped.query.iter().cloned().collect();
+    if let Some(body) = &mapped.body {
+        for field in show {
+            if let Some(v) = body.get(field) {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                out.insert(format!("body.{field}"), text);
+            }
+        }
+    }
+    out
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+pub fn rfc3339(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn deny(

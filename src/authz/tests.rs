@@ -18,21 +18,35 @@ fn service() -> AuthzService {
     let settings = AuthzSettings {
         jwt_metadata_key: config.jwt_metadata_key.clone(),
         principal_header: config.principal_header.clone(),
+        token_header: config.token_header.clone(),
+        hold_max: config.hold_max,
     };
-    AuthzService::new(Arc::new(config.mapper), Arc::new(store), settings)
+    // Nothing listens on port 1: calls that need an approval find the store
+    // down; every other call must not notice.
+    let store_config = crate::approval::StoreConfig {
+        url: "redis://127.0.0.1:1".into(),
+        ..config.store.clone()
+    };
+    let approvals = Arc::new(crate::approval::RedisStore::new(store_config).unwrap());
+    AuthzService::new(
+        Arc::new(config.mapper),
+        Arc::new(store),
+        approvals,
+        settings,
+    )
 }
 
 fn body(s: &check::Seen) -> Value {
     serde_json::from_str(&s.body).unwrap()
 }
 
-#[test]
-fn an_allowed_request_names_the_principal_to_the_upstream() {
+#[tokio::test]
+async fn an_allowed_request_names_the_principal_to_the_upstream() {
     let req = check("GET", "/v1/datasets/sales")
         .claims(json!({"sub": "alice", "groups": ["analysts"], "exp": 1.9e9}))
         .header("x-countersign-principal", r#"User::"root""#)
         .build();
-    let s = seen(&service().decide(&req));
+    let s = seen(&service().decide(&req).await);
     assert_eq!((s.rpc_code, s.http_status), (0, 200), "{s:?}");
     assert_eq!(s.headers["x-countersign-principal"], r#"User::"alice""#);
     assert!(
@@ -41,9 +55,13 @@ fn an_allowed_request_names_the_principal_to_the_upstream() {
     );
 }
 
-#[test]
-fn a_denial_is_403_with_a_json_body_naming_the_policy() {
-    let s = seen(&service().decide(&check("GET", "/v1/datasets/sales").build()));
+#[tokio::test]
+async fn a_denial_is_403_with_a_json_body_naming_the_policy() {
+    let s = seen(
+        &service()
+            .decide(&check("GET", "/v1/datasets/sales").build())
+            .await,
+    );
     assert_eq!((s.rpc_code, s.http_status), (RPC_PERMISSION_DENIED, 403));
     assert_eq!(s.headers["content-type"], "application/json");
     assert_eq!(
@@ -53,19 +71,19 @@ fn a_denial_is_403_with_a_json_body_naming_the_policy() {
     );
 }
 
-#[test]
-fn a_request_no_policy_permits_says_so() {
+#[tokio::test]
+async fn a_request_no_policy_permits_says_so() {
     let req = check("DELETE", "/v1/datasets/sales")
         .claims(json!({"sub": "alice", "groups": ["analysts"]}))
         .build();
-    let s = seen(&service().decide(&req));
+    let s = seen(&service().decide(&req).await);
     assert_eq!(s.http_status, 403);
     assert_eq!(body(&s)["reason"], "no policy permits this request");
     assert_eq!(body(&s)["policies"], json!([]));
 }
 
-#[test]
-fn spoofed_identity_headers_leave_the_caller_anonymous() {
+#[tokio::test]
+async fn spoofed_identity_headers_leave_the_caller_anonymous() {
     let req = check("GET", "/v1/datasets/sales")
         .header("x-countersign-principal", r#"User::"alice""#)
         .header("x-authenticated-user", "alice")
@@ -74,40 +92,43 @@ fn spoofed_identity_headers_leave_the_caller_anonymous() {
             "By=spiffe://x;URI=spiffe://mesh.local/ns/reports/sa/reporter",
         )
         .build();
-    let s = seen(&service().decide(&req));
+    let s = seen(&service().decide(&req).await);
     assert_eq!(body(&s)["policies"], json!(["anonymous-denied"]));
 }
 
-#[test]
-fn an_mtls_workload_is_decided_as_a_workload() {
+#[tokio::test]
+async fn an_mtls_workload_is_decided_as_a_workload() {
     let svc = service();
     let ok = check("GET", "/v1/datasets/sales")
         .peer("spiffe://mesh.local/ns/reports/sa/reporter")
         .build();
-    assert_eq!(seen(&svc.decide(&ok)).http_status, 200);
+    assert_eq!(seen(&svc.decide(&ok).await).http_status, 200);
     let other = check("GET", "/v1/datasets/sales")
         .peer("spiffe://mesh.local/ns/x/sa/y")
         .build();
-    assert_eq!(seen(&svc.decide(&other)).http_status, 403);
+    assert_eq!(seen(&svc.decide(&other).await).http_status, 403);
 }
 
-#[test]
-fn the_body_decides_a_body_route() {
+#[tokio::test]
+async fn the_body_decides_a_body_route() {
     let svc = service();
-    let export = |b: &str| {
+    let export = async |b: &str| {
         let req = check("POST", "/v1/datasets/sales/export")
             .claims(json!({"sub": "dora", "groups": ["data-owners"]}))
             .body(b)
             .build();
-        seen(&svc.decide(&req))
+        seen(&svc.decide(&req).await)
     };
-    assert_eq!(export(r#"{"format":"csv","rows":10}"#).http_status, 200);
-    let s = export(r#"{"format":"xml"}"#);
+    assert_eq!(
+        export(r#"{"format":"csv","rows":10}"#).await.http_status,
+        200
+    );
+    let s = export(r#"{"format":"xml"}"#).await;
     assert_eq!(
         (s.http_status, body(&s)["policies"].clone()),
         (403, json!(["export-formats"]))
     );
-    let s = export("not json");
+    let s = export("not json").await;
     assert_eq!(s.http_status, 400);
     assert!(
         body(&s)["reason"]
@@ -117,10 +138,10 @@ fn the_body_decides_a_body_route() {
     );
 }
 
-#[test]
-fn requests_that_cannot_be_mapped_are_400_with_the_reason() {
+#[tokio::test]
+async fn requests_that_cannot_be_mapped_are_400_with_the_reason() {
     let svc = service();
-    let s = seen(&svc.decide(&CheckRequest::default()));
+    let s = seen(&svc.decide(&CheckRequest::default()).await);
     assert_eq!((s.rpc_code, s.http_status), (RPC_INVALID_ARGUMENT, 400));
     assert_eq!(
         body(&s)["reason"],
@@ -132,7 +153,8 @@ fn requests_that_cannot_be_mapped_are_400_with_the_reason() {
             &check("GET", "/v1/datasets/sales")
                 .claims(json!("a string"))
                 .build(),
-        ),
+        )
+        .await,
     );
     assert_eq!(s.http_status, 400);
     assert!(
@@ -147,14 +169,15 @@ fn requests_that_cannot_be_mapped_are_400_with_the_reason() {
             &check("GET", "/v1/datasets/sales")
                 .claims(json!({"name": "x"}))
                 .build(),
-        ),
+        )
+        .await,
     );
     assert_eq!(
         body(&s)["reason"],
         "bad request: the verified JWT has no string `sub` claim"
     );
 
-    let s = seen(&svc.decide(&check("GET", "/v1/%zz").build()));
+    let s = seen(&svc.decide(&check("GET", "/v1/%zz").build()).await);
     assert_eq!(
         body(&s)["reason"],
         "bad request: malformed percent-encoding in the request path"
@@ -162,8 +185,8 @@ fn requests_that_cannot_be_mapped_are_400_with_the_reason() {
     assert_eq!(body(&s)["request_id"], "req-7");
 }
 
-#[test]
-fn denials_never_echo_credentials_or_body_values() {
+#[tokio::test]
+async fn denials_never_echo_credentials_or_body_values() {
     let svc = service();
     let with_secrets = |c: check::Check| {
         c.header("authorization", "Bearer secret-token-value")
@@ -186,7 +209,7 @@ fn denials_never_echo_credentials_or_body_values() {
         ),
     ];
     for req in cases {
-        let resp = svc.decide(&req);
+        let resp = svc.decide(&req).await;
         let s = seen(&resp);
         assert!(s.http_status == 400 || s.http_status == 403, "{s:?}");
         let message = resp
@@ -201,4 +224,44 @@ fn denials_never_echo_credentials_or_body_values() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn an_approvable_call_with_the_store_down_is_503_and_other_calls_are_unaffected() {
+    let svc = service();
+    let agent = json!({"sub": "agent-7", "groups": ["agents"]});
+    let req = check("POST", "/v1/datasets/sales/export")
+        .claims(agent.clone())
+        .body(r#"{"format":"csv"}"#)
+        .build();
+    let s = seen(&svc.decide(&req).await);
+    assert_eq!(s.http_status, 503, "{s:?}");
+    assert!(
+        body(&s)["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("approvals are unavailable"),
+        "{}",
+        s.body
+    );
+    assert_eq!(body(&s)["policies"], json!(["agent-exports-need-approval"]));
+
+    // A call the agent may not make even with an approval is simply denied.
+    let s = seen(
+        &svc.decide(&check("DELETE", "/v1/datasets/sales").claims(agent).build())
+            .await,
+    );
+    assert_eq!(
+        (s.http_status, body(&s)["reason"].clone()),
+        (403, json!("no policy permits this request"))
+    );
+    let alice = json!({"sub": "alice", "groups": ["analysts"]});
+    assert_eq!(
+        seen(
+            &svc.decide(&check("GET", "/v1/datasets/sales").claims(alice).build())
+                .await
+        )
+        .http_status,
+        200
+    );
 }

@@ -283,7 +283,10 @@ fn http(args: &CheckArgs, config: &Config, store: &PolicyStore) -> Result<Evalua
         .mapper
         .map(&req)
         .map_err(|e| format!("bad request: {e}"))?;
-    let decision = store.evaluate(&mapped.request, &mapped.entities);
+    let request = mapped
+        .request(false)
+        .map_err(|e| format!("bad request: {e}"))?;
+    let decision = store.evaluate(&request, &mapped.entities);
     Ok((decision, mapped.principal, mapped.action, mapped.resource))
 }
 

@@ -5,9 +5,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 
 use super::EXIT_CONFIG;
+use crate::admin::AdminService;
+use crate::admin::auth::Authenticator;
+use crate::approval::RedisStore;
 use crate::authz::{AuthzService, AuthzSettings};
 use crate::config::{Config, ProcessEnv};
 use crate::policy::{PolicyStore, watch};
@@ -15,10 +19,7 @@ use crate::policy::{PolicyStore, watch};
 pub fn run(config_path: Option<&Path>) -> ExitCode {
     let config = match Config::load(config_path, &ProcessEnv) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("countersign: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(e) => return config_error(e),
     };
     // INVARIANT: the filter was validated by Config::load.
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -31,10 +32,7 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
 
     let probes = match config.mapper.probes() {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("countersign: invalid configuration: {}: {e}", config.origin);
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(e) => return config_error(format!("{}: {e}", config.origin)),
     };
     let store = match PolicyStore::open(&config.policy_dir, probes) {
         Ok(s) => Arc::new(s),
@@ -49,6 +47,24 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
     for w in &store.current().warnings {
         tracing::warn!("policy warning: {w}");
     }
+    let approvals = match RedisStore::new(config.store.clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return config_error(format!("{}: field `redis.url`: {e}", config.origin)),
+    };
+    let admin_tls = match config
+        .admin
+        .as_ref()
+        .map(crate::server::admin_tls)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            return config_error(format!(
+                "{}: fields `admin.tls_cert`/`admin.tls_key`/`admin.client_ca`: {e}",
+                config.origin
+            ));
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,7 +75,7 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, store)) {
+    match runtime.block_on(serve(config, store, approvals, admin_tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("countersign: {e:#}");
@@ -68,12 +84,30 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, store: Arc<PolicyStore>) -> anyhow::Result<()> {
-    use anyhow::Context as _;
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("countersign: invalid configuration: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn serve(
+    config: Config,
+    store: Arc<PolicyStore>,
+    approvals: Arc<RedisStore>,
+    admin_tls: Option<tonic::transport::ServerTlsConfig>,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let admin_listener = match &config.admin {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (admin API)", a.listen))?;
+            Some(l)
+        }
+        None => None,
+    };
     let _watch = if config.watch_policies {
         Some(
             watch::spawn(store.clone())
@@ -87,21 +121,61 @@ async fn serve(config: Config, store: Arc<PolicyStore>) -> anyhow::Result<()> {
         %addr,
         config = %config.origin,
         policies = loaded.set.policies().count(),
+        guarded = loaded.guards.len(),
         policy_dir = %store.dir().display(),
         "countersign listening"
     );
+
+    // One signal stops both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    tokio::spawn(async move {
+        crate::server::shutdown_signal().await;
+        let _ = stop_tx.send(());
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
+        let _ = rx.changed().await;
+    };
+
+    let admin_task = match (admin_listener, admin_tls, &config.admin) {
+        (Some(listener), Some(tls), Some(cfg)) => {
+            tracing::info!(admin_addr = %listener.local_addr()?, approvers = cfg.approvers.len(), "admin API listening (TLS)");
+            let service = AdminService::new(
+                approvals.clone(),
+                store.clone(),
+                Authenticator::new(cfg.approvers.clone()),
+                config.mapper.identity.user_type.clone(),
+                config.mapper.identity.group_type.clone(),
+            );
+            Some(tokio::spawn(crate::server::serve_admin(
+                listener,
+                service,
+                tls,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        _ => {
+            tracing::info!(
+                "admin API off: set admin.tls_cert and admin.tls_key to approve requests"
+            );
+            None
+        }
+    };
+
     let settings = AuthzSettings {
         jwt_metadata_key: config.jwt_metadata_key.clone(),
         principal_header: config.principal_header.clone(),
+        token_header: config.token_header.clone(),
+        hold_max: config.hold_max,
     };
-    let authz = AuthzService::new(Arc::new(config.mapper), store, settings);
-    crate::server::serve(
-        listener,
-        authz,
-        config.shutdown_grace,
-        crate::server::shutdown_signal(),
-    )
-    .await?;
+    let authz = AuthzService::new(Arc::new(config.mapper), store, approvals, settings);
+    crate::server::serve(listener, authz, config.shutdown_grace, stopped(stop_rx)).await?;
+    if let Some(task) = admin_task {
+        match tokio::time::timeout(config.shutdown_grace, task).await {
+            Ok(Ok(res)) => res?,
+            Ok(Err(e)) => tracing::warn!("admin API task: {e}"),
+            Err(_) => tracing::warn!("admin API did not drain within the grace period"),
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    PolicyId, PolicySet, Request, Schema, SchemaFragment, ValidationMode, Validator,
+    Effect, PolicyId, PolicySet, Request, Schema, SchemaFragment, ValidationMode, Validator,
 };
 use miette::Diagnostic;
+
+use crate::approval::ApprovalParams;
 
 use super::{PolicyError, Probe};
 
@@ -43,6 +45,8 @@ pub struct Loaded {
     pub schema: Schema,
     pub files: Vec<PathBuf>,
     pub warnings: Vec<String>,
+    /// Guarded policies (annotated `@approval`) and what they ask.
+    pub guards: HashMap<String, ApprovalParams>,
 }
 
 struct Source {
@@ -84,7 +88,7 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let schema = parse_schema(dir, &schemas, &mut problems, &mut warnings);
-    let (set, owner) = parse_policies(dir, &sources, &mut problems);
+    let (set, owner, guards) = parse_policies(dir, &sources, &mut problems);
     // Validate what parsed even when some files did not, so that one run
     // reports every problem.
     let Some(schema) = schema else {
@@ -108,6 +112,7 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
         schema,
         files: sources.into_iter().map(|s| s.path).collect(),
         warnings,
+        guards,
     })
 }
 
@@ -184,8 +189,13 @@ fn parse_policies(
     root: &Path,
     sources: &[Source],
     problems: &mut Vec<Problem>,
-) -> (PolicySet, HashMap<PolicyId, usize>) {
+) -> (
+    PolicySet,
+    HashMap<PolicyId, usize>,
+    HashMap<String, ApprovalParams>,
+) {
     let mut set = PolicySet::new();
+    let mut guards = HashMap::new();
     let mut owner: HashMap<PolicyId, usize> = HashMap::new();
     for (i, src) in sources.iter().enumerate() {
         let parsed = match PolicySet::from_str(&src.text) {
@@ -239,6 +249,24 @@ fn parse_policies(
                 continue;
             }
             owner.insert(id.clone(), i);
+            match ApprovalParams::from_annotations(|k| policy.annotation(k)) {
+                None => {}
+                Some(Ok(_)) if policy.effect() == Effect::Permit => problems.push(Problem {
+                    file: src.path.clone(),
+                    line: None,
+                    policy: Some(name.clone()),
+                    message: "`@approval` belongs on a `forbid` that an approval lifts (`unless { context.approval.granted }`), not on a `permit`".into(),
+                }),
+                Some(Ok(params)) => {
+                    guards.insert(name.clone(), params);
+                }
+                Some(Err(e)) => problems.push(Problem {
+                    file: src.path.clone(),
+                    line: src.text.find(&format!("@{}(", e.key)).map(|o| crate::location::line_col(&src.text, o)),
+                    policy: Some(name.clone()),
+                    message: e.to_string(),
+                }),
+            }
             // INVARIANT: the id is new to the set (checked just above).
             if let Err(e) = set.add(policy.new_id(id)) {
                 problems.push(Problem {
@@ -250,7 +278,7 @@ fn parse_policies(
             }
         }
     }
-    (set, owner)
+    (set, owner, guards)
 }
 
 /// Checks that every request the route table can produce fits the schema, so

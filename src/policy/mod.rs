@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
+
+use crate::approval::ApprovalParams;
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request};
 
 pub use load::{Loaded, Problem};
@@ -83,6 +85,21 @@ fn quoted(ids: &[String]) -> String {
         .join(", ")
 }
 
+/// A decision that may be lifted by an approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow(Decision),
+    Deny(Decision),
+    /// Denied only by guarded policies, and allowed with an approval.
+    Approvable {
+        /// The guarded policies' denial.
+        denial: Decision,
+        /// The decision once approved (the permits that apply).
+        approved: Decision,
+        params: ApprovalParams,
+    },
+}
+
 /// Counters a reload leaves behind.
 #[derive(Debug, Default)]
 pub struct ReloadStats {
@@ -139,10 +156,52 @@ impl PolicyStore {
         }
     }
 
+    /// Decides a request that may need an approval. `request(granted)` builds
+    /// the request with `context.approval.granted` set as given.
+    ///
+    /// Evaluated without an approval first; if that denies only through
+    /// guarded policies (`@approval`), and the same request with an approval
+    /// would be allowed, the call is approvable. Both evaluations use the same
+    /// policy set, even if a reload lands between them.
+    pub fn decide<E>(
+        &self,
+        request: impl Fn(bool) -> Result<Request, E>,
+        entities: &Entities,
+    ) -> Result<Verdict, E> {
+        let current = self.current.load();
+        let first = self.evaluate_in(&current, &request(false)?, entities);
+        if first.outcome == Outcome::Allow {
+            return Ok(Verdict::Allow(first));
+        }
+        if !first.errors.is_empty() || first.policies.is_empty() {
+            return Ok(Verdict::Deny(first));
+        }
+        let guards: Option<Vec<&ApprovalParams>> = first
+            .policies
+            .iter()
+            .map(|p| current.guards.get(p))
+            .collect();
+        let Some(guards) = guards else {
+            return Ok(Verdict::Deny(first));
+        };
+        let approved = self.evaluate_in(&current, &request(true)?, entities);
+        if approved.outcome != Outcome::Allow {
+            return Ok(Verdict::Deny(approved));
+        }
+        Ok(Verdict::Approvable {
+            params: ApprovalParams::merge(&guards),
+            denial: first,
+            approved,
+        })
+    }
+
     /// Decides. Cedar skips a policy whose evaluation fails, which would let
     /// a broken `forbid` turn a deny into an allow; so any error denies.
     pub fn evaluate(&self, request: &Request, entities: &Entities) -> Decision {
-        let current = self.current.load();
+        self.evaluate_in(&self.current.load(), request, entities)
+    }
+
+    fn evaluate_in(&self, current: &Loaded, request: &Request, entities: &Entities) -> Decision {
         let response = self
             .authorizer
             .is_authorized(request, &current.set, entities);

@@ -96,6 +96,7 @@ fn an_erroring_forbid_with_a_matching_permit_denies() {
         schema: loaded.schema.clone(),
         files: vec![],
         warnings: vec![],
+        guards: Default::default(),
     }));
 
     let got = decide(&store, alice(), Context::empty());

@@ -15,6 +15,9 @@ pub struct IdentitySettings {
     pub workload_type: EntityTypeName,
     pub anonymous: EntityUid,
     pub groups_claim: String,
+    /// Claim naming the human an agent acts for: a string, or an object
+    /// with `sub` (as in RFC 8693's `act`).
+    pub on_behalf_of_claim: String,
     /// Lower-case header name and the entity type of its value. Only set when
     /// a trusted component in front of Envoy owns that header.
     pub trusted_header: Option<(String, EntityTypeName)>,
@@ -46,6 +49,8 @@ pub struct Identity {
     pub uid: EntityUid,
     pub source: Source,
     pub entity: Entity,
+    /// The human behind an agent, from a verified JWT only.
+    pub on_behalf_of: Option<EntityUid>,
 }
 
 /// A verified token or trusted header whose content cannot identify anyone.
@@ -80,6 +85,7 @@ impl IdentitySettings {
                 entity: Entity::new_no_attrs(uid.clone(), HashSet::new()),
                 uid,
                 source: Source::Mtls,
+                on_behalf_of: None,
             });
         }
         if let Some((name, ty)) = &self.trusted_header
@@ -94,12 +100,14 @@ impl IdentitySettings {
                 entity: Entity::new_no_attrs(uid.clone(), HashSet::new()),
                 uid,
                 source: Source::Header,
+                on_behalf_of: None,
             });
         }
         Ok(Identity {
             entity: Entity::new_no_attrs(self.anonymous.clone(), HashSet::new()),
             uid: self.anonymous.clone(),
             source: Source::Anonymous,
+            on_behalf_of: None,
         })
     }
 
@@ -147,10 +155,17 @@ impl IdentitySettings {
                 claim: "*".into(),
                 reason: e.to_string(),
             })?;
+        let on_behalf_of = match claims.get(&self.on_behalf_of_claim) {
+            Some(Value::String(h)) => Some(h.as_str()),
+            Some(Value::Object(o)) => o.get("sub").and_then(Value::as_str),
+            _ => None,
+        }
+        .map(|h| self::uid(&self.user_type, h));
         Ok(Identity {
             uid,
             source: Source::Jwt,
             entity,
+            on_behalf_of,
         })
     }
 }
@@ -184,6 +199,7 @@ mod tests {
             workload_type: EntityTypeName::from_str("Workload").unwrap(),
             anonymous: EntityUid::from_str(r#"Anonymous::"anonymous""#).unwrap(),
             groups_claim: "groups".into(),
+            on_behalf_of_claim: "on_behalf_of".into(),
             trusted_header: trusted.map(|h| (h.into(), EntityTypeName::from_str("User").unwrap())),
         }
     }

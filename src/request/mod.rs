@@ -50,15 +50,58 @@ pub struct HttpRequest<'a> {
     pub time: Option<i64>,
 }
 
-/// A request ready for Cedar, with its parts kept for reporting.
+/// A request ready for Cedar, with its parts kept for reporting and for
+/// binding an approval to it.
 #[derive(Debug)]
 pub struct MappedRequest {
     pub principal: EntityUid,
     pub source: Source,
+    /// The human an agent acts for, when its JWT says so.
+    pub on_behalf_of: Option<EntityUid>,
     pub action: EntityUid,
     pub resource: EntityUid,
-    pub request: Request,
     pub entities: Entities,
+    /// Allow-listed query parameters, decoded.
+    pub query: Vec<(String, String)>,
+    /// The JSON body, on routes that read it.
+    pub body: Option<Map<String, Value>>,
+    context: Vec<(String, RestrictedExpression)>,
+}
+
+impl MappedRequest {
+    /// The Cedar request, with `context.approval.granted` as given.
+    pub fn request(&self, granted: bool) -> Result<Request, MappingError> {
+        let context = with_approval(self.context.clone(), granted)?;
+        // No schema here: the shapes were checked against it at load time
+        // (see `probes`), and re-checking per request would cost every call.
+        Request::new(
+            self.principal.clone(),
+            self.action.clone(),
+            self.resource.clone(),
+            context,
+            None,
+        )
+        .map_err(|e| MappingError::Context(e.to_string()))
+    }
+}
+
+fn with_approval(
+    mut pairs: Vec<(String, RestrictedExpression)>,
+    granted: bool,
+) -> Result<Context, MappingError> {
+    let approval = record(vec![(
+        "granted".to_owned(),
+        RestrictedExpression::new_bool(granted),
+    )])?;
+    pairs.push(("approval".to_owned(), approval));
+    Context::from_pairs(pairs).map_err(|e| MappingError::Context(e.to_string()))
+}
+
+/// The context of a request, before the approval flag is added.
+struct ContextParts {
+    pairs: Vec<(String, RestrictedExpression)>,
+    query: Vec<(String, String)>,
+    body: Option<Map<String, Value>>,
 }
 
 /// Why a request could not be turned into a Cedar request. The messages go
@@ -137,27 +180,20 @@ impl Mapper {
             .identity
             .resolve(req.jwt_claims, req.source_principal, req.headers)?;
         let wants_body = resolved.route.is_some_and(|r| r.body);
-        let context = self.context(req, path, query, wants_body)?;
+        let parts = self.context(req, path, query, wants_body)?;
         // INVARIANT: one entity, so no duplicate; no schema, so no schema error.
         let entities = Entities::from_entities([identity.entity], None)
             .map_err(|e| MappingError::Context(e.to_string()))?;
-        // No schema here: the shapes were checked against it at load time
-        // (see `probes`), and re-checking per request would cost every call.
-        let request = Request::new(
-            identity.uid.clone(),
-            resolved.action.clone(),
-            resolved.resource.clone(),
-            context,
-            None,
-        )
-        .map_err(|e| MappingError::Context(e.to_string()))?;
         Ok(MappedRequest {
             principal: identity.uid,
             source: identity.source,
+            on_behalf_of: identity.on_behalf_of,
             action: resolved.action.clone(),
             resource: resolved.resource,
-            request,
             entities,
+            query: parts.query,
+            body: parts.body,
+            context: parts.pairs,
         })
     }
 
@@ -167,13 +203,14 @@ impl Mapper {
         path: &str,
         query: &str,
         wants_body: bool,
-    ) -> Result<Context, MappingError> {
+    ) -> Result<ContextParts, MappingError> {
         let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+        let (query_record, query_pairs) = self.query_record(query)?;
         let mut http = vec![
             ("method".to_owned(), s(req.method)),
             ("path".to_owned(), s(path)),
             ("host".to_owned(), s(req.host)),
-            ("query".to_owned(), self.query_record(query)?),
+            ("query".to_owned(), query_record),
             ("headers".to_owned(), self.header_record(req.headers)),
         ];
         if !req.scheme.is_empty() {
@@ -199,10 +236,16 @@ impl Mapper {
         if !req.request_id.is_empty() {
             pairs.push(("request_id".to_owned(), s(req.request_id)));
         }
-        if wants_body && let Some(body) = self.body(req)? {
+        let mut body_json = None;
+        if wants_body && let Some((body, json)) = self.body(req)? {
             pairs.push(("body".to_owned(), body));
+            body_json = Some(json);
         }
-        Context::from_pairs(pairs).map_err(|e| MappingError::Context(e.to_string()))
+        Ok(ContextParts {
+            pairs,
+            query: query_pairs,
+            body: body_json,
+        })
     }
 
     fn header_record(&self, headers: &HashMap<String, String>) -> RestrictedExpression {
@@ -216,8 +259,13 @@ impl Mapper {
             .unwrap_or_else(|_| RestrictedExpression::new_bool(false))
     }
 
-    fn query_record(&self, query: &str) -> Result<RestrictedExpression, MappingError> {
+    #[allow(clippy::type_complexity)]
+    fn query_record(
+        &self,
+        query: &str,
+    ) -> Result<(RestrictedExpression, Vec<(String, String)>), MappingError> {
         let mut fields: Vec<(String, RestrictedExpression)> = Vec::new();
+        let mut pairs = Vec::new();
         if !self.context.query.is_empty() {
             for (k, v) in form_urlencoded::parse(query.as_bytes()) {
                 let Some(name) = self.context.query.iter().find(|q| **q == k) else {
@@ -230,14 +278,19 @@ impl Mapper {
                 }
                 fields.push((
                     name.clone(),
-                    RestrictedExpression::new_string(v.into_owned()),
+                    RestrictedExpression::new_string(v.to_string()),
                 ));
+                pairs.push((name.clone(), v.into_owned()));
             }
         }
-        record(fields)
+        Ok((record(fields)?, pairs))
     }
 
-    fn body(&self, req: &HttpRequest<'_>) -> Result<Option<RestrictedExpression>, MappingError> {
+    #[allow(clippy::type_complexity)]
+    fn body(
+        &self,
+        req: &HttpRequest<'_>,
+    ) -> Result<Option<(RestrictedExpression, Map<String, Value>)>, MappingError> {
         if req
             .headers
             .get(PARTIAL_BODY_HEADER)
@@ -271,9 +324,9 @@ impl Mapper {
         let Value::Object(map) = json else {
             return Err(MappingError::BodyNotObject);
         };
-        value::record(&map, 1)
-            .map(Some)
-            .map_err(|e| MappingError::BodyUnrepresentable(identity::describe(&e)))
+        let record = value::record(&map, 1)
+            .map_err(|e| MappingError::BodyUnrepresentable(identity::describe(&e)))?;
+        Ok(Some((record, map)))
     }
 
     /// Sample requests per route and principal type, with every optional
@@ -306,15 +359,21 @@ impl Mapper {
             request_id,
             time: Some(0),
         };
-        let contexts = [
+        let samples = [
             self.context(
                 &sample(&full_headers, "https", "127.0.0.1", "probe"),
                 "/",
                 &full_query,
                 false,
-            )?,
-            self.context(&sample(&no_headers, "", "", ""), "/", "", false)?,
+            )?
+            .pairs,
+            self.context(&sample(&no_headers, "", "", ""), "/", "", false)?
+                .pairs,
         ];
+        let contexts = samples
+            .into_iter()
+            .map(|pairs| with_approval(pairs, false))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut principal_types = vec![&self.identity.user_type, &self.identity.workload_type];
         if let Some((_, ty)) = &self.identity.trusted_header {
             principal_types.push(ty);

@@ -59,12 +59,11 @@ impl Req {
 
 /// The context as Cedar JSON, for asserting on.
 fn context(m: &MappedRequest) -> Value {
-    ["http", "source", "time", "request_id", "body"]
+    let request = m.request(false).unwrap();
+    let ctx = request.context().unwrap();
+    ["http", "source", "time", "request_id", "body", "approval"]
         .into_iter()
-        .filter_map(|k| {
-            let ctx = m.request.context().unwrap();
-            ctx.get(k).map(|v| (k.to_owned(), json!(v.to_string())))
-        })
+        .filter_map(|k| ctx.get(k).map(|v| (k.to_owned(), json!(v.to_string()))))
         .collect::<Map<_, _>>()
         .into()
 }
@@ -93,6 +92,7 @@ fn context_carries_method_normalised_path_host_source_time_and_request_id() {
     assert!(c["source"].as_str().unwrap().contains(r#"ip("10.1.2.3")"#));
     assert_eq!(c["time"], json!("1700000000"));
     assert_eq!(c["request_id"], json!(r#""req-1""#));
+    assert_eq!(c["approval"], json!(r#"{"granted": false}"#));
     assert!(c.get("body").is_none());
 }
 
@@ -277,7 +277,8 @@ fn an_ipv4_mapped_source_address_is_an_ipv4_address() {
         })
         .unwrap();
     let source = m
-        .request
+        .request(false)
+        .unwrap()
         .context()
         .unwrap()
         .get("source")

@@ -287,3 +287,68 @@ fn sign(sub: &str, groups: &[&str], key: &[u8]) -> String {
     )
     .unwrap()
 }
+
+/// A `redis-server` of the test's own on a free port; killed on drop.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        Self::start_on(free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server not found: install the redis-server package");
+        let redis = Redis {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
+        let up = eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || async { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
+        )
+        .await;
+        assert!(up, "redis-server did not start on port {port}");
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (a non-persistent Redis loses everything).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
