@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand.
 
+pub mod approvals;
 pub mod policy;
 pub mod serve;
 
@@ -37,11 +38,14 @@ pub enum Command {
     /// Tools for policy authors: validate a policy directory, try a request.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// For approvers: list, show, approve, deny, revoke and watch approval requests.
+    Approvals(approvals::ApprovalsArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve::run(config.as_deref()),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Approvals(args) => approvals::run(args),
     }
 }

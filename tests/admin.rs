@@ -1,0 +1,359 @@
+//! The admin API over TLS with client certificates: who may decide what.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cedar_policy::EntityTypeName;
+use common::Redis;
+use common::tls::Pki;
+use countersign::admin::AdminService;
+use countersign::admin::auth::Authenticator;
+use countersign::admin::pb::{self, approvals_client::ApprovalsClient};
+use countersign::approval::{ApprovalParams, NewApproval, RedisStore, RequestInfo, StoreConfig};
+use countersign::config::{AdminConfig, ApproverConfig, Config};
+use countersign::policy::PolicyStore;
+use std::str::FromStr;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+struct Admin {
+    pki: Pki,
+    addr: String,
+    store: Arc<RedisStore>,
+    _redis: Redis,
+}
+
+const TOKEN: &str = "tess-secret-token";
+
+fn approver(name: &str, groups: &[&str], token: Option<&str>) -> ApproverConfig {
+    use sha2::Digest;
+    ApproverConfig {
+        name: name.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        token_sha256: token.map(|t| hex::encode(sha2::Sha256::digest(t.as_bytes()))),
+    }
+}
+
+async fn start() -> Admin {
+    let redis = Redis::start().await;
+    let pki = Pki::new();
+    let store = Arc::new(
+        RedisStore::new(StoreConfig {
+            url: redis.url(),
+            prefix: "admin-test:".into(),
+            timeout: Duration::from_secs(2),
+            retention: Duration::from_secs(3600),
+        })
+        .unwrap(),
+    );
+    let config = Config::load(None, &std::collections::HashMap::new()).unwrap();
+    let policies = Arc::new(
+        PolicyStore::open(
+            &common::repo().join("policies"),
+            config.mapper.probes().unwrap(),
+        )
+        .unwrap(),
+    );
+    let (cert, key) = pki.server();
+    let approvers = vec![
+        approver("dora", &["data-owners"], None),
+        approver("agent-7", &["data-owners"], None),
+        approver("alice", &["data-owners"], None),
+        approver("ivan", &["interns"], None),
+        approver("tess", &["data-owners"], Some(TOKEN)),
+    ];
+    let cfg = AdminConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert_pem: std::fs::read(cert).unwrap(),
+        key_pem: std::fs::read(key).unwrap(),
+        client_ca_pem: Some(std::fs::read(pki.ca()).unwrap()),
+        approvers: approvers.clone(),
+    };
+    let tls = countersign::server::admin_tls(&cfg).unwrap();
+    let service = AdminService::new(
+        store.clone(),
+        policies,
+        Authenticator::new(approvers),
+        EntityTypeName::from_str("User").unwrap(),
+        EntityTypeName::from_str("Group").unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(countersign::server::serve_admin(
+        listener,
+        service,
+        tls,
+        std::future::pending(),
+    ));
+    Admin {
+        pki,
+        addr,
+        store,
+        _redis: redis,
+    }
+}
+
+impl Admin {
+    async fn client(&self, cert_of: Option<&str>) -> ApprovalsClient<Channel> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(self.pki.ca()).unwrap()));
+        if let Some(name) = cert_of {
+            let (c, k) = self.pki.client(name);
+            tls = tls.identity(Identity::from_pem(
+                std::fs::read(c).unwrap(),
+                std::fs::read(k).unwrap(),
+            ));
+        }
+        let channel = Channel::from_shared(self.addr.clone())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        ApprovalsClient::new(channel)
+    }
+
+    /// An agent's export, acting for alice, guarded by a data-owner approval.
+    async fn open(&self, fingerprint: &str, groups: &[&str], params: ApprovalParams) -> String {
+        let info = RequestInfo {
+            principal: r#"User::"agent-7""#.into(),
+            on_behalf_of: Some(r#"User::"alice""#.into()),
+            action: r#"Action::"export""#.into(),
+            resource: r#"Dataset::"sales""#.into(),
+            method: "POST".into(),
+            path: "/v1/datasets/sales/export".into(),
+            host: "api".into(),
+            source_address: "127.0.0.1".into(),
+            policies: vec!["agent-exports-need-approval".into()],
+            parameters: BTreeMap::new(),
+            approver_groups: groups.iter().map(|g| g.to_string()).collect(),
+            quorum: params.quorum,
+            uses: params.uses,
+            reason_required: params.reason_required,
+            mode: params.mode,
+        };
+        self.store
+            .open(&NewApproval {
+                fingerprint: fingerprint.into(),
+                info,
+                params,
+            })
+            .await
+            .unwrap()
+            .approval
+            .id
+    }
+}
+
+fn decide(id: &str, reason: &str) -> pb::DecideRequest {
+    pb::DecideRequest {
+        id: id.into(),
+        reason: reason.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_permitted_approver_with_a_certificate_approves() {
+    let admin = start().await;
+    let id = admin
+        .open(
+            "fp",
+            &["data-owners"],
+            ApprovalParams {
+                reason_required: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut dora = admin.client(Some("dora")).await;
+
+    let listed = dora
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .approvals;
+    assert_eq!(
+        listed.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()]
+    );
+
+    let err = dora.approve(decide(&id, "  ")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("requires a reason"),
+        "{}",
+        err.message()
+    );
+
+    let a = dora
+        .approve(decide(&id, "quarterly report"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.status, "approved");
+    assert_eq!(
+        (a.votes[0].approver.as_str(), a.votes[0].reason.as_str()),
+        ("dora", "quarterly report")
+    );
+
+    let err = dora.approve(decide(&id, "again")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+}
+
+#[tokio::test]
+async fn the_requester_and_the_human_it_acts_for_cannot_approve() {
+    let admin = start().await;
+    let id = admin
+        .open("fp", &["data-owners"], ApprovalParams::default())
+        .await;
+
+    let err = admin
+        .client(Some("agent-7"))
+        .await
+        .approve(decide(&id, "me"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("asked for this call"),
+        "{}",
+        err.message()
+    );
+
+    let err = admin
+        .client(Some("alice"))
+        .await
+        .approve(decide(&id, "mine"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("on behalf of"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn an_approver_outside_the_groups_or_without_cedar_permission_is_refused() {
+    let admin = start().await;
+    let guarded = admin
+        .open("fp-1", &["data-owners"], ApprovalParams::default())
+        .await;
+    let err = admin
+        .client(Some("ivan"))
+        .await
+        .approve(decide(&guarded, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("needs an approver in `data-owners`"),
+        "{}",
+        err.message()
+    );
+
+    // No group named by the policy: Cedar alone decides, and no policy lets
+    // an intern approve exports.
+    let open = admin.open("fp-2", &[], ApprovalParams::default()).await;
+    let err = admin
+        .client(Some("ivan"))
+        .await
+        .approve(decide(&open, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains(r#"no policy permits `User::"ivan"`"#),
+        "{}",
+        err.message()
+    );
+    // Someone without a configured group is refused the same way.
+    let err = admin
+        .client(Some("stranger"))
+        .await
+        .deny(decide(&open, "no"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn without_a_certificate_or_token_every_call_is_unauthenticated() {
+    let admin = start().await;
+    let mut anonymous = admin.client(None).await;
+    let err = anonymous
+        .list(pb::ListRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // A header claiming to be someone is not an identity.
+    let mut req = tonic::Request::new(pb::ListRequest::default());
+    req.metadata_mut()
+        .insert("x-approver", "dora".parse().unwrap());
+    assert_eq!(
+        anonymous.list(req).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut req = tonic::Request::new(pb::ListRequest::default());
+    req.metadata_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    assert_eq!(
+        anonymous.list(req).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+}
+
+#[tokio::test]
+async fn a_configured_bearer_token_authenticates_its_approver() {
+    let admin = start().await;
+    let id = admin
+        .open("fp", &["data-owners"], ApprovalParams::default())
+        .await;
+    let mut client = admin.client(None).await;
+    let mut req = tonic::Request::new(decide(&id, "ok"));
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let a = client.approve(req).await.unwrap().into_inner();
+    assert_eq!(
+        (a.status.as_str(), a.votes[0].approver.as_str()),
+        ("approved", "tess")
+    );
+}
+
+#[tokio::test]
+async fn deciding_an_expired_request_fails_with_a_clear_status() {
+    let admin = start().await;
+    let params = ApprovalParams {
+        pending_ttl: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let id = admin.open("fp", &["data-owners"], params).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let err = admin
+        .client(Some("dora"))
+        .await
+        .approve(decide(&id, "late"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("is expired, not pending"),
+        "{}",
+        err.message()
+    );
+    let err = admin
+        .client(Some("dora"))
+        .await
+        .get(pb::GetRequest {
+            id: "ap-nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
