@@ -179,9 +179,7 @@ async fn connect(c: &Connection) -> Result<Client, String> {
         ),
         None => None,
     };
-    let interceptor: Box<
-        dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send,
-    > = Box::new(move |mut req: tonic::Request<()>| {
+    let interceptor: Interceptor = Box::new(move |mut req: tonic::Request<()>| {
         if let Some(b) = &bearer {
             req.metadata_mut().insert("authorization", b.clone());
         }
