@@ -136,12 +136,11 @@ pub fn run(args: ApprovalsArgs) -> ExitCode {
     }
 }
 
-type Client = ApprovalsClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+/// Adds the bearer token, if any, to every call.
+type Interceptor =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+type Client =
+    ApprovalsClient<tonic::service::interceptor::InterceptedService<Channel, Interceptor>>;
 
 async fn connect(c: &Connection) -> Result<Client, String> {
     let mut endpoint =
