@@ -57,6 +57,8 @@ pub fn policy_copy() -> tempfile::TempDir {
 pub struct Sidecar {
     child: Child,
     pub addr: String,
+    /// The admin API's address, when configured.
+    pub admin_addr: Option<String>,
     pub log: Arc<Mutex<String>>,
 }
 
@@ -81,27 +83,37 @@ impl Sidecar {
         }
         let mut child = cmd.spawn().expect("spawn countersign");
         let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("addr=").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
-                }
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("countersign did not start:\n{}", log.lock().unwrap());
+        let wants_admin = env.iter().any(|(k, _)| *k == "COUNTERSIGN_CONFIG");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = log.lock().unwrap().clone();
+            let addr = field(&text, "countersign listening", "addr=");
+            let admin_addr = field(&text, "admin API", "admin_addr=");
+            if let Some(addr) = addr
+                && (admin_addr.is_some() || !wants_admin || text.contains("admin API off"))
+            {
+                return Sidecar {
+                    child,
+                    addr,
+                    admin_addr,
+                    log,
+                };
             }
-        };
-        Sidecar { child, addr, log }
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                panic!("countersign did not start:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -128,6 +140,13 @@ impl Sidecar {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The value after `key` on the first log line containing `marker`.
+fn field(log: &str, marker: &str, key: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains(marker))?;
+    let rest = line.split(key).nth(1)?;
+    Some(rest.split_whitespace().next()?.to_owned())
 }
 
 impl Drop for Sidecar {
@@ -273,22 +292,36 @@ pub fn forged_token(sub: &str, groups: &[&str]) -> String {
     sign(sub, groups, b"not-the-demo-key-not-the-demo-key")
 }
 
-fn sign(sub: &str, groups: &[&str], key: &[u8]) -> String {
+/// A token Envoy accepts, with extra claims.
+pub fn token_with(sub: &str, groups: &[&str], extra: serde_json::Value) -> String {
+    let mut claims = claims(sub, groups);
+    if let (Some(c), serde_json::Value::Object(e)) = (claims.as_object_mut(), extra) {
+        c.extend(e);
+    }
+    encode(&claims, &demo_key())
+}
+
+fn claims(sub: &str, groups: &[&str]) -> serde_json::Value {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 3600;
-    let claims =
-        serde_json::json!({"iss": "countersign-demo", "sub": sub, "groups": groups, "exp": exp});
+    serde_json::json!({"iss": "countersign-demo", "sub": sub, "groups": groups, "exp": exp})
+}
+
+fn sign(sub: &str, groups: &[&str], key: &[u8]) -> String {
+    encode(&claims(sub, groups), key)
+}
+
+fn encode(claims: &serde_json::Value, key: &[u8]) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
+        claims,
         &jsonwebtoken::EncodingKey::from_secret(key),
     )
     .unwrap()
 }
-
 /// A `redis-server` of the test's own on a free port; killed on drop.
 pub struct Redis {
     child: Option<Child>,

@@ -1,0 +1,324 @@
+//! The approval story end to end: real Envoy with envoy/envoy.yaml, the real
+//! `countersign` binary, a real redis-server, and the `countersign
+//! approvals` client over TLS with client certificates.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::tls::Pki;
+use common::{Envoy, Redis, Sidecar, eventually, policy_copy, token, token_with};
+use serde_json::{Value, json};
+
+struct Stack {
+    envoy: Envoy,
+    sidecar: Sidecar,
+    redis: Redis,
+    pki: Pki,
+    http: reqwest::Client,
+    _policies: tempfile::TempDir,
+}
+
+/// The embedded example configuration, plus Redis and the admin API.
+fn config(dir: &Path, redis: &Redis, pki: &Pki) -> std::path::PathBuf {
+    let (cert, key) = pki.server();
+    let mut text = std::fs::read_to_string(common::repo().join("src/default-config.toml")).unwrap();
+    text.push_str(&format!(
+        r#"
+[redis]
+url = "{}"
+prefix = "e2e:"
+
+[approvals]
+hold_max = "20s"
+
+[admin]
+listen = "127.0.0.1:0"
+tls_cert = "{}"
+tls_key = "{}"
+client_ca = "{}"
+
+[[admin.approvers]]
+name = "dora"
+groups = ["data-owners"]
+
+[[admin.approvers]]
+name = "sara"
+groups = ["security"]
+"#,
+        redis.url(),
+        cert.display(),
+        key.display(),
+        pki.ca().display()
+    ));
+    let path = dir.join("countersign.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn stack() -> Stack {
+    let redis = Redis::start().await;
+    let pki = Pki::new();
+    let policies = policy_copy();
+    let path = config(pki.dir(), &redis, &pki);
+    let sidecar = Sidecar::start(
+        policies.path(),
+        &[("COUNTERSIGN_CONFIG", path.to_str().unwrap())],
+    );
+    let envoy = Envoy::start(sidecar.port()).await;
+    Stack {
+        envoy,
+        sidecar,
+        redis,
+        pki,
+        http: reqwest::Client::new(),
+        _policies: policies,
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Stack {
+    async fn post(&self, path: &str, bearer: &str, body: &str, approval: Option<&str>) -> Reply {
+        let mut req = self
+            .http
+            .post(self.envoy.url(path))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(t) = approval {
+            req = req.header("x-countersign-approval", t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+
+    /// `countersign approvals ARGS` as approver `who`; (exit code, stdout+stderr).
+    fn cli(&self, who: &str, args: &[&str]) -> (i32, String) {
+        let (cert, key) = self.pki.client(who);
+        let admin = format!("https://{}", self.sidecar.admin_addr.as_ref().unwrap());
+        let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .arg("approvals")
+            .args(args)
+            .args(["--admin", &admin])
+            .arg("--ca")
+            .arg(self.pki.ca())
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+}
+
+const EXPORT: &str = "/v1/datasets/sales/export";
+const BODY: &str = r#"{"format":"csv","rows":10}"#;
+
+fn agent() -> String {
+    token_with("agent-7", &["agents"], json!({"on_behalf_of": "alice"}))
+}
+
+#[tokio::test]
+async fn an_agents_export_waits_for_a_data_owner_and_the_approval_is_used_once() {
+    let s = stack().await;
+    let agent = agent();
+
+    let r = s.post(EXPORT, &agent, BODY, None).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(r.body["decision"], "approval_required");
+    assert_eq!(r.body["status"], "pending");
+    assert_eq!(r.body["approvers"], json!(["data-owners"]));
+    let id = r.body["approval_id"].as_str().unwrap().to_owned();
+    let token = r.body["approval_token"].as_str().unwrap().to_owned();
+    assert_eq!(r.headers["x-countersign-approval-id"], id.as_str());
+    assert!(r.headers.contains_key("retry-after"));
+
+    // The identical call again finds the same request, and no token.
+    let r = s.post(EXPORT, &agent, BODY, None).await;
+    assert_eq!(
+        (r.body["approval_id"].as_str(), r.body.get("approval_token")),
+        (Some(id.as_str()), None)
+    );
+    // Presenting the token early: still pending.
+    let r = s.post(EXPORT, &agent, BODY, Some(&token)).await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (403, Some("pending"))
+    );
+
+    // The approver sees it, with the chosen parameters and who asked.
+    let (code, out) = s.cli("dora", &["list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&id) && out.contains(r#"User::"agent-7""#),
+        "{out}"
+    );
+    let (code, out) = s.cli("dora", &["show", &id]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("body.format = csv") && out.contains(r#"on behalf of    User::"alice""#),
+        "{out}"
+    );
+    assert!(!out.contains(&token), "the token is the caller's secret");
+
+    // Approving without the reason the policy requires fails and says why.
+    let (code, out) = s.cli("dora", &["approve", &id]);
+    assert_eq!(code, 1);
+    assert!(out.contains("requires a reason"), "{out}");
+    let (code, out) = s.cli("dora", &["approve", &id, "--reason", "quarterly report"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("status          approved"), "{out}");
+
+    let r = s.post(EXPORT, &agent, BODY, Some(&token)).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.headers["x-upstream-saw-principal"], r#"User::"agent-7""#);
+    let r = s.post(EXPORT, &agent, BODY, Some(&token)).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body["reason"], format!("approval `{id}` is consumed"));
+
+    let (_, out) = s.cli("dora", &["list", "--status", "all", "--output", "json"]);
+    let all: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(all[0]["status"], "consumed");
+    assert_eq!(all[0]["votes"][0]["reason"], "quarterly report");
+}
+
+#[tokio::test]
+async fn an_approval_is_bound_to_the_exact_request() {
+    let s = stack().await;
+    let agent = agent();
+    let r = s.post(EXPORT, &agent, BODY, None).await;
+    let id = r.body["approval_id"].as_str().unwrap().to_owned();
+    let token = r.body["approval_token"].as_str().unwrap().to_owned();
+    let (code, out) = s.cli("dora", &["approve", &id, "--reason", "ok"]);
+    assert_eq!(code, 0, "{out}");
+
+    let changed_body = s
+        .post(
+            EXPORT,
+            &agent,
+            r#"{"format":"csv","rows":10000}"#,
+            Some(&token),
+        )
+        .await;
+    assert_eq!(changed_body.status, 403);
+    assert!(
+        changed_body.body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("granted for a different request")
+    );
+    let changed_path = s
+        .post("/v1/datasets/payroll/export", &agent, BODY, Some(&token))
+        .await;
+    assert_eq!(changed_path.status, 403);
+    let other_caller = token_with("agent-8", &["agents"], json!({}));
+    assert_eq!(
+        s.post(EXPORT, &other_caller, BODY, Some(&token))
+            .await
+            .status,
+        403
+    );
+    // Still unused: the identical request goes through.
+    assert_eq!(s.post(EXPORT, &agent, BODY, Some(&token)).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_held_call_goes_through_when_approved_within_the_hold_time() {
+    let s = stack().await;
+    let sam = token("sam", &["security"]);
+    let held = {
+        let (http, url, sam) = (
+            s.http.clone(),
+            s.envoy.url("/acme.iam.v1.Roles/GrantRole"),
+            sam.clone(),
+        );
+        tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(sam)
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        })
+    };
+    // Wait for the request to appear, then approve it as another member of
+    // security (sam himself may not).
+    let mut id = String::new();
+    let appeared = eventually(Duration::from_secs(10), Duration::from_millis(200), || {
+        let (code, out) = s.cli("sara", &["list", "--output", "json"]);
+        let found = (code == 0)
+            .then(|| serde_json::from_str::<Value>(&out).ok())
+            .flatten()
+            .and_then(|v| v[0]["id"].as_str().map(str::to_owned));
+        if let Some(f) = &found {
+            id = f.clone();
+        }
+        async move { found.is_some() }
+    })
+    .await;
+    assert!(appeared, "no pending request:\n{}", s.sidecar.log());
+    assert!(!held.is_finished(), "the call is held, not answered");
+    let (code, out) = s.cli("sara", &["approve", &id, "--reason", "onboarding"]);
+    assert_eq!(code, 0, "{out}");
+    let status = tokio::time::timeout(Duration::from_secs(15), held)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn with_redis_down_approvable_calls_get_503_and_others_keep_their_answer() {
+    let mut s = stack().await;
+    let agent = agent();
+    s.redis.stop();
+    let r = s.post(EXPORT, &agent, BODY, None).await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert!(
+        r.body["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("approvals are unavailable"),
+        "{:?}",
+        r.body
+    );
+
+    let alice = token("alice", &["analysts"]);
+    let r = s
+        .http
+        .get(s.envoy.url("/v1/datasets/sales"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s
+        .http
+        .get(s.envoy.url("/v1/datasets/sales"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+}
