@@ -118,6 +118,7 @@ impl Default for RawRedis {
 struct RawApprovals {
     token_header: String,
     hold_max: String,
+    webhooks: Vec<RawWebhook>,
 }
 
 impl Default for RawApprovals {
@@ -125,8 +126,21 @@ impl Default for RawApprovals {
         Self {
             token_header: "x-countersign-approval".into(),
             hold_max: "25s".into(),
+            webhooks: vec![],
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    #[serde(default = "json_format")]
+    format: crate::approval::notify::Format,
+}
+
+fn json_format() -> crate::approval::notify::Format {
+    crate::approval::notify::Format::Json
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,6 +351,7 @@ pub struct Config {
     pub store: crate::approval::StoreConfig,
     pub token_header: String,
     pub hold_max: Duration,
+    pub webhooks: Vec<crate::approval::notify::Webhook>,
     /// `None` when no TLS certificate is configured: the admin API is off.
     pub admin: Option<AdminConfig>,
 }
@@ -554,11 +569,26 @@ fn validate(
     let token_header = public_header(o, "approvals.token_header", &raw.approvals.token_header)?;
     let hold_max = duration(o, "approvals.hold_max", &raw.approvals.hold_max)?;
     let admin = validate_admin(&raw.admin, o, origins)?;
+    let mut webhooks = Vec::new();
+    for (i, w) in raw.approvals.webhooks.iter().enumerate() {
+        if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+            return Err(invalid(
+                o,
+                &format!("approvals.webhooks[{i}].url"),
+                &format!("expected an http:// or https:// URL, got `{}`", w.url),
+            ));
+        }
+        webhooks.push(crate::approval::notify::Webhook {
+            url: w.url.clone(),
+            format: w.format,
+        });
+    }
 
     Ok(Config {
         store,
         token_header,
         hold_max,
+        webhooks,
         admin,
         origin: origin.to_owned(),
         listen,

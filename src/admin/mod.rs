@@ -13,6 +13,7 @@ use cedar_policy::{
 use futures_util::Stream;
 use tonic::{Request as GrpcRequest, Response, Status as GrpcStatus};
 
+use crate::approval::notify::Notifier;
 use crate::approval::store::{ListFilter, Verdict as Vote};
 use crate::approval::{Approval, RedisStore, Status, StoreError};
 use crate::policy::{Outcome, PolicyStore};
@@ -40,9 +41,16 @@ pub struct AdminService {
     auth: Arc<Authenticator>,
     user_type: EntityTypeName,
     group_type: EntityTypeName,
+    notifier: Option<Arc<Notifier>>,
 }
 
 impl AdminService {
+    /// Announces decisions to the webhooks.
+    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
     pub fn new(
         store: Arc<RedisStore>,
         policies: Arc<PolicyStore>,
@@ -56,6 +64,7 @@ impl AdminService {
             auth: Arc::new(auth),
             user_type,
             group_type,
+            notifier: None,
         }
     }
 
@@ -167,6 +176,14 @@ impl AdminService {
             .await
             .map_err(store_status)?;
         tracing::info!(approval = %id, approver = %approver.name, verdict = ?vote, status = %a.status, "approval decided");
+        if let Some(n) = &self.notifier
+            && matches!(
+                a.status,
+                Status::Approved | Status::Denied | Status::Revoked
+            )
+        {
+            n.notify(a.status.as_str(), &a);
+        }
         Ok(Response::new(to_pb(a)))
     }
 }

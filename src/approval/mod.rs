@@ -2,6 +2,7 @@
 //! approval request and its lifecycle (pending -> approved | denied ->
 //! consumed | revoked | expired), and the Redis store it lives in.
 
+pub mod notify;
 pub mod params;
 pub mod store;
 

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::approval::notify::Notifier;
 use crate::approval::store::Consumed;
 use crate::approval::{
     Approval, ApprovalParams, FingerprintInput, Mode, NewApproval, RedisStore, RequestInfo, Status,
@@ -93,6 +94,7 @@ pub struct AuthzService {
     policies: Arc<PolicyStore>,
     approvals: Arc<RedisStore>,
     settings: Arc<AuthzSettings>,
+    notifier: Option<Arc<Notifier>>,
 }
 
 #[tonic::async_trait]
@@ -142,7 +144,14 @@ impl AuthzService {
             policies,
             approvals,
             settings: Arc::new(settings),
+            notifier: None,
         }
+    }
+
+    /// Announces new approval requests to the webhooks.
+    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Decides one check. Never fails: anything that prevents a decision is
@@ -360,6 +369,11 @@ impl AuthzService {
             Ok(o) => o,
             Err(e) => return unavailable(e),
         };
+        if opened.token.is_some()
+            && let Some(n) = &self.notifier
+        {
+            n.notify("requested", &opened.approval);
+        }
         let mut approval = opened.approval;
         if approval.status == Status::Denied {
             let by = approval.votes.iter().rev().find(|v| v.verdict == "deny");

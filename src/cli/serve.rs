@@ -126,6 +126,7 @@ async fn serve(
         "countersign listening"
     );
 
+    let notifier = crate::approval::notify::Notifier::start(config.webhooks.clone());
     // One signal stops both servers.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     tokio::spawn(async move {
@@ -145,7 +146,8 @@ async fn serve(
                 Authenticator::new(cfg.approvers.clone()),
                 config.mapper.identity.user_type.clone(),
                 config.mapper.identity.group_type.clone(),
-            );
+            )
+            .with_notifier(notifier.clone());
             Some(tokio::spawn(crate::server::serve_admin(
                 listener,
                 service,
@@ -167,7 +169,8 @@ async fn serve(
         token_header: config.token_header.clone(),
         hold_max: config.hold_max,
     };
-    let authz = AuthzService::new(Arc::new(config.mapper), store, approvals, settings);
+    let authz = AuthzService::new(Arc::new(config.mapper), store, approvals, settings)
+        .with_notifier(notifier);
     crate::server::serve(listener, authz, config.shutdown_grace, stopped(stop_rx)).await?;
     if let Some(task) = admin_task {
         match tokio::time::timeout(config.shutdown_grace, task).await {

@@ -1,0 +1,155 @@
+//! Webhooks: tell people when a request opens and when it is decided. A
+//! generic JSON payload or a Slack incoming-webhook one. Delivery runs in
+//! the background with retries; a slow or failing webhook never delays a
+//! check, and what cannot be queued is dropped and counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::Approval;
+
+/// Payload shape of one webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Slack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: String,
+    pub format: Format,
+}
+
+const QUEUE: usize = 1024;
+const ATTEMPTS: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Queues notifications for the webhooks.
+#[derive(Debug)]
+pub struct Notifier {
+    tx: Option<mpsc::Sender<(String, Approval)>>,
+    pub dropped: AtomicU64,
+}
+
+impl Notifier {
+    /// Starts the delivery task (inside a tokio runtime). No webhooks: a
+    /// notifier that does nothing.
+    pub fn start(hooks: Vec<Webhook>) -> Arc<Self> {
+        if hooks.is_empty() {
+            return Arc::new(Self {
+                tx: None,
+                dropped: AtomicU64::new(0),
+            });
+        }
+        let (tx, mut rx) = mpsc::channel::<(String, Approval)>(QUEUE);
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        let hooks = Arc::new(hooks);
+        tokio::spawn(async move {
+            while let Some((event, approval)) = rx.recv().await {
+                for hook in hooks.iter() {
+                    let body = payload(hook.format, &event, &approval);
+                    tokio::spawn(deliver(client.clone(), hook.url.clone(), body));
+                }
+            }
+        });
+        Arc::new(Self {
+            tx: Some(tx),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// `event` is `requested`, `approved`, `denied` or `revoked`.
+    pub fn notify(&self, event: &str, approval: &Approval) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send((event.to_owned(), approval.clone())).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                dropped_total = n,
+                "webhook queue full; notification dropped"
+            );
+        }
+    }
+}
+
+async fn deliver(client: reqwest::Client, url: String, body: Value) {
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        match client.post(&url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => {
+                tracing::warn!(%url, attempt, status = %r.status(), "webhook refused the notification")
+            }
+            Err(e) => tracing::warn!(%url, attempt, "webhook unreachable: {e}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
+    tracing::error!(%url, "webhook notification given up after {ATTEMPTS} attempts");
+}
+
+/// What people are told. Built from the stored record, which never holds
+/// credentials, tokens or raw bodies.
+pub fn payload(format: Format, event: &str, a: &Approval) -> Value {
+    let approve = format!("countersign approvals approve {} --reason '...'", a.id);
+    match format {
+        Format::Json => json!({
+            "event": event,
+            "approval": {
+                "id": a.id, "status": a.status.as_str(),
+                "principal": a.info.principal, "on_behalf_of": a.info.on_behalf_of,
+                "action": a.info.action, "resource": a.info.resource,
+                "method": a.info.method, "path": a.info.path, "host": a.info.host,
+                "source_address": a.info.source_address, "policies": a.info.policies,
+                "parameters": a.info.parameters, "approver_groups": a.info.approver_groups,
+                "quorum": a.info.quorum, "reason_required": a.info.reason_required,
+                "created_at": a.created_at, "expires_at": a.expires_at,
+                "votes": a.votes,
+            },
+            "approve_command": approve,
+        }),
+        Format::Slack => {
+            let who = match &a.info.on_behalf_of {
+                Some(h) => format!("{} (on behalf of {h})", a.info.principal),
+                None => a.info.principal.clone(),
+            };
+            let title = match event {
+                "requested" => "Approval requested",
+                "approved" => "Approved",
+                "denied" => "Denied",
+                "revoked" => "Revoked",
+                other => other,
+            };
+            let mut lines = vec![
+                format!("*{title}* `{}`", a.id),
+                format!("*Who:* {who}"),
+                format!("*What:* {} on {}", a.info.action, a.info.resource),
+                format!("*Request:* {} {}", a.info.method, a.info.path),
+            ];
+            for (k, v) in &a.info.parameters {
+                lines.push(format!("*{k}:* {v}"));
+            }
+            if let Some(v) = a.votes.last() {
+                lines.push(format!("*{}* by {}: {}", v.verdict, v.approver, v.reason));
+            }
+            let mut blocks = vec![
+                json!({"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}}),
+            ];
+            if event == "requested" {
+                blocks.push(json!({"type": "context", "elements": [
+                    {"type": "mrkdwn", "text": format!("Approvers: {} · `{approve}`", a.info.approver_groups.join(", "))}
+                ]}));
+            }
+            json!({"text": format!("{title}: {} {} on {}", who, a.info.action, a.info.resource), "blocks": blocks})
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Webhooks: a local HTTP receiver gets the generic and the Slack payloads
+//! when a request opens and when it is decided, with the request's context
+//! and no secrets.
+
+mod common;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cedar_policy::EntityTypeName;
+use common::Redis;
+use common::check::{check, seen};
+use countersign::admin::AdminService;
+use countersign::admin::auth::Authenticator;
+use countersign::admin::pb::{self, approvals_server::Approvals};
+use countersign::approval::notify::{Format, Notifier, Webhook};
+use countersign::approval::{RedisStore, StoreConfig};
+use countersign::authz::{AuthzService, AuthzSettings};
+use countersign::config::{ApproverConfig, Config};
+use countersign::policy::PolicyStore;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Accepts HTTP/1.1 POSTs and hands over (path, JSON body).
+async fn receiver() -> (String, mpsc::Receiver<(String, Value)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let body: Value = serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap();
+                    sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .unwrap();
+                    tx.send((path, body)).await.unwrap();
+                    buf.clear();
+                }
+            });
+        }
+    });
+    (base, rx)
+}
+
+async fn next(rx: &mut mpsc::Receiver<(String, Value)>) -> (String, Value) {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no webhook call")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
+    let redis = Redis::start().await;
+    let (base, mut calls) = receiver().await;
+    let notifier = Notifier::start(vec![
+        Webhook {
+            url: format!("{base}/generic"),
+            format: Format::Json,
+        },
+        Webhook {
+            url: format!("{base}/slack"),
+            format: Format::Slack,
+        },
+    ]);
+    let config = Config::load(None, &HashMap::new()).unwrap();
+    let store = Arc::new(
+        RedisStore::new(StoreConfig {
+            url: redis.url(),
+            prefix: "hooks:".into(),
+            timeout: Duration::from_secs(2),
+            retention: Duration::from_secs(600),
+        })
+        .unwrap(),
+    );
+    let policies = Arc::new(
+        PolicyStore::open(
+            &common::repo().join("policies"),
+            config.mapper.probes().unwrap(),
+        )
+        .unwrap(),
+    );
+    let settings = AuthzSettings {
+        jwt_metadata_key: config.jwt_metadata_key.clone(),
+        principal_header: config.principal_header.clone(),
+        token_header: config.token_header.clone(),
+        hold_max: config.hold_max,
+    };
+    let authz = AuthzService::new(
+        Arc::new(config.mapper),
+        policies.clone(),
+        store.clone(),
+        settings,
+    )
+    .with_notifier(notifier.clone());
+
+    let req = check("POST", "/v1/datasets/sales/export")
+        .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
+        .header("authorization", "Bearer secret-jwt-value")
+        .header("cookie", "session=secret-cookie")
+        .body(r#"{"format":"csv","rows":10,"note":"secret-note"}"#)
+        .build();
+    let answer = seen(&authz.decide(&req).await);
+    assert_eq!(answer.http_status, 403);
+    let answer: Value = serde_json::from_str(&answer.body).unwrap();
+    let (id, token) = (
+        answer["approval_id"].as_str().unwrap(),
+        answer["approval_token"].as_str().unwrap(),
+    );
+
+    let mut got = HashMap::new();
+    for _ in 0..2 {
+        let (path, body) = next(&mut calls).await;
+        got.insert(path, body);
+    }
+    let generic = &got["/generic"];
+    assert_eq!(generic["event"], "requested");
+    assert_eq!(generic["approval"]["id"], id);
+    assert_eq!(generic["approval"]["principal"], r#"User::"agent-7""#);
+    assert_eq!(generic["approval"]["on_behalf_of"], r#"User::"alice""#);
+    assert_eq!(
+        generic["approval"]["parameters"],
+        json!({"body.format": "csv", "body.rows": "10"})
+    );
+    assert_eq!(
+        generic["approve_command"],
+        format!("countersign approvals approve {id} --reason '...'")
+    );
+    let slack = &got["/slack"];
+    let text = slack["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert!(
+        text.contains(id) && text.contains(r#"on behalf of User::"alice""#),
+        "{text}"
+    );
+    assert!(
+        slack["blocks"][1]["elements"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("countersign approvals approve")
+    );
+    for body in got.values() {
+        let s = body.to_string();
+        assert!(!s.contains("secret") && !s.contains(token), "{s}");
+    }
+
+    // The decision is announced too.
+    use sha2::Digest;
+    let approvers = vec![ApproverConfig {
+        name: "dora".into(),
+        groups: vec!["data-owners".into()],
+        token_sha256: Some(hex::encode(sha2::Sha256::digest(b"dora-token"))),
+    }];
+    let admin = AdminService::new(
+        store,
+        policies,
+        Authenticator::new(approvers),
+        EntityTypeName::from_str("User").unwrap(),
+        EntityTypeName::from_str("Group").unwrap(),
+    )
+    .with_notifier(notifier);
+    let mut req = tonic::Request::new(pb::DecideRequest {
+        id: id.into(),
+        reason: "quarterly report".into(),
+    });
+    req.metadata_mut()
+        .insert("authorization", "Bearer dora-token".parse().unwrap());
+    admin.approve(req).await.unwrap();
+    let mut got = HashMap::new();
+    for _ in 0..2 {
+        let (path, body) = next(&mut calls).await;
+        got.insert(path, body);
+    }
+    assert_eq!(got["/generic"]["event"], "approved");
+    assert_eq!(got["/generic"]["approval"]["votes"][0]["approver"], "dora");
+    assert!(
+        got["/slack"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Approved"),
+        "{}",
+        got["/slack"]
+    );
+}
+
+#[tokio::test]
+async fn notifying_only_queues_even_when_the_webhook_is_dead() {
+    // Nothing listens there: deliveries fail and retry in the background.
+    let notifier = Notifier::start(vec![Webhook {
+        url: "http://127.0.0.1:1/hook".into(),
+        format: Format::Json,
+    }]);
+    let redis = Redis::start().await;
+    let store = RedisStore::new(StoreConfig {
+        url: redis.url(),
+        prefix: "dead:".into(),
+        timeout: Duration::from_secs(2),
+        retention: Duration::from_secs(600),
+    })
+    .unwrap();
+    let opened = store
+        .open(&countersign::approval::NewApproval {
+            fingerprint: "fp".into(),
+            info: serde_json::from_value(json!({
+                "principal": "User::\"a\"", "action": "Action::\"export\"", "resource": "Dataset::\"s\"",
+                "method": "POST", "path": "/", "host": "h", "source_address": "", "policies": [],
+                "parameters": {}, "approver_groups": [], "quorum": 1, "uses": 1, "reason_required": false,
+                "mode": "deny"
+            }))
+            .unwrap(),
+            params: Default::default(),
+        })
+        .await
+        .unwrap();
+    // notify() only queues: it returns at once, whatever the webhook does.
+    for _ in 0..100 {
+        notifier.notify("requested", &opened.approval);
+    }
+    assert_eq!(
+        notifier.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
