@@ -419,6 +419,26 @@ impl Config {
             raw.admin.listen = v;
             admin_origin = "environment variable COUNTERSIGN_ADMIN_LISTEN".into();
         }
+        // TLS files and approvers from the environment, for containers and
+        // quick starts; they replace the file's values.
+        for (var, slot) in [
+            ("COUNTERSIGN_ADMIN_TLS_CERT", &mut raw.admin.tls_cert),
+            ("COUNTERSIGN_ADMIN_TLS_KEY", &mut raw.admin.tls_key),
+            ("COUNTERSIGN_ADMIN_CLIENT_CA", &mut raw.admin.client_ca),
+        ] {
+            if let Some(v) = env.var(var) {
+                *slot = Some(std::env::current_dir().unwrap_or_default().join(v));
+            }
+        }
+        if let Some(v) = env.var("COUNTERSIGN_ADMIN_APPROVERS") {
+            raw.admin.approvers = parse_approvers(&v).map_err(|m| {
+                invalid(
+                    "environment variable COUNTERSIGN_ADMIN_APPROVERS",
+                    "admin.approvers",
+                    &m,
+                )
+            })?;
+        }
         let origins = Origins {
             redis: redis_origin,
             admin: admin_origin,
@@ -729,6 +749,30 @@ fn validate_admin(
         client_ca_pem,
         approvers,
     }))
+}
+
+/// `name=group+group,name=group`: approvers and their groups.
+fn parse_approvers(v: &str) -> Result<Vec<RawApprover>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (name, groups) = entry.split_once('=').unwrap_or((entry, ""));
+            if name.trim().is_empty() {
+                return Err(format!("expected `name=group+group,...`, got `{entry}`"));
+            }
+            Ok(RawApprover {
+                name: name.trim().to_owned(),
+                groups: groups
+                    .split('+')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                token_sha256: None,
+            })
+        })
+        .collect()
 }
 
 fn duration(o: &str, field: &str, v: &str) -> Result<Duration, ConfigError> {

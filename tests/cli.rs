@@ -99,3 +99,51 @@ fn serve_with_a_bad_config_exits_64_naming_file_and_field() {
     assert_eq!(o.status.code(), Some(64));
     assert!(text(&o).contains("broken.cedar:1:"), "{}", text(&o));
 }
+
+#[test]
+fn policy_check_reports_a_call_that_needs_an_approval() {
+    let o = policy_check(&[
+        "--method",
+        "POST",
+        "--path",
+        "/v1/datasets/sales/export",
+        "--claims",
+        r#"{"sub":"agent-7","groups":["agents"]}"#,
+        "--body",
+        r#"{"format":"csv"}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("decision:  approval_required"));
+    assert!(
+        text(&o).contains("approvers: 1 of data-owners (mode deny)"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn dev_certs_writes_a_ca_a_server_and_approver_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = countersign(&[
+        "dev-certs",
+        dir.path().to_str().unwrap(),
+        "--approver",
+        "dora",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for f in [
+        "ca.pem",
+        "server.pem",
+        "server-key.pem",
+        "dora.pem",
+        "dora-key.pem",
+    ] {
+        let pem = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert!(pem.starts_with("-----BEGIN "), "{f}");
+    }
+    assert!(
+        text(&o).contains("COUNTERSIGN_ADMIN_TLS_CERT="),
+        "{}",
+        text(&o)
+    );
+}

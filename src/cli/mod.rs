@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand.
 
 pub mod approvals;
+pub mod devcerts;
 pub mod policy;
 pub mod serve;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// For approvers: list, show, approve, deny, revoke and watch approval requests.
     Approvals(approvals::ApprovalsArgs),
+    /// Write a throwaway CA and TLS certificates for the admin API (trying out only).
+    DevCerts(devcerts::DevCertsArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -47,5 +50,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve { config } => serve::run(config.as_deref()),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Approvals(args) => approvals::run(args),
+        Command::DevCerts(args) => devcerts::run(args),
     }
 }

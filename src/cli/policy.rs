@@ -10,13 +10,16 @@ use clap::{Args, Subcommand};
 
 use super::EXIT_CONFIG;
 use crate::config::{Config, ProcessEnv};
-use crate::policy::{Decision, Outcome, PolicyError, PolicyStore, Problem};
+use crate::policy::{Decision, Outcome, PolicyError, PolicyStore, Problem, Verdict};
 use crate::request::HttpRequest;
 
 /// Exit code of `policy check` for a deny.
 pub const EXIT_DENY: u8 = 1;
 /// Exit code of `policy check` when the input cannot be evaluated.
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code of `policy check` for a call that needs an approval.
+pub const EXIT_APPROVAL: u8 = 3;
+const APPROVAL_REQUIRED: &str = "approval required";
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -39,7 +42,7 @@ pub enum PolicyCommand {
   countersign policy check --method POST --path /v1/datasets/sales/export \
       --claims '{"sub":"alice","groups":["data-owners"]}' --body '{"rows":10}'
 
-Exit codes: 0 allow, 1 deny, 2 input that cannot be evaluated, 64 bad configuration or policies."#)]
+Exit codes: 0 allow, 1 deny, 2 input that cannot be evaluated, 3 approval required (HTTP mode), 64 bad configuration or policies."#)]
     Check(Box<CheckArgs>),
 }
 
@@ -193,6 +196,7 @@ fn check(args: CheckArgs) -> ExitCode {
                 Outcome::Deny => ExitCode::from(EXIT_DENY),
             }
         }
+        Err(e) if e == APPROVAL_REQUIRED => ExitCode::from(EXIT_APPROVAL),
         Err(e) => {
             eprintln!("countersign: {e}");
             ExitCode::from(EXIT_BAD_INPUT)
@@ -283,10 +287,30 @@ fn http(args: &CheckArgs, config: &Config, store: &PolicyStore) -> Result<Evalua
         .mapper
         .map(&req)
         .map_err(|e| format!("bad request: {e}"))?;
-    let request = mapped
-        .request(false)
+    let verdict = store
+        .decide(|granted| mapped.request(granted), &mapped.entities)
         .map_err(|e| format!("bad request: {e}"))?;
-    let decision = store.evaluate(&request, &mapped.entities);
+    let decision = match verdict {
+        Verdict::Allow(d) | Verdict::Deny(d) => d,
+        Verdict::Approvable { denial, params, .. } => {
+            println!("decision:  approval_required");
+            println!("reason:    {}", denial.reason());
+            let groups = if params.approver_groups.is_empty() {
+                "any approver Cedar permits".to_owned()
+            } else {
+                params.approver_groups.join(", ")
+            };
+            println!(
+                "approvers: {} of {groups} (mode {})",
+                params.quorum,
+                params.mode.as_str()
+            );
+            println!("principal: {}", mapped.principal);
+            println!("action:    {}", mapped.action);
+            println!("resource:  {}", mapped.resource);
+            return Err(APPROVAL_REQUIRED.to_owned());
+        }
+    };
     Ok((decision, mapped.principal, mapped.action, mapped.resource))
 }
 

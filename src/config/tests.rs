@@ -139,3 +139,49 @@ fn actions_accept_a_bare_name_or_a_full_uid_and_methods_are_upper_cased() {
     assert_eq!(r.action.to_string(), r#"Acme::Action::"run""#);
     assert_eq!(r.resource.to_string(), r#"Acme::Job::"7""#);
 }
+
+#[test]
+fn the_admin_api_can_be_configured_from_the_environment() {
+    let d = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(d.path().join(f), "-----BEGIN X-----\n").unwrap();
+    }
+    let p = |f: &str| d.path().join(f).display().to_string();
+    let c = Config::load(
+        None,
+        &env(&[
+            ("COUNTERSIGN_ADMIN_TLS_CERT", &p("cert.pem")),
+            ("COUNTERSIGN_ADMIN_TLS_KEY", &p("key.pem")),
+            ("COUNTERSIGN_ADMIN_CLIENT_CA", &p("ca.pem")),
+            (
+                "COUNTERSIGN_ADMIN_APPROVERS",
+                "dora=data-owners, sara=security+sre",
+            ),
+            ("COUNTERSIGN_ADMIN_LISTEN", "127.0.0.1:0"),
+        ]),
+    )
+    .unwrap();
+    let admin = c.admin.unwrap();
+    assert_eq!(admin.listen.to_string(), "127.0.0.1:0");
+    assert_eq!(admin.approvers[1].name, "sara");
+    assert_eq!(admin.approvers[1].groups, ["security", "sre"]);
+    assert!(
+        Config::load(None, &env(&[])).unwrap().admin.is_none(),
+        "off unless configured"
+    );
+
+    let e = Config::load(
+        None,
+        &env(&[("COUNTERSIGN_ADMIN_TLS_CERT", &p("cert.pem"))]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("field `admin.tls_key`"), "{e}");
+    let e = Config::load(None, &env(&[("COUNTERSIGN_REDIS_URL", "mysql://x")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("environment variable COUNTERSIGN_REDIS_URL: field `redis.url`"),
+        "{e}"
+    );
+}

@@ -1,29 +1,25 @@
-//! A throwaway CA, a server certificate for 127.0.0.1, and client
-//! certificates named by their CN, written as PEM files in a temp dir.
+//! Certificates for the admin API, made by `countersign dev-certs`' code: a
+//! throwaway CA, a server certificate for 127.0.0.1, and client certificates
+//! for the approvers the tests use.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+/// Everyone a test may connect as.
+const NAMES: &[&str] = &[
+    "dora", "sara", "agent-7", "alice", "ivan", "stranger", "sam",
+];
 
 pub struct Pki {
     dir: tempfile::TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Pki {
     pub fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "countersign test CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        let pki = Pki { dir, ca };
-        pki.issue("server", &["localhost"], true);
-        pki
+        let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
+        countersign::cli::devcerts::write_all(dir.path(), &names).unwrap();
+        Pki { dir }
     }
 
     pub fn dir(&self) -> &Path {
@@ -36,37 +32,16 @@ impl Pki {
 
     /// `(cert, key)` paths for the admin API's server certificate.
     pub fn server(&self) -> (PathBuf, PathBuf) {
-        (
-            self.dir.path().join("server.pem"),
-            self.dir.path().join("server-key.pem"),
-        )
+        self.client("server")
     }
 
-    /// `(cert, key)` paths for a client certificate with CN `name`.
+    /// `(cert, key)` paths for the client certificate with CN `name`.
     pub fn client(&self, name: &str) -> (PathBuf, PathBuf) {
         let cert = self.dir.path().join(format!("{name}.pem"));
-        if !cert.exists() {
-            self.issue(name, &[], false);
-        }
+        assert!(
+            cert.exists(),
+            "no certificate for `{name}`: add it to NAMES"
+        );
         (cert, self.dir.path().join(format!("{name}-key.pem")))
-    }
-
-    fn issue(&self, name: &str, dns: &[&str], server: bool) {
-        let mut params =
-            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        if server {
-            params
-                .subject_alt_names
-                .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        std::fs::write(self.dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(
-            self.dir.path().join(format!("{name}-key.pem")),
-            key.serialize_pem(),
-        )
-        .unwrap();
     }
 }
