@@ -118,6 +118,7 @@ impl Default for RawRedis {
 struct RawApprovals {
     token_header: String,
     hold_max: String,
+    store_budget: String,
     webhooks: Vec<RawWebhook>,
 }
 
@@ -126,6 +127,7 @@ impl Default for RawApprovals {
         Self {
             token_header: "x-countersign-approval".into(),
             hold_max: "25s".into(),
+            store_budget: "400ms".into(),
             webhooks: vec![],
         }
     }
@@ -351,6 +353,8 @@ pub struct Config {
     pub store: crate::approval::StoreConfig,
     pub token_header: String,
     pub hold_max: Duration,
+    /// Longest the approval store may take on one check (outside a hold).
+    pub store_budget: Duration,
     pub webhooks: Vec<crate::approval::notify::Webhook>,
     /// `None` when no TLS certificate is configured: the admin API is off.
     pub admin: Option<AdminConfig>,
@@ -588,6 +592,7 @@ fn validate(
     let store = validate_redis(&raw.redis, &origins.redis)?;
     let token_header = public_header(o, "approvals.token_header", &raw.approvals.token_header)?;
     let hold_max = duration(o, "approvals.hold_max", &raw.approvals.hold_max)?;
+    let store_budget = duration(o, "approvals.store_budget", &raw.approvals.store_budget)?;
     let admin = validate_admin(&raw.admin, o, origins)?;
     let mut webhooks = Vec::new();
     for (i, w) in raw.approvals.webhooks.iter().enumerate() {
@@ -608,6 +613,7 @@ fn validate(
         store,
         token_header,
         hold_max,
+        store_budget,
         webhooks,
         admin,
         origin: origin.to_owned(),

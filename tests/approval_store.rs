@@ -62,10 +62,24 @@ async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once() {
 
     let again = s.open(&new("fp-1", params())).await.unwrap();
     assert_eq!(again.approval.id, first.approval.id);
-    assert!(
-        again.token.is_none(),
-        "the token is shown only to the call that opened the request"
-    );
+    assert!(first.created && !again.created);
+    // A retry gets a fresh token (only hashes are kept); both work.
+    let (t1, t2) = (first.token.unwrap(), again.token.unwrap());
+    assert_ne!(t1, t2);
+    s.vote(&first.approval.id, "dora", Verdict::Approve, "")
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.consume(Some(&t2), None, "fp-1").await.unwrap(),
+        Consumed::Used { .. }
+    ));
+    assert!(matches!(
+        s.consume(Some(&t1), None, "fp-1").await.unwrap(),
+        Consumed::NotUsable {
+            status: Status::Consumed,
+            ..
+        }
+    ));
 
     let other = s.open(&new("fp-2", params())).await.unwrap();
     assert_ne!(other.approval.id, first.approval.id);

@@ -153,11 +153,14 @@ async fn an_agents_export_waits_for_a_data_owner_and_the_approval_is_used_once()
     assert_eq!(r.headers["x-countersign-approval-id"], id.as_str());
     assert!(r.headers.contains_key("retry-after"));
 
-    // The identical call again finds the same request, and no token.
+    // The identical call again finds the same request (with a fresh token,
+    // in case the first answer was lost).
     let r = s.post(EXPORT, &agent, BODY, None).await;
-    assert_eq!(
-        (r.body["approval_id"].as_str(), r.body.get("approval_token")),
-        (Some(id.as_str()), None)
+    assert_eq!(r.body["approval_id"].as_str(), Some(id.as_str()));
+    assert!(
+        r.body["approval_token"]
+            .as_str()
+            .is_some_and(|t| t != token)
     );
     // Presenting the token early: still pending.
     let r = s.post(EXPORT, &agent, BODY, Some(&token)).await;
@@ -194,7 +197,12 @@ async fn an_agents_export_waits_for_a_data_owner_and_the_approval_is_used_once()
     assert_eq!(r.headers["x-upstream-saw-principal"], r#"User::"agent-7""#);
     let r = s.post(EXPORT, &agent, BODY, Some(&token)).await;
     assert_eq!(r.status, 403);
-    assert_eq!(r.body["reason"], format!("approval `{id}` is consumed"));
+    assert_eq!(r.body["decision"], "deny");
+    let reason = r.body["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("approval `{id}` is consumed")),
+        "{reason}"
+    );
 
     let (_, out) = s.cli("dora", &["list", "--status", "all", "--output", "json"]);
     let all: Value = serde_json::from_str(&out).unwrap();
@@ -212,32 +220,45 @@ async fn an_approval_is_bound_to_the_exact_request() {
     let (code, out) = s.cli("dora", &["approve", &id, "--reason", "ok"]);
     assert_eq!(code, 0, "{out}");
 
-    let changed_body = s
-        .post(
+    let refused = |r: &Reply| {
+        assert_eq!(
+            (r.status, r.body["decision"].as_str()),
+            (403, Some("deny")),
+            "{:?}",
+            r.body
+        );
+        let reason = r.body["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("granted for a different request"),
+            "{reason}"
+        );
+    };
+    refused(
+        &s.post(
             EXPORT,
             &agent,
             r#"{"format":"csv","rows":10000}"#,
             Some(&token),
         )
-        .await;
-    assert_eq!(changed_body.status, 403);
-    assert!(
-        changed_body.body["reason"]
-            .as_str()
-            .unwrap()
-            .contains("granted for a different request")
+        .await,
     );
-    let changed_path = s
-        .post("/v1/datasets/payroll/export", &agent, BODY, Some(&token))
-        .await;
-    assert_eq!(changed_path.status, 403);
+    refused(
+        &s.post("/v1/datasets/payroll/export", &agent, BODY, Some(&token))
+            .await,
+    );
+    refused(
+        &s.post(
+            &format!("{EXPORT}?dest=elsewhere"),
+            &agent,
+            BODY,
+            Some(&token),
+        )
+        .await,
+    );
     let other_caller = token_with("agent-8", &["agents"], json!({}));
-    assert_eq!(
-        s.post(EXPORT, &other_caller, BODY, Some(&token))
-            .await
-            .status,
-        403
-    );
+    refused(&s.post(EXPORT, &other_caller, BODY, Some(&token)).await);
+    let for_someone_else = token_with("agent-7", &["agents"], json!({"on_behalf_of": "bob"}));
+    refused(&s.post(EXPORT, &for_someone_else, BODY, Some(&token)).await);
     // Still unused: the identical request goes through.
     assert_eq!(s.post(EXPORT, &agent, BODY, Some(&token)).await.status, 200);
 }

@@ -35,6 +35,7 @@ async fn start() -> Running {
         principal_header: config.principal_header.clone(),
         token_header: config.token_header.clone(),
         hold_max: config.hold_max,
+        store_budget: config.store_budget,
     };
     let approvals = Arc::new(countersign::approval::RedisStore::new(config.store.clone()).unwrap());
     let authz = AuthzService::new(

@@ -115,6 +115,7 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
         principal_header: config.principal_header.clone(),
         token_header: config.token_header.clone(),
         hold_max: config.hold_max,
+        store_budget: config.store_budget,
     };
     let authz = AuthzService::new(
         Arc::new(config.mapper),
@@ -213,40 +214,41 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
 }
 
 #[tokio::test]
-async fn notifying_only_queues_even_when_the_webhook_is_dead() {
-    // Nothing listens there: deliveries fail and retry in the background.
+async fn a_webhook_that_never_answers_fills_the_queue_which_then_drops_and_counts() {
+    // Accepts connections and never answers: every delivery hangs until its
+    // timeout, so the queue fills up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            held.push(listener.accept().await.unwrap());
+        }
+    });
     let notifier = Notifier::start(vec![Webhook {
-        url: "http://127.0.0.1:1/hook".into(),
+        url,
         format: Format::Json,
     }]);
-    let redis = Redis::start().await;
-    let store = RedisStore::new(StoreConfig {
-        url: redis.url(),
-        prefix: "dead:".into(),
-        timeout: Duration::from_secs(2),
-        retention: Duration::from_secs(600),
-    })
-    .unwrap();
-    let opened = store
-        .open(&countersign::approval::NewApproval {
-            fingerprint: "fp".into(),
-            info: serde_json::from_value(json!({
-                "principal": "User::\"a\"", "action": "Action::\"export\"", "resource": "Dataset::\"s\"",
-                "method": "POST", "path": "/", "host": "h", "source_address": "", "policies": [],
-                "parameters": {}, "approver_groups": [], "quorum": 1, "uses": 1, "reason_required": false,
-                "mode": "deny"
-            }))
-            .unwrap(),
-            params: Default::default(),
-        })
-        .await
-        .unwrap();
-    // notify() only queues: it returns at once, whatever the webhook does.
-    for _ in 0..100 {
-        notifier.notify("requested", &opened.approval);
+    let approval = countersign::approval::Approval {
+        id: "ap-1".into(),
+        status: countersign::approval::Status::Pending,
+        info: serde_json::from_value(json!({
+            "principal": "User::\"a\"", "action": "Action::\"export\"", "resource": "Dataset::\"s\"",
+            "method": "POST", "path": "/", "host": "h", "source_address": "", "policies": [],
+            "parameters": {}, "approver_groups": [], "quorum": 1, "uses": 1, "reason_required": false,
+            "mode": "deny"
+        }))
+        .unwrap(),
+        created_at: 0,
+        expires_at: 0,
+        use_until: 0,
+        uses_left: 1,
+        votes: vec![],
+    };
+    // notify() never waits for the webhook: 5,000 calls return, and what
+    // does not fit the queue is counted as dropped rather than blocking.
+    for _ in 0..5_000 {
+        notifier.notify("requested", &approval);
     }
-    assert_eq!(
-        notifier.dropped.load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert!(notifier.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }

@@ -164,12 +164,13 @@ impl AdminService {
         let approver = self.auth.authenticate(&req)?;
         let pb::DecideRequest { id, reason } = req.into_inner();
         let a = self.load(&id).await?;
+        // Authorise first: someone who may not decide learns nothing more.
+        self.check_may_decide(&approver, &a)?;
         if vote != Vote::Revoke && a.info.reason_required && reason.trim().is_empty() {
             return Err(GrpcStatus::invalid_argument(format!(
                 "approval `{id}` requires a reason (--reason TEXT)"
             )));
         }
-        self.check_may_decide(&approver, &a)?;
         let a = self
             .store
             .vote(&id, &approver.name, vote, reason.trim())

@@ -117,22 +117,29 @@ pub struct NewApproval {
 #[derive(Debug, Clone)]
 pub struct Opened {
     pub approval: Approval,
-    /// The bearer token for the retry; only when this call opened the request
-    /// (the store keeps a hash, so it can be shown once).
+    /// A bearer token for the retry, fresh on every answer while the request
+    /// is pending or approved (the store keeps only hashes, so a lost answer
+    /// costs nothing: the identical call gets a new token).
     pub token: Option<String>,
+    /// Whether this call opened the request.
+    pub created: bool,
 }
 
-/// The digest that binds an approval to one exact call: principal, action,
-/// resource, method, path, the allow-listed query and the body, if any.
+/// The digest that binds an approval to one exact call: who (and for whom),
+/// what, on which resource, method, host, path, the whole query (every
+/// parameter, not only the allow-listed ones: the upstream sees them all)
+/// and the body, if any.
 #[derive(Debug, Clone, Copy)]
 pub struct FingerprintInput<'a> {
     pub principal: &'a str,
+    pub on_behalf_of: &'a str,
     pub action: &'a str,
     pub resource: &'a str,
     pub method: &'a str,
+    pub host: &'a str,
     pub path: &'a str,
-    /// Allow-listed query parameters, in any order.
-    pub query: &'a [(String, String)],
+    /// The raw query string; parameter order does not matter.
+    pub query: &'a str,
     pub body: &'a [u8],
 }
 
@@ -144,13 +151,20 @@ impl FingerprintInput<'_> {
             h.update((b.len() as u64).to_be_bytes());
             h.update(b);
         };
-        field(self.principal.as_bytes());
-        field(self.action.as_bytes());
-        field(self.resource.as_bytes());
-        field(self.method.as_bytes());
-        field(self.path.as_bytes());
-        let mut query: Vec<_> = self.query.iter().collect();
+        for f in [
+            self.principal,
+            self.on_behalf_of,
+            self.action,
+            self.resource,
+            self.method,
+            self.host,
+            self.path,
+        ] {
+            field(f.as_bytes());
+        }
+        let mut query: Vec<_> = form_urlencoded::parse(self.query.as_bytes()).collect();
         query.sort();
+        field(&(query.len() as u64).to_be_bytes());
         for (k, v) in query {
             field(k.as_bytes());
             field(v.as_bytes());
@@ -184,12 +198,14 @@ pub fn new_id() -> String {
 mod tests {
     use super::*;
 
-    fn fp(path: &str, query: &[(String, String)], body: &[u8]) -> String {
+    fn fp(path: &str, query: &str, body: &[u8]) -> String {
         FingerprintInput {
             principal: r#"User::"agent""#,
+            on_behalf_of: r#"User::"alice""#,
             action: r#"Action::"export""#,
             resource: r#"Dataset::"sales""#,
             method: "POST",
+            host: "api",
             path,
             query,
             body,
@@ -198,47 +214,32 @@ mod tests {
     }
 
     #[test]
-    fn the_fingerprint_binds_path_query_and_body_but_not_query_order() {
-        let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
+    fn the_fingerprint_binds_path_every_query_parameter_and_body_but_not_query_order() {
+        let p = "/v1/datasets/sales/export";
+        let base = fp(p, "a=1&b=2", b"{}");
+        assert_eq!(base, fp(p, "b=2&a=1", b"{}"));
+        assert_eq!(base, fp(p, "a=%31&b=2", b"{}"), "decoded values compare");
+        assert_ne!(base, fp("/v1/datasets/sales/export2", "a=1&b=2", b"{}"));
+        assert_ne!(base, fp(p, "a=1", b"{}"));
+        assert_ne!(base, fp(p, "a=1&b=2&dest=elsewhere", b"{}"));
+        assert_ne!(base, fp(p, "a=1&b=2", b"{ }"));
+        assert_ne!(fp("/ab", "", b""), fp("/a", "b=", b""));
+        let mut other = FingerprintInput {
+            principal: r#"User::"agent""#,
+            on_behalf_of: r#"User::"bob""#,
+            action: r#"Action::"export""#,
+            resource: r#"Dataset::"sales""#,
+            method: "POST",
+            host: "api",
+            path: p,
+            query: "a=1&b=2",
+            body: b"{}",
         };
-        let base = fp(
-            "/v1/datasets/sales/export",
-            &q(&[("a", "1"), ("b", "2")]),
-            b"{}",
-        );
-        assert_eq!(
-            base,
-            fp(
-                "/v1/datasets/sales/export",
-                &q(&[("b", "2"), ("a", "1")]),
-                b"{}"
-            )
-        );
-        assert_ne!(
-            base,
-            fp(
-                "/v1/datasets/sales/export2",
-                &q(&[("a", "1"), ("b", "2")]),
-                b"{}"
-            )
-        );
-        assert_ne!(
-            base,
-            fp("/v1/datasets/sales/export", &q(&[("a", "1")]), b"{}")
-        );
-        assert_ne!(
-            base,
-            fp(
-                "/v1/datasets/sales/export",
-                &q(&[("a", "1"), ("b", "2")]),
-                b"{ }"
-            )
-        );
-        assert_ne!(fp("/ab", &[], b""), fp("/a", &q(&[("b", "")]), b""));
+        assert_ne!(base, other.digest(), "on behalf of someone else");
+        other.on_behalf_of = r#"User::"alice""#;
+        assert_eq!(base, other.digest());
+        other.host = "other-api";
+        assert_ne!(base, other.digest());
     }
 
     #[test]

@@ -56,9 +56,9 @@ impl Notifier {
         let hooks = Arc::new(hooks);
         tokio::spawn(async move {
             while let Some((event, approval)) = rx.recv().await {
-                for hook in hooks.iter() {
+                for (index, hook) in hooks.iter().enumerate() {
                     let body = payload(hook.format, &event, &approval);
-                    tokio::spawn(deliver(client.clone(), hook.url.clone(), body));
+                    tokio::spawn(deliver(client.clone(), index, hook.url.clone(), body));
                 }
             }
         });
@@ -81,20 +81,25 @@ impl Notifier {
     }
 }
 
-async fn deliver(client: reqwest::Client, url: String, body: Value) {
+/// Logs name the webhook by its index in `approvals.webhooks`: a Slack
+/// incoming-webhook URL is itself a secret.
+async fn deliver(client: reqwest::Client, webhook: usize, url: String, body: Value) {
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1..=ATTEMPTS {
         match client.post(&url).json(&body).send().await {
             Ok(r) if r.status().is_success() => return,
             Ok(r) => {
-                tracing::warn!(%url, attempt, status = %r.status(), "webhook refused the notification")
+                tracing::warn!(webhook, attempt, status = %r.status(), "webhook refused the notification")
             }
-            Err(e) => tracing::warn!(%url, attempt, "webhook unreachable: {e}"),
+            Err(e) => tracing::warn!(webhook, attempt, "webhook unreachable: {}", e.without_url()),
         }
         tokio::time::sleep(backoff).await;
         backoff *= 2;
     }
-    tracing::error!(%url, "webhook notification given up after {ATTEMPTS} attempts");
+    tracing::error!(
+        webhook,
+        "webhook notification given up after {ATTEMPTS} attempts"
+    );
 }
 
 /// What people are told. Built from the stored record, which never holds

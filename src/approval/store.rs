@@ -103,8 +103,13 @@ if existing then
     local status = st[1]
     if status == 'pending' and now > tonumber(st[2]) then status = 'expired' end
     if status == 'approved' and (now > tonumber(st[3]) or tonumber(st[4]) <= 0) then status = 'expired' end
-    if status == 'pending' or status == 'approved' or status == 'denied' then
-      return {'existing', existing}
+    if status == 'pending' or status == 'approved' then
+      local ttl = redis.call('TTL', p .. '{' .. existing .. '}')
+      if ttl > 0 then redis.call('SET', p .. 'tok:' .. ARGV[10], existing, 'EX', ttl) end
+      return {'existing', existing, 'token'}
+    end
+    if status == 'denied' then
+      return {'existing', existing, ''}
     end
   end
 end
@@ -119,8 +124,10 @@ redis.call('EXPIRE', h, ttl)
 redis.call('SET', KEYS[1], id, 'EX', pending_ttl)
 redis.call('SET', p .. 'tok:' .. ARGV[10], id, 'EX', ttl)
 redis.call('ZADD', KEYS[2], now, id)
+-- Entries older than any record can live are gone: keep the index bounded.
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl * 2)
 redis.call('PUBLISH', p .. 'events', 'requested ' .. id)
-return {'created', id}
+return {'created', id, 'token'}
 "#;
 
 /// KEYS: hash, voters, votes. ARGV: prefix, id, approver, verdict, vote json.
@@ -308,8 +315,8 @@ impl RedisStore {
                     .await
             })
             .await?;
-        let (created, id) = match reply.as_slice() {
-            [kind, id] => (kind == "created", id.clone()),
+        let (created, id, issued) = match reply.as_slice() {
+            [kind, id, issued] => (kind == "created", id.clone(), issued == "token"),
             other => return Err(StoreError::Corrupt(format!("open returned {other:?}"))),
         };
         let approval = self
@@ -318,7 +325,8 @@ impl RedisStore {
             .ok_or_else(|| StoreError::NotFound(id.clone()))?;
         Ok(Opened {
             approval,
-            token: created.then_some(token),
+            token: issued.then_some(token),
+            created,
         })
     }
 
@@ -326,11 +334,15 @@ impl RedisStore {
     pub async fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
         let key = self.key(id);
         let votes_key = format!("{key}:votes");
-        let (fields, votes): (HashMap<String, String>, Vec<String>) = self
+        // Expiry is judged by Redis' clock, as the scripts judge it, so that
+        // every sidecar agrees whatever its own clock says.
+        type Reply = (HashMap<String, String>, Vec<String>, (i64, i64));
+        let (fields, votes, (now, _)): Reply = self
             .run(|mut c| async move {
                 redis::pipe()
                     .hgetall(key)
                     .lrange(votes_key, 0, -1)
+                    .cmd("TIME")
                     .query_async(&mut c)
                     .await
             })
@@ -338,7 +350,7 @@ impl RedisStore {
         if fields.is_empty() {
             return Ok(None);
         }
-        parse(id, &fields, &votes).map(Some)
+        parse(id, &fields, &votes, now).map(Some)
     }
 
     /// Requests, newest first.
@@ -562,7 +574,12 @@ pub(crate) fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn parse(id: &str, f: &HashMap<String, String>, votes: &[String]) -> Result<Approval, StoreError> {
+fn parse(
+    id: &str,
+    f: &HashMap<String, String>,
+    votes: &[String],
+    t: i64,
+) -> Result<Approval, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("approval `{id}`: {what}"));
     let num = |k: &str| {
         f.get(k)
@@ -577,7 +594,6 @@ fn parse(id: &str, f: &HashMap<String, String>, votes: &[String]) -> Result<Appr
         .ok_or_else(|| corrupt("status"))?;
     let (expires_at, use_until, uses_left) =
         (num("expires_at")?, num("use_until")?, num("uses_left")?);
-    let t = now();
     let status = match stored {
         Status::Pending if t > expires_at => Status::Expired,
         Status::Approved if t > use_until => Status::Expired,

@@ -85,6 +85,9 @@ pub struct AuthzSettings {
     pub token_header: String,
     /// Longest a hold-mode call waits; below Envoy's timeout on held routes.
     pub hold_max: Duration,
+    /// Longest the approval store may take on one check (outside a hold),
+    /// so that the caller gets countersign's answer before Envoy's timeout.
+    pub store_budget: Duration,
 }
 
 /// Envoy's ext_authz v3 `Authorization` service.
@@ -284,68 +287,88 @@ impl AuthzService {
         denial: Decision,
         params: ApprovalParams,
     ) -> Answer {
-        let principal = mapped.principal.to_string();
-        let action = mapped.action.to_string();
-        let resource = mapped.resource.to_string();
-        let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
-        let fingerprint = FingerprintInput {
-            principal: &principal,
-            action: &action,
-            resource: &resource,
-            method: req.method,
-            path,
-            query: &mapped.query,
-            body: req.body,
-        }
-        .digest();
-        let unavailable = |e: StoreError| {
-            tracing::warn!("approval store: {e}");
-            Answer::Unavailable {
-                reason: e.to_string(),
-                policies: denial.policies.clone(),
-            }
-        };
         let refuse = |reason: String| Answer::Refused {
             reason,
             policies: denial.policies.clone(),
         };
+        let unavailable = |e: StoreError| {
+            // The detail (hosts, Redis errors) is for operators, not callers.
+            tracing::warn!("approval store: {e}");
+            Answer::Unavailable {
+                reason: UNAVAILABLE.to_owned(),
+                policies: denial.policies.clone(),
+            }
+        };
+        // The approval must bind the body; a body announced but not sent
+        // would leave it out of the fingerprint.
+        let announced = req
+            .headers
+            .get("content-length")
+            .is_some_and(|v| v.trim() != "0")
+            || req.headers.contains_key("transfer-encoding");
+        if req.body.is_empty() && announced {
+            return refuse(
+                "this call needs an approval bound to its body, but Envoy did not send the body: enable `with_request_body` on this route".into(),
+            );
+        }
+        let principal = mapped.principal.to_string();
+        let action = mapped.action.to_string();
+        let resource = mapped.resource.to_string();
+        let (path, query) = req.path.split_once('?').unwrap_or((req.path, ""));
+        let on_behalf_of = mapped.on_behalf_of.as_ref().map(ToString::to_string);
+        let fingerprint = FingerprintInput {
+            principal: &principal,
+            on_behalf_of: on_behalf_of.as_deref().unwrap_or_default(),
+            action: &action,
+            resource: &resource,
+            method: req.method,
+            host: req.host,
+            path,
+            query,
+            body: req.body,
+        }
+        .digest();
+        let budget = self.settings.store_budget;
 
         if let Some(token) = req.headers.get(&self.settings.token_header) {
-            return match self
-                .approvals
-                .consume(Some(token), None, &fingerprint)
-                .await
-            {
-                Ok(Consumed::Used { id, uses_left }) => {
+            let used = tokio::time::timeout(budget, async {
+                let consumed = self
+                    .approvals
+                    .consume(Some(token), None, &fingerprint)
+                    .await?;
+                let pending = match &consumed {
+                    Consumed::NotUsable {
+                        id,
+                        status: Status::Pending,
+                    } => self.approvals.get(id).await?,
+                    _ => None,
+                };
+                Ok::<_, StoreError>((consumed, pending))
+            })
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("timed out".into())));
+            return match used {
+                Ok((Consumed::Used { id, uses_left }, _)) => {
                     tracing::info!(approval = %id, uses_left, principal = %principal, "approval used");
                     Answer::Allow { principal }
                 }
-                Ok(Consumed::Unknown) => refuse("the approval token is not valid".into()),
-                Ok(Consumed::Mismatch { id }) => refuse(format!(
-                    "approval `{id}` was granted for a different request: method, path, query and body must be identical"
+                Ok((Consumed::Unknown, _)) => refuse("the approval token is not valid".into()),
+                Ok((Consumed::Mismatch { id }, _)) => refuse(format!(
+                    "approval `{id}` was granted for a different request: principal, method, host, path, query and body must be identical"
                 )),
-                Ok(Consumed::NotUsable {
-                    id,
-                    status: Status::Pending,
-                }) => match self.approvals.get(&id).await {
-                    Ok(Some(approval)) => Answer::ApprovalRequired {
-                        approval: Box::new(approval),
-                        token: None,
-                        reason: "the approval is still pending".into(),
-                    },
-                    Ok(None) => refuse(format!("approval `{id}` no longer exists")),
-                    Err(e) => unavailable(e),
+                Ok((Consumed::NotUsable { .. }, Some(approval))) => Answer::ApprovalRequired {
+                    approval: Box::new(approval),
+                    token: None,
+                    reason: "the approval is still pending".into(),
                 },
-                Ok(Consumed::NotUsable { id, status }) => {
-                    refuse(format!("approval `{id}` is {status}"))
-                }
+                Ok((Consumed::NotUsable { id, status }, _)) => refuse(not_usable(&id, status)),
                 Err(e) => unavailable(e),
             };
         }
 
         let info = RequestInfo {
             principal: principal.clone(),
-            on_behalf_of: mapped.on_behalf_of.as_ref().map(ToString::to_string),
+            on_behalf_of,
             action,
             resource,
             method: req.method.to_owned(),
@@ -365,23 +388,17 @@ impl AuthzService {
             info,
             params,
         };
-        let opened = match self.approvals.open(&new).await {
-            Ok(o) => o,
-            Err(e) => return unavailable(e),
+        let opened = match tokio::time::timeout(budget, self.approvals.open(&new)).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return unavailable(e),
+            Err(_) => return unavailable(StoreError::Unavailable("timed out".into())),
         };
-        if opened.token.is_some()
+        if opened.created
             && let Some(n) = &self.notifier
         {
             n.notify("requested", &opened.approval);
         }
         let mut approval = opened.approval;
-        if approval.status == Status::Denied {
-            let by = approval.votes.iter().rev().find(|v| v.verdict == "deny");
-            let why = by.map_or(String::new(), |v| {
-                format!(" by {}: {}", v.approver, v.reason)
-            });
-            return refuse(format!("approval `{}` was denied{why}", approval.id));
-        }
         if new.params.mode == Mode::Hold && approval.status == Status::Pending {
             match self.hold(&approval.id, approval.expires_at).await {
                 Ok(Some(a)) => approval = a,
@@ -389,36 +406,47 @@ impl AuthzService {
                 Err(e) => return unavailable(e),
             }
             if approval.status == Status::Approved {
-                return match self
-                    .approvals
-                    .consume(None, Some(&approval.id), &fingerprint)
-                    .await
-                {
-                    Ok(Consumed::Used { id, .. }) => {
+                let consumed = tokio::time::timeout(
+                    budget,
+                    self.approvals
+                        .consume(None, Some(&approval.id), &fingerprint),
+                )
+                .await;
+                return match consumed {
+                    Ok(Ok(Consumed::Used { id, .. })) => {
                         tracing::info!(approval = %id, principal = %principal, "held call approved");
                         Answer::Allow { principal }
                     }
-                    Ok(other) => refuse(format!(
-                        "approval `{}` could not be used: {other:?}",
+                    // Approved, but another identical held call used it first.
+                    Ok(Ok(Consumed::NotUsable { id, status })) => refuse(not_usable(&id, status)),
+                    Ok(Ok(_)) => refuse(format!(
+                        "approval `{}` could not be used for this call",
                         approval.id
                     )),
-                    Err(e) => unavailable(e),
+                    Ok(Err(e)) => unavailable(e),
+                    Err(_) => unavailable(StoreError::Unavailable("timed out".into())),
                 };
             }
-            if approval.status == Status::Denied {
-                return refuse(format!("approval `{}` was denied", approval.id));
-            }
         }
-        let reason = match approval.status {
-            Status::Approved => {
-                "approved: retry the identical request with the approval token".to_owned()
+        match approval.status {
+            Status::Pending => Answer::ApprovalRequired {
+                approval: Box::new(approval),
+                token: opened.token,
+                reason: "this call needs an approval".into(),
+            },
+            Status::Approved => Answer::ApprovalRequired {
+                approval: Box::new(approval),
+                token: opened.token,
+                reason: "approved: retry the identical request with the approval token".into(),
+            },
+            Status::Denied => {
+                let by = approval.votes.iter().rev().find(|v| v.verdict == "deny");
+                let why = by.map_or(String::new(), |v| {
+                    format!(" by {}: {}", v.approver, v.reason)
+                });
+                refuse(format!("approval `{}` was denied{why}", approval.id))
             }
-            _ => "this call needs an approval".to_owned(),
-        };
-        Answer::ApprovalRequired {
-            approval: Box::new(approval),
-            token: opened.token,
-            reason,
+            status => refuse(not_usable(&approval.id, status)),
         }
     }
 
@@ -514,6 +542,23 @@ impl AuthzService {
             })),
             ..Default::default()
         }
+    }
+}
+
+/// What a caller is told when the approval store cannot be reached.
+const UNAVAILABLE: &str =
+    "approvals are unavailable: the approval store cannot be reached; retry later";
+
+/// A refused approval in plain words.
+fn not_usable(id: &str, status: Status) -> String {
+    match status {
+        Status::Consumed => {
+            format!("approval `{id}` is consumed: it has been used as many times as allowed")
+        }
+        Status::Expired => format!("approval `{id}` is expired"),
+        Status::Revoked => format!("approval `{id}` is revoked"),
+        Status::Denied => format!("approval `{id}` was denied"),
+        Status::Pending | Status::Approved => format!("approval `{id}` is {status}"),
     }
 }
 

@@ -20,6 +20,7 @@ fn service() -> AuthzService {
         principal_header: config.principal_header.clone(),
         token_header: config.token_header.clone(),
         hold_max: config.hold_max,
+        store_budget: config.store_budget,
     };
     // Nothing listens on port 1: calls that need an approval find the store
     // down; every other call must not notice.

@@ -168,6 +168,7 @@ async fn serve(
         principal_header: config.principal_header.clone(),
         token_header: config.token_header.clone(),
         hold_max: config.hold_max,
+        store_budget: config.store_budget,
     };
     let authz = AuthzService::new(Arc::new(config.mapper), store, approvals, settings)
         .with_notifier(notifier);
