@@ -47,13 +47,19 @@ async fn an_allowed_request_names_the_principal_to_the_upstream() {
         .claims(json!({"sub": "alice", "groups": ["analysts"], "exp": 1.9e9}))
         .header("x-countersign-principal", r#"User::"root""#)
         .build();
-    let s = seen(&service().decide(&req).await);
+    let resp = service().decide(&req).await;
+    let s = seen(&resp);
     assert_eq!((s.rpc_code, s.http_status), (0, 200), "{s:?}");
     assert_eq!(s.headers["x-countersign-principal"], r#"User::"alice""#);
     assert!(
         s.appended.is_empty(),
         "the principal header must overwrite: {s:?}"
     );
+    // An approval token is the caller's secret: never forwarded upstream.
+    let Some(HttpResponse::OkResponse(ok)) = &resp.http_response else {
+        panic!("not an OK response")
+    };
+    assert_eq!(ok.headers_to_remove, ["x-countersign-approval"]);
 }
 
 #[tokio::test]
