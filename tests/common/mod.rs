@@ -372,6 +372,19 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay
+    /// open but nothing answers, as with a hung Redis.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     /// Stops the server (a non-persistent Redis loses everything).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -1,0 +1,130 @@
+//! Approvals when time runs out or Redis hangs: the ext_authz service called
+//! in process, against a real redis-server.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Redis;
+use common::check::{check, seen};
+use countersign::approval::{RedisStore, StoreConfig};
+use countersign::authz::{AuthzService, AuthzSettings};
+use countersign::config::Config;
+use countersign::policy::PolicyStore;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use serde_json::{Value, json};
+
+fn service(redis: &Redis, hold_max: Duration) -> AuthzService {
+    let config = Config::load(None, &HashMap::new()).unwrap();
+    let policies = PolicyStore::open(
+        &common::repo().join("policies"),
+        config.mapper.probes().unwrap(),
+    )
+    .unwrap();
+    let store = RedisStore::new(StoreConfig {
+        url: redis.url(),
+        prefix: "faults:".into(),
+        timeout: Duration::from_millis(250),
+        retention: Duration::from_secs(600),
+    })
+    .unwrap();
+    let settings = AuthzSettings {
+        jwt_metadata_key: config.jwt_metadata_key.clone(),
+        principal_header: config.principal_header.clone(),
+        token_header: config.token_header.clone(),
+        hold_max,
+        store_budget: config.store_budget,
+    };
+    AuthzService::new(
+        Arc::new(config.mapper),
+        Arc::new(policies),
+        Arc::new(store),
+        settings,
+    )
+}
+
+fn grant_role() -> CheckRequest {
+    check("POST", "/acme.iam.v1.Roles/GrantRole")
+        .claims(json!({"sub": "sam", "groups": ["security"]}))
+        .body(r#"{"role":"admin","user":"mallory"}"#)
+        .build()
+}
+
+fn export() -> CheckRequest {
+    check("POST", "/v1/datasets/sales/export")
+        .claims(json!({"sub": "agent-7", "groups": ["agents"]}))
+        .body(r#"{"format":"csv"}"#)
+        .build()
+}
+
+async fn answer(svc: &AuthzService, req: &CheckRequest) -> (u16, Value) {
+    // A safety net only: a hang fails the test instead of stalling CI.
+    let resp = tokio::time::timeout(Duration::from_secs(10), svc.decide(req))
+        .await
+        .expect("the check hung");
+    let s = seen(&resp);
+    (
+        s.http_status,
+        serde_json::from_str(&s.body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_hold_that_nobody_decides_answers_as_deny_mode_with_a_token() {
+    let redis = Redis::start().await;
+    let svc = service(&redis, Duration::from_secs(1));
+    let (status, body) = answer(&svc, &grant_role()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        (body["decision"].as_str(), body["status"].as_str()),
+        (Some("approval_required"), Some("pending"))
+    );
+    assert_eq!(body["policies"], json!(["role-grants-need-approval"]));
+    assert!(
+        body["approval_token"]
+            .as_str()
+            .is_some_and(|t| t.len() == 64),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_hung_redis_gets_a_503_from_countersign_not_a_timeout_from_envoy() {
+    let redis = Redis::start().await;
+    let svc = service(&redis, Duration::from_secs(1));
+    // Connected and working first, so that the hang is mid-life.
+    assert_eq!(answer(&svc, &export()).await.0, 403);
+    redis.signal("-STOP");
+    let (status, body) = answer(&svc, &export()).await;
+    redis.signal("-CONT");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["reason"],
+        "approvals are unavailable: the approval store cannot be reached; retry later"
+    );
+    // The hung store did not affect a call that needs no approval.
+    let alice = check("GET", "/v1/datasets/sales")
+        .claims(json!({"sub": "alice", "groups": ["analysts"]}))
+        .build();
+    assert_eq!(answer(&svc, &alice).await.0, 200);
+}
+
+#[tokio::test]
+async fn after_redis_comes_back_approvals_work_again_without_a_restart() {
+    let mut redis = Redis::start().await;
+    let port = redis.port;
+    let svc = service(&redis, Duration::from_secs(1));
+    assert_eq!(answer(&svc, &export()).await.0, 403);
+    redis.stop();
+    assert_eq!(answer(&svc, &export()).await.0, 503);
+    let _again = Redis::start_on(port).await;
+    let recovered = common::eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async { answer(&svc, &export()).await.1["decision"] == "approval_required" },
+    )
+    .await;
+    assert!(recovered, "approvals did not recover after Redis came back");
+}
