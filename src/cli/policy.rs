@@ -19,7 +19,6 @@ pub const EXIT_DENY: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code of `policy check` for a call that needs an approval.
 pub const EXIT_APPROVAL: u8 = 3;
-const APPROVAL_REQUIRED: &str = "approval required";
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -181,22 +180,23 @@ fn check(args: CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // `Ok(None)`: the call needs an approval (already printed).
     let evaluated = if args.principal.is_some() {
-        spelled_out(&args, &store)
+        spelled_out(&args, &store).map(Some)
     } else if args.method.is_some() {
         http(&args, &config, &store)
     } else {
         Err("give either --principal/--action/--resource or --method/--path".to_owned())
     };
     match evaluated {
-        Ok((decision, principal, action, resource)) => {
+        Ok(Some((decision, principal, action, resource))) => {
             print_decision(&decision, &principal, &action, &resource);
             match decision.outcome {
                 Outcome::Allow => ExitCode::SUCCESS,
                 Outcome::Deny => ExitCode::from(EXIT_DENY),
             }
         }
-        Err(e) if e == APPROVAL_REQUIRED => ExitCode::from(EXIT_APPROVAL),
+        Ok(None) => ExitCode::from(EXIT_APPROVAL),
         Err(e) => {
             eprintln!("countersign: {e}");
             ExitCode::from(EXIT_BAD_INPUT)
@@ -249,7 +249,11 @@ fn spelled_out(args: &CheckArgs, store: &PolicyStore) -> Result<Evaluated, Strin
     ))
 }
 
-fn http(args: &CheckArgs, config: &Config, store: &PolicyStore) -> Result<Evaluated, String> {
+fn http(
+    args: &CheckArgs,
+    config: &Config,
+    store: &PolicyStore,
+) -> Result<Option<Evaluated>, String> {
     let mut headers = HashMap::new();
     for h in &args.header {
         let (k, v) = h
@@ -308,10 +312,15 @@ fn http(args: &CheckArgs, config: &Config, store: &PolicyStore) -> Result<Evalua
             println!("principal: {}", mapped.principal);
             println!("action:    {}", mapped.action);
             println!("resource:  {}", mapped.resource);
-            return Err(APPROVAL_REQUIRED.to_owned());
+            return Ok(None);
         }
     };
-    Ok((decision, mapped.principal, mapped.action, mapped.resource))
+    Ok(Some((
+        decision,
+        mapped.principal,
+        mapped.action,
+        mapped.resource,
+    )))
 }
 
 fn print_decision(d: &Decision, principal: &EntityUid, action: &EntityUid, resource: &EntityUid) {
