@@ -220,7 +220,7 @@ impl Default for RawServer {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9191".into(),
-            shutdown_grace_seconds: 10,
+            shutdown_grace_seconds: 30,
             log: "info".into(),
         }
     }
@@ -593,6 +593,18 @@ fn validate(
     let token_header = public_header(o, "approvals.token_header", &raw.approvals.token_header)?;
     let hold_max = duration(o, "approvals.hold_max", &raw.approvals.hold_max)?;
     let store_budget = duration(o, "approvals.store_budget", &raw.approvals.store_budget)?;
+    let grace = Duration::from_secs(raw.server.shutdown_grace_seconds);
+    if grace < hold_max {
+        return Err(invalid(
+            o,
+            "server.shutdown_grace_seconds",
+            &format!(
+                "expected at least approvals.hold_max ({}s), so that held checks can finish at shutdown, got {}",
+                hold_max.as_secs(),
+                raw.server.shutdown_grace_seconds
+            ),
+        ));
+    }
     let admin = validate_admin(&raw.admin, o, origins)?;
     let mut webhooks = Vec::new();
     for (i, w) in raw.approvals.webhooks.iter().enumerate() {

@@ -357,3 +357,27 @@ async fn deciding_an_expired_request_fails_with_a_clear_status() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn watch_streams_requests_and_decisions_as_they_happen() {
+    let admin = start().await;
+    let mut dora = admin.client(Some("dora")).await;
+    let mut events = dora.watch(pb::WatchRequest {}).await.unwrap().into_inner();
+    // The subscription is set up in the background; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = admin
+        .open("fp", &["data-owners"], ApprovalParams::default())
+        .await;
+    dora.approve(decide(&id, "ok")).await.unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), events.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.approval.as_ref().unwrap().id, id);
+        kinds.push(ev.kind);
+    }
+    assert_eq!(kinds, ["requested", "approved"]);
+}

@@ -128,3 +128,22 @@ async fn after_redis_comes_back_approvals_work_again_without_a_restart() {
     .await;
     assert!(recovered, "approvals did not recover after Redis came back");
 }
+
+#[tokio::test]
+async fn a_hold_ends_before_the_callers_deadline() {
+    let redis = Redis::start().await;
+    // hold_max alone would wait 20 s; Envoy says it waits 800 ms.
+    let svc = service(&redis, Duration::from_secs(20));
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        svc.decide_within(&grant_role(), Some(Duration::from_millis(800))),
+    )
+    .await
+    .expect("the hold ignored the caller's deadline");
+    let s = seen(&resp);
+    let body: Value = serde_json::from_str(&s.body).unwrap();
+    assert_eq!(
+        (s.http_status, body["decision"].as_str()),
+        (403, Some("approval_required"))
+    );
+}

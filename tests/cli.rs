@@ -147,3 +147,45 @@ fn dev_certs_writes_a_ca_a_server_and_approver_certificates() {
         text(&o)
     );
 }
+
+#[test]
+fn policy_validate_of_a_teams_own_directory_checks_its_schema_not_the_example_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("schema.cedarschema"),
+        "entity Team; entity Repo; action push appliesTo { principal: [Team], resource: [Repo] };",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("p.cedar"), r#"@id("core-pushes") permit (principal == Team::"core", action == Action::"push", resource);"#).unwrap();
+    let o = countersign(&["policy", "validate", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("route table not checked"), "{}", text(&o));
+}
+
+#[test]
+fn policy_check_spelled_out_also_reports_approval_required() {
+    let ctx = r#"{"http":{"method":"POST","path":"/","host":"h","query":{},"headers":{}},"source":{},"time":0}"#;
+    let o = policy_check(&[
+        "--principal",
+        r#"User::"agent-7""#,
+        "--parent",
+        r#"Group::"agents""#,
+        "--action",
+        r#"Action::"export""#,
+        "--resource",
+        r#"Dataset::"sales""#,
+        "--context",
+        ctx,
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("decision:  approval_required"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("approvers: 1 of data-owners"),
+        "{}",
+        text(&o)
+    );
+}

@@ -121,7 +121,8 @@ redis.call('HSET', h, 'info', ARGV[3], 'fingerprint', ARGV[4], 'status', 'pendin
   'created_at', now, 'expires_at', now + pending_ttl, 'use_until', 0,
   'uses_left', ARGV[8], 'quorum', ARGV[9], 'approval_ttl', ARGV[7])
 redis.call('EXPIRE', h, ttl)
-redis.call('SET', KEYS[1], id, 'EX', pending_ttl)
+-- The same call finds this request while it can be decided or used.
+redis.call('SET', KEYS[1], id, 'EX', pending_ttl + tonumber(ARGV[7]))
 redis.call('SET', p .. 'tok:' .. ARGV[10], id, 'EX', ttl)
 redis.call('ZADD', KEYS[2], now, id)
 -- Entries older than any record can live are gone: keep the index bounded.

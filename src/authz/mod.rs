@@ -108,7 +108,15 @@ impl Authorization for AuthzService {
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         // Denials, bad input included, are answers, not RPC errors: Envoy
         // then shows the caller our status and body rather than a bare 403.
-        Ok(tonic::Response::new(self.decide(request.get_ref()).await))
+        // Envoy says how long it will wait; a held call must answer before.
+        let envoy_waits = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        Ok(tonic::Response::new(
+            self.decide_within(request.get_ref(), envoy_waits).await,
+        ))
     }
 }
 
@@ -160,13 +168,24 @@ impl AuthzService {
     /// Decides one check. Never fails: anything that prevents a decision is
     /// a denial.
     pub async fn decide(&self, check: &CheckRequest) -> CheckResponse {
+        self.decide_within(check, None).await
+    }
+
+    /// As [`Self::decide`], for a caller that waits at most `caller_waits`.
+    pub async fn decide_within(
+        &self,
+        check: &CheckRequest,
+        caller_waits: Option<Duration>,
+    ) -> CheckResponse {
         let http = check
             .attributes
             .as_ref()
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         let request_id = http.map_or("", request_id);
-        match self.evaluate(check).await {
+        let answer_by =
+            caller_waits.map(|d| tokio::time::Instant::now() + d.saturating_sub(HOLD_MARGIN));
+        match self.evaluate(check, answer_by).await {
             Ok(Answer::Allow { principal }) => self.allow(&principal),
             Ok(Answer::Deny(decision)) => deny(
                 RPC_PERMISSION_DENIED,
@@ -207,7 +226,11 @@ impl AuthzService {
         }
     }
 
-    async fn evaluate(&self, check: &CheckRequest) -> Result<Answer, CheckError> {
+    async fn evaluate(
+        &self,
+        check: &CheckRequest,
+        answer_by: Option<tokio::time::Instant>,
+    ) -> Result<Answer, CheckError> {
         let attrs = check
             .attributes
             .as_ref()
@@ -264,7 +287,8 @@ impl AuthzService {
             principal = %mapped.principal,
             action = %mapped.action,
             resource = %mapped.resource,
-            verdict = ?std::mem::discriminant(&verdict),
+            verdict = verdict_name(&verdict),
+            policies = ?verdict_policies(&verdict),
             "check"
         );
         Ok(match verdict {
@@ -273,7 +297,8 @@ impl AuthzService {
             },
             Verdict::Deny(d) => Answer::Deny(d),
             Verdict::Approvable { denial, params, .. } => {
-                self.approvable(&req, &mapped, denial, params).await
+                self.approvable(&req, &mapped, denial, params, answer_by)
+                    .await
             }
         })
     }
@@ -286,6 +311,7 @@ impl AuthzService {
         mapped: &MappedRequest,
         denial: Decision,
         params: ApprovalParams,
+        answer_by: Option<tokio::time::Instant>,
     ) -> Answer {
         let refuse = |reason: String| Answer::Refused {
             reason,
@@ -306,6 +332,15 @@ impl AuthzService {
             .get("content-length")
             .is_some_and(|v| v.trim() != "0")
             || req.headers.contains_key("transfer-encoding");
+        if req
+            .headers
+            .get(crate::request::PARTIAL_BODY_HEADER)
+            .is_some_and(|v| v == "true")
+        {
+            return refuse(
+                "this call needs an approval bound to its whole body, but Envoy sent only part of it".into(),
+            );
+        }
         if req.body.is_empty() && announced {
             return refuse(
                 "this call needs an approval bound to its body, but Envoy did not send the body: enable `with_request_body` on this route".into(),
@@ -400,7 +435,10 @@ impl AuthzService {
         }
         let mut approval = opened.approval;
         if new.params.mode == Mode::Hold && approval.status == Status::Pending {
-            match self.hold(&approval.id, approval.expires_at).await {
+            match self
+                .hold(&approval.id, approval.expires_at, answer_by)
+                .await
+            {
                 Ok(Some(a)) => approval = a,
                 Ok(None) => {}
                 Err(e) => return unavailable(e),
@@ -452,10 +490,19 @@ impl AuthzService {
 
     /// Waits for a decision on `id`, until the hold limit or the request's
     /// own deadline. Pub/sub wakes it at once; polling covers lost messages.
-    async fn hold(&self, id: &str, expires_at: i64) -> Result<Option<Approval>, StoreError> {
+    async fn hold(
+        &self,
+        id: &str,
+        expires_at: i64,
+        answer_by: Option<tokio::time::Instant>,
+    ) -> Result<Option<Approval>, StoreError> {
         let mut events = self.approvals.subscribe().await;
         let left = Duration::from_secs(expires_at.saturating_sub(now_secs()).max(0) as u64);
-        let deadline = tokio::time::Instant::now() + self.settings.hold_max.min(left);
+        let mut deadline = tokio::time::Instant::now() + self.settings.hold_max.min(left);
+        if let Some(by) = answer_by {
+            // Leave room to consume the approval and answer before Envoy gives up.
+            deadline = deadline.min(by.checked_sub(self.settings.store_budget).unwrap_or(by));
+        }
         let mut poll = tokio::time::interval(HOLD_POLL);
         loop {
             tokio::select! {
@@ -545,6 +592,20 @@ impl AuthzService {
     }
 }
 
+fn verdict_name(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Allow(_) => "allow",
+        Verdict::Deny(_) => "deny",
+        Verdict::Approvable { .. } => "approval_required",
+    }
+}
+
+fn verdict_policies(v: &Verdict) -> &[String] {
+    match v {
+        Verdict::Allow(d) | Verdict::Deny(d) | Verdict::Approvable { denial: d, .. } => &d.policies,
+    }
+}
+
 /// What a caller is told when the approval store cannot be reached.
 const UNAVAILABLE: &str =
     "approvals are unavailable: the approval store cannot be reached; retry later";
@@ -566,6 +627,23 @@ fn not_usable(id: &str, status: Status) -> String {
 pub const APPROVAL_ID_HEADER: &str = "x-countersign-approval-id";
 const RETRY_AFTER_SECONDS: &str = "10";
 const HOLD_POLL: Duration = Duration::from_secs(1);
+/// Answer this long before the caller's (Envoy's) deadline.
+const HOLD_MARGIN: Duration = Duration::from_millis(50);
+
+/// gRPC's `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
+pub(crate) fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
 const RPC_UNAVAILABLE: i32 = 14;
 
 /// Query parameters (allow-listed) and the body fields a guarded policy

@@ -272,3 +272,34 @@ async fn an_approvable_call_with_the_store_down_is_503_and_other_calls_are_unaff
         200
     );
 }
+
+#[test]
+fn grpc_timeouts_parse_in_every_unit() {
+    assert_eq!(
+        parse_grpc_timeout("500m"),
+        Some(std::time::Duration::from_millis(500))
+    );
+    assert_eq!(
+        parse_grpc_timeout("30S"),
+        Some(std::time::Duration::from_secs(30))
+    );
+    assert_eq!(
+        parse_grpc_timeout("2M"),
+        Some(std::time::Duration::from_secs(120))
+    );
+    assert_eq!(
+        parse_grpc_timeout("1H"),
+        Some(std::time::Duration::from_secs(3600))
+    );
+    assert_eq!(
+        parse_grpc_timeout("7u"),
+        Some(std::time::Duration::from_micros(7))
+    );
+    assert_eq!(
+        parse_grpc_timeout("9n"),
+        Some(std::time::Duration::from_nanos(9))
+    );
+    for bad in ["", "m", "5x", "-1S", "1.5S"] {
+        assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+    }
+}

@@ -143,9 +143,15 @@ type Client =
     ApprovalsClient<tonic::service::interceptor::InterceptedService<Channel, Interceptor>>;
 
 async fn connect(c: &Connection) -> Result<Client, String> {
+    // A bare `host:port` (as `admin.listen` is written) means TLS.
+    let addr = if c.admin.contains("://") {
+        c.admin.clone()
+    } else {
+        format!("https://{}", c.admin)
+    };
     let mut endpoint =
-        Channel::from_shared(c.admin.clone()).map_err(|e| format!("--admin `{}`: {e}", c.admin))?;
-    if c.admin.starts_with("https://") {
+        Channel::from_shared(addr.clone()).map_err(|e| format!("--admin `{}`: {e}", c.admin))?;
+    if addr.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         match &c.ca {
             Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(read(ca, "--ca")?)),
