@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use common::tls::Pki;
 use countersign::admin::AdminService;
 use countersign::admin::auth::Authenticator;
 use countersign::admin::pb::{self, approvals_client::ApprovalsClient};
-use countersign::approval::{ApprovalParams, NewApproval, RedisStore, RequestInfo, StoreConfig};
+use countersign::approval::{ApprovalParams, RedisStore, StoreConfig};
 use countersign::config::{AdminConfig, ApproverConfig, Config};
 use countersign::policy::PolicyStore;
 use std::str::FromStr;
@@ -122,33 +121,8 @@ impl Admin {
 
     /// An agent's export, acting for alice, guarded by a data-owner approval.
     async fn open(&self, fingerprint: &str, groups: &[&str], params: ApprovalParams) -> String {
-        let info = RequestInfo {
-            principal: r#"User::"agent-7""#.into(),
-            on_behalf_of: Some(r#"User::"alice""#.into()),
-            action: r#"Action::"export""#.into(),
-            resource: r#"Dataset::"sales""#.into(),
-            method: "POST".into(),
-            path: "/v1/datasets/sales/export".into(),
-            host: "api".into(),
-            source_address: "127.0.0.1".into(),
-            policies: vec!["agent-exports-need-approval".into()],
-            parameters: BTreeMap::new(),
-            approver_groups: groups.iter().map(|g| g.to_string()).collect(),
-            quorum: params.quorum,
-            uses: params.uses,
-            reason_required: params.reason_required,
-            mode: params.mode,
-        };
-        self.store
-            .open(&NewApproval {
-                fingerprint: fingerprint.into(),
-                info,
-                params,
-            })
-            .await
-            .unwrap()
-            .approval
-            .id
+        let new = common::export_request(fingerprint, groups, params);
+        self.store.open(&new).await.unwrap().approval.id
     }
 }
 

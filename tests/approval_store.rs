@@ -3,14 +3,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::Redis;
 use countersign::approval::store::{Consumed, ListFilter, Verdict};
 use countersign::approval::{
-    ApprovalParams, Mode, NewApproval, RedisStore, RequestInfo, Status, StoreConfig, StoreError,
+    ApprovalParams, Mode, NewApproval, RedisStore, Status, StoreConfig, StoreError,
 };
 
 fn store(redis: &Redis) -> RedisStore {
@@ -24,27 +23,7 @@ fn store(redis: &Redis) -> RedisStore {
 }
 
 fn new(fingerprint: &str, params: ApprovalParams) -> NewApproval {
-    NewApproval {
-        fingerprint: fingerprint.into(),
-        info: RequestInfo {
-            principal: r#"User::"agent-7""#.into(),
-            on_behalf_of: Some(r#"User::"alice""#.into()),
-            action: r#"Action::"export""#.into(),
-            resource: r#"Dataset::"sales""#.into(),
-            method: "POST".into(),
-            path: "/v1/datasets/sales/export".into(),
-            host: "api".into(),
-            source_address: "127.0.0.1".into(),
-            policies: vec!["agent-exports-need-approval".into()],
-            parameters: BTreeMap::from([("body.format".into(), "csv".into())]),
-            approver_groups: vec!["data-owners".into()],
-            quorum: params.quorum,
-            uses: params.uses,
-            reason_required: params.reason_required,
-            mode: params.mode,
-        },
-        params,
-    }
+    common::export_request(fingerprint, &["data-owners"], params)
 }
 
 fn params() -> ApprovalParams {

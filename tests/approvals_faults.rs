@@ -31,11 +31,8 @@ fn service(redis: &Redis, hold_max: Duration) -> AuthzService {
     })
     .unwrap();
     let settings = AuthzSettings {
-        jwt_metadata_key: config.jwt_metadata_key.clone(),
-        principal_header: config.principal_header.clone(),
-        token_header: config.token_header.clone(),
         hold_max,
-        store_budget: config.store_budget,
+        ..AuthzSettings::from_config(&config)
     };
     AuthzService::new(
         Arc::new(config.mapper),

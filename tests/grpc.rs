@@ -30,13 +30,7 @@ async fn start() -> Running {
         config.mapper.probes().unwrap(),
     )
     .unwrap();
-    let settings = AuthzSettings {
-        jwt_metadata_key: config.jwt_metadata_key.clone(),
-        principal_header: config.principal_header.clone(),
-        token_header: config.token_header.clone(),
-        hold_max: config.hold_max,
-        store_budget: config.store_budget,
-    };
+    let settings = AuthzSettings::from_config(&config);
     let approvals = Arc::new(countersign::approval::RedisStore::new(config.store.clone()).unwrap());
     let authz = AuthzService::new(
         Arc::new(config.mapper),

@@ -110,13 +110,7 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
         )
         .unwrap(),
     );
-    let settings = AuthzSettings {
-        jwt_metadata_key: config.jwt_metadata_key.clone(),
-        principal_header: config.principal_header.clone(),
-        token_header: config.token_header.clone(),
-        hold_max: config.hold_max,
-        store_budget: config.store_budget,
-    };
+    let settings = AuthzSettings::from_config(&config);
     let authz = AuthzService::new(
         Arc::new(config.mapper),
         policies.clone(),

@@ -90,6 +90,18 @@ pub struct AuthzSettings {
     pub store_budget: Duration,
 }
 
+impl AuthzSettings {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            jwt_metadata_key: c.jwt_metadata_key.clone(),
+            principal_header: c.principal_header.clone(),
+            token_header: c.token_header.clone(),
+            hold_max: c.hold_max,
+            store_budget: c.store_budget,
+        }
+    }
+}
+
 /// Envoy's ext_authz v3 `Authorization` service.
 #[derive(Debug, Clone)]
 pub struct AuthzService {

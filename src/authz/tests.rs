@@ -15,13 +15,7 @@ fn service() -> AuthzService {
     let config = Config::load(None, &HashMap::new()).unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let store = PolicyStore::open(&dir, config.mapper.probes().unwrap()).unwrap();
-    let settings = AuthzSettings {
-        jwt_metadata_key: config.jwt_metadata_key.clone(),
-        principal_header: config.principal_header.clone(),
-        token_header: config.token_header.clone(),
-        hold_max: config.hold_max,
-        store_budget: config.store_budget,
-    };
+    let settings = AuthzSettings::from_config(&config);
     // Nothing listens on port 1: calls that need an approval find the store
     // down; every other call must not notice.
     let store_config = crate::approval::StoreConfig {

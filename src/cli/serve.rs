@@ -163,13 +163,7 @@ async fn serve(
         }
     };
 
-    let settings = AuthzSettings {
-        jwt_metadata_key: config.jwt_metadata_key.clone(),
-        principal_header: config.principal_header.clone(),
-        token_header: config.token_header.clone(),
-        hold_max: config.hold_max,
-        store_budget: config.store_budget,
-    };
+    let settings = AuthzSettings::from_config(&config);
     let authz = AuthzService::new(Arc::new(config.mapper), store, approvals, settings)
         .with_notifier(notifier);
     crate::server::serve(listener, authz, config.shutdown_grace, stopped(stop_rx)).await?;

@@ -399,3 +399,34 @@ impl Drop for Redis {
         self.stop();
     }
 }
+
+/// An agent's dataset export, acting for alice, as an approval request
+/// records it; `groups` may approve it.
+pub fn export_request(
+    fingerprint: &str,
+    groups: &[&str],
+    params: countersign::approval::ApprovalParams,
+) -> countersign::approval::NewApproval {
+    let info = countersign::approval::RequestInfo {
+        principal: r#"User::"agent-7""#.into(),
+        on_behalf_of: Some(r#"User::"alice""#.into()),
+        action: r#"Action::"export""#.into(),
+        resource: r#"Dataset::"sales""#.into(),
+        method: "POST".into(),
+        path: "/v1/datasets/sales/export".into(),
+        host: "api".into(),
+        source_address: "127.0.0.1".into(),
+        policies: vec!["agent-exports-need-approval".into()],
+        parameters: std::collections::BTreeMap::from([("body.format".into(), "csv".into())]),
+        approver_groups: groups.iter().map(|g| g.to_string()).collect(),
+        quorum: params.quorum,
+        uses: params.uses,
+        reason_required: params.reason_required,
+        mode: params.mode,
+    };
+    countersign::approval::NewApproval {
+        fingerprint: fingerprint.into(),
+        info,
+        params,
+    }
+}
