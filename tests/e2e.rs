@@ -269,45 +269,31 @@ async fn a_broken_policy_file_leaves_the_previous_outcome_in_place() {
 
     // Break the file that allows alice: a syntax error, then a type error.
     let datasets = s.policies.path().join("datasets.cedar");
-    let log_has = |needle: &'static str| {
-        let sidecar = &s.sidecar;
-        move || {
-            let hit = sidecar.log().contains(needle);
+    let broken = [
+        (
+            "permit (principal, action, resource) when {",
+            "datasets.cedar:1:",
+        ),
+        (
+            "@id(\"typo\")\npermit (principal, action == Action::\"raed\", resource);\n",
+            "unrecognized action",
+        ),
+    ];
+    for (text, logged) in broken {
+        std::fs::write(&datasets, text).unwrap();
+        let failed = eventually(Duration::from_secs(10), Duration::from_millis(100), || {
+            let hit = s.sidecar.log().contains(logged);
             async move { hit }
-        }
-    };
-    std::fs::write(&datasets, "permit (principal, action, resource) when {").unwrap();
-    let failed = eventually(
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        log_has("datasets.cedar:1:"),
-    )
-    .await;
-    assert!(
-        failed,
-        "no failed reload naming the file and line:\n{}",
-        s.sidecar.log()
-    );
-    assert_eq!(s.get("/v1/datasets/sales", Some(&alice)).await.status, 200);
-    assert_eq!(s.get("/v1/datasets/sales", None).await.status, 403);
-
-    std::fs::write(
-        &datasets,
-        "@id(\"typo\")\npermit (principal, action == Action::\"raed\", resource);\n",
-    )
-    .unwrap();
-    let failed = eventually(
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        log_has("unrecognized action"),
-    )
-    .await;
-    assert!(
-        failed,
-        "no failed reload for the type error:\n{}",
-        s.sidecar.log()
-    );
-    assert_eq!(s.get("/v1/datasets/sales", Some(&alice)).await.status, 200);
+        })
+        .await;
+        assert!(
+            failed,
+            "no failed reload logging `{logged}`:\n{}",
+            s.sidecar.log()
+        );
+        assert_eq!(s.get("/v1/datasets/sales", Some(&alice)).await.status, 200);
+        assert_eq!(s.get("/v1/datasets/sales", None).await.status, 403);
+    }
     assert!(
         s.sidecar.log().contains("reload_failures_total="),
         "{}",

@@ -117,15 +117,9 @@ enum ApprovalsCommand {
 }
 
 pub fn run(args: ApprovalsArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(false) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("countersign: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(execute(args)) {
         Ok(()) => ExitCode::SUCCESS,

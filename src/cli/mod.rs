@@ -45,6 +45,19 @@ pub enum Command {
     DevCerts(devcerts::DevCertsArgs),
 }
 
+/// A tokio runtime for a subcommand, or the exit code saying why not.
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("countersign: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve::run(config.as_deref()),

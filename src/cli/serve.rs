@@ -65,15 +65,9 @@ pub fn run(config_path: Option<&Path>) -> ExitCode {
             ));
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(true) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("countersign: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(serve(config, store, approvals, admin_tls)) {
         Ok(()) => ExitCode::SUCCESS,

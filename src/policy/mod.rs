@@ -94,8 +94,6 @@ pub enum Verdict {
     Approvable {
         /// The guarded policies' denial.
         denial: Decision,
-        /// The decision once approved (the permits that apply).
-        approved: Decision,
         params: ApprovalParams,
     },
 }
@@ -191,7 +189,6 @@ impl PolicyStore {
         Ok(Verdict::Approvable {
             params: ApprovalParams::merge(&guards),
             denial: first,
-            approved,
         })
     }
 

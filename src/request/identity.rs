@@ -23,24 +23,13 @@ pub struct IdentitySettings {
     pub trusted_header: Option<(String, EntityTypeName)>,
 }
 
-/// Where the principal came from; reported in `context.identity.source`.
+/// Where the principal came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Jwt,
     Mtls,
     Header,
     Anonymous,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Jwt => "jwt",
-            Source::Mtls => "mtls",
-            Source::Header => "header",
-            Source::Anonymous => "anonymous",
-        }
-    }
 }
 
 /// A resolved principal and the entities that describe it.

@@ -55,7 +55,6 @@ pub struct HttpRequest<'a> {
 #[derive(Debug)]
 pub struct MappedRequest {
     pub principal: EntityUid,
-    pub source: Source,
     /// The human an agent acts for, when its JWT says so.
     pub on_behalf_of: Option<EntityUid>,
     pub action: EntityUid,
@@ -65,13 +64,25 @@ pub struct MappedRequest {
     pub query: Vec<(String, String)>,
     /// The JSON body, on routes that read it.
     pub body: Option<Map<String, Value>>,
-    context: Vec<(String, RestrictedExpression)>,
+    /// Built once, with `approval.granted == false`; shared (Arc) by clones.
+    context: Context,
 }
 
 impl MappedRequest {
     /// The Cedar request, with `context.approval.granted` as given.
     pub fn request(&self, granted: bool) -> Result<Request, MappingError> {
-        let context = with_approval(self.context.clone(), granted)?;
+        let context = if granted {
+            // Only approvable calls get here: rebuilding is off the common path.
+            let pairs = self
+                .context
+                .clone()
+                .into_iter()
+                .filter(|(k, _)| k != "approval")
+                .collect();
+            with_approval(pairs, true)?
+        } else {
+            self.context.clone()
+        };
         // No schema here: the shapes were checked against it at load time
         // (see `probes`), and re-checking per request would cost every call.
         Request::new(
@@ -186,14 +197,13 @@ impl Mapper {
             .map_err(|e| MappingError::Context(e.to_string()))?;
         Ok(MappedRequest {
             principal: identity.uid,
-            source: identity.source,
             on_behalf_of: identity.on_behalf_of,
             action: resolved.action.clone(),
             resource: resolved.resource,
             entities,
             query: parts.query,
             body: parts.body,
-            context: parts.pairs,
+            context: with_approval(parts.pairs, false)?,
         })
     }
 
