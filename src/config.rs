@@ -91,6 +91,24 @@ struct Raw {
     approvals: RawApprovals,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    max_entries: u64,
+    max_age: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            max_entries: 1_000_000,
+            max_age: "90d".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +232,8 @@ struct RawServer {
     listen: String,
     shutdown_grace_seconds: u64,
     log: String,
+    log_format: LogFormat,
+    metrics_listen: String,
 }
 
 impl Default for RawServer {
@@ -222,8 +242,20 @@ impl Default for RawServer {
             listen: "127.0.0.1:9191".into(),
             shutdown_grace_seconds: 30,
             log: "info".into(),
+            log_format: LogFormat::Text,
+            metrics_listen: "127.0.0.1:9193".into(),
         }
     }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
 }
 
 #[derive(Debug, Deserialize)]
@@ -344,6 +376,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub shutdown_grace: Duration,
     pub log: String,
+    pub log_format: LogFormat,
+    /// `/metrics`, `/healthz`, `/readyz`; `None` when switched off.
+    pub metrics_listen: Option<SocketAddr>,
     pub policy_dir: PathBuf,
     pub watch_policies: bool,
     pub jwt_metadata_key: String,
@@ -443,9 +478,28 @@ impl Config {
                 )
             })?;
         }
+        let mut metrics_origin = origin.clone();
+        if let Some(v) = env.var("COUNTERSIGN_METRICS_LISTEN") {
+            raw.server.metrics_listen = v;
+            metrics_origin = "environment variable COUNTERSIGN_METRICS_LISTEN".into();
+        }
+        if let Some(v) = env.var("COUNTERSIGN_LOG_FORMAT") {
+            raw.server.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(invalid(
+                        "environment variable COUNTERSIGN_LOG_FORMAT",
+                        "server.log_format",
+                        &format!("expected `text` or `json`, got `{other}`"),
+                    ));
+                }
+            };
+        }
         let origins = Origins {
             redis: redis_origin,
             admin: admin_origin,
+            metrics: metrics_origin,
             base: base.clone(),
         };
         let mut log_origin = origin.clone();
@@ -589,7 +643,29 @@ fn validate(
     let routes = RouteTable::new(specs, default_action, default_type)
         .map_err(|(i, e)| invalid(o, &format!("routes[{i}]"), &e.to_string()))?;
 
-    let store = validate_redis(&raw.redis, &origins.redis)?;
+    let mut store = validate_redis(&raw.redis, &origins.redis)?;
+    if raw.audit.max_entries == 0 {
+        return Err(invalid(
+            o,
+            "audit.max_entries",
+            "expected a positive number of entries",
+        ));
+    }
+    store.audit_max_len = raw.audit.max_entries;
+    store.audit_max_age = match raw.audit.max_age.as_str() {
+        "off" => None,
+        age => Some(duration(o, "audit.max_age", age)?),
+    };
+    let metrics_listen = match raw.server.metrics_listen.as_str() {
+        "" | "off" => None,
+        v => Some(v.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                &origins.metrics,
+                "server.metrics_listen",
+                &format!("expected an address such as `127.0.0.1:9193`, or `off`, got `{v}`"),
+            )
+        })?),
+    };
     let token_header = public_header(o, "approvals.token_header", &raw.approvals.token_header)?;
     let hold_max = duration(o, "approvals.hold_max", &raw.approvals.hold_max)?;
     let store_budget = duration(o, "approvals.store_budget", &raw.approvals.store_budget)?;
@@ -632,6 +708,8 @@ fn validate(
         listen,
         shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_seconds),
         log: raw.server.log,
+        log_format: raw.server.log_format,
+        metrics_listen,
         policy_dir,
         watch_policies: raw.policy.watch,
         jwt_metadata_key,
@@ -652,6 +730,7 @@ fn validate(
 struct Origins {
     redis: String,
     admin: String,
+    metrics: String,
     /// Directory relative paths in a file are resolved against.
     base: PathBuf,
 }
@@ -678,6 +757,8 @@ fn validate_redis(r: &RawRedis, o: &str) -> Result<crate::approval::StoreConfig,
         prefix: r.prefix.clone(),
         timeout: Duration::from_millis(r.timeout_ms),
         retention: duration(o, "redis.retention", &r.retention)?,
+        audit_max_len: 1_000_000,
+        audit_max_age: None,
     })
 }
 

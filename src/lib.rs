@@ -10,7 +10,10 @@
 //! - [`authz`]: the Envoy `Authorization` gRPC service; translates
 //!   `CheckRequest` into the domain and decisions back into `CheckResponse`.
 //! - [`admin`]: the approvers' gRPC API and its authentication.
-//! - [`server`]: serves ext_authz and gRPC health, drains on shutdown.
+//! - [`server`]: serves ext_authz and gRPC health, drains on shutdown;
+//!   serves `/metrics`, `/healthz` and `/readyz`.
+//! - [`telemetry`]: OpenTelemetry spans for decisions and approval events.
+//! - [`metrics`]: Prometheus counters and the scrape text.
 //! - [`cli`]: the command-line subcommands.
 #![forbid(unsafe_code)]
 
@@ -20,6 +23,8 @@ pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod location;
+pub mod metrics;
 pub mod policy;
 pub mod request;
 pub mod server;
+pub mod telemetry;

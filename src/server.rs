@@ -111,6 +111,70 @@ pub async fn serve_admin(
     Ok(())
 }
 
+/// What `/metrics` and `/readyz` read.
+#[derive(Clone)]
+pub struct Probes {
+    pub metrics: crate::metrics::Metrics,
+    pub policies: std::sync::Arc<crate::policy::PolicyStore>,
+    pub approvals: std::sync::Arc<crate::approval::RedisStore>,
+}
+
+/// Plain HTTP: `/metrics` (Prometheus text), `/healthz` (the process
+/// answers), `/readyz` (a valid policy set is in force and, when policies
+/// ask for approvals, Redis answers).
+pub async fn serve_probes(
+    listener: TcpListener,
+    probes: Probes,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(probes);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::warn!("metrics endpoint stopped: {e}");
+    }
+}
+
+async fn metrics(
+    axum::extract::State(p): axum::extract::State<Probes>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        p.metrics.render(&p.policies, &p.approvals).await,
+    )
+}
+
+async fn ready(
+    axum::extract::State(p): axum::extract::State<Probes>,
+) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    if !p.policies.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no valid policy set is loaded; every check is denied (see the log)\n"
+                .into(),
+        );
+    }
+    if !p.policies.current().guards.is_empty()
+        && let Err(e) = p.approvals.ping().await
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: policies ask for approvals but {e}\n"),
+        );
+    }
+    (StatusCode::OK, "ready\n".into())
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

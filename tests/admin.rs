@@ -11,6 +11,7 @@ use common::tls::Pki;
 use countersign::admin::AdminService;
 use countersign::admin::auth::Authenticator;
 use countersign::admin::pb::{self, approvals_client::ApprovalsClient};
+use countersign::approval::store::CheckRef;
 use countersign::approval::{ApprovalParams, RedisStore, StoreConfig};
 use countersign::config::{AdminConfig, ApproverConfig, Config};
 use countersign::policy::PolicyStore;
@@ -45,6 +46,8 @@ async fn start() -> Admin {
             prefix: "admin-test:".into(),
             timeout: Duration::from_secs(2),
             retention: Duration::from_secs(3600),
+            audit_max_len: 10_000,
+            audit_max_age: None,
         })
         .unwrap(),
     );
@@ -122,7 +125,12 @@ impl Admin {
     /// An agent's export, acting for alice, guarded by a data-owner approval.
     async fn open(&self, fingerprint: &str, groups: &[&str], params: ApprovalParams) -> String {
         let new = common::export_request(fingerprint, groups, params);
-        self.store.open(&new).await.unwrap().approval.id
+        self.store
+            .open(&new, CheckRef::default())
+            .await
+            .unwrap()
+            .approval
+            .id
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Redis;
-use countersign::approval::store::{Consumed, ListFilter, Verdict};
+use countersign::approval::store::{CheckRef, Consumed, ListFilter, Verdict};
 use countersign::approval::{
     ApprovalParams, Mode, NewApproval, RedisStore, Status, StoreConfig, StoreError,
 };
@@ -18,6 +18,8 @@ fn store(redis: &Redis) -> RedisStore {
         prefix: "test:".into(),
         timeout: Duration::from_secs(2),
         retention: Duration::from_secs(3600),
+        audit_max_len: 10_000,
+        audit_max_age: None,
     })
     .unwrap()
 }
@@ -34,12 +36,18 @@ fn params() -> ApprovalParams {
 async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once() {
     let redis = Redis::start().await;
     let s = store(&redis);
-    let first = s.open(&new("fp-1", params())).await.unwrap();
+    let first = s
+        .open(&new("fp-1", params()), CheckRef::default())
+        .await
+        .unwrap();
     assert_eq!(first.approval.status, Status::Pending);
     assert!(first.token.as_ref().is_some_and(|t| t.len() == 64));
     assert_eq!(first.approval.info.parameters["body.format"], "csv");
 
-    let again = s.open(&new("fp-1", params())).await.unwrap();
+    let again = s
+        .open(&new("fp-1", params()), CheckRef::default())
+        .await
+        .unwrap();
     assert_eq!(again.approval.id, first.approval.id);
     assert!(first.created && !again.created);
     // A retry gets a fresh token (only hashes are kept); both work.
@@ -49,18 +57,25 @@ async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once() {
         .await
         .unwrap();
     assert!(matches!(
-        s.consume(Some(&t2), None, "fp-1").await.unwrap(),
+        s.consume(Some(&t2), None, "fp-1", CheckRef::default())
+            .await
+            .unwrap(),
         Consumed::Used { .. }
     ));
     assert!(matches!(
-        s.consume(Some(&t1), None, "fp-1").await.unwrap(),
+        s.consume(Some(&t1), None, "fp-1", CheckRef::default())
+            .await
+            .unwrap(),
         Consumed::NotUsable {
             status: Status::Consumed,
             ..
         }
     ));
 
-    let other = s.open(&new("fp-2", params())).await.unwrap();
+    let other = s
+        .open(&new("fp-2", params()), CheckRef::default())
+        .await
+        .unwrap();
     assert_ne!(other.approval.id, first.approval.id);
 }
 
@@ -68,11 +83,16 @@ async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once() {
 async fn an_approval_is_used_once_by_the_identical_call_only() {
     let redis = Redis::start().await;
     let s = store(&redis);
-    let opened = s.open(&new("fp", params())).await.unwrap();
+    let opened = s
+        .open(&new("fp", params()), CheckRef::default())
+        .await
+        .unwrap();
     let (id, token) = (opened.approval.id.clone(), opened.token.unwrap());
 
     assert_eq!(
-        s.consume(Some(&token), None, "fp").await.unwrap(),
+        s.consume(Some(&token), None, "fp", CheckRef::default())
+            .await
+            .unwrap(),
         Consumed::NotUsable {
             id: id.clone(),
             status: Status::Pending
@@ -84,29 +104,41 @@ async fn an_approval_is_used_once_by_the_identical_call_only() {
     assert_eq!(a.votes[0].approver, "dora");
 
     assert_eq!(
-        s.consume(Some(&token), None, "other-fp").await.unwrap(),
+        s.consume(Some(&token), None, "other-fp", CheckRef::default())
+            .await
+            .unwrap(),
         Consumed::Mismatch { id: id.clone() }
     );
     assert_eq!(
-        s.consume(Some("not-a-token"), None, "fp").await.unwrap(),
+        s.consume(Some("not-a-token"), None, "fp", CheckRef::default())
+            .await
+            .unwrap(),
         Consumed::Unknown
     );
     assert_eq!(
-        s.consume(Some(&token), None, "fp").await.unwrap(),
+        s.consume(Some(&token), None, "fp", CheckRef::default())
+            .await
+            .unwrap(),
         Consumed::Used {
             id: id.clone(),
-            uses_left: 0
+            uses_left: 0,
+            opened_by: String::new(),
         }
     );
     assert_eq!(
-        s.consume(Some(&token), None, "fp").await.unwrap(),
+        s.consume(Some(&token), None, "fp", CheckRef::default())
+            .await
+            .unwrap(),
         Consumed::NotUsable {
             id: id.clone(),
             status: Status::Consumed
         }
     );
     // Once used up, the same call opens a new request.
-    let next = s.open(&new("fp", params())).await.unwrap();
+    let next = s
+        .open(&new("fp", params()), CheckRef::default())
+        .await
+        .unwrap();
     assert_ne!(next.approval.id, id);
 }
 
@@ -115,13 +147,16 @@ async fn a_policy_may_allow_several_uses() {
     let redis = Redis::start().await;
     let s = store(&redis);
     let opened = s
-        .open(&new(
-            "fp",
-            ApprovalParams {
-                uses: 3,
-                ..params()
-            },
-        ))
+        .open(
+            &new(
+                "fp",
+                ApprovalParams {
+                    uses: 3,
+                    ..params()
+                },
+            ),
+            CheckRef::default(),
+        )
         .await
         .unwrap();
     let token = opened.token.unwrap();
@@ -130,11 +165,13 @@ async fn a_policy_may_allow_several_uses() {
         .unwrap();
     for left in [2, 1, 0] {
         assert!(
-            matches!(s.consume(Some(&token), None, "fp").await.unwrap(), Consumed::Used { uses_left, .. } if uses_left == left)
+            matches!(s.consume(Some(&token), None, "fp", CheckRef::default()).await.unwrap(), Consumed::Used { uses_left, .. } if uses_left == left)
         );
     }
     assert!(matches!(
-        s.consume(Some(&token), None, "fp").await.unwrap(),
+        s.consume(Some(&token), None, "fp", CheckRef::default())
+            .await
+            .unwrap(),
         Consumed::NotUsable {
             status: Status::Consumed,
             ..
@@ -146,7 +183,10 @@ async fn a_policy_may_allow_several_uses() {
 async fn a_hundred_concurrent_uses_of_a_single_use_approval_succeed_exactly_once() {
     let redis = Redis::start().await;
     let s = Arc::new(store(&redis));
-    let opened = s.open(&new("fp", params())).await.unwrap();
+    let opened = s
+        .open(&new("fp", params()), CheckRef::default())
+        .await
+        .unwrap();
     let token = Arc::new(opened.token.unwrap());
     s.vote(&opened.approval.id, "dora", Verdict::Approve, "")
         .await
@@ -154,7 +194,11 @@ async fn a_hundred_concurrent_uses_of_a_single_use_approval_succeed_exactly_once
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let (s, token) = (s.clone(), token.clone());
-            tokio::spawn(async move { s.consume(Some(&token), None, "fp").await.unwrap() })
+            tokio::spawn(async move {
+                s.consume(Some(&token), None, "fp", CheckRef::default())
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut used = 0;
@@ -171,13 +215,16 @@ async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request() {
     let redis = Redis::start().await;
     let s = store(&redis);
     let id = s
-        .open(&new(
-            "fp",
-            ApprovalParams {
-                quorum: 2,
-                ..params()
-            },
-        ))
+        .open(
+            &new(
+                "fp",
+                ApprovalParams {
+                    quorum: 2,
+                    ..params()
+                },
+            ),
+            CheckRef::default(),
+        )
         .await
         .unwrap()
         .approval
@@ -200,13 +247,16 @@ async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request() {
     assert_eq!((a.status, a.votes.len()), (Status::Approved, 2));
 
     let vetoed = s
-        .open(&new(
-            "fp-2",
-            ApprovalParams {
-                quorum: 2,
-                ..params()
-            },
-        ))
+        .open(
+            &new(
+                "fp-2",
+                ApprovalParams {
+                    quorum: 2,
+                    ..params()
+                },
+            ),
+            CheckRef::default(),
+        )
         .await
         .unwrap()
         .approval
@@ -228,7 +278,11 @@ async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request() {
     );
     // The denied call, retried, finds its denied request rather than asking again.
     assert_eq!(
-        s.open(&new("fp-2", params())).await.unwrap().approval.id,
+        s.open(&new("fp-2", params()), CheckRef::default())
+            .await
+            .unwrap()
+            .approval
+            .id,
         vetoed
     );
 }
@@ -237,7 +291,10 @@ async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request() {
 async fn revoking_withdraws_an_unused_approval_only() {
     let redis = Redis::start().await;
     let s = store(&redis);
-    let opened = s.open(&new("fp", params())).await.unwrap();
+    let opened = s
+        .open(&new("fp", params()), CheckRef::default())
+        .await
+        .unwrap();
     let id = opened.approval.id.clone();
     assert!(matches!(
         s.vote(&id, "dora", Verdict::Revoke, "").await.unwrap_err(),
@@ -253,7 +310,9 @@ async fn revoking_withdraws_an_unused_approval_only() {
     );
     let token = opened.token.unwrap();
     assert_eq!(
-        s.consume(Some(&token), None, "fp").await.unwrap(),
+        s.consume(Some(&token), None, "fp", CheckRef::default())
+            .await
+            .unwrap(),
         Consumed::NotUsable {
             id,
             status: Status::Revoked
@@ -271,12 +330,15 @@ async fn pending_requests_and_unused_approvals_expire() {
         ..params()
     };
     let pending = s
-        .open(&new("fp-1", short.clone()))
+        .open(&new("fp-1", short.clone()), CheckRef::default())
         .await
         .unwrap()
         .approval
         .id;
-    let approved = s.open(&new("fp-2", short)).await.unwrap();
+    let approved = s
+        .open(&new("fp-2", short), CheckRef::default())
+        .await
+        .unwrap();
     s.vote(&approved.approval.id, "dora", Verdict::Approve, "")
         .await
         .unwrap();
@@ -296,7 +358,7 @@ async fn pending_requests_and_unused_approvals_expire() {
         }
     );
     assert!(matches!(
-        s.consume(approved.token.as_deref(), None, "fp-2")
+        s.consume(approved.token.as_deref(), None, "fp-2", CheckRef::default())
             .await
             .unwrap(),
         Consumed::NotUsable {
@@ -310,8 +372,18 @@ async fn pending_requests_and_unused_approvals_expire() {
 async fn decided_requests_stay_listed_with_who_decided_and_why() {
     let redis = Redis::start().await;
     let s = store(&redis);
-    let a = s.open(&new("fp-1", params())).await.unwrap().approval.id;
-    let b = s.open(&new("fp-2", params())).await.unwrap().approval.id;
+    let a = s
+        .open(&new("fp-1", params()), CheckRef::default())
+        .await
+        .unwrap()
+        .approval
+        .id;
+    let b = s
+        .open(&new("fp-2", params()), CheckRef::default())
+        .await
+        .unwrap()
+        .approval
+        .id;
     s.vote(&a, "dora", Verdict::Approve, "quarterly report")
         .await
         .unwrap();
@@ -355,13 +427,16 @@ async fn events_announce_each_change() {
     // The subscription is set up in the background; give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let id = s
-        .open(&new(
-            "fp",
-            ApprovalParams {
-                mode: Mode::Hold,
-                ..params()
-            },
-        ))
+        .open(
+            &new(
+                "fp",
+                ApprovalParams {
+                    mode: Mode::Hold,
+                    ..params()
+                },
+            ),
+            CheckRef::default(),
+        )
         .await
         .unwrap()
         .approval
@@ -384,7 +459,100 @@ async fn a_store_that_cannot_be_reached_says_approvals_are_unavailable() {
     let mut redis = Redis::start().await;
     let s = store(&redis);
     redis.stop();
-    let err = s.open(&new("fp", params())).await.unwrap_err();
+    let err = s
+        .open(&new("fp", params()), CheckRef::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     assert!(err.to_string().starts_with("approvals are unavailable"));
+}
+
+/// The fields of every audit entry, in stream order.
+async fn audit(s: &RedisStore) -> Vec<std::collections::HashMap<String, String>> {
+    s.audit_range("-", "+", 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.fields.into_iter().collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_lifecycle_event_is_in_the_audit_stream_once_in_order() {
+    let redis = Redis::start().await;
+    let s = store(&redis);
+    let opening = CheckRef {
+        request_id: "req-1",
+        trace: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    };
+    let opened = s.open(&new("fp", params()), opening).await.unwrap();
+    let id = opened.approval.id.clone();
+    assert_eq!(opened.approval.opened_by, opening.trace);
+    s.vote(&id, "dora", Verdict::Approve, "ticket CHG-7")
+        .await
+        .unwrap();
+    let used = s
+        .consume(
+            opened.token.as_deref(),
+            None,
+            "fp",
+            CheckRef {
+                request_id: "req-2",
+                trace: "",
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&used, Consumed::Used { opened_by, .. } if opened_by == opening.trace),
+        "{used:?}"
+    );
+    // A replay changes nothing and records nothing.
+    s.consume(opened.token.as_deref(), None, "fp", CheckRef::default())
+        .await
+        .unwrap();
+
+    let entries = audit(&s).await;
+    let events: Vec<&str> = entries.iter().map(|e| e["event"].as_str()).collect();
+    assert_eq!(events, ["requested", "approved", "consumed"]);
+    for e in &entries {
+        assert_eq!(e["approval_id"], id);
+        assert_eq!(e["principal"], r#"User::"agent-7""#, "{e:?}");
+    }
+    assert_eq!(entries[0]["request_id"], "req-1");
+    assert_eq!(entries[0]["trace"], opening.trace);
+    assert_eq!(entries[1]["approver"], "dora");
+    assert_eq!(entries[1]["reason"], "ticket CHG-7");
+    assert_eq!(entries[2]["request_id"], "req-2");
+    assert_eq!(entries[2]["status"], "consumed");
+}
+
+#[tokio::test]
+async fn the_sweep_records_each_expiry_once() {
+    let redis = Redis::start().await;
+    let s = store(&redis);
+    let short = ApprovalParams {
+        pending_ttl: Duration::from_secs(1),
+        ..params()
+    };
+    let id = s
+        .open(&new("fp", short), CheckRef::default())
+        .await
+        .unwrap()
+        .approval
+        .id;
+    assert!(s.sweep().await.unwrap().is_empty(), "not due yet");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Two sidecars sweeping at once: one records the expiry.
+    let (a, b) = tokio::join!(s.sweep(), s.sweep());
+    let mut swept = a.unwrap();
+    swept.extend(b.unwrap());
+    assert_eq!(swept, std::slice::from_ref(&id));
+    assert_eq!(s.get(&id).await.unwrap().unwrap().status, Status::Expired);
+    let events: Vec<String> = audit(&s)
+        .await
+        .into_iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    assert_eq!(events, ["requested", "expired"]);
 }

@@ -4,132 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::tls::Pki;
-use common::{Envoy, Redis, Sidecar, eventually, policy_copy, token, token_with};
+use common::stack::{Reply, stack};
+use common::{eventually, token, token_with};
 use serde_json::{Value, json};
-
-struct Stack {
-    envoy: Envoy,
-    sidecar: Sidecar,
-    redis: Redis,
-    pki: Pki,
-    http: reqwest::Client,
-    _policies: tempfile::TempDir,
-}
-
-/// The embedded example configuration, plus Redis and the admin API.
-fn config(dir: &Path, redis: &Redis, pki: &Pki) -> std::path::PathBuf {
-    let (cert, key) = pki.server();
-    let mut text = std::fs::read_to_string(common::repo().join("src/default-config.toml")).unwrap();
-    text.push_str(&format!(
-        r#"
-[redis]
-url = "{}"
-prefix = "e2e:"
-
-[approvals]
-hold_max = "20s"
-
-[admin]
-listen = "127.0.0.1:0"
-tls_cert = "{}"
-tls_key = "{}"
-client_ca = "{}"
-
-[[admin.approvers]]
-name = "dora"
-groups = ["data-owners"]
-
-[[admin.approvers]]
-name = "sara"
-groups = ["security"]
-"#,
-        redis.url(),
-        cert.display(),
-        key.display(),
-        pki.ca().display()
-    ));
-    let path = dir.join("countersign.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-async fn stack() -> Stack {
-    let redis = Redis::start().await;
-    let pki = Pki::new();
-    let policies = policy_copy();
-    let path = config(pki.dir(), &redis, &pki);
-    let sidecar = Sidecar::start(
-        policies.path(),
-        &[("COUNTERSIGN_CONFIG", path.to_str().unwrap())],
-    );
-    let envoy = Envoy::start(sidecar.port()).await;
-    Stack {
-        envoy,
-        sidecar,
-        redis,
-        pki,
-        http: reqwest::Client::new(),
-        _policies: policies,
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Stack {
-    async fn post(&self, path: &str, bearer: &str, body: &str, approval: Option<&str>) -> Reply {
-        let mut req = self
-            .http
-            .post(self.envoy.url(path))
-            .bearer_auth(bearer)
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        if let Some(t) = approval {
-            req = req.header("x-countersign-approval", t);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        Reply {
-            status,
-            headers,
-            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        }
-    }
-
-    /// `countersign approvals ARGS` as approver `who`; (exit code, stdout+stderr).
-    fn cli(&self, who: &str, args: &[&str]) -> (i32, String) {
-        let (cert, key) = self.pki.client(who);
-        let admin = format!("https://{}", self.sidecar.admin_addr.as_ref().unwrap());
-        let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .arg("approvals")
-            .args(args)
-            .args(["--admin", &admin])
-            .arg("--ca")
-            .arg(self.pki.ca())
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
-    }
-}
 
 const EXPORT: &str = "/v1/datasets/sales/export";
 const BODY: &str = r#"{"format":"csv","rows":10}"#;
@@ -327,14 +206,7 @@ async fn with_redis_down_approvable_calls_get_503_and_others_keep_their_answer()
     );
 
     let alice = token("alice", &["analysts"]);
-    let r = s
-        .http
-        .get(s.envoy.url("/v1/datasets/sales"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(s.get("/v1/datasets/sales", Some(&alice)).await, 200);
     let r = s
         .http
         .get(s.envoy.url("/v1/datasets/sales"))

@@ -28,6 +28,8 @@ fn service(redis: &Redis, hold_max: Duration) -> AuthzService {
         prefix: "faults:".into(),
         timeout: Duration::from_millis(250),
         retention: Duration::from_secs(600),
+        audit_max_len: 10_000,
+        audit_max_age: None,
     })
     .unwrap();
     let settings = AuthzSettings {
@@ -133,7 +135,11 @@ async fn a_hold_ends_before_the_callers_deadline() {
     let svc = service(&redis, Duration::from_secs(20));
     let resp = tokio::time::timeout(
         Duration::from_secs(5),
-        svc.decide_within(&grant_role(), Some(Duration::from_millis(800))),
+        svc.decide_within(
+            &grant_role(),
+            Some(Duration::from_millis(800)),
+            &std::collections::HashMap::<String, String>::new(),
+        ),
     )
     .await
     .expect("the hold ignored the caller's deadline");

@@ -86,18 +86,24 @@ fn serve_with_a_bad_config_exits_64_naming_file_and_field() {
         "{out}"
     );
 
-    // Policies that do not load are refused before a port is bound.
-    let policies = common::policy_copy();
-    std::fs::write(policies.path().join("broken.cedar"), "permit (").unwrap();
+    // A policy directory that does not exist is a configuration error. (A
+    // directory whose policies do not load starts the sidecar denying
+    // everything and not ready: see audit_e2e.)
+    let missing = common::repo().join("no-such-policies");
     let o = Command::new(env!("CARGO_BIN_EXE_countersign"))
         .arg("serve")
-        .env("COUNTERSIGN_POLICY_DIR", policies.path())
+        .env("COUNTERSIGN_POLICY_DIR", &missing)
         .env("COUNTERSIGN_LISTEN", "127.0.0.1:0")
+        .env("COUNTERSIGN_METRICS_LISTEN", "off")
         .current_dir(common::repo())
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(64));
-    assert!(text(&o).contains("broken.cedar:1:"), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("`{}` does not exist", missing.display())),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

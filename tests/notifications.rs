@@ -100,6 +100,8 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
             prefix: "hooks:".into(),
             timeout: Duration::from_secs(2),
             retention: Duration::from_secs(600),
+            audit_max_len: 10_000,
+            audit_max_age: None,
         })
         .unwrap(),
     );
@@ -238,6 +240,7 @@ async fn a_webhook_that_never_answers_fills_the_queue_which_then_drops_and_count
         use_until: 0,
         uses_left: 1,
         votes: vec![],
+        opened_by: String::new(),
     };
     // notify() never waits for the webhook: 5,000 calls return, and what
     // does not fit the queue is counted as dropped rather than blocking.

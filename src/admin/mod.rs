@@ -16,8 +16,11 @@ use tonic::{Request as GrpcRequest, Response, Status as GrpcStatus};
 use crate::approval::notify::Notifier;
 use crate::approval::store::{ListFilter, Verdict as Vote};
 use crate::approval::{Approval, RedisStore, Status, StoreError};
+use crate::metrics::Metrics;
 use crate::policy::{Outcome, PolicyStore};
+use crate::telemetry::{Telemetry, approval_attributes, attr, parse_traceparent};
 use auth::{Approver, Authenticator};
+use opentelemetry::KeyValue;
 
 /// Generated from proto/countersign/admin/v1/admin.proto.
 pub mod pb {
@@ -42,6 +45,8 @@ pub struct AdminService {
     user_type: EntityTypeName,
     group_type: EntityTypeName,
     notifier: Option<Arc<Notifier>>,
+    telemetry: Option<Telemetry>,
+    metrics: Metrics,
 }
 
 impl AdminService {
@@ -65,7 +70,16 @@ impl AdminService {
             user_type,
             group_type,
             notifier: None,
+            telemetry: None,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Records approval events as spans and counts them.
+    pub fn with_telemetry(mut self, telemetry: Option<Telemetry>, metrics: Metrics) -> Self {
+        self.telemetry = telemetry;
+        self.metrics = metrics;
+        self
     }
 
     fn approver_uid(&self, a: &Approver) -> EntityUid {
@@ -177,6 +191,25 @@ impl AdminService {
             .await
             .map_err(store_status)?;
         tracing::info!(approval = %id, approver = %approver.name, verdict = ?vote, status = %a.status, "approval decided");
+        let event = match (vote, a.status) {
+            (Vote::Revoke, _) => "revoked",
+            (Vote::Deny, _) => "denied",
+            (Vote::Approve, Status::Approved) => "approved",
+            (Vote::Approve, _) => "voted",
+        };
+        self.metrics.approval_event(event);
+        if let Some(t) = &self.telemetry {
+            let mut attributes = approval_attributes(&a);
+            attributes.push(KeyValue::new(attr::APPROVER, approver.name.clone()));
+            if !reason.trim().is_empty() {
+                attributes.push(KeyValue::new(
+                    attr::APPROVAL_REASON,
+                    reason.trim().to_owned(),
+                ));
+            }
+            let opened_by = parse_traceparent(&a.opened_by);
+            t.approval_event(event, None, opened_by.as_ref(), attributes);
+        }
         if let Some(n) = &self.notifier
             && matches!(
                 a.status,

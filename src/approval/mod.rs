@@ -103,6 +103,9 @@ pub struct Approval {
     pub use_until: i64,
     pub uses_left: u32,
     pub votes: Vec<Vote>,
+    /// W3C traceparent of the check span that opened the request ("" when
+    /// telemetry was off), so that approval events link back to it.
+    pub opened_by: String,
 }
 
 /// What a new approvable call asks the store for.

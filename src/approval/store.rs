@@ -4,8 +4,10 @@
 //!
 //! Keys (prefix `countersign:` by default): `{p}{<id>}` hash of the request,
 //! `{p}{<id>}:voters` set, `{p}{<id>}:votes` list, `{p}fp:<fingerprint>` and
-//! `{p}tok:<token hash>` pointers to the id, `{p}index` sorted by creation;
-//! changes are published on `{p}events` as `<kind> <id>`.
+//! `{p}tok:<token hash>` pointers to the id, `{p}index` sorted by creation,
+//! `{p}pending` and `{p}approved` sorted by when those requests expire;
+//! changes are published on `{p}events` as `<kind> <id>` and appended, in
+//! the same script, to the audit stream `{p}audit`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,6 +29,10 @@ pub struct StoreConfig {
     pub timeout: Duration,
     /// How long decided requests stay readable.
     pub retention: Duration,
+    /// The audit stream keeps about this many entries...
+    pub audit_max_len: u64,
+    /// ...and none older than this (`None`: no age limit).
+    pub audit_max_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -48,8 +54,13 @@ pub enum StoreError {
 /// The outcome of presenting an approval for a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Consumed {
-    /// One use taken; the call may proceed.
-    Used { id: String, uses_left: u32 },
+    /// One use taken; the call may proceed. `opened_by` is the traceparent
+    /// of the check that opened the request ("" if none was recorded).
+    Used {
+        id: String,
+        uses_left: u32,
+        opened_by: String,
+    },
     /// The token names no request.
     Unknown,
     /// The approval belongs to another call.
@@ -83,6 +94,21 @@ pub struct Event {
     pub id: String,
 }
 
+/// The check on whose behalf a script runs, for the audit entry it writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckRef<'a> {
+    pub request_id: &'a str,
+    /// W3C traceparent of the check span, or "".
+    pub trace: &'a str,
+}
+
+/// One audit stream entry: its stream id (milliseconds-sequence) and fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: String,
+    pub fields: Vec<(String, String)>,
+}
+
 /// Which requests to list.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -93,6 +119,35 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
+/// Shared by the scripts: one audit entry per lifecycle event, written in the
+/// same atomic step as the change it records, and the expiry transition.
+const PRELUDE: &str = r#"
+local function audit(p, maxlen, h, id, kind, extra)
+  local ok, info = pcall(cjson.decode, redis.call('HGET', h, 'info') or '{}')
+  if not ok or type(info) ~= 'table' then info = {} end
+  local function s(v) if type(v) == 'string' then return v end return '' end
+  local args = {p .. 'audit', 'MAXLEN', '~', maxlen, '*', 'event', kind, 'approval_id', id,
+    'principal', s(info.principal), 'action', s(info.action), 'resource', s(info.resource)}
+  if s(info.on_behalf_of) ~= '' then
+    args[#args + 1] = 'on_behalf_of'; args[#args + 1] = info.on_behalf_of
+  end
+  for k, v in pairs(extra) do
+    if v ~= '' then args[#args + 1] = k; args[#args + 1] = tostring(v) end
+  end
+  redis.call('XADD', unpack(args))
+end
+local function expire(p, maxlen, h, id)
+  redis.call('HSET', h, 'status', 'expired')
+  redis.call('ZREM', p .. 'pending', id)
+  redis.call('ZREM', p .. 'approved', id)
+  audit(p, maxlen, h, id, 'expired', {status = 'expired'})
+  redis.call('PUBLISH', p .. 'events', 'expired ' .. id)
+end
+"#;
+
+/// KEYS: fingerprint pointer, index. ARGV: prefix, id, info json,
+/// fingerprint, pending ttl, retention, approval ttl, uses, quorum, token
+/// hash, audit max length, opening check's request id, its traceparent.
 const OPEN: &str = r#"
 local p = ARGV[1]
 local now = tonumber(redis.call('TIME')[1])
@@ -124,27 +179,30 @@ redis.call('EXPIRE', h, ttl)
 -- The same call finds this request while it can be decided or used.
 redis.call('SET', KEYS[1], id, 'EX', pending_ttl + tonumber(ARGV[7]))
 redis.call('SET', p .. 'tok:' .. ARGV[10], id, 'EX', ttl)
+redis.call('HSET', h, 'trace', ARGV[13])
 redis.call('ZADD', KEYS[2], now, id)
+redis.call('ZADD', p .. 'pending', now + pending_ttl, id)
 -- Entries older than any record can live are gone: keep the index bounded.
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl * 2)
+audit(p, ARGV[11], h, id, 'requested', {status = 'pending', request_id = ARGV[12], trace = ARGV[13]})
 redis.call('PUBLISH', p .. 'events', 'requested ' .. id)
 return {'created', id, 'token'}
 "#;
 
-/// KEYS: hash, voters, votes. ARGV: prefix, id, approver, verdict, vote json.
+/// KEYS: hash, voters, votes. ARGV: prefix, id, approver, verdict, vote
+/// json, audit max length, reason.
 const VOTE: &str = r#"
 local p, id, approver, verdict = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(redis.call('TIME')[1])
 local st = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'use_until', 'uses_left', 'quorum', 'approval_ttl')
 if not st[1] then return {'not_found'} end
 local status = st[1]
-if status == 'pending' and now > tonumber(st[2]) then
+if (status == 'pending' and now > tonumber(st[2])) or (status == 'approved' and now > tonumber(st[3])) then
   status = 'expired'
-  redis.call('HSET', KEYS[1], 'status', status)
+  expire(p, ARGV[6], KEYS[1], id)
 end
-if status == 'approved' and now > tonumber(st[3]) then
-  status = 'expired'
-  redis.call('HSET', KEYS[1], 'status', status)
+local function event(kind, new_status)
+  audit(p, ARGV[6], KEYS[1], id, kind, {status = new_status, approver = approver, reason = ARGV[7]})
 end
 local function record()
   local ttl = redis.call('PTTL', KEYS[1])
@@ -157,7 +215,9 @@ end
 if verdict == 'revoke' then
   if status ~= 'approved' or tonumber(st[4]) <= 0 then return {'not_approved', status} end
   redis.call('HSET', KEYS[1], 'status', 'revoked')
+  redis.call('ZREM', p .. 'approved', id)
   record()
+  event('revoked', 'revoked')
   redis.call('PUBLISH', p .. 'events', 'revoked ' .. id)
   return {'ok', 'revoked'}
 end
@@ -166,6 +226,8 @@ if redis.call('SADD', KEYS[2], approver) == 0 then return {'already_voted', stat
 record()
 if verdict == 'deny' then
   redis.call('HSET', KEYS[1], 'status', 'denied')
+  redis.call('ZREM', p .. 'pending', id)
+  event('denied', 'denied')
   redis.call('PUBLISH', p .. 'events', 'denied ' .. id)
   return {'ok', 'denied'}
 end
@@ -175,14 +237,20 @@ for _, v in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
 end
 if approvals >= tonumber(st[5]) then
   redis.call('HSET', KEYS[1], 'status', 'approved', 'use_until', now + tonumber(st[6]))
+  redis.call('ZREM', p .. 'pending', id)
+  redis.call('ZADD', p .. 'approved', now + tonumber(st[6]), id)
+  event('approved', 'approved')
   redis.call('PUBLISH', p .. 'events', 'approved ' .. id)
   return {'ok', 'approved'}
 end
+event('voted', 'pending')
 redis.call('PUBLISH', p .. 'events', 'voted ' .. id)
 return {'ok', 'pending'}
 "#;
 
-/// ARGV: prefix, id or "", token hash or "", fingerprint.
+/// ARGV: prefix, id or "", token hash or "", fingerprint, audit max length,
+/// the consuming check's request id and traceparent. Returns the status and
+/// id, plus, when used, the uses left and the opening check's traceparent.
 const CONSUME: &str = r#"
 local p = ARGV[1]
 local id = ARGV[2]
@@ -196,14 +264,45 @@ local st = redis.call('HMGET', h, 'status', 'fingerprint', 'use_until', 'uses_le
 if not st[1] then return {'unknown', id} end
 if st[2] ~= ARGV[4] then return {'mismatch', id} end
 local status = st[1]
-if status == 'pending' and now > tonumber(st[5]) then status = 'expired' end
-if status == 'approved' and now > tonumber(st[3]) then status = 'expired' end
-if status ~= st[1] then redis.call('HSET', h, 'status', status) end
+if (status == 'pending' and now > tonumber(st[5])) or (status == 'approved' and now > tonumber(st[3])) then
+  status = 'expired'
+  expire(p, ARGV[5], h, id)
+end
 if status ~= 'approved' then return {status, id} end
 local left = redis.call('HINCRBY', h, 'uses_left', -1)
-if left <= 0 then redis.call('HSET', h, 'status', 'consumed') end
+local after = 'approved'
+if left <= 0 then
+  after = 'consumed'
+  redis.call('HSET', h, 'status', 'consumed')
+  redis.call('ZREM', p .. 'approved', id)
+end
+audit(p, ARGV[5], h, id, 'consumed', {status = after, uses_left = left, request_id = ARGV[6], trace = ARGV[7]})
 redis.call('PUBLISH', p .. 'events', 'consumed ' .. id)
-return {'used', id, tostring(left)}
+return {'used', id, tostring(left), redis.call('HGET', h, 'trace') or ''}
+"#;
+
+/// Marks due requests expired (each once, whichever sidecar gets there
+/// first) and trims the audit stream by age. ARGV: prefix, audit max length,
+/// oldest audit entry to keep (ms, 0: none), batch size. Returns the ids.
+const SWEEP: &str = r#"
+local p = ARGV[1]
+local now = tonumber(redis.call('TIME')[1])
+local out = {}
+for _, set in ipairs({'pending', 'approved'}) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. set, '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))) do
+    local h = p .. '{' .. id .. '}'
+    local st = redis.call('HMGET', h, 'status', 'expires_at', 'use_until')
+    redis.call('ZREM', p .. set, id)
+    if (st[1] == 'pending' and now > tonumber(st[2])) or (st[1] == 'approved' and now > tonumber(st[3])) then
+      expire(p, ARGV[2], h, id)
+      out[#out + 1] = id
+    end
+  end
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XTRIM', p .. 'audit', 'MINID', '~', ARGV[3])
+end
+return out
 "#;
 
 /// Approval requests in Redis. Connects lazily, so that a sidecar starts
@@ -221,6 +320,11 @@ struct Scripts {
     open: redis::Script,
     vote: redis::Script,
     consume: redis::Script,
+    sweep: redis::Script,
+}
+
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{PRELUDE}{body}"))
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -242,9 +346,10 @@ impl RedisStore {
             events: broadcast::channel(1024).0,
             subscriber: OnceCell::new(),
             scripts: Scripts {
-                open: redis::Script::new(OPEN),
-                vote: redis::Script::new(VOTE),
-                consume: redis::Script::new(CONSUME),
+                open: script(OPEN),
+                vote: script(VOTE),
+                consume: script(CONSUME),
+                sweep: script(SWEEP),
             },
         })
     }
@@ -288,7 +393,7 @@ impl RedisStore {
 
     /// Opens a request for an approvable call, or finds the one this exact
     /// call already opened (pending, approved, or denied).
-    pub async fn open(&self, new: &NewApproval) -> Result<Opened, StoreError> {
+    pub async fn open(&self, new: &NewApproval, check: CheckRef<'_>) -> Result<Opened, StoreError> {
         let id = new_id();
         let (token, hash) = new_token();
         let info =
@@ -312,6 +417,9 @@ impl RedisStore {
                     .arg(p.uses)
                     .arg(p.quorum)
                     .arg(&hash)
+                    .arg(self.cfg.audit_max_len)
+                    .arg(check.request_id)
+                    .arg(check.trace)
                     .invoke_async(&mut c)
                     .await
             })
@@ -437,6 +545,8 @@ impl RedisStore {
                     .arg(approver)
                     .arg(verdict.as_str())
                     .arg(vote)
+                    .arg(self.cfg.audit_max_len)
+                    .arg(reason)
                     .invoke_async(&mut c)
                     .await
             })
@@ -483,6 +593,7 @@ impl RedisStore {
         token: Option<&str>,
         id: Option<&str>,
         fingerprint: &str,
+        check: CheckRef<'_>,
     ) -> Result<Consumed, StoreError> {
         let hash = token.map(token_hash).unwrap_or_default();
         let reply: Vec<String> = self
@@ -493,6 +604,9 @@ impl RedisStore {
                     .arg(id.unwrap_or_default())
                     .arg(hash)
                     .arg(fingerprint)
+                    .arg(self.cfg.audit_max_len)
+                    .arg(check.request_id)
+                    .arg(check.trace)
                     .invoke_async(&mut c)
                     .await
             })
@@ -504,9 +618,10 @@ impl RedisStore {
                 .collect::<Vec<_>>()
                 .as_slice()
             {
-                ["used", id, left] => Consumed::Used {
+                ["used", id, left, trace] => Consumed::Used {
                     id: (*id).into(),
                     uses_left: left.parse().unwrap_or(0),
+                    opened_by: (*trace).into(),
                 },
                 ["unknown", _] => Consumed::Unknown,
                 ["mismatch", id] => Consumed::Mismatch { id: (*id).into() },
@@ -520,6 +635,127 @@ impl RedisStore {
                 other => return Err(StoreError::Corrupt(format!("consume returned {other:?}"))),
             },
         )
+    }
+
+    /// Expires due requests (recording each in the audit stream once) and
+    /// trims the stream by age. Returns the ids it expired.
+    pub async fn sweep(&self) -> Result<Vec<String>, StoreError> {
+        let min_id = self.cfg.audit_max_age.map_or(0, |age| {
+            (now_millis() as u64).saturating_sub(age.as_millis() as u64)
+        });
+        self.run(|mut c| async move {
+            self.scripts
+                .sweep
+                .arg(&self.cfg.prefix)
+                .arg(self.cfg.audit_max_len)
+                .arg(min_id)
+                .arg(SWEEP_BATCH)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Requests waiting for a decision (not yet expired).
+    pub async fn pending_count(&self) -> Result<u64, StoreError> {
+        let key = format!("{}pending", self.cfg.prefix);
+        self.run(|mut c| async move {
+            redis::cmd("ZCOUNT")
+                .arg(key)
+                .arg(now())
+                .arg("+inf")
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Whether Redis answers within the store's timeout.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+
+    /// Appends one entry to the audit stream.
+    pub async fn append_audit(&self, fields: &[(&str, &str)]) -> Result<String, StoreError> {
+        let key = self.audit_key();
+        self.run(|mut c| async move {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.cfg.audit_max_len)
+                .arg("*");
+            for (k, v) in fields.iter().filter(|(_, v)| !v.is_empty()) {
+                cmd.arg(*k).arg(*v);
+            }
+            cmd.query_async(&mut c).await
+        })
+        .await
+    }
+
+    /// Audit entries from `start` to `end` (stream ids or `-`/`+`), oldest
+    /// first, at most `count`.
+    pub async fn audit_range(
+        &self,
+        start: &str,
+        end: &str,
+        count: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let key = self.audit_key();
+        let reply: redis::streams::StreamRangeReply = self
+            .run(|mut c| async move {
+                redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg(end)
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(reply.ids.into_iter().map(entry).collect())
+    }
+
+    /// Audit entries after `after` (a stream id, or `$` for "from now"),
+    /// waiting up to `block` for the first.
+    pub async fn audit_follow(
+        &self,
+        after: &str,
+        block: Duration,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let key = self.audit_key();
+        // A dedicated connection: a blocking read would stall the shared one,
+        // and the store's per-command timeout is shorter than `block`.
+        let mut conn = tokio::time::timeout(
+            self.cfg.timeout * 2,
+            self.client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable("connection timed out".into()))?
+        .map_err(unavailable)?;
+        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(after)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(entry)
+            .collect())
+    }
+
+    fn audit_key(&self) -> String {
+        format!("{}audit", self.cfg.prefix)
     }
 
     /// Every change, from every sidecar on this Redis. Pub/sub delivers at
@@ -563,6 +799,39 @@ async fn forward_events(client: redis::Client, channel: String, tx: broadcast::S
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Requests expired per sweep call, so that one call stays short.
+const SWEEP_BATCH: usize = 500;
+
+fn entry(e: redis::streams::StreamId) -> AuditEntry {
+    let mut fields: Vec<(String, String)> = e
+        .map
+        .into_iter()
+        .map(|(k, v)| (k, redis::from_redis_value(v).unwrap_or_default()))
+        .collect();
+    // Redis keeps field order; the reply's map does not.
+    fields.sort_by(|a, b| field_rank(&a.0).cmp(&field_rank(&b.0)).then(a.0.cmp(&b.0)));
+    AuditEntry { id: e.id, fields }
+}
+
+/// Readable order for the fields people look at first.
+fn field_rank(k: &str) -> usize {
+    const FIRST: [&str; 6] = [
+        "event",
+        "decision",
+        "principal",
+        "action",
+        "resource",
+        "approval_id",
+    ];
+    FIRST.iter().position(|f| *f == k).unwrap_or(FIRST.len())
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -612,5 +881,6 @@ fn parse(
             .iter()
             .filter_map(|v| serde_json::from_str(v).ok())
             .collect(),
+        opened_by: f.get("trace").cloned().unwrap_or_default(),
     })
 }

@@ -13,17 +13,22 @@ use envoy_types::pb::google::rpc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{Span as _, SpanContext};
+use opentelemetry::{Context, KeyValue};
 
 use crate::approval::notify::Notifier;
-use crate::approval::store::Consumed;
+use crate::approval::store::{CheckRef, Consumed};
 use crate::approval::{
     Approval, ApprovalParams, FingerprintInput, Mode, NewApproval, RedisStore, RequestInfo, Status,
     StoreError,
 };
+use crate::metrics::{DecisionKind, Metrics};
 use crate::policy::{Decision, PolicyStore, Verdict};
 use crate::request::{HttpRequest, MappedRequest, Mapper, MappingError};
+use crate::telemetry::{Telemetry, attr};
 
 /// Metadata namespace where Envoy's `jwt_authn` filter puts verified claims.
 pub const JWT_NAMESPACE: &str = "envoy.filters.http.jwt_authn";
@@ -110,6 +115,8 @@ pub struct AuthzService {
     approvals: Arc<RedisStore>,
     settings: Arc<AuthzSettings>,
     notifier: Option<Arc<Notifier>>,
+    telemetry: Option<Telemetry>,
+    metrics: Metrics,
 }
 
 #[tonic::async_trait]
@@ -126,8 +133,10 @@ impl Authorization for AuthzService {
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
+        let grpc = Metadata(request.metadata());
         Ok(tonic::Response::new(
-            self.decide_within(request.get_ref(), envoy_waits).await,
+            self.decide_within(request.get_ref(), envoy_waits, &grpc)
+                .await,
         ))
     }
 }
@@ -168,7 +177,21 @@ impl AuthzService {
             approvals,
             settings: Arc::new(settings),
             notifier: None,
+            telemetry: None,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Records a span per check and per approval event.
+    pub fn with_telemetry(mut self, telemetry: Option<Telemetry>) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    /// Counts checks and approval events.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Announces new approval requests to the webhooks.
@@ -180,24 +203,76 @@ impl AuthzService {
     /// Decides one check. Never fails: anything that prevents a decision is
     /// a denial.
     pub async fn decide(&self, check: &CheckRequest) -> CheckResponse {
-        self.decide_within(check, None).await
+        self.decide_within(check, None, &NoMetadata).await
     }
 
-    /// As [`Self::decide`], for a caller that waits at most `caller_waits`.
+    /// As [`Self::decide`], for a caller that waits at most `caller_waits`;
+    /// `grpc` is the call's metadata, where Envoy puts its trace context.
     pub async fn decide_within(
         &self,
         check: &CheckRequest,
         caller_waits: Option<Duration>,
+        grpc: &(dyn opentelemetry::propagation::Extractor + Sync),
     ) -> CheckResponse {
+        let started = tokio::time::Instant::now();
         let http = check
             .attributes
             .as_ref()
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         let request_id = http.map_or("", request_id);
-        let answer_by =
-            caller_waits.map(|d| tokio::time::Instant::now() + d.saturating_sub(HOLD_MARGIN));
-        match self.evaluate(check, answer_by).await {
+        let answer_by = caller_waits.map(|d| started + d.saturating_sub(HOLD_MARGIN));
+        let mut facts = Facts {
+            parent: self.telemetry.as_ref().map(|_| {
+                let empty = HashMap::new();
+                crate::telemetry::parent_from(grpc, http.map_or(&empty, |h| &h.headers))
+            }),
+            started: SystemTime::now(),
+            ..Facts::default()
+        };
+        let answer = self.evaluate(check, answer_by, &mut facts).await;
+        let mut kind = match &answer {
+            Ok(Answer::Allow { .. }) => DecisionKind::Allow,
+            Ok(Answer::ApprovalRequired { .. }) => DecisionKind::ApprovalRequired,
+            Ok(Answer::Unavailable { .. }) => DecisionKind::Error,
+            Ok(Answer::Deny(_) | Answer::Refused { .. }) | Err(_) => DecisionKind::Deny,
+        };
+        let mut response = self.respond(answer, request_id);
+        let mut audited = None;
+        if facts.guarded {
+            let written = self.audit(&facts, kind, &response, request_id, http).await;
+            // An audit device that cannot write refuses what it would allow.
+            if !written && kind == DecisionKind::Allow {
+                kind = DecisionKind::Error;
+                response = deny(
+                    RPC_UNAVAILABLE,
+                    HttpStatusCode::ServiceUnavailable,
+                    AUDIT_UNAVAILABLE,
+                    &facts.policies,
+                    request_id,
+                );
+            }
+            audited = Some(written);
+        }
+        self.metrics.check(kind, started.elapsed());
+        tracing::debug!(
+            principal = %facts.principal,
+            action = %facts.action,
+            resource = %facts.resource,
+            decision = kind.as_str(),
+            policies = ?facts.policies,
+            request_id,
+            "check"
+        );
+        if self.telemetry.is_some() {
+            self.end_span(&mut facts, kind, &response, audited, http);
+        }
+        response
+    }
+
+    /// The answer Envoy gets.
+    fn respond(&self, answer: Result<Answer, CheckError>, request_id: &str) -> CheckResponse {
+        match answer {
             Ok(Answer::Allow { principal }) => self.allow(&principal),
             Ok(Answer::Deny(decision)) => deny(
                 RPC_PERMISSION_DENIED,
@@ -238,10 +313,166 @@ impl AuthzService {
         }
     }
 
+    /// Appends the decision on a guarded action to the audit stream.
+    async fn audit(
+        &self,
+        facts: &Facts,
+        kind: DecisionKind,
+        response: &CheckResponse,
+        request_id: &str,
+        http: Option<&EnvoyHttp>,
+    ) -> bool {
+        let status = http_status(response).to_string();
+        let policies = facts.policies.join(",");
+        let path = http.map_or("", |h| {
+            h.path.split_once('?').map_or(h.path.as_str(), |p| p.0)
+        });
+        let fields = [
+            ("event", "decision"),
+            ("decision", kind.as_str()),
+            ("status_code", status.as_str()),
+            ("principal", facts.principal.as_str()),
+            ("on_behalf_of", facts.on_behalf_of.as_str()),
+            ("action", facts.action.as_str()),
+            ("resource", facts.resource.as_str()),
+            ("policies", policies.as_str()),
+            ("approval_id", facts.approval_id.as_str()),
+            ("approval_status", facts.approval_status),
+            ("method", http.map_or("", |h| h.method.as_str())),
+            ("path", path),
+            ("request_id", request_id),
+            ("trace", facts.traceparent.as_str()),
+        ];
+        let written = tokio::time::timeout(
+            self.settings.store_budget,
+            self.approvals.append_audit(&fields),
+        )
+        .await;
+        match written {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                self.audit_failed(&e.to_string());
+                false
+            }
+            Err(_) => {
+                self.audit_failed("timed out");
+                false
+            }
+        }
+    }
+
+    fn audit_failed(&self, why: &str) {
+        tracing::warn!("audit stream not written, guarded call refused: {why}");
+        self.metrics.redis_error();
+        self.metrics.audit_failure();
+    }
+
+    /// Starts the check span once the request is mapped and decided: only
+    /// then is it known whether it must never be sampled out.
+    fn start_span(&self, facts: &mut Facts, http: &EnvoyHttp, source: &str) {
+        let Some(t) = &self.telemetry else { return };
+        let path = http
+            .path
+            .split_once('?')
+            .map_or(http.path.as_str(), |p| p.0);
+        let mut attributes = vec![
+            KeyValue::new(attr::METHOD, http.method.clone()),
+            KeyValue::new(attr::PATH, path.to_owned()),
+            KeyValue::new(attr::HOST, http.host.clone()),
+            KeyValue::new(attr::SCHEME, http.scheme.clone()),
+            KeyValue::new(attr::REQUEST_ID, request_id(http).to_owned()),
+            KeyValue::new(attr::GUARDED, facts.guarded),
+        ];
+        if !source.is_empty() {
+            attributes.push(KeyValue::new(attr::CLIENT, source.to_owned()));
+        }
+        if !facts.principal.is_empty() {
+            attributes.extend([
+                KeyValue::new(attr::PRINCIPAL, facts.principal.clone()),
+                KeyValue::new(attr::ACTION, facts.action.clone()),
+                KeyValue::new(attr::RESOURCE, facts.resource.clone()),
+            ]);
+        }
+        if !facts.on_behalf_of.is_empty() {
+            attributes.push(KeyValue::new(
+                attr::ON_BEHALF_OF,
+                facts.on_behalf_of.clone(),
+            ));
+        }
+        let parent = facts.parent.take().unwrap_or_default();
+        let span = t.start_check(&parent, facts.started, facts.guarded, attributes);
+        facts.traceparent = crate::telemetry::traceparent(span.span_context());
+        facts.span = Some(span);
+    }
+
+    fn end_span(
+        &self,
+        facts: &mut Facts,
+        kind: DecisionKind,
+        response: &CheckResponse,
+        audited: Option<bool>,
+        http: Option<&EnvoyHttp>,
+    ) {
+        if facts.span.is_none() {
+            // Refused before mapping: record what Envoy sent.
+            let empty = EnvoyHttp::default();
+            self.start_span(facts, http.unwrap_or(&empty), "");
+        }
+        let Some(span) = facts.span.take() else {
+            return;
+        };
+        let mut attributes = vec![
+            KeyValue::new(attr::DECISION, kind.as_str()),
+            KeyValue::new(attr::STATUS_CODE, i64::from(http_status(response))),
+            KeyValue::new(attr::POLICIES, crate::telemetry::strings(&facts.policies)),
+        ];
+        if let Some(reason) = response.status.as_ref().map(|s| s.message.clone())
+            && !reason.is_empty()
+        {
+            attributes.push(KeyValue::new(attr::REASON, reason));
+        }
+        if !facts.error_policies.is_empty() {
+            attributes.push(KeyValue::new(
+                attr::ERROR_POLICIES,
+                crate::telemetry::strings(&facts.error_policies),
+            ));
+        }
+        if !facts.approval_id.is_empty() {
+            attributes.push(KeyValue::new(attr::APPROVAL_ID, facts.approval_id.clone()));
+            attributes.push(KeyValue::new(attr::APPROVAL_STATUS, facts.approval_status));
+        }
+        if let Some(w) = audited {
+            attributes.push(KeyValue::new(attr::AUDIT_WRITTEN, w));
+        }
+        crate::telemetry::end_check(span, attributes, kind == DecisionKind::Error);
+    }
+
+    /// An approval event inside this check: a span (child of the check span,
+    /// linked to the check that opened the request) and a count.
+    fn approval_event(
+        &self,
+        event: &str,
+        facts: &Facts,
+        opened_by: Option<&SpanContext>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) {
+        self.metrics.approval_event(event);
+        if let Some(t) = &self.telemetry {
+            let here = facts.span.as_ref().map(|s| s.span_context().clone());
+            t.approval_event(
+                event,
+                here.as_ref(),
+                opened_by.or(here.as_ref()),
+                attributes(),
+            );
+        }
+    }
+
     async fn evaluate(
         &self,
         check: &CheckRequest,
         answer_by: Option<tokio::time::Instant>,
+        facts: &mut Facts,
     ) -> Result<Answer, CheckError> {
         let attrs = check
             .attributes
@@ -294,22 +525,32 @@ impl AuthzService {
         let verdict = self
             .policies
             .decide(|granted| mapped.request(granted), &mapped.entities)?;
-        // Policy ids only: Cedar's error text can quote request values.
-        tracing::debug!(
-            principal = %mapped.principal,
-            action = %mapped.action,
-            resource = %mapped.resource,
-            verdict = verdict_name(&verdict),
-            policies = ?verdict_policies(&verdict),
-            "check"
-        );
+        facts.guarded = matches!(verdict, Verdict::Approvable { .. })
+            || self.policies.is_guarded(&mapped.action);
+        // Only what the trail needs, and only when there is a trail: the
+        // unguarded path without telemetry allocates nothing here.
+        if facts.guarded || self.telemetry.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
+            facts.principal = mapped.principal.to_string();
+            facts.action = mapped.action.to_string();
+            facts.resource = mapped.resource.to_string();
+            if let Some(o) = &mapped.on_behalf_of {
+                facts.on_behalf_of = o.to_string();
+            }
+            // Policy ids only: Cedar's error text can quote request values.
+            let d = verdict_decision(&verdict);
+            facts.policies.clone_from(&d.policies);
+            if !d.errors.is_empty() {
+                facts.error_policies.clone_from(&d.policies);
+            }
+        }
+        self.start_span(facts, http, source_address);
         Ok(match verdict {
             Verdict::Allow(_) => Answer::Allow {
                 principal: mapped.principal.to_string(),
             },
             Verdict::Deny(d) => Answer::Deny(d),
             Verdict::Approvable { denial, params, .. } => {
-                self.approvable(&req, &mapped, denial, params, answer_by)
+                self.approvable(&req, &mapped, denial, params, answer_by, facts)
                     .await
             }
         })
@@ -324,6 +565,7 @@ impl AuthzService {
         denial: Decision,
         params: ApprovalParams,
         answer_by: Option<tokio::time::Instant>,
+        facts: &mut Facts,
     ) -> Answer {
         let refuse = |reason: String| Answer::Refused {
             reason,
@@ -332,6 +574,7 @@ impl AuthzService {
         let unavailable = |e: StoreError| {
             // The detail (hosts, Redis errors) is for operators, not callers.
             tracing::warn!("approval store: {e}");
+            self.metrics.redis_error();
             Answer::Unavailable {
                 reason: UNAVAILABLE.to_owned(),
                 policies: denial.policies.clone(),
@@ -376,12 +619,17 @@ impl AuthzService {
         }
         .digest();
         let budget = self.settings.store_budget;
+        let traceparent = facts.traceparent.clone();
+        let here = CheckRef {
+            request_id: req.request_id,
+            trace: &traceparent,
+        };
 
         if let Some(token) = req.headers.get(&self.settings.token_header) {
             let used = tokio::time::timeout(budget, async {
                 let consumed = self
                     .approvals
-                    .consume(Some(token), None, &fingerprint)
+                    .consume(Some(token), None, &fingerprint, here)
                     .await?;
                 let pending = match &consumed {
                     Consumed::NotUsable {
@@ -394,9 +642,25 @@ impl AuthzService {
             })
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("timed out".into())));
+            match &used {
+                Ok((Consumed::Mismatch { id }, _)) => facts.approval_id.clone_from(id),
+                Ok((Consumed::NotUsable { id, status }, _)) => {
+                    facts.approval_id.clone_from(id);
+                    facts.approval_status = status.as_str();
+                }
+                _ => {}
+            }
             return match used {
-                Ok((Consumed::Used { id, uses_left }, _)) => {
+                Ok((
+                    Consumed::Used {
+                        id,
+                        uses_left,
+                        opened_by,
+                    },
+                    _,
+                )) => {
                     tracing::info!(approval = %id, uses_left, principal = %principal, "approval used");
+                    self.used(facts, &id, uses_left, &opened_by);
                     Answer::Allow { principal }
                 }
                 Ok((Consumed::Unknown, _)) => refuse("the approval token is not valid".into()),
@@ -435,15 +699,20 @@ impl AuthzService {
             info,
             params,
         };
-        let opened = match tokio::time::timeout(budget, self.approvals.open(&new)).await {
+        let opened = match tokio::time::timeout(budget, self.approvals.open(&new, here)).await {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => return unavailable(e),
             Err(_) => return unavailable(StoreError::Unavailable("timed out".into())),
         };
-        if opened.created
-            && let Some(n) = &self.notifier
-        {
-            n.notify("requested", &opened.approval);
+        facts.approval_id.clone_from(&opened.approval.id);
+        facts.approval_status = opened.approval.status.as_str();
+        if opened.created {
+            if let Some(n) = &self.notifier {
+                n.notify("requested", &opened.approval);
+            }
+            self.approval_event("requested", facts, None, || {
+                crate::telemetry::approval_attributes(&opened.approval)
+            });
         }
         let mut approval = opened.approval;
         if new.params.mode == Mode::Hold && approval.status == Status::Pending {
@@ -459,12 +728,17 @@ impl AuthzService {
                 let consumed = tokio::time::timeout(
                     budget,
                     self.approvals
-                        .consume(None, Some(&approval.id), &fingerprint),
+                        .consume(None, Some(&approval.id), &fingerprint, here),
                 )
                 .await;
                 return match consumed {
-                    Ok(Ok(Consumed::Used { id, .. })) => {
+                    Ok(Ok(Consumed::Used {
+                        id,
+                        uses_left,
+                        opened_by,
+                    })) => {
                         tracing::info!(approval = %id, principal = %principal, "held call approved");
+                        self.used(facts, &id, uses_left, &opened_by);
                         Answer::Allow { principal }
                     }
                     // Approved, but another identical held call used it first.
@@ -478,6 +752,7 @@ impl AuthzService {
                 };
             }
         }
+        facts.approval_status = approval.status.as_str();
         match approval.status {
             Status::Pending => Answer::ApprovalRequired {
                 approval: Box::new(approval),
@@ -498,6 +773,27 @@ impl AuthzService {
             }
             status => refuse(not_usable(&approval.id, status)),
         }
+    }
+
+    /// One use of approval `id` taken by this check.
+    fn used(&self, facts: &mut Facts, id: &str, uses_left: u32, opened_by: &str) {
+        facts.approval_id = id.to_owned();
+        facts.approval_status = if uses_left == 0 {
+            Status::Consumed.as_str()
+        } else {
+            Status::Approved.as_str()
+        };
+        let opened = crate::telemetry::parse_traceparent(opened_by);
+        self.approval_event("consumed", facts, opened.as_ref(), || {
+            vec![
+                KeyValue::new(attr::APPROVAL_ID, id.to_owned()),
+                KeyValue::new(attr::APPROVAL_STATUS, facts.approval_status),
+                KeyValue::new(attr::USES_LEFT, i64::from(uses_left)),
+                KeyValue::new(attr::PRINCIPAL, facts.principal.clone()),
+                KeyValue::new(attr::ACTION, facts.action.clone()),
+                KeyValue::new(attr::RESOURCE, facts.resource.clone()),
+            ]
+        });
     }
 
     /// Waits for a decision on `id`, until the hold limit or the request's
@@ -604,19 +900,95 @@ impl AuthzService {
     }
 }
 
-fn verdict_name(v: &Verdict) -> &'static str {
+fn verdict_decision(v: &Verdict) -> &Decision {
     match v {
-        Verdict::Allow(_) => "allow",
-        Verdict::Deny(_) => "deny",
-        Verdict::Approvable { .. } => "approval_required",
+        Verdict::Allow(d) | Verdict::Deny(d) | Verdict::Approvable { denial: d, .. } => d,
     }
 }
 
-fn verdict_policies(v: &Verdict) -> &[String] {
-    match v {
-        Verdict::Allow(d) | Verdict::Deny(d) | Verdict::Approvable { denial: d, .. } => &d.policies,
+/// What one check came to, for its span, its audit entry and its log line.
+struct Facts {
+    /// The caller's trace; taken when the span starts.
+    parent: Option<Context>,
+    started: SystemTime,
+    span: Option<opentelemetry_sdk::trace::Span>,
+    /// The check span as a W3C traceparent ("" without telemetry).
+    traceparent: String,
+    /// A guarded policy may apply: audited, and never sampled out.
+    guarded: bool,
+    principal: String,
+    on_behalf_of: String,
+    action: String,
+    resource: String,
+    policies: Vec<String>,
+    error_policies: Vec<String>,
+    approval_id: String,
+    approval_status: &'static str,
+}
+
+impl Default for Facts {
+    fn default() -> Self {
+        Self {
+            parent: None,
+            started: SystemTime::UNIX_EPOCH,
+            span: None,
+            traceparent: String::new(),
+            guarded: false,
+            principal: String::new(),
+            on_behalf_of: String::new(),
+            action: String::new(),
+            resource: String::new(),
+            policies: Vec::new(),
+            error_policies: Vec::new(),
+            approval_id: String::new(),
+            approval_status: "",
+        }
     }
 }
+
+/// The HTTP status a response gives the caller.
+fn http_status(r: &CheckResponse) -> i32 {
+    match &r.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().map_or(403, |s| s.code),
+        _ => 200,
+    }
+}
+
+/// gRPC metadata as a trace-context carrier.
+struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// No metadata (direct calls and tests).
+struct NoMetadata;
+
+impl opentelemetry::propagation::Extractor for NoMetadata {
+    fn get(&self, _key: &str) -> Option<&str> {
+        None
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        Vec::new()
+    }
+}
+
+/// What a caller is told when the audit stream cannot be written.
+const AUDIT_UNAVAILABLE: &str =
+    "the audit trail cannot be written, so guarded calls are refused; retry later";
 
 /// What a caller is told when the approval store cannot be reached.
 const UNAVAILABLE: &str =

@@ -111,7 +111,7 @@ async fn an_mtls_workload_is_decided_as_a_workload() {
 }
 
 #[tokio::test]
-async fn the_body_decides_a_body_route() {
+async fn the_body_decides_a_body_route_and_an_unwritable_audit_refuses_the_allow() {
     let svc = service();
     let export = async |b: &str| {
         let req = check("POST", "/v1/datasets/sales/export")
@@ -120,9 +120,15 @@ async fn the_body_decides_a_body_route() {
             .build();
         seen(&svc.decide(&req).await)
     };
-    assert_eq!(
-        export(r#"{"format":"csv","rows":10}"#).await.http_status,
-        200
+    // Exports are a guarded action, so every decision on one is audited;
+    // this service's Redis is down, so the allow cannot be recorded.
+    let s = export(r#"{"format":"csv","rows":10}"#).await;
+    assert_eq!(s.http_status, 503, "{s:?}");
+    assert!(
+        body(&s)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("audit trail cannot be written")
     );
     let s = export(r#"{"format":"xml"}"#).await;
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand.
 
 pub mod approvals;
+pub mod audit;
 pub mod devcerts;
 pub mod policy;
 pub mod serve;
@@ -29,18 +30,23 @@ pub struct Cli {
 pub enum Command {
     /// Run the ext_authz sidecar (gRPC, with grpc.health.v1 on the same port).
     #[command(
-        after_help = "Examples:\n  countersign serve\n  countersign serve --config /etc/countersign/countersign.toml\n  COUNTERSIGN_LISTEN=0.0.0.0:9191 COUNTERSIGN_LOG=debug countersign serve\n\nExit codes: 0 after a clean shutdown, 64 for a bad configuration or policy set, 1 otherwise."
+        after_help = "Examples:\n  countersign serve\n  countersign serve --config /etc/countersign/countersign.toml\n  COUNTERSIGN_LISTEN=0.0.0.0:9191 COUNTERSIGN_LOG=debug countersign serve\n\nExit codes: 0 after a clean shutdown, 64 for a bad configuration or a missing policy directory, 1 otherwise.\nA policy set with errors does not stop the sidecar: it denies every check and /readyz says not ready until the files are fixed."
     )]
     Serve {
         /// TOML configuration file; defaults to $COUNTERSIGN_CONFIG, else the embedded default.
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Log lines as `text` or `json`; overrides `server.log_format` and $COUNTERSIGN_LOG_FORMAT.
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        log_format: Option<crate::config::LogFormat>,
     },
     /// Tools for policy authors: validate a policy directory, try a request.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
     /// For approvers: list, show, approve, deny, revoke and watch approval requests.
     Approvals(approvals::ApprovalsArgs),
+    /// The audit trail in Redis: export it as evidence, or follow it live.
+    Audit(audit::AuditArgs),
     /// Write a throwaway CA and TLS certificates for the admin API (trying out only).
     DevCerts(devcerts::DevCertsArgs),
 }
@@ -60,9 +66,10 @@ fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve { config } => serve::run(config.as_deref()),
+        Command::Serve { config, log_format } => serve::run(config.as_deref(), log_format),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Approvals(args) => approvals::run(args),
         Command::DevCerts(args) => devcerts::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }

@@ -13,37 +13,51 @@ use crate::admin::AdminService;
 use crate::admin::auth::Authenticator;
 use crate::approval::RedisStore;
 use crate::authz::{AuthzService, AuthzSettings};
-use crate::config::{Config, ProcessEnv};
+use crate::config::{Config, LogFormat, ProcessEnv};
+use crate::metrics::Metrics;
 use crate::policy::{PolicyStore, watch};
+use crate::telemetry::Telemetry;
+use std::time::Duration;
 
-pub fn run(config_path: Option<&Path>) -> ExitCode {
+pub fn run(config_path: Option<&Path>, log_format: Option<LogFormat>) -> ExitCode {
     let config = match Config::load(config_path, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => return config_error(e),
     };
     // INVARIANT: the filter was validated by Config::load.
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match log_format.unwrap_or(config.log_format) {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            logs.with_ansi(ansi).init();
+        }
+    }
 
     let probes = match config.mapper.probes() {
         Ok(p) => p,
         Err(e) => return config_error(format!("{}: {e}", config.origin)),
     };
-    let store = match PolicyStore::open(&config.policy_dir, probes) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!(
-                "countersign: cannot load policies from `{}`: {e}",
-                config.policy_dir.display()
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    if !config.policy_dir.is_dir() {
+        eprintln!(
+            "countersign: cannot load policies: `{}` does not exist or is not a directory",
+            config.policy_dir.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    // A broken set does not stop the sidecar: it answers every check with a
+    // denial, reports not ready, and recovers when a fixed set is saved.
+    let (store, problem) = PolicyStore::open_or_deny_all(&config.policy_dir, probes);
+    let store = Arc::new(store);
+    if let Some(e) = problem {
+        tracing::error!(
+            policy_dir = %config.policy_dir.display(),
+            "no valid policy set, denying every request and reporting not ready until the policies are fixed: {e}"
+        );
+    }
     for w in &store.current().warnings {
         tracing::warn!("policy warning: {w}");
     }
@@ -93,6 +107,20 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (metrics)"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let telemetry = Telemetry::from_env().context("OpenTelemetry")?;
+    let metrics = Metrics::new(telemetry.as_ref().map(Telemetry::dropped));
     let admin_listener = match &config.admin {
         Some(a) => {
             let l = tokio::net::TcpListener::bind(a.listen)
@@ -113,6 +141,8 @@ async fn serve(
     let loaded = store.current();
     tracing::info!(
         %addr,
+        %metrics_addr,
+        traces = if telemetry.is_some() { "otlp" } else { "off" },
         config = %config.origin,
         policies = loaded.set.policies().count(),
         guarded = loaded.guards.len(),
@@ -130,6 +160,24 @@ async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
         let _ = rx.changed().await;
     };
+    if let Some(l) = metrics_listener {
+        let state = crate::server::Probes {
+            metrics: metrics.clone(),
+            policies: store.clone(),
+            approvals: approvals.clone(),
+        };
+        tokio::spawn(crate::server::serve_probes(
+            l,
+            state,
+            stopped(stop_rx.clone()),
+        ));
+    }
+    tokio::spawn(sweep(
+        approvals.clone(),
+        store.clone(),
+        telemetry.clone(),
+        metrics.clone(),
+    ));
 
     let admin_task = match (admin_listener, admin_tls, &config.admin) {
         (Some(listener), Some(tls), Some(cfg)) => {
@@ -141,7 +189,8 @@ async fn serve(
                 config.mapper.identity.user_type.clone(),
                 config.mapper.identity.group_type.clone(),
             )
-            .with_notifier(notifier.clone());
+            .with_notifier(notifier.clone())
+            .with_telemetry(telemetry.clone(), metrics.clone());
             Some(tokio::spawn(crate::server::serve_admin(
                 listener,
                 service,
@@ -159,7 +208,9 @@ async fn serve(
 
     let settings = AuthzSettings::from_config(&config);
     let authz = AuthzService::new(Arc::new(config.mapper), store, approvals, settings)
-        .with_notifier(notifier);
+        .with_notifier(notifier)
+        .with_telemetry(telemetry.clone())
+        .with_metrics(metrics);
     crate::server::serve(listener, authz, config.shutdown_grace, stopped(stop_rx)).await?;
     if let Some(task) = admin_task {
         match tokio::time::timeout(config.shutdown_grace, task).await {
@@ -168,6 +219,57 @@ async fn serve(
             Err(_) => tracing::warn!("admin API did not drain within the grace period"),
         }
     }
+    if let Some(t) = &telemetry {
+        t.shutdown(SPAN_FLUSH).await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Longest shutdown waits for queued spans to reach the collector.
+const SPAN_FLUSH: Duration = Duration::from_secs(3);
+/// How often requests past their deadline are marked expired.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Marks expired approval requests (each recorded once, by whichever
+/// sidecar sweeps first) and trims the audit stream by age. Only while the
+/// policy set has guarded policies, so that a sidecar without approvals
+/// never needs Redis.
+async fn sweep(
+    approvals: Arc<RedisStore>,
+    policies: Arc<PolicyStore>,
+    telemetry: Option<Telemetry>,
+    metrics: Metrics,
+) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if policies.current().guards.is_empty() {
+            continue;
+        }
+        let expired = match approvals.sweep().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                metrics.redis_error();
+                tracing::debug!("expiry sweep: {e}");
+                continue;
+            }
+        };
+        for id in expired {
+            metrics.approval_event("expired");
+            tracing::info!(approval = %id, "approval request expired");
+            if let Some(t) = &telemetry
+                && let Ok(Some(a)) = approvals.get(&id).await
+            {
+                let opened_by = crate::telemetry::parse_traceparent(&a.opened_by);
+                t.approval_event(
+                    "expired",
+                    None,
+                    opened_by.as_ref(),
+                    crate::telemetry::approval_attributes(&a),
+                );
+            }
+        }
+    }
 }

@@ -1,13 +1,14 @@
 //! Reads a policy directory: every `*.cedar` and `*.cedarschema`, validated
 //! strictly, with errors located by file, line and policy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Effect, PolicyId, PolicySet, Request, Schema, SchemaFragment, ValidationMode, Validator,
+    ActionConstraint, Effect, EntityUid, PolicyId, PolicySet, Request, Schema, SchemaFragment,
+    ValidationMode, Validator,
 };
 use miette::Diagnostic;
 
@@ -47,6 +48,72 @@ pub struct Loaded {
     pub warnings: Vec<String>,
     /// Guarded policies (annotated `@approval`) and what they ask.
     pub guards: HashMap<String, ApprovalParams>,
+    /// Actions a guarded policy may apply to: decisions on them are audited.
+    pub guarded_actions: GuardedActions,
+}
+
+/// The actions named in guarded policies' scopes.
+#[derive(Debug, Default)]
+pub struct GuardedActions {
+    /// A guarded policy constrains no action: every action is guarded.
+    pub all: bool,
+    pub actions: HashSet<EntityUid>,
+}
+
+impl GuardedActions {
+    pub fn contains(&self, action: &EntityUid) -> bool {
+        self.all || self.actions.contains(action)
+    }
+
+    /// From the guarded policies' action scopes; `action in [group]` covers
+    /// the group's member actions as the schema declares them.
+    fn of(set: &PolicySet, guards: &HashMap<String, ApprovalParams>, schema: &Schema) -> Self {
+        let mut out = Self::default();
+        let members = schema.action_entities().ok();
+        for policy in set
+            .policies()
+            .filter(|p| guards.contains_key::<str>(p.id().as_ref()))
+        {
+            match policy.action_constraint() {
+                ActionConstraint::Any => out.all = true,
+                ActionConstraint::Eq(uid) => {
+                    out.actions.insert(uid);
+                }
+                ActionConstraint::In(groups) => {
+                    for action in schema.actions() {
+                        let inside = groups.contains(action)
+                            || members.as_ref().is_some_and(|m| {
+                                m.ancestors(action)
+                                    .is_some_and(|mut a| a.any(|g| groups.contains(g)))
+                            });
+                        if inside {
+                            out.actions.insert(action.clone());
+                        }
+                    }
+                    out.actions.extend(groups);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Loaded {
+    /// No policies: every request is denied. Served while no valid set has
+    /// loaded, so that the sidecar answers (and reports not ready).
+    pub fn empty() -> Self {
+        Self {
+            set: PolicySet::new(),
+            // INVARIANT: an empty schema text is a valid schema.
+            schema: Schema::from_cedarschema_str("")
+                .map(|(s, _)| s)
+                .unwrap_or_else(|_| unreachable!("empty schema")),
+            files: Vec::new(),
+            warnings: Vec::new(),
+            guards: HashMap::new(),
+            guarded_actions: GuardedActions::default(),
+        }
+    }
 }
 
 struct Source {
@@ -107,12 +174,14 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
     if !problems.is_empty() {
         return Err(PolicyError::Invalid(problems));
     }
+    let guarded_actions = GuardedActions::of(&set, &guards, &schema);
     Ok(Loaded {
         set,
         schema,
         files: sources.into_iter().map(|s| s.path).collect(),
         warnings,
         guards,
+        guarded_actions,
     })
 }
 

@@ -6,7 +6,7 @@ pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -112,6 +112,8 @@ pub struct PolicyStore {
     probes: Vec<Probe>,
     current: ArcSwap<Loaded>,
     authorizer: Authorizer,
+    /// A valid set has loaded (at start or since).
+    ready: AtomicBool,
     pub stats: ReloadStats,
 }
 
@@ -124,8 +126,41 @@ impl PolicyStore {
             probes,
             current: ArcSwap::from_pointee(loaded),
             authorizer: Authorizer::new(),
+            ready: AtomicBool::new(true),
             stats: ReloadStats::default(),
         })
+    }
+
+    /// As [`Self::open`], but a set that does not load leaves the store not
+    /// ready and denying everything until a reload succeeds: the sidecar
+    /// still answers (fail closed) and reports the problem.
+    pub fn open_or_deny_all(dir: &Path, probes: Vec<Probe>) -> (Self, Option<PolicyError>) {
+        let (loaded, error) = match load::load_dir(dir, &probes) {
+            Ok(l) => (l, None),
+            Err(e) => (Loaded::empty(), Some(e)),
+        };
+        let store = Self {
+            dir: dir.to_owned(),
+            probes,
+            current: ArcSwap::from_pointee(loaded),
+            authorizer: Authorizer::new(),
+            ready: AtomicBool::new(error.is_none()),
+            stats: ReloadStats::default(),
+        };
+        if error.is_some() {
+            store.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        (store, error)
+    }
+
+    /// A valid policy set is in force.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Decisions on `action` are audited: a guarded policy may apply to it.
+    pub fn is_guarded(&self, action: &EntityUid) -> bool {
+        self.current.load().guarded_actions.contains(action)
     }
 
     pub fn dir(&self) -> &Path {
@@ -144,6 +179,7 @@ impl PolicyStore {
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
                 self.current.store(loaded.clone());
+                self.ready.store(true, Ordering::Relaxed);
                 self.stats.reloads.fetch_add(1, Ordering::Relaxed);
                 Ok(loaded)
             }

@@ -97,6 +97,7 @@ fn an_erroring_forbid_with_a_matching_permit_denies() {
         files: vec![],
         warnings: vec![],
         guards: Default::default(),
+        guarded_actions: Default::default(),
     }));
 
     let got = decide(&store, alice(), Context::empty());

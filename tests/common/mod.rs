@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod check;
+pub mod otlp;
+pub mod stack;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
@@ -59,6 +61,8 @@ pub struct Sidecar {
     pub addr: String,
     /// The admin API's address, when configured.
     pub admin_addr: Option<String>,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_addr: String,
     pub log: Arc<Mutex<String>>,
 }
 
@@ -76,6 +80,12 @@ impl Sidecar {
             .env("COUNTERSIGN_LISTEN", listen)
             .env("COUNTERSIGN_POLICY_DIR", policy_dir)
             .env("COUNTERSIGN_LOG", "info")
+            // Parallel sidecars: each its own metrics port; spans only where
+            // a test asks for them.
+            .env("COUNTERSIGN_METRICS_LISTEN", "127.0.0.1:0")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_TRACES_SAMPLER")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -102,6 +112,8 @@ impl Sidecar {
                 && (admin_addr.is_some() || !wants_admin || text.contains("admin API off"))
             {
                 return Sidecar {
+                    metrics_addr: field(&text, "countersign listening", "metrics_addr=")
+                        .unwrap_or_default(),
                     child,
                     addr,
                     admin_addr,
@@ -186,6 +198,12 @@ pub struct Envoy {
 
 impl Envoy {
     pub async fn start(authz_port: u16) -> Envoy {
+        // No collector: Envoy's spans go to a port nothing listens on.
+        Self::start_traced(authz_port, free_port()).await
+    }
+
+    /// With Envoy's spans sent to an OTLP/gRPC receiver on `otlp_port`.
+    pub async fn start_traced(authz_port: u16, otlp_port: u16) -> Envoy {
         let (port, upstream, admin) = (free_port(), free_port(), free_port());
         let mut yaml = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
         for (from, to) in [
@@ -193,6 +211,7 @@ impl Envoy {
             (8080, upstream),
             (9191, authz_port),
             (9901, admin),
+            (4317, otlp_port),
         ] {
             let needle = format!("port_value: {from} ");
             assert_eq!(

@@ -1,0 +1,225 @@
+//! Prometheus metrics. Counters the hot path touches are resolved once at
+//! start-up, so a check increments atomics and takes no lock; values that
+//! live elsewhere (reloads, dropped spans, pending approvals) are read when
+//! scraped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::approval::RedisStore;
+use crate::policy::PolicyStore;
+
+/// Outcomes a check is counted under (`countersign.decision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionKind {
+    Allow,
+    Deny,
+    ApprovalRequired,
+    /// Could not decide (store unavailable, audit not written): denied.
+    Error,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Allow => "allow",
+            DecisionKind::Deny => "deny",
+            DecisionKind::ApprovalRequired => "approval_required",
+            DecisionKind::Error => "error",
+        }
+    }
+}
+
+/// Approval events counted by this process.
+pub const APPROVAL_EVENTS: [&str; 7] = [
+    "requested",
+    "voted",
+    "approved",
+    "denied",
+    "consumed",
+    "revoked",
+    "expired",
+];
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    checks: [IntCounter; 4],
+    latency: Histogram,
+    approvals: Vec<IntCounter>,
+    redis_errors: IntCounter,
+    audit_failures: IntCounter,
+    spans_dropped: Option<Arc<AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Metrics {
+    pub fn new(spans_dropped: Option<Arc<AtomicU64>>) -> Self {
+        let registry = Registry::new();
+        // INVARIANT: names, labels and buckets below are constant and valid.
+        let checks = IntCounterVec::new(
+            Opts::new("countersign_checks_total", "Checks decided, by decision."),
+            &["decision"],
+        )
+        .expect("valid metric");
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "countersign_check_duration_seconds",
+                "Time from receiving a check to answering it (holds included).",
+            )
+            .buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 0.5, 1.0, 5.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
+        let approvals = IntCounterVec::new(
+            Opts::new(
+                "countersign_approval_events_total",
+                "Approval events this instance caused, by event.",
+            ),
+            &["event"],
+        )
+        .expect("valid metric");
+        let redis_errors = IntCounter::new(
+            "countersign_redis_errors_total",
+            "Approval store or audit stream operations that failed or timed out.",
+        )
+        .expect("valid metric");
+        let audit_failures = IntCounter::new(
+            "countersign_audit_write_failures_total",
+            "Guarded decisions denied because the audit stream could not be written.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(checks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(approvals.clone()),
+            Box::new(redis_errors.clone()),
+            Box::new(audit_failures.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        let by = |d: DecisionKind| checks.with_label_values(&[d.as_str()]);
+        Self {
+            inner: Arc::new(Inner {
+                checks: [
+                    by(DecisionKind::Allow),
+                    by(DecisionKind::Deny),
+                    by(DecisionKind::ApprovalRequired),
+                    by(DecisionKind::Error),
+                ],
+                latency,
+                approvals: APPROVAL_EVENTS
+                    .iter()
+                    .map(|e| approvals.with_label_values(&[*e]))
+                    .collect(),
+                redis_errors,
+                audit_failures,
+                spans_dropped,
+                registry,
+            }),
+        }
+    }
+
+    pub fn check(&self, decision: DecisionKind, took: Duration) {
+        self.inner.checks[decision as usize].inc();
+        self.inner.latency.observe(took.as_secs_f64());
+    }
+
+    pub fn approval_event(&self, event: &str) {
+        if let Some(i) = APPROVAL_EVENTS.iter().position(|e| *e == event) {
+            self.inner.approvals[i].inc();
+        }
+    }
+
+    pub fn redis_error(&self) {
+        self.inner.redis_errors.inc();
+    }
+
+    pub fn audit_failure(&self) {
+        self.inner.audit_failures.inc();
+    }
+
+    /// The text exposition, with the values read at scrape time.
+    pub async fn render(&self, policies: &PolicyStore, approvals: &RedisStore) -> String {
+        // Only when approvals are in use, so that a sidecar without Redis
+        // does not fail every scrape.
+        let pending = if policies.current().guards.is_empty() {
+            None
+        } else {
+            match approvals.pending_count().await {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.redis_error();
+                    None
+                }
+            }
+        };
+        let mut out = Vec::new();
+        // INVARIANT: the text encoder writes to a Vec, which cannot fail.
+        let _ = prometheus::TextEncoder::new().encode(&self.inner.registry.gather(), &mut out);
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        let stats = &policies.stats;
+        let mut line = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, v) in samples {
+                text.push_str(&format!("{name}{labels} {v}\n"));
+            }
+        };
+        line(
+            "countersign_policy_reloads_total",
+            "counter",
+            "Policy reloads, by result; a failed reload keeps the last good set.",
+            &[
+                ("{result=\"ok\"}", stats.reloads.load(Ordering::Relaxed)),
+                (
+                    "{result=\"failed\"}",
+                    stats.failures.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        line(
+            "countersign_policy_ready",
+            "gauge",
+            "1 while a valid policy set is in force; 0 means every check is denied.",
+            &[("", u64::from(policies.is_ready()))],
+        );
+        line(
+            "countersign_policies_loaded",
+            "gauge",
+            "Policies in the set in force.",
+            &[("", policies.current().set.policies().count() as u64)],
+        );
+        if let Some(d) = &self.inner.spans_dropped {
+            line(
+                "countersign_spans_dropped_total",
+                "counter",
+                "Spans dropped because the export queue was full or the collector failed.",
+                &[("", d.load(Ordering::Relaxed))],
+            );
+        }
+        if let Some(n) = pending {
+            line(
+                "countersign_approvals_pending",
+                "gauge",
+                "Approval requests waiting for a decision.",
+                &[("", n)],
+            );
+        }
+        text
+    }
+}

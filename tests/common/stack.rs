@@ -1,0 +1,173 @@
+//! A whole deployment for end-to-end tests: real Envoy with envoy/envoy.yaml,
+//! the real `countersign` binary with Redis and the admin API, and the
+//! `countersign approvals` client over TLS.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::tls::Pki;
+use super::{Envoy, Redis, Sidecar, policy_copy};
+
+pub struct Stack {
+    pub envoy: Envoy,
+    pub sidecar: Sidecar,
+    pub redis: Redis,
+    pub pki: Pki,
+    pub http: reqwest::Client,
+    pub policies: tempfile::TempDir,
+}
+
+/// The embedded example configuration, plus Redis and the admin API.
+pub fn config(dir: &Path, redis: &Redis, pki: &Pki) -> std::path::PathBuf {
+    let (cert, key) = pki.server();
+    let mut text = std::fs::read_to_string(super::repo().join("src/default-config.toml")).unwrap();
+    text.push_str(&format!(
+        r#"
+[redis]
+url = "{}"
+prefix = "e2e:"
+
+[approvals]
+hold_max = "20s"
+
+[admin]
+listen = "127.0.0.1:0"
+tls_cert = "{}"
+tls_key = "{}"
+client_ca = "{}"
+
+[[admin.approvers]]
+name = "dora"
+groups = ["data-owners"]
+
+[[admin.approvers]]
+name = "sara"
+groups = ["security"]
+"#,
+        redis.url(),
+        cert.display(),
+        key.display(),
+        pki.ca().display()
+    ));
+    let path = dir.join("countersign.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub async fn stack() -> Stack {
+    stack_traced(None).await
+}
+
+/// With Envoy and countersign sending spans to an OTLP receiver on `otlp`.
+pub async fn stack_traced(otlp: Option<u16>) -> Stack {
+    let redis = Redis::start().await;
+    let pki = Pki::new();
+    let policies = policy_copy();
+    let path = config(pki.dir(), &redis, &pki);
+    let endpoint = otlp.map(|p| format!("http://127.0.0.1:{p}"));
+    let mut env = vec![("COUNTERSIGN_CONFIG", path.to_str().unwrap())];
+    if let Some(e) = &endpoint {
+        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", e));
+    }
+    let sidecar = Sidecar::start(policies.path(), &env);
+    let envoy = match otlp {
+        Some(p) => Envoy::start_traced(sidecar.port(), p).await,
+        None => Envoy::start(sidecar.port()).await,
+    };
+    Stack {
+        envoy,
+        sidecar,
+        redis,
+        pki,
+        http: reqwest::Client::new(),
+        policies,
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Stack {
+    /// GET `path` through Envoy; the status.
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> u16 {
+        let mut req = self.http.get(self.envoy.url(path));
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    /// POSTs a call that needs an approval, approves it as `dora` with
+    /// `reason`; the approval's id and the caller's token.
+    pub async fn open_and_approve(
+        &self,
+        path: &str,
+        bearer: &str,
+        body: &str,
+        reason: &str,
+    ) -> (String, String) {
+        let r = self.post(path, bearer, body, None).await;
+        assert_eq!(r.body["decision"], "approval_required", "{:?}", r.body);
+        let id = r.body["approval_id"].as_str().unwrap().to_owned();
+        let token = r.body["approval_token"].as_str().unwrap().to_owned();
+        let (code, out) = self.cli("dora", &["approve", &id, "--reason", reason]);
+        assert_eq!(code, 0, "{out}");
+        (id, token)
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        bearer: &str,
+        body: &str,
+        approval: Option<&str>,
+    ) -> Reply {
+        let mut req = self
+            .http
+            .post(self.envoy.url(path))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(t) = approval {
+            req = req.header("x-countersign-approval", t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+
+    /// `countersign approvals ARGS` as approver `who`; (exit code, stdout+stderr).
+    pub fn cli(&self, who: &str, args: &[&str]) -> (i32, String) {
+        let (cert, key) = self.pki.client(who);
+        let admin = format!("https://{}", self.sidecar.admin_addr.as_ref().unwrap());
+        let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .arg("approvals")
+            .args(args)
+            .args(["--admin", &admin])
+            .arg("--ca")
+            .arg(self.pki.ca())
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+}
