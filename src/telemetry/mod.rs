@@ -263,3 +263,44 @@ impl ShouldSample for AuditSampler {
 pub(crate) fn count_dropped(counter: &AtomicU64, n: usize) {
     counter.fetch_add(n as u64, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceId;
+    use opentelemetry_sdk::trace::Sampler;
+
+    fn decide(sampler: Sampler, audit: bool) -> SamplingDecision {
+        AuditSampler(Box::new(sampler))
+            .should_sample(
+                None,
+                TraceId::from_bytes([7; 16]),
+                "countersign.check",
+                &SpanKind::Server,
+                &[KeyValue::new(attr::AUDIT, audit)],
+                &[],
+            )
+            .decision
+    }
+
+    #[test]
+    fn audited_spans_are_sampled_whatever_the_configured_sampler_says() {
+        assert_eq!(
+            decide(Sampler::AlwaysOff, true),
+            SamplingDecision::RecordAndSample
+        );
+        assert_eq!(
+            decide(Sampler::TraceIdRatioBased(0.0), true),
+            SamplingDecision::RecordAndSample
+        );
+    }
+
+    #[test]
+    fn other_spans_follow_the_configured_sampler() {
+        assert_eq!(decide(Sampler::AlwaysOff, false), SamplingDecision::Drop);
+        assert_eq!(
+            decide(Sampler::AlwaysOn, false),
+            SamplingDecision::RecordAndSample
+        );
+    }
+}
