@@ -756,7 +756,21 @@ fn validate_redis(r: &RawRedis, o: &str) -> Result<crate::approval::StoreConfig,
         url: r.url.clone(),
         prefix: r.prefix.clone(),
         timeout: Duration::from_millis(r.timeout_ms),
-        retention: duration(o, "redis.retention", &r.retention)?,
+        retention: match duration(o, "redis.retention", &r.retention)? {
+            // Records must outlive their deadline long enough for the expiry
+            // sweep to record them.
+            r if r < Duration::from_secs(60) => {
+                return Err(invalid(
+                    o,
+                    "redis.retention",
+                    &format!(
+                        "expected at least 1m, got `{}`",
+                        humantime::format_duration(r)
+                    ),
+                ));
+            }
+            r => r,
+        },
         audit_max_len: 1_000_000,
         audit_max_age: None,
     })

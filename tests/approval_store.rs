@@ -366,6 +366,19 @@ async fn pending_requests_and_unused_approvals_expire() {
             ..
         }
     ));
+    // Refusing them recorded nothing; the sweep records each expiry once.
+    let mut swept = s.sweep().await.unwrap();
+    swept.sort();
+    let mut both = vec![pending, approved.approval.id];
+    both.sort();
+    assert_eq!(swept, both);
+    assert!(s.sweep().await.unwrap().is_empty());
+    let expired = audit(&s)
+        .await
+        .into_iter()
+        .filter(|e| e["event"] == "expired")
+        .count();
+    assert_eq!(expired, 2);
 }
 
 #[tokio::test]

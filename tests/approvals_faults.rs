@@ -96,13 +96,40 @@ async fn a_hung_redis_gets_a_503_from_countersign_not_a_timeout_from_envoy() {
     // Connected and working first, so that the hang is mid-life.
     assert_eq!(answer(&svc, &export()).await.0, 403);
     redis.signal("-STOP");
-    let (status, body) = answer(&svc, &export()).await;
+    // Envoy's ext_authz timeout in envoy/envoy.yaml: countersign must answer
+    // inside it, or the caller gets Envoy's error instead of ours.
+    let envoy_waits = Duration::from_millis(500);
+    let within = async |req: &CheckRequest| {
+        let started = std::time::Instant::now();
+        let resp = svc
+            .decide_within(req, Some(envoy_waits), &HashMap::<String, String>::new())
+            .await;
+        let s = seen(&resp);
+        let body: Value = serde_json::from_str(&s.body).unwrap_or(Value::Null);
+        (s.http_status, body, started.elapsed())
+    };
+    let (status, body, took) = within(&export()).await;
+    // A call the policies allow on a guarded action needs its audit entry.
+    let owner = check("POST", "/v1/datasets/sales/export")
+        .claims(json!({"sub": "dora", "groups": ["data-owners"]}))
+        .body(r#"{"format":"csv"}"#)
+        .build();
+    let (owner_status, owner_body, owner_took) = within(&owner).await;
     redis.signal("-CONT");
     assert_eq!(status, 503, "{body}");
     assert_eq!(
         body["reason"],
         "approvals are unavailable: the approval store cannot be reached; retry later"
     );
+    assert!(took < envoy_waits, "answered after {took:?}");
+    assert_eq!(owner_status, 503, "{owner_body}");
+    assert!(
+        owner_body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("audit trail cannot be written")),
+        "{owner_body}"
+    );
+    assert!(owner_took < envoy_waits, "answered after {owner_took:?}");
     // The hung store did not affect a call that needs no approval.
     let alice = check("GET", "/v1/datasets/sales")
         .claims(json!({"sub": "alice", "groups": ["analysts"]}))

@@ -76,19 +76,33 @@ async fn the_check_span_is_a_child_of_envoys_span_and_carries_no_secrets() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // On a guarded route the approval token is read (and refused).
+    let r = s
+        .post(EXPORT, &agent(), BODY, Some("approval-secret-456"))
+        .await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
 
     let spans = spans_where(&collector, "a check span and Envoy's spans", |spans| {
-        let check = spans.iter().find(|s| s.name() == "countersign.check");
-        check.is_some_and(|c| {
-            spans
-                .iter()
-                .any(|e| e.service == "envoy" && e.span_id() == c.parent_id())
-        })
+        let decided = |d: &str| {
+            spans.iter().find(|s| {
+                s.name() == "countersign.check"
+                    && s.attr("countersign.decision").as_deref() == Some(d)
+            })
+        };
+        decided("deny").is_some()
+            && decided("allow").is_some_and(|c| {
+                spans
+                    .iter()
+                    .any(|e| e.service == "envoy" && e.span_id() == c.parent_id())
+            })
     })
     .await;
     let check = spans
         .iter()
-        .find(|s| s.name() == "countersign.check")
+        .find(|s| {
+            s.name() == "countersign.check"
+                && s.attr("countersign.decision").as_deref() == Some("allow")
+        })
         .unwrap();
     assert_eq!(check.service, "countersign");
     let parent = spans
@@ -429,5 +443,59 @@ async fn with_no_valid_policy_set_every_check_is_denied_and_readyz_says_not_read
         metric(&scrape, r#"countersign_policy_reloads_total{result="ok"}"#),
         Some(1.0),
         "{scrape}"
+    );
+}
+
+#[tokio::test]
+async fn audit_tail_prints_entries_as_they_are_written_even_after_a_quiet_spell() {
+    use std::io::BufRead;
+    let redis = common::Redis::start().await;
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["audit", "tail", "--format", "text"])
+        .env_remove("COUNTERSIGN_CONFIG")
+        .env("COUNTERSIGN_REDIS_URL", redis.url())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = tail.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // Quiet for longer than a Redis reply is normally allowed to take.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let store = countersign::approval::RedisStore::new(countersign::approval::StoreConfig {
+        url: redis.url(),
+        prefix: "countersign:".into(),
+        timeout: Duration::from_millis(250),
+        retention: Duration::from_secs(3600),
+        audit_max_len: 1000,
+        audit_max_age: None,
+    })
+    .unwrap();
+    store
+        .append_audit(&[
+            ("event", "decision"),
+            ("decision", "deny"),
+            ("reason", "line one\nforged=line"),
+        ])
+        .await
+        .unwrap();
+    let line = lines.recv_timeout(Duration::from_secs(10));
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let line = line.expect("audit tail printed nothing");
+    assert!(
+        line.contains(r#"event="decision""#) && line.contains(r#"decision="deny""#),
+        "{line}"
+    );
+    assert!(
+        line.contains(r#"reason="line one\nforged=line""#),
+        "one escaped line: {line}"
     );
 }

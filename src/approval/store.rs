@@ -120,7 +120,7 @@ pub struct ListFilter {
 }
 
 /// Shared by the scripts: one audit entry per lifecycle event, written in the
-/// same atomic step as the change it records, and the expiry transition.
+/// same atomic step as the change it records.
 const PRELUDE: &str = r#"
 local function audit(p, maxlen, h, id, kind, extra)
   local ok, info = pcall(cjson.decode, redis.call('HGET', h, 'info') or '{}')
@@ -135,13 +135,6 @@ local function audit(p, maxlen, h, id, kind, extra)
     if v ~= '' then args[#args + 1] = k; args[#args + 1] = tostring(v) end
   end
   redis.call('XADD', unpack(args))
-end
-local function expire(p, maxlen, h, id)
-  redis.call('HSET', h, 'status', 'expired')
-  redis.call('ZREM', p .. 'pending', id)
-  redis.call('ZREM', p .. 'approved', id)
-  audit(p, maxlen, h, id, 'expired', {status = 'expired'})
-  redis.call('PUBLISH', p .. 'events', 'expired ' .. id)
 end
 "#;
 
@@ -197,9 +190,9 @@ local now = tonumber(redis.call('TIME')[1])
 local st = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'use_until', 'uses_left', 'quorum', 'approval_ttl')
 if not st[1] then return {'not_found'} end
 local status = st[1]
+-- Past its deadline: refused here; the sweep records the expiry (once).
 if (status == 'pending' and now > tonumber(st[2])) or (status == 'approved' and now > tonumber(st[3])) then
   status = 'expired'
-  expire(p, ARGV[6], KEYS[1], id)
 end
 local function event(kind, new_status)
   audit(p, ARGV[6], KEYS[1], id, kind, {status = new_status, approver = approver, reason = ARGV[7]})
@@ -264,9 +257,9 @@ local st = redis.call('HMGET', h, 'status', 'fingerprint', 'use_until', 'uses_le
 if not st[1] then return {'unknown', id} end
 if st[2] ~= ARGV[4] then return {'mismatch', id} end
 local status = st[1]
+-- Past its deadline: refused here; the sweep records the expiry (once).
 if (status == 'pending' and now > tonumber(st[5])) or (status == 'approved' and now > tonumber(st[3])) then
   status = 'expired'
-  expire(p, ARGV[5], h, id)
 end
 if status ~= 'approved' then return {status, id} end
 local left = redis.call('HINCRBY', h, 'uses_left', -1)
@@ -285,6 +278,13 @@ return {'used', id, tostring(left), redis.call('HGET', h, 'trace') or ''}
 /// first) and trims the audit stream by age. ARGV: prefix, audit max length,
 /// oldest audit entry to keep (ms, 0: none), batch size. Returns the ids.
 const SWEEP: &str = r#"
+local function expire(p, maxlen, h, id)
+  redis.call('HSET', h, 'status', 'expired')
+  redis.call('ZREM', p .. 'pending', id)
+  redis.call('ZREM', p .. 'approved', id)
+  audit(p, maxlen, h, id, 'expired', {status = 'expired'})
+  redis.call('PUBLISH', p .. 'events', 'expired ' .. id)
+end
 local p = ARGV[1]
 local now = tonumber(redis.call('TIME')[1])
 local out = {}
@@ -728,9 +728,15 @@ impl RedisStore {
         let key = self.audit_key();
         // A dedicated connection: a blocking read would stall the shared one,
         // and the store's per-command timeout is shorter than `block`.
+        // The reply may take the whole `block`: the default response
+        // timeout (0.5 s) would cut a quiet wait short.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.cfg.timeout * 2))
+            .set_response_timeout(Some(block + self.cfg.timeout * 2));
         let mut conn = tokio::time::timeout(
             self.cfg.timeout * 2,
-            self.client.get_multiplexed_async_connection(),
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
         )
         .await
         .map_err(|_| StoreError::Unavailable("connection timed out".into()))?

@@ -239,8 +239,19 @@ impl AuthzService {
         };
         let mut response = self.respond(answer, request_id);
         let mut audited = None;
-        if facts.guarded {
-            let written = self.audit(&facts, kind, &response, request_id, http).await;
+        // Store down: the answer is already a 503 refusal, and writing would
+        // only delay it past Envoy's deadline.
+        if facts.guarded && kind != DecisionKind::Error {
+            // One budget per check: what the store calls left of it (or, after
+            // a hold, of the caller's deadline).
+            let until = match answer_by {
+                Some(by) if facts.held => by,
+                Some(by) => by.min(started + self.settings.store_budget),
+                None => started + self.settings.store_budget,
+            };
+            let written = self
+                .audit(&facts, kind, &response, request_id, http, until)
+                .await;
             // An audit device that cannot write refuses what it would allow.
             if !written && kind == DecisionKind::Allow {
                 kind = DecisionKind::Error;
@@ -321,6 +332,7 @@ impl AuthzService {
         response: &CheckResponse,
         request_id: &str,
         http: Option<&EnvoyHttp>,
+        until: tokio::time::Instant,
     ) -> bool {
         let status = http_status(response).to_string();
         let policies = facts.policies.join(",");
@@ -343,11 +355,7 @@ impl AuthzService {
             ("request_id", request_id),
             ("trace", facts.traceparent.as_str()),
         ];
-        let written = tokio::time::timeout(
-            self.settings.store_budget,
-            self.approvals.append_audit(&fields),
-        )
-        .await;
+        let written = tokio::time::timeout_at(until, self.approvals.append_audit(&fields)).await;
         match written {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => {
@@ -459,12 +467,9 @@ impl AuthzService {
         self.metrics.approval_event(event);
         if let Some(t) = &self.telemetry {
             let here = facts.span.as_ref().map(|s| s.span_context().clone());
-            t.approval_event(
-                event,
-                here.as_ref(),
-                opened_by.or(here.as_ref()),
-                attributes(),
-            );
+            // The opening check is this one for `requested`.
+            let opened_by = opened_by.or(here.as_ref().filter(|_| event == "requested"));
+            t.approval_event(event, here.as_ref(), opened_by, attributes());
         }
     }
 
@@ -522,11 +527,12 @@ impl AuthzService {
                 .map(|t| t.seconds),
         };
         let mapped = self.mapper.map(&req)?;
-        let verdict = self
-            .policies
-            .decide(|granted| mapped.request(granted), &mapped.entities)?;
-        facts.guarded = matches!(verdict, Verdict::Approvable { .. })
-            || self.policies.is_guarded(&mapped.action);
+        let (verdict, guarded) = self.policies.decide_guarded(
+            |granted| mapped.request(granted),
+            &mapped.entities,
+            &mapped.action,
+        )?;
+        facts.guarded = guarded;
         // Only what the trail needs, and only when there is a trail: the
         // unguarded path without telemetry allocates nothing here.
         if facts.guarded || self.telemetry.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
@@ -716,6 +722,7 @@ impl AuthzService {
         }
         let mut approval = opened.approval;
         if new.params.mode == Mode::Hold && approval.status == Status::Pending {
+            facts.held = true;
             match self
                 .hold(&approval.id, approval.expires_at, answer_by)
                 .await
@@ -792,6 +799,7 @@ impl AuthzService {
                 KeyValue::new(attr::PRINCIPAL, facts.principal.clone()),
                 KeyValue::new(attr::ACTION, facts.action.clone()),
                 KeyValue::new(attr::RESOURCE, facts.resource.clone()),
+                KeyValue::new(attr::ON_BEHALF_OF, facts.on_behalf_of.clone()),
             ]
         });
     }
@@ -808,8 +816,10 @@ impl AuthzService {
         let left = Duration::from_secs(expires_at.saturating_sub(now_secs()).max(0) as u64);
         let mut deadline = tokio::time::Instant::now() + self.settings.hold_max.min(left);
         if let Some(by) = answer_by {
-            // Leave room to consume the approval and answer before Envoy gives up.
-            deadline = deadline.min(by.checked_sub(self.settings.store_budget).unwrap_or(by));
+            // Leave room to consume the approval, record the decision and
+            // answer before Envoy gives up.
+            let reserve = self.settings.store_budget * 2;
+            deadline = deadline.min(by.checked_sub(reserve).unwrap_or(by));
         }
         let mut poll = tokio::time::interval(HOLD_POLL);
         loop {
@@ -916,6 +926,8 @@ struct Facts {
     traceparent: String,
     /// A guarded policy may apply: audited, and never sampled out.
     guarded: bool,
+    /// The call waited in a hold.
+    held: bool,
     principal: String,
     on_behalf_of: String,
     action: String,
@@ -934,6 +946,7 @@ impl Default for Facts {
             span: None,
             traceparent: String::new(),
             guarded: false,
+            held: false,
             principal: String::new(),
             on_behalf_of: String::new(),
             action: String::new(),

@@ -58,7 +58,9 @@ fn parse_time(v: &str) -> Result<SystemTime, String> {
         return Ok(t);
     }
     match humantime::parse_duration(v) {
-        Ok(age) => Ok(SystemTime::now() - age),
+        Ok(age) => SystemTime::now()
+            .checked_sub(age)
+            .ok_or_else(|| format!("`{v}` reaches before 1970")),
         Err(_) => Err(format!(
             "expected RFC 3339 such as `2026-11-21T09:00:00Z` or an age such as `24h`, got `{v}`"
         )),
@@ -168,7 +170,9 @@ fn render(e: &AuditEntry, format: Format) -> String {
             Value::Object(m).to_string()
         }
         Format::Text => {
-            let fields: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            // Values quoted and escaped: a reason with a newline cannot
+            // forge a line.
+            let fields: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
             format!("{time} {}", fields.join(" "))
         }
     }

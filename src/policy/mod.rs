@@ -158,11 +158,6 @@ impl PolicyStore {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// Decisions on `action` are audited: a guarded policy may apply to it.
-    pub fn is_guarded(&self, action: &EntityUid) -> bool {
-        self.current.load().guarded_actions.contains(action)
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -202,8 +197,31 @@ impl PolicyStore {
         request: impl Fn(bool) -> Result<Request, E>,
         entities: &Entities,
     ) -> Result<Verdict, E> {
+        self.decide_in(&self.current.load(), request, entities)
+    }
+
+    /// As [`Self::decide`], and whether a guarded policy may apply to
+    /// `action` (so the decision is audited), from the same policy set.
+    pub fn decide_guarded<E>(
+        &self,
+        request: impl Fn(bool) -> Result<Request, E>,
+        entities: &Entities,
+        action: &EntityUid,
+    ) -> Result<(Verdict, bool), E> {
         let current = self.current.load();
-        let first = self.evaluate_in(&current, &request(false)?, entities);
+        let verdict = self.decide_in(&current, request, entities)?;
+        let guarded = matches!(verdict, Verdict::Approvable { .. })
+            || current.guarded_actions.contains(action);
+        Ok((verdict, guarded))
+    }
+
+    fn decide_in<E>(
+        &self,
+        current: &Loaded,
+        request: impl Fn(bool) -> Result<Request, E>,
+        entities: &Entities,
+    ) -> Result<Verdict, E> {
+        let first = self.evaluate_in(current, &request(false)?, entities);
         if first.outcome == Outcome::Allow {
             return Ok(Verdict::Allow(first));
         }
@@ -218,7 +236,7 @@ impl PolicyStore {
         let Some(guards) = guards else {
             return Ok(Verdict::Deny(first));
         };
-        let approved = self.evaluate_in(&current, &request(true)?, entities);
+        let approved = self.evaluate_in(current, &request(true)?, entities);
         if approved.outcome != Outcome::Allow {
             return Ok(Verdict::Deny(approved));
         }

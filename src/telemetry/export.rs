@@ -61,9 +61,12 @@ impl Processor {
 impl Handle {
     pub(super) async fn flush(&self, timeout: Duration) {
         let (ack, done) = oneshot::channel();
-        if self.flush.send(ack).await.is_ok() {
-            let _ = tokio::time::timeout(timeout, done).await;
-        }
+        let _ = tokio::time::timeout(timeout, async {
+            if self.flush.send(ack).await.is_ok() {
+                let _ = done.await;
+            }
+        })
+        .await;
     }
 }
 
