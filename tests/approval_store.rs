@@ -497,6 +497,7 @@ async fn every_lifecycle_event_is_in_the_audit_stream_once_in_order() {
     let opening = CheckRef {
         request_id: "req-1",
         trace: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ..Default::default()
     };
     let opened = s.open(&new("fp", params()), opening).await.unwrap();
     let id = opened.approval.id.clone();
@@ -512,6 +513,8 @@ async fn every_lifecycle_event_is_in_the_audit_stream_once_in_order() {
             CheckRef {
                 request_id: "req-2",
                 trace: "",
+                // The allow this use leads to, recorded with the use.
+                decision: &[("event", "decision"), ("decision", "allow"), ("empty", "")],
             },
         )
         .await
@@ -527,11 +530,19 @@ async fn every_lifecycle_event_is_in_the_audit_stream_once_in_order() {
 
     let entries = audit(&s).await;
     let events: Vec<&str> = entries.iter().map(|e| e["event"].as_str()).collect();
-    assert_eq!(events, ["requested", "approved", "consumed"]);
+    assert_eq!(events, ["requested", "approved", "consumed", "decision"]);
     for e in &entries {
         assert_eq!(e["approval_id"], id);
+    }
+    for e in &entries[..3] {
         assert_eq!(e["principal"], r#"User::"agent-7""#, "{e:?}");
     }
+    assert_eq!(entries[3]["decision"], "allow");
+    assert_eq!(entries[3]["approval_status"], "consumed");
+    assert!(
+        !entries[3].contains_key("empty"),
+        "empty values are left out"
+    );
     assert_eq!(entries[0]["request_id"], "req-1");
     assert_eq!(entries[0]["trace"], opening.trace);
     assert_eq!(entries[1]["approver"], "dora");

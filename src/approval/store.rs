@@ -100,6 +100,9 @@ pub struct CheckRef<'a> {
     pub request_id: &'a str,
     /// W3C traceparent of the check span, or "".
     pub trace: &'a str,
+    /// For `consume`: the decision entry to append when a use is taken
+    /// (the script adds `approval_id` and `approval_status`).
+    pub decision: &'a [(&'a str, &'a str)],
 }
 
 /// One audit stream entry: its stream id (milliseconds-sequence) and fields.
@@ -242,8 +245,9 @@ return {'ok', 'pending'}
 "#;
 
 /// ARGV: prefix, id or "", token hash or "", fingerprint, audit max length,
-/// the consuming check's request id and traceparent. Returns the status and
-/// id, plus, when used, the uses left and the opening check's traceparent.
+/// the consuming check's request id and traceparent, then the field/value
+/// pairs of its decision entry. Returns the status and id, plus, when used,
+/// the uses left and the opening check's traceparent.
 const CONSUME: &str = r#"
 local p = ARGV[1]
 local id = ARGV[2]
@@ -270,6 +274,15 @@ if left <= 0 then
   redis.call('ZREM', p .. 'approved', id)
 end
 audit(p, ARGV[5], h, id, 'consumed', {status = after, uses_left = left, request_id = ARGV[6], trace = ARGV[7]})
+if #ARGV > 7 then
+  local d = {p .. 'audit', 'MAXLEN', '~', ARGV[5], '*'}
+  for i = 8, #ARGV - 1, 2 do
+    if ARGV[i + 1] ~= '' then d[#d + 1] = ARGV[i]; d[#d + 1] = ARGV[i + 1] end
+  end
+  d[#d + 1] = 'approval_id'; d[#d + 1] = id
+  d[#d + 1] = 'approval_status'; d[#d + 1] = after
+  redis.call('XADD', unpack(d))
+end
 redis.call('PUBLISH', p .. 'events', 'consumed ' .. id)
 return {'used', id, tostring(left), redis.call('HGET', h, 'trace') or ''}
 "#;
@@ -607,6 +620,7 @@ impl RedisStore {
                     .arg(self.cfg.audit_max_len)
                     .arg(check.request_id)
                     .arg(check.trace)
+                    .arg(check.decision)
                     .invoke_async(&mut c)
                     .await
             })

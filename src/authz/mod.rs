@@ -241,7 +241,9 @@ impl AuthzService {
         let mut audited = None;
         // Store down: the answer is already a 503 refusal, and writing would
         // only delay it past Envoy's deadline.
-        if facts.guarded && kind != DecisionKind::Error {
+        if facts.audited_by_store {
+            audited = Some(true);
+        } else if facts.guarded && kind != DecisionKind::Error {
             // One budget per check: what the store calls left of it (or, after
             // a hold, of the caller's deadline).
             let until = match answer_by {
@@ -334,27 +336,13 @@ impl AuthzService {
         http: Option<&EnvoyHttp>,
         until: tokio::time::Instant,
     ) -> bool {
-        let status = http_status(response).to_string();
-        let policies = facts.policies.join(",");
-        let path = http.map_or("", |h| {
-            h.path.split_once('?').map_or(h.path.as_str(), |p| p.0)
-        });
-        let fields = [
-            ("event", "decision"),
-            ("decision", kind.as_str()),
-            ("status_code", status.as_str()),
-            ("principal", facts.principal.as_str()),
-            ("on_behalf_of", facts.on_behalf_of.as_str()),
-            ("action", facts.action.as_str()),
-            ("resource", facts.resource.as_str()),
-            ("policies", policies.as_str()),
-            ("approval_id", facts.approval_id.as_str()),
-            ("approval_status", facts.approval_status),
-            ("method", http.map_or("", |h| h.method.as_str())),
-            ("path", path),
-            ("request_id", request_id),
-            ("trace", facts.traceparent.as_str()),
-        ];
+        let path = http.map_or("", |h| h.path.as_str());
+        let method = http.map_or("", |h| h.method.as_str());
+        let mut fields =
+            decision_fields(facts, kind, http_status(response), method, path, request_id);
+        fields.push(("approval_id", facts.approval_id.clone()));
+        fields.push(("approval_status", facts.approval_status.to_owned()));
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let written = tokio::time::timeout_at(until, self.approvals.append_audit(&fields)).await;
         match written {
             Ok(Ok(_)) => true,
@@ -626,9 +614,21 @@ impl AuthzService {
         .digest();
         let budget = self.settings.store_budget;
         let traceparent = facts.traceparent.clone();
+        // The allow a use of the approval leads to: recorded by the script
+        // that takes the use, so that a use is never spent unrecorded.
+        let allow = decision_fields(
+            facts,
+            DecisionKind::Allow,
+            200,
+            req.method,
+            req.path,
+            req.request_id,
+        );
+        let allow: Vec<(&str, &str)> = allow.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let here = CheckRef {
             request_id: req.request_id,
             trace: &traceparent,
+            decision: &allow,
         };
 
         if let Some(token) = req.headers.get(&self.settings.token_header) {
@@ -784,6 +784,7 @@ impl AuthzService {
 
     /// One use of approval `id` taken by this check.
     fn used(&self, facts: &mut Facts, id: &str, uses_left: u32, opened_by: &str) {
+        facts.audited_by_store = true;
         facts.approval_id = id.to_owned();
         facts.approval_status = if uses_left == 0 {
             Status::Consumed.as_str()
@@ -928,6 +929,8 @@ struct Facts {
     guarded: bool,
     /// The call waited in a hold.
     held: bool,
+    /// The approval store wrote the decision entry (with the use it took).
+    audited_by_store: bool,
     principal: String,
     on_behalf_of: String,
     action: String,
@@ -947,6 +950,7 @@ impl Default for Facts {
             traceparent: String::new(),
             guarded: false,
             held: false,
+            audited_by_store: false,
             principal: String::new(),
             on_behalf_of: String::new(),
             action: String::new(),
@@ -957,6 +961,34 @@ impl Default for Facts {
             approval_status: "",
         }
     }
+}
+
+/// A guarded decision's audit entry, but for the approval fields.
+fn decision_fields(
+    facts: &Facts,
+    kind: DecisionKind,
+    status_code: i32,
+    method: &str,
+    path_and_query: &str,
+    request_id: &str,
+) -> Vec<(&'static str, String)> {
+    let path = path_and_query
+        .split_once('?')
+        .map_or(path_and_query, |p| p.0);
+    vec![
+        ("event", "decision".to_owned()),
+        ("decision", kind.as_str().to_owned()),
+        ("status_code", status_code.to_string()),
+        ("principal", facts.principal.clone()),
+        ("on_behalf_of", facts.on_behalf_of.clone()),
+        ("action", facts.action.clone()),
+        ("resource", facts.resource.clone()),
+        ("policies", facts.policies.join(",")),
+        ("method", method.to_owned()),
+        ("path", path.to_owned()),
+        ("request_id", request_id.to_owned()),
+        ("trace", facts.traceparent.clone()),
+    ]
 }
 
 /// The HTTP status a response gives the caller.
