@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::Redis;
 use countersign::approval::store::{CheckRef, Consumed, ListFilter, Verdict};
 use countersign::approval::{
-    ApprovalParams, Mode, NewApproval, RedisStore, Status, StoreConfig, StoreError,
+    ApprovalParams, Mode, NewApproval, Opened, RedisStore, Status, StoreConfig, StoreError,
 };
 
 fn store(redis: &Redis) -> RedisStore {
@@ -28,6 +28,13 @@ fn new(fingerprint: &str, params: ApprovalParams) -> NewApproval {
     common::export_request(fingerprint, &["data-owners"], params)
 }
 
+/// Opens the request for an `export_request` with `fingerprint`, outside any check.
+async fn open(s: &RedisStore, fingerprint: &str, params: ApprovalParams) -> Opened {
+    s.open(&new(fingerprint, params), CheckRef::default())
+        .await
+        .unwrap()
+}
+
 fn params() -> ApprovalParams {
     ApprovalParams::default()
 }
@@ -36,18 +43,12 @@ fn params() -> ApprovalParams {
 async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once() {
     let redis = Redis::start().await;
     let s = store(&redis);
-    let first = s
-        .open(&new("fp-1", params()), CheckRef::default())
-        .await
-        .unwrap();
+    let first = open(&s, "fp-1", params()).await;
     assert_eq!(first.approval.status, Status::Pending);
     assert!(first.token.as_ref().is_some_and(|t| t.len() == 64));
     assert_eq!(first.approval.info.parameters["body.format"], "csv");
 
-    let again = s
-        .open(&new("fp-1", params()), CheckRef::default())
-        .await
-        .unwrap();
+    let again = open(&s, "fp-1", params()).await;
     assert_eq!(again.approval.id, first.approval.id);
     assert!(first.created && !again.created);
     // A retry gets a fresh token (only hashes are kept); both work.
@@ -72,10 +73,7 @@ async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once() {
         }
     ));
 
-    let other = s
-        .open(&new("fp-2", params()), CheckRef::default())
-        .await
-        .unwrap();
+    let other = open(&s, "fp-2", params()).await;
     assert_ne!(other.approval.id, first.approval.id);
 }
 
@@ -83,10 +81,7 @@ async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once() {
 async fn an_approval_is_used_once_by_the_identical_call_only() {
     let redis = Redis::start().await;
     let s = store(&redis);
-    let opened = s
-        .open(&new("fp", params()), CheckRef::default())
-        .await
-        .unwrap();
+    let opened = open(&s, "fp", params()).await;
     let (id, token) = (opened.approval.id.clone(), opened.token.unwrap());
 
     assert_eq!(
@@ -135,10 +130,7 @@ async fn an_approval_is_used_once_by_the_identical_call_only() {
         }
     );
     // Once used up, the same call opens a new request.
-    let next = s
-        .open(&new("fp", params()), CheckRef::default())
-        .await
-        .unwrap();
+    let next = open(&s, "fp", params()).await;
     assert_ne!(next.approval.id, id);
 }
 
@@ -146,19 +138,15 @@ async fn an_approval_is_used_once_by_the_identical_call_only() {
 async fn a_policy_may_allow_several_uses() {
     let redis = Redis::start().await;
     let s = store(&redis);
-    let opened = s
-        .open(
-            &new(
-                "fp",
-                ApprovalParams {
-                    uses: 3,
-                    ..params()
-                },
-            ),
-            CheckRef::default(),
-        )
-        .await
-        .unwrap();
+    let opened = open(
+        &s,
+        "fp",
+        ApprovalParams {
+            uses: 3,
+            ..params()
+        },
+    )
+    .await;
     let token = opened.token.unwrap();
     s.vote(&opened.approval.id, "dora", Verdict::Approve, "")
         .await
@@ -183,10 +171,7 @@ async fn a_policy_may_allow_several_uses() {
 async fn a_hundred_concurrent_uses_of_a_single_use_approval_succeed_exactly_once() {
     let redis = Redis::start().await;
     let s = Arc::new(store(&redis));
-    let opened = s
-        .open(&new("fp", params()), CheckRef::default())
-        .await
-        .unwrap();
+    let opened = open(&s, "fp", params()).await;
     let token = Arc::new(opened.token.unwrap());
     s.vote(&opened.approval.id, "dora", Verdict::Approve, "")
         .await
@@ -214,21 +199,11 @@ async fn a_hundred_concurrent_uses_of_a_single_use_approval_succeed_exactly_once
 async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request() {
     let redis = Redis::start().await;
     let s = store(&redis);
-    let id = s
-        .open(
-            &new(
-                "fp",
-                ApprovalParams {
-                    quorum: 2,
-                    ..params()
-                },
-            ),
-            CheckRef::default(),
-        )
-        .await
-        .unwrap()
-        .approval
-        .id;
+    let two = ApprovalParams {
+        quorum: 2,
+        ..params()
+    };
+    let id = open(&s, "fp", two.clone()).await.approval.id;
     assert_eq!(
         s.vote(&id, "dora", Verdict::Approve, "")
             .await
@@ -246,21 +221,7 @@ async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request() {
     let a = s.vote(&id, "erin", Verdict::Approve, "").await.unwrap();
     assert_eq!((a.status, a.votes.len()), (Status::Approved, 2));
 
-    let vetoed = s
-        .open(
-            &new(
-                "fp-2",
-                ApprovalParams {
-                    quorum: 2,
-                    ..params()
-                },
-            ),
-            CheckRef::default(),
-        )
-        .await
-        .unwrap()
-        .approval
-        .id;
+    let vetoed = open(&s, "fp-2", two).await.approval.id;
     s.vote(&vetoed, "dora", Verdict::Approve, "").await.unwrap();
     let a = s
         .vote(&vetoed, "erin", Verdict::Deny, "not today")
@@ -277,24 +238,14 @@ async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request() {
         }
     );
     // The denied call, retried, finds its denied request rather than asking again.
-    assert_eq!(
-        s.open(&new("fp-2", params()), CheckRef::default())
-            .await
-            .unwrap()
-            .approval
-            .id,
-        vetoed
-    );
+    assert_eq!(open(&s, "fp-2", params()).await.approval.id, vetoed);
 }
 
 #[tokio::test]
 async fn revoking_withdraws_an_unused_approval_only() {
     let redis = Redis::start().await;
     let s = store(&redis);
-    let opened = s
-        .open(&new("fp", params()), CheckRef::default())
-        .await
-        .unwrap();
+    let opened = open(&s, "fp", params()).await;
     let id = opened.approval.id.clone();
     assert!(matches!(
         s.vote(&id, "dora", Verdict::Revoke, "").await.unwrap_err(),
@@ -329,16 +280,8 @@ async fn pending_requests_and_unused_approvals_expire() {
         approval_ttl: Duration::from_secs(1),
         ..params()
     };
-    let pending = s
-        .open(&new("fp-1", short.clone()), CheckRef::default())
-        .await
-        .unwrap()
-        .approval
-        .id;
-    let approved = s
-        .open(&new("fp-2", short), CheckRef::default())
-        .await
-        .unwrap();
+    let pending = open(&s, "fp-1", short.clone()).await.approval.id;
+    let approved = open(&s, "fp-2", short).await;
     s.vote(&approved.approval.id, "dora", Verdict::Approve, "")
         .await
         .unwrap();
@@ -385,18 +328,8 @@ async fn pending_requests_and_unused_approvals_expire() {
 async fn decided_requests_stay_listed_with_who_decided_and_why() {
     let redis = Redis::start().await;
     let s = store(&redis);
-    let a = s
-        .open(&new("fp-1", params()), CheckRef::default())
-        .await
-        .unwrap()
-        .approval
-        .id;
-    let b = s
-        .open(&new("fp-2", params()), CheckRef::default())
-        .await
-        .unwrap()
-        .approval
-        .id;
+    let a = open(&s, "fp-1", params()).await.approval.id;
+    let b = open(&s, "fp-2", params()).await.approval.id;
     s.vote(&a, "dora", Verdict::Approve, "quarterly report")
         .await
         .unwrap();
@@ -439,21 +372,17 @@ async fn events_announce_each_change() {
     let mut events = s.subscribe().await;
     // The subscription is set up in the background; give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let id = s
-        .open(
-            &new(
-                "fp",
-                ApprovalParams {
-                    mode: Mode::Hold,
-                    ..params()
-                },
-            ),
-            CheckRef::default(),
-        )
-        .await
-        .unwrap()
-        .approval
-        .id;
+    let id = open(
+        &s,
+        "fp",
+        ApprovalParams {
+            mode: Mode::Hold,
+            ..params()
+        },
+    )
+    .await
+    .approval
+    .id;
     s.vote(&id, "dora", Verdict::Approve, "").await.unwrap();
     let mut kinds = Vec::new();
     while kinds.len() < 2 {
@@ -559,12 +488,7 @@ async fn the_sweep_records_each_expiry_once() {
         pending_ttl: Duration::from_secs(1),
         ..params()
     };
-    let id = s
-        .open(&new("fp", short), CheckRef::default())
-        .await
-        .unwrap()
-        .approval
-        .id;
+    let id = open(&s, "fp", short).await.approval.id;
     assert!(s.sweep().await.unwrap().is_empty(), "not due yet");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // Two sidecars sweeping at once: one records the expiry.

@@ -239,10 +239,10 @@ impl AuthzService {
         };
         let mut response = self.respond(answer, request_id);
         let mut audited = None;
-        // Store down: the answer is already a 503 refusal, and writing would
-        // only delay it past Envoy's deadline.
         if facts.audited_by_store {
             audited = Some(true);
+        // Store down (`Error`): the answer is already a 503 refusal, and
+        // writing would only delay it past Envoy's deadline.
         } else if facts.guarded && kind != DecisionKind::Error {
             // One budget per check: what the store calls left of it (or, after
             // a hold, of the caller's deadline).
@@ -342,8 +342,8 @@ impl AuthzService {
             decision_fields(facts, kind, http_status(response), method, path, request_id);
         fields.push(("approval_id", facts.approval_id.clone()));
         fields.push(("approval_status", facts.approval_status.to_owned()));
-        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let written = tokio::time::timeout_at(until, self.approvals.append_audit(&fields)).await;
+        let written =
+            tokio::time::timeout_at(until, self.approvals.append_audit(&borrowed(&fields))).await;
         match written {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => {
@@ -624,7 +624,7 @@ impl AuthzService {
             req.path,
             req.request_id,
         );
-        let allow: Vec<(&str, &str)> = allow.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let allow = borrowed(&allow);
         let here = CheckRef {
             request_id: req.request_id,
             trace: &traceparent,
@@ -989,6 +989,11 @@ fn decision_fields(
         ("request_id", request_id.to_owned()),
         ("trace", facts.traceparent.clone()),
     ]
+}
+
+/// Field/value pairs as the store takes them.
+fn borrowed<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// The HTTP status a response gives the caller.

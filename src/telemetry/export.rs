@@ -3,7 +3,7 @@
 //! a drop count is what an operator alerts on.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::Context;
@@ -11,8 +11,6 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 use tokio::sync::{mpsc, oneshot};
-
-use super::count_dropped;
 
 /// Spans waiting for export; beyond this they are dropped (and counted).
 const QUEUE: usize = 8192;
@@ -90,6 +88,11 @@ impl SpanProcessor for Processor {
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
         Ok(())
     }
+}
+
+/// Counts spans that never left the process.
+fn count_dropped(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
 }
 
 async fn run<E: SpanExporter>(

@@ -16,7 +16,7 @@ mod propagate;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{
@@ -257,11 +257,6 @@ impl ShouldSample for AuditSampler {
         self.0
             .should_sample(parent, trace_id, name, kind, attributes, links)
     }
-}
-
-/// Counts spans that never left the process.
-pub(crate) fn count_dropped(counter: &AtomicU64, n: usize) {
-    counter.fetch_add(n as u64, Ordering::Relaxed);
 }
 
 #[cfg(test)]
