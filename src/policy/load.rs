@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, Effect, EntityUid, PolicyId, PolicySet, Request, Schema, SchemaFragment,
-    ValidationMode, Validator,
+    ActionConstraint, Effect, Entity, EntityUid, PolicyId, PolicySet, Request, Schema,
+    SchemaFragment, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 
@@ -50,6 +50,72 @@ pub struct Loaded {
     pub guards: HashMap<String, ApprovalParams>,
     /// Actions a guarded policy may apply to: decisions on them are audited.
     pub guarded_actions: GuardedActions,
+    /// The policies each declared action can meet.
+    pub slices: Slices,
+}
+
+/// The set cut by action scope. Cedar evaluates every policy it is handed, so
+/// a check on one action would pay for every other action's policies; a
+/// policy whose scope excludes the action can neither apply nor fail, so
+/// leaving it out gives the same decision.
+#[derive(Debug, Default)]
+pub struct Slices {
+    by_action: HashMap<EntityUid, PolicySet>,
+    /// Declared actions that belong to action groups, with their ancestors:
+    /// requests carry no action entities, and without these `action in
+    /// Action::"group"` would never match (a group `forbid` would not apply).
+    grouped: HashMap<EntityUid, Entity>,
+}
+
+impl Slices {
+    fn of(set: &PolicySet, schema: &Schema) -> Self {
+        let mut out = Self::default();
+        let members = schema.action_entities().ok();
+        for action in schema.actions() {
+            let ancestors: HashSet<EntityUid> = members
+                .as_ref()
+                .and_then(|m| m.ancestors(action))
+                .map(|a| a.cloned().collect())
+                .unwrap_or_default();
+            let applies = |c: ActionConstraint| match c {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(uid) => uid == *action,
+                ActionConstraint::In(groups) => {
+                    groups.iter().any(|g| g == action || ancestors.contains(g))
+                }
+            };
+            let mut slice = PolicySet::new();
+            let complete = set
+                .policies()
+                .filter(|p| applies(p.action_constraint()))
+                .all(|p| slice.add(p.clone()).is_ok());
+            // A slice that could not be built is left out: the whole set
+            // then decides, which is slower but the same.
+            if complete {
+                out.by_action.insert(action.clone(), slice);
+            }
+            if !ancestors.is_empty() {
+                out.grouped.insert(
+                    action.clone(),
+                    Entity::new_no_attrs(action.clone(), ancestors),
+                );
+            }
+        }
+        out
+    }
+}
+
+impl Loaded {
+    /// The policies that can apply to `action`: its slice, or the whole set
+    /// for an action the schema does not declare.
+    pub fn policies_for(&self, action: &EntityUid) -> &PolicySet {
+        self.slices.by_action.get(action).unwrap_or(&self.set)
+    }
+
+    /// `action` with its action-group ancestors, when it has any.
+    pub fn action_entity(&self, action: &EntityUid) -> Option<&Entity> {
+        self.slices.grouped.get(action)
+    }
 }
 
 /// The actions named in guarded policies' scopes.
@@ -112,6 +178,7 @@ impl Loaded {
             warnings: Vec::new(),
             guards: HashMap::new(),
             guarded_actions: GuardedActions::default(),
+            slices: Slices::default(),
         }
     }
 }
@@ -175,6 +242,7 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
         return Err(PolicyError::Invalid(problems));
     }
     let guarded_actions = GuardedActions::of(&set, &guards, &schema);
+    let slices = Slices::of(&set, &schema);
     Ok(Loaded {
         set,
         schema,
@@ -182,6 +250,7 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
         warnings,
         guards,
         guarded_actions,
+        slices,
     })
 }
 

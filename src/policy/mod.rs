@@ -253,9 +253,29 @@ impl PolicyStore {
     }
 
     fn evaluate_in(&self, current: &Loaded, request: &Request, entities: &Entities) -> Decision {
-        let response = self
-            .authorizer
-            .is_authorized(request, &current.set, entities);
+        let (set, grouped) = match request.action() {
+            Some(a) => (current.policies_for(a), current.action_entity(a)),
+            None => (&current.set, None),
+        };
+        // Only actions in action groups pay for the copy.
+        let with_action;
+        let entities = match grouped {
+            Some(action) => match entities.clone().add_entities([action.clone()], None) {
+                Ok(e) => {
+                    with_action = e;
+                    &with_action
+                }
+                Err(e) => {
+                    return Decision {
+                        outcome: Outcome::Deny,
+                        policies: Vec::new(),
+                        errors: vec![format!("cannot add the action's groups: {e}")],
+                    };
+                }
+            },
+            None => entities,
+        };
+        let response = self.authorizer.is_authorized(request, set, entities);
         let diagnostics = response.diagnostics();
         let errors: Vec<String> = diagnostics.errors().map(ToString::to_string).collect();
         if !errors.is_empty() {

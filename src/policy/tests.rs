@@ -98,6 +98,7 @@ fn an_erroring_forbid_with_a_matching_permit_denies() {
         warnings: vec![],
         guards: Default::default(),
         guarded_actions: Default::default(),
+        slices: Default::default(),
     }));
 
     let got = decide(&store, alice(), Context::empty());
@@ -301,4 +302,156 @@ fn same_named_files_in_subdirectories_get_distinct_ids_and_symlinked_dirs_are_no
         got.policies,
         vec!["a/p.cedar#0".to_owned(), "b/p.cedar#0".to_owned()]
     );
+}
+
+const GROUPED_SCHEMA: &str = r#"
+entity Group;
+entity User in [Group];
+entity Doc;
+action writes;
+action read, list appliesTo { principal: [User], resource: [Doc], context: { n?: Long } };
+action write, delete in [writes] appliesTo { principal: [User], resource: [Doc], context: { n?: Long } };
+"#;
+
+/// Every kind of action scope, a condition that fails at run time and one
+/// that reads the context.
+const GROUPED_POLICIES: &str = r#"
+@id("readers") permit (principal in Group::"readers", action in [Action::"read", Action::"list"], resource);
+@id("writers") permit (principal in Group::"writers", action in Action::"writes", resource);
+@id("big-writes") forbid (principal, action in Action::"writes", resource) when { context has n && context.n > 5 };
+@id("overflows") forbid (principal, action == Action::"read", resource) when { context has n && context.n + 9223372036854775807 > 0 };
+@id("no-negative") forbid (principal, action, resource) when { context has n && context.n < -100 };
+@id("bob-deletes") permit (principal == User::"bob", action == Action::"delete", resource);
+@id("secret-unlisted") forbid (principal, action == Action::"list", resource == Doc::"secret");
+"#;
+
+fn grouped() -> (tempfile::TempDir, PolicyStore) {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("schema.cedarschema"), GROUPED_SCHEMA).unwrap();
+    std::fs::write(d.path().join("p.cedar"), GROUPED_POLICIES).unwrap();
+    let store = open(d.path());
+    (d, store)
+}
+
+fn ask(store: &PolicyStore, user: &Entity, action: &str, doc: &str, n: Option<i64>) -> Decision {
+    let req = grouped_request(user, action, doc, n);
+    store.evaluate(
+        &req,
+        &Entities::from_entities([user.clone()], None).unwrap(),
+    )
+}
+
+fn grouped_request(user: &Entity, action: &str, doc: &str, n: Option<i64>) -> Request {
+    let pairs = n.map(|n| ("n".to_owned(), RestrictedExpression::new_long(n)));
+    Request::new(
+        user.uid(),
+        uid(&format!(r#"Action::"{action}""#)),
+        uid(&format!(r#"Doc::"{doc}""#)),
+        Context::from_pairs(pairs).unwrap(),
+        None,
+    )
+    .unwrap()
+}
+
+fn member(name: &str, group: &str) -> Entity {
+    Entity::new_no_attrs(
+        uid(&format!(r#"User::"{name}""#)),
+        [uid(&format!(r#"Group::"{group}""#))].into(),
+    )
+}
+
+#[test]
+fn a_forbid_on_an_action_group_applies_to_its_member_actions() {
+    let (_d, store) = grouped();
+    let wally = member("wally", "writers");
+    let small = ask(&store, &wally, "write", "d", Some(3));
+    assert_eq!(
+        (small.outcome, small.policies),
+        (Outcome::Allow, vec!["writers".to_owned()])
+    );
+    let big = ask(&store, &wally, "delete", "d", Some(7));
+    assert_eq!(
+        (big.outcome, big.policies),
+        (Outcome::Deny, vec!["big-writes".to_owned()])
+    );
+}
+
+#[test]
+fn each_action_evaluates_only_its_slice_and_decides_as_the_whole_set() {
+    let (_d, store) = grouped();
+    let loaded = store.current();
+    let ids = |a: &str| {
+        let mut v: Vec<String> = loaded
+            .policies_for(&uid(&format!(r#"Action::"{a}""#)))
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids("read"), ["no-negative", "overflows", "readers"]);
+    assert_eq!(
+        ids("delete"),
+        ["big-writes", "bob-deletes", "no-negative", "writers"]
+    );
+
+    // The reference: the whole set, with the action hierarchy the schema
+    // declares in the entities, as Cedar's own documentation evaluates it.
+    let authorizer = Authorizer::new();
+    let users = [
+        member("alice", "readers"),
+        member("wally", "writers"),
+        member("bob", "nobody"),
+    ];
+    let mut compared = 0;
+    for user in &users {
+        let reference = Entities::from_entities([user.clone()], Some(&loaded.schema)).unwrap();
+        for action in ["read", "list", "write", "delete"] {
+            for doc in ["d", "secret"] {
+                for n in [None, Some(-200), Some(-1), Some(3), Some(7)] {
+                    let req = grouped_request(user, action, doc, n);
+                    let want = authorizer.is_authorized(&req, &loaded.set, &reference);
+                    let got = store.evaluate(
+                        &req,
+                        &Entities::from_entities([user.clone()], None).unwrap(),
+                    );
+                    let mut reasons: Vec<String> = want
+                        .diagnostics()
+                        .reason()
+                        .map(ToString::to_string)
+                        .collect();
+                    reasons.sort();
+                    let errored: Vec<String> = want
+                        .diagnostics()
+                        .errors()
+                        .map(|e| match e {
+                            cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
+                                e.policy_id().to_string()
+                            }
+                        })
+                        .collect();
+                    let context = format!("{user:?} {action} {doc} {n:?}");
+                    if errored.is_empty() {
+                        let outcome = match want.decision() {
+                            cedar_policy::Decision::Allow => Outcome::Allow,
+                            cedar_policy::Decision::Deny => Outcome::Deny,
+                        };
+                        assert_eq!(
+                            (got.outcome, &got.policies),
+                            (outcome, &reasons),
+                            "{context}"
+                        );
+                    } else {
+                        assert_eq!(
+                            (got.outcome, &got.policies),
+                            (Outcome::Deny, &errored),
+                            "{context}"
+                        );
+                    }
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 3 * 4 * 2 * 5);
 }
