@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -46,7 +46,7 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(AuthorizationServer::new(authz))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = drain_rx.await;
         });
     tokio::pin!(server);
@@ -72,6 +72,13 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// Accepted connections with Nagle's algorithm off, as tonic's own `serve`
+/// sets it: with it on, a small answer can wait out the peer's delayed ACK
+/// (about 40 ms) before it is sent.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// The admin API's TLS: the server identity, and client certificates from
@@ -106,7 +113,7 @@ pub async fn serve_admin(
         .tls_config(tls)?
         .add_service(reflection)
         .add_service(ApprovalsServer::new(admin))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }
