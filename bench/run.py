@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+"""Measures countersign against the floor of one ext_authz hop, in one run,
+and prints markdown tables with ratios. Started by bench/run.sh, which
+installs what it needs and builds the binaries first.
+
+Everything listens on 127.0.0.1 on free ports: its own redis-server, an OTLP
+sink (telemetry is on for Envoy and countersign throughout), the floor
+server, countersign, and Envoy 1.40 with variants of envoy/envoy.yaml.
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+ENVOY = ROOT / ".venv" / "bin" / "envoy"
+EXPORT_BODY = '{"format": "csv", "rows": 10}'
+# An approved export may be replayed this often in the benchmark's policies.
+TOKEN_USES = "4000000000"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Procs:
+    """Background processes, logged to files, all stopped at the end."""
+
+    def __init__(self, tmp):
+        self.tmp = Path(tmp)
+        self.running = []
+
+    def start(self, name, args, env=None, port=None):
+        log = open(self.tmp / f"{name}.log", "w")
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                             env={**os.environ, **(env or {})})
+        self.running.append(p)
+        if port is not None:
+            deadline = time.time() + 60
+            while True:
+                if p.poll() is not None:
+                    sys.exit(f"{name} exited with {p.returncode}; see its log:\n"
+                             + (self.tmp / f"{name}.log").read_text()[-3000:])
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        sys.exit(f"{name} did not listen on {port}")
+                    time.sleep(0.1)
+        return p
+
+    def stop(self, p):
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def stop_all(self):
+        for p in self.running:
+            self.stop(p)
+
+
+def cpu_seconds(pid):
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def envoy_config(tmp, name, ports, ext_authz=True, google_grpc=False):
+    """envoy/envoy.yaml with free ports, and optionally without ext_authz or
+    with Envoy's google_grpc client for the countersign cluster."""
+    text = (ROOT / "envoy" / "envoy.yaml").read_text()
+    for old, new in ports.items():
+        needle = f"port_value: {old} "
+        assert needle in text, needle
+        text = text.replace(needle, f"port_value: {new} ")
+    if not ext_authz:
+        # Routes keep their per-filter settings; without the filter they are inert.
+        text = drop_blocks(text, "- name: envoy.filters.http.ext_authz")
+    if google_grpc:
+        old = "envoy_grpc: { cluster_name: countersign }"
+        assert old in text
+        text = text.replace(
+            old, f'google_grpc: {{ target_uri: "127.0.0.1:{ports[9191]}", stat_prefix: countersign }}')
+    path = Path(tmp) / f"envoy-{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def drop_blocks(text, head):
+    """Removes each line that reads `head` and the lines nested under it."""
+    out, skip = [], None
+    for line in text.splitlines(keepends=True):
+        indent = len(line) - len(line.lstrip())
+        if skip is not None and (not line.strip() or indent > skip):
+            continue
+        skip = None
+        if line.strip() == head:
+            skip = indent
+            continue
+        out.append(line)
+    return "".join(out)
+
+
+def wrk(url, seconds, connections, headers, script=None):
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    if script:
+        cmd += ["-s", str(script)]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+
+    def latency(pct):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": latency(50), "p90": latency(90), "p99": latency(99),
+        "bad": (int(non2xx.group(1)) if non2xx else 0)
+        + (sum(int(g) for g in errors.groups()) if errors else 0),
+    }
+
+
+def demo_token(*args):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "demo-token.py"), *args],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def loadgen(*args, env=None):
+    return subprocess.run([str(RELEASE / "examples" / "loadgen"), *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, check=True).stdout.strip()
+
+
+def first_export(url, bearer):
+    """The export's first call through Envoy: its approval id and token."""
+    req = urllib.request.Request(url, data=EXPORT_BODY.encode(), method="POST", headers={
+        "authorization": f"Bearer {bearer}", "content-type": "application/json"})
+    try:
+        urllib.request.urlopen(req)
+        sys.exit("the export was allowed without an approval")
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read())
+    return body["approval_id"], body["approval_token"]
+
+
+def criterion_table(seconds):
+    """Runs the criterion bench briefly and tabulates its estimates."""
+    subprocess.run(["cargo", "bench", "--locked", "--bench", "check", "--",
+                    "--warm-up-time", "1", "--measurement-time", str(seconds), "--noplot"],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    base = ROOT / "target" / "criterion"
+
+    def median_us(*parts):
+        f = base.joinpath(*parts, "new", "estimates.json")
+        return json.loads(f.read_text())["median"]["point_estimate"] / 1000
+
+    rows = ["| policies | check, allow path µs | Cedar on the whole set µs | Cedar on the action's slice µs |",
+            "|---:|---:|---:|---:|"]
+    sizes = [14, 100, 1000, 10000]
+    for n in sizes:
+        rows.append(f"| {n} | {median_us('decide', 'allow', str(n)):.2f} | "
+                    f"{median_us('cedar', 'whole-set', str(n)):.2f} | {median_us('cedar', 'slice', str(n)):.2f} |")
+    growth = median_us("decide", "allow", "1000") / median_us("decide", "allow", "14")
+    whole = median_us("cedar", "whole-set", "1000") / median_us("cedar", "whole-set", "14")
+    traced = median_us("decide", "allow-traced", "100") / median_us("decide", "allow", "100")
+    rows += ["", "| ratio | value | target |", "|---|---:|---|",
+             f"| check time, 1,000 / 14 policies | {growth:.2f} | < 2 |",
+             f"| (Cedar on the whole set, 1,000 / 14, before slicing) | {whole:.2f} | |",
+             f"| check with telemetry / without, 100 policies | {traced:.2f} | |",
+             "", "| approval store (real Redis) | µs |", "|---|---:|",
+             f"| check with a valid token (consume script) | {median_us('approval', 'check-with-token'):.1f} |",
+             f"| retried call finds its approved request | {median_us('approval', 'check-retry-finds-request'):.1f} |"]
+    return "\n".join(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=int, default=10, help="length of each load run")
+    ap.add_argument("--connections", type=int, default=32, help="wrk connections")
+    ap.add_argument("--no-criterion", action="store_true", help="skip the criterion benches")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="countersign-bench-")
+    procs = Procs(tmp)
+    try:
+        run(args, tmp, procs)
+    finally:
+        procs.stop_all()
+
+
+def run(args, tmp, procs):
+    secs = args.seconds
+    redis_port, otlp_port, floor_port, cs_port = (free_port() for _ in range(4))
+    procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                          "--save", "", "--appendonly", "no", "--dir", tmp], port=redis_port)
+    procs.start("otlp-sink", [str(RELEASE / "examples" / "floor"), "--otlp",
+                              f"127.0.0.1:{otlp_port}"], port=otlp_port)
+    floor = procs.start("floor", [str(RELEASE / "examples" / "floor"), "--listen",
+                                  f"127.0.0.1:{floor_port}"], port=floor_port)
+
+    def sidecar(name, policies, port):
+        env = {
+            "COUNTERSIGN_LISTEN": f"127.0.0.1:{port}",
+            "COUNTERSIGN_POLICY_DIR": str(policies),
+            "COUNTERSIGN_REDIS_URL": f"redis://127.0.0.1:{redis_port}",
+            "COUNTERSIGN_METRICS_LISTEN": "off",
+            "COUNTERSIGN_LOG": "warn",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+        }
+        return procs.start(name, [str(RELEASE / "countersign"), "serve"], env=env, port=port), env
+
+    p100 = Path(tmp) / "policies-100"
+    loadgen("policies", "--extra", "86", "--out", str(p100), "--token-uses", TOKEN_USES)
+    cs, cs_env = sidecar("countersign", p100, cs_port)
+
+    # Direct gRPC, no Envoy.
+    direct = [loadgen("header")]
+
+    def direct_run(label, target, pid, *extra):
+        direct.append(loadgen("run", "--target", f"http://127.0.0.1:{target}", "--pid", str(pid),
+                              "--duration", f"{secs}s", "--label", label, *extra))
+        return direct[-1]
+
+    token = loadgen("token", "--target", f"http://127.0.0.1:{cs_port}", env=cs_env)
+    floor_row = direct_run("floor, allow", floor_port, floor.pid)
+    cs_row = direct_run("countersign, allow", cs_port, cs.pid)
+    direct_run("countersign, token (Redis consume)", cs_port, cs.pid, "--mix", "token=1", "--token", token)
+    direct_run("countersign, mix 8 allow : 1 deny : 1 token", cs_port, cs.pid,
+               "--mix", "allow=8,deny=1,token=1", "--token", token)
+    cpu = lambda row: float(row.split("|")[8])
+    floor_cpu, cs_cpu = cpu(floor_row), cpu(cs_row)
+
+    # Through Envoy.
+    alice = demo_token("alice", "analysts")
+    agent = demo_token("agent-7", "agents", "--claim", "on_behalf_of=alice")
+    lua = ROOT / "bench" / "export.lua"
+    results = {}
+
+    def through_envoy(key, label, authz, authz_port, ext_authz=True, google=False, guarded=False):
+        ports = {10000: free_port(), 8080: free_port(), 9191: authz_port, 9901: free_port(), 4317: otlp_port}
+        config = envoy_config(tmp, key, ports, ext_authz, google)
+        envoy = procs.start(f"envoy-{key}", [str(ENVOY), "-c", str(config), "--concurrency", "1",
+                                             "--base-id", str(free_port()), "--log-level", "warn"],
+                            port=ports[10000])
+        base = f"http://127.0.0.1:{ports[10000]}"
+        env = {}
+        if guarded:
+            approval_id, approval = first_export(f"{base}/v1/datasets/sales/export", agent)
+            loadgen("approve", approval_id, env=cs_env)
+            env["COUNTERSIGN_APPROVAL"] = approval
+        os.environ.update(env)
+        before = (cpu_seconds(envoy.pid), cpu_seconds(authz.pid) if authz else 0)
+        if guarded:
+            r = wrk(f"{base}/v1/datasets/sales/export", secs, args.connections,
+                    [f"authorization: Bearer {agent}"], lua)
+        else:
+            r = wrk(f"{base}/v1/datasets/sales", secs, args.connections,
+                    [f"authorization: Bearer {alice}"])
+        after = (cpu_seconds(envoy.pid), cpu_seconds(authz.pid) if authz else 0)
+        r["envoy_cpu"] = (after[0] - before[0]) * 1e6 / max(r["requests"], 1)
+        r["authz_cpu"] = (after[1] - before[1]) * 1e6 / max(r["requests"], 1) if authz else None
+        r["label"] = label
+        results[key] = r
+        procs.stop(envoy)
+
+    through_envoy("a", "(a) Envoy, no ext_authz", None, floor_port, ext_authz=False)
+    through_envoy("b", "(b) Envoy + floor (envoy_grpc)", floor, floor_port)
+    through_envoy("c", "(c) Envoy + countersign, allow (envoy_grpc)", cs, cs_port)
+    through_envoy("d", "(d) Envoy + countersign, guarded + token (envoy_grpc)", cs, cs_port, guarded=True)
+    through_envoy("bg", "(b') Envoy + floor (google_grpc)", floor, floor_port, google=True)
+    through_envoy("cg", "(c') Envoy + countersign, allow (google_grpc)", cs, cs_port, google=True)
+
+    # Memory: 1,000 policies and 10,000 pending approvals.
+    procs.stop(cs)
+    p1000 = Path(tmp) / "policies-1000"
+    loadgen("policies", "--extra", "986", "--out", str(p1000))
+    big_port = free_port()
+    big, big_env = sidecar("countersign-1000", p1000, big_port)
+    loadgen("pending", "--target", f"http://127.0.0.1:{big_port}", "--count", "10000", env=big_env)
+    loadgen("run", "--target", f"http://127.0.0.1:{big_port}", "--duration", "5s",
+            "--mix", "allow=8,deny=1")
+    memory = (rss_mib(big.pid, "VmHWM"), rss_mib(big.pid, "VmRSS"))
+
+    bench = None if args.no_criterion else criterion_table(max(2, secs // 3))
+    report(args, results, direct, floor_cpu, cs_cpu, memory, bench)
+
+
+def report(args, r, direct, floor_cpu, cs_cpu, memory, bench):
+    cpu_model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                      if l.startswith("model name")), "unknown")
+    version = lambda cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                         text=True).stdout.strip()
+    print(f"# countersign benchmark, {time.strftime('%Y-%m-%d')} (commit {rev})\n")
+    print(f"Machine: {os.cpu_count()} cores, {cpu_model}. "
+          f"{version([str(ENVOY), '--version']).split('version: ')[-1]}; "
+          f"{version(['redis-server', '--version'])}. Load runs of {args.seconds} s; "
+          f"telemetry on throughout (Envoy and countersign export spans over OTLP to a local sink); "
+          f"countersign with 100 policies (14 examples + 86 generated, bench/synthetic.rs).\n")
+    print(f"## Through Envoy (wrk -t1 -c{args.connections}, Envoy --concurrency 1, reference config)\n")
+    print("| run | req/s | p50 ms | p90 ms | p99 ms | authz server CPU µs/req | Envoy CPU µs/req | non-2xx or errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for k in ["a", "b", "c", "d", "bg", "cg"]:
+        x = r[k]
+        authz = "-" if x["authz_cpu"] is None else f"{x['authz_cpu']:.1f}"
+        print(f"| {x['label']} | {x['rps']:.0f} | {x['p50']:.2f} | {x['p90']:.2f} | {x['p99']:.2f} | "
+              f"{authz} | {x['envoy_cpu']:.1f} | {x['bad']} |")
+    ratio = lambda k1, k2, f: r[k1][f] / r[k2][f]
+    print("\n| ratio | value | target |\n|---|---:|---|")
+    print(f"| throughput (b)/(a): the cost of the hop | {ratio('b', 'a', 'rps'):.2f} | |")
+    print(f"| throughput (c)/(b) | {ratio('c', 'b', 'rps'):.2f} | ≥ 0.9 |")
+    print(f"| p99 (c)/(b) | {ratio('c', 'b', 'p99'):.2f} | ≤ 1.2 |")
+    print(f"| p99 (d)/(c) | {ratio('d', 'c', 'p99'):.2f} | ≤ 1.3 |")
+    print(f"| throughput google_grpc / envoy_grpc, floor (b')/(b) | {ratio('bg', 'b', 'rps'):.2f} | |")
+    print(f"| throughput google_grpc / envoy_grpc, countersign (c')/(c) | {ratio('cg', 'c', 'rps'):.2f} | |")
+    print("\n## Direct gRPC (bench/loadgen.rs: 2 connections x 16 streams, closed loop)\n")
+    print("\n".join(direct))
+    print("\n| ratio | value | target |\n|---|---:|---|")
+    print(f"| CPU per check, countersign / floor (allow path) | {cs_cpu / floor_cpu:.2f} | ≤ 1.5 |")
+    print(f"| countersign checks per CPU-second (allow path) | {1e6 / cs_cpu:.0f} | ≥ 40,000 |")
+    print("\n## Memory\n")
+    print("| policies | pending approvals | peak RSS MiB | RSS after MiB | target |\n|---:|---:|---:|---:|---|")
+    print(f"| 1,000 | 10,000 | {memory[0]:.1f} | {memory[1]:.1f} | < 64 MiB |")
+    if bench:
+        print("\n## Decision path without the network (criterion, benches/check.rs; medians)\n")
+        print(bench)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+//! Synthetic policy sets of a chosen size for benchmarks: the example
+//! policies and schema from `policies/`, plus generated policies.
+//!
+//! The shape, stated so that results can be judged: five generated policies
+//! per action (so a deployment grows by adding services and actions, not by
+//! piling policies onto one action). The first five go to `read`, the action
+//! the benchmarks' allowed call uses, so its slice always holds them; the rest
+//! go to actions `op-1`, `op-2`, ... Each group of five mixes group and
+//! single-user permits, a forbid with `unless`, a condition on the source
+//! address and one on the query.
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Writes the example policies and schema plus `extra` generated policies
+/// into `dir`, which must exist. With `token_uses`, an approved agent export
+/// may be used that many times (the examples say once), so that a load test
+/// can replay one approval token.
+pub fn write_policy_dir(dir: &Path, extra: usize, token_uses: Option<u32>) -> std::io::Result<()> {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for entry in std::fs::read_dir(examples)? {
+        let entry = entry?;
+        let mut text = std::fs::read_to_string(entry.path())?;
+        if let Some(uses) = token_uses {
+            let guard = "@id(\"agent-exports-need-approval\")";
+            text = text.replace(guard, &format!("{guard}\n@approval_uses(\"{uses}\")"));
+        }
+        std::fs::write(dir.join(entry.file_name()), text)?;
+    }
+    let (schema, policies) = generate(extra);
+    std::fs::write(dir.join("synthetic.cedarschema"), schema)?;
+    std::fs::write(dir.join("synthetic.cedar"), policies)
+}
+
+/// A schema fragment declaring the generated actions, and the policies.
+pub fn generate(extra: usize) -> (String, String) {
+    let actions = extra.div_ceil(5);
+    let mut schema = String::new();
+    if actions > 1 {
+        let names: Vec<String> = (1..actions).map(|j| format!("\"op-{j}\"")).collect();
+        let _ = writeln!(
+            schema,
+            "action {} appliesTo {{\n  principal: [User, Workload, Anonymous],\n  resource: [Dataset],\n  context: RequestContext,\n}};",
+            names.join(", ")
+        );
+    }
+    let mut policies = String::new();
+    for i in 0..extra {
+        let action = match i / 5 {
+            0 => "read".to_owned(),
+            j => format!("op-{j}"),
+        };
+        let _ = writeln!(policies, "@id(\"synthetic-{i}\")");
+        let _ = writeln!(
+            policies,
+            "{}",
+            match i % 5 {
+                0 => format!(
+                    "permit (principal in Group::\"team-{i}\", action == Action::\"{action}\", resource is Dataset);"
+                ),
+                1 => format!(
+                    "permit (principal == User::\"user-{i}\", action == Action::\"{action}\", resource) when {{ context.http.method == \"GET\" }};"
+                ),
+                2 => format!(
+                    "forbid (principal, action == Action::\"{action}\", resource == Dataset::\"restricted-{i}\") unless {{ principal in Group::\"team-{i}\" }};"
+                ),
+                3 => format!(
+                    "permit (principal in Group::\"team-{i}\", action == Action::\"{action}\", resource) when {{ context.source has address && context.source.address.isInRange(ip(\"10.0.0.0/8\")) }};"
+                ),
+                _ => format!(
+                    "forbid (principal, action == Action::\"{action}\", resource) when {{ context.http.query has limit && context.http.query.limit == \"{i}\" }};"
+                ),
+            }
+        );
+    }
+    (schema, policies)
+}
