@@ -17,13 +17,14 @@ use clap::{Parser, Subcommand};
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use hdrhistogram::Histogram;
-use serde_json::json;
 use tonic::transport::Channel;
 
 #[path = "../tests/common/check.rs"]
 mod check;
 #[path = "synthetic.rs"]
 mod synthetic;
+
+use synthetic::{allowed, denied, export};
 
 #[derive(Parser)]
 #[command(about = "Load generator for ext_authz Check (see bench/README.md)")]
@@ -105,27 +106,6 @@ enum Kind {
     Allow,
     Deny,
     Token,
-}
-
-fn allowed() -> CheckRequest {
-    check::check("GET", "/v1/datasets/sales")
-        .claims(json!({"sub": "alice", "groups": ["analysts"], "exp": 1.9e9}))
-        .build()
-}
-
-fn denied() -> CheckRequest {
-    check::check("GET", "/v1/datasets/sales").build()
-}
-
-fn export(rows: usize, token: Option<&str>) -> CheckRequest {
-    let mut c = check::check("POST", "/v1/datasets/sales/export")
-        .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
-        .header("content-type", "application/json")
-        .body(&format!(r#"{{"format": "csv", "rows": {rows}}}"#));
-    if let Some(t) = token {
-        c = c.header("x-countersign-approval", t);
-    }
-    c.build()
 }
 
 fn parse_mix(mix: &str, token: Option<&str>) -> Result<Vec<Kind>, String> {

@@ -1,5 +1,7 @@
-//! Synthetic policy sets of a chosen size for benchmarks: the example
-//! policies and schema from `policies/`, plus generated policies.
+//! Synthetic workloads for benchmarks: policy sets of a chosen size (the
+//! example policies and schema from `policies/`, plus generated policies),
+//! and the checks the benchmarks send. The including crate provides
+//! `crate::check`, the `CheckRequest` builder of `tests/common/check.rs`.
 //!
 //! The shape, stated so that results can be judged: five generated policies
 //! per action (so a deployment grows by adding services and actions, not by
@@ -12,6 +14,34 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use serde_json::json;
+
+/// alice, an analyst, reads a dataset: allowed by `analysts-read-datasets`.
+pub fn allowed() -> CheckRequest {
+    crate::check::check("GET", "/v1/datasets/sales")
+        .claims(json!({"sub": "alice", "groups": ["analysts"], "exp": 1.9e9}))
+        .build()
+}
+
+/// An anonymous read: denied by `anonymous-denied`.
+pub fn denied() -> CheckRequest {
+    crate::check::check("GET", "/v1/datasets/sales").build()
+}
+
+/// An agent exports for alice: guarded by `agent-exports-need-approval`.
+/// Each `rows` is a different call, so a different approval request.
+pub fn export(rows: usize, token: Option<&str>) -> CheckRequest {
+    let mut c = crate::check::check("POST", "/v1/datasets/sales/export")
+        .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
+        .header("content-type", "application/json")
+        .body(&format!(r#"{{"format": "csv", "rows": {rows}}}"#));
+    if let Some(t) = token {
+        c = c.header("x-countersign-approval", t);
+    }
+    c.build()
+}
 
 /// Writes the example policies and schema plus `extra` generated policies
 /// into `dir`, which must exist. With `token_uses`, an approved agent export

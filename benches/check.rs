@@ -6,9 +6,7 @@
 //! `cargo bench --bench check` (filter with e.g. `-- decide/`).
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use cedar_policy::Authorizer;
 use countersign::approval::store::Verdict as Vote;
@@ -18,13 +16,15 @@ use countersign::config::Config;
 use countersign::policy::PolicyStore;
 use countersign::telemetry::Telemetry;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use envoy_types::ext_authz::v3::pb::CheckRequest;
 use serde_json::json;
 
-#[path = "../tests/common/check.rs"]
-mod check;
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../bench/synthetic.rs"]
 mod synthetic;
+
+use common::check;
+use synthetic::{allowed, export};
 
 /// Policy-set sizes: the 14 example policies alone, then with generated ones.
 const SIZES: [usize; 4] = [14, 100, 1_000, 10_000];
@@ -61,25 +61,6 @@ fn service(f: &Fixture, redis_url: &str, telemetry: Option<Telemetry>) -> AuthzS
         settings,
     )
     .with_telemetry(telemetry)
-}
-
-/// alice, an analyst, reads a dataset: allowed by `analysts-read-datasets`.
-fn allowed() -> CheckRequest {
-    check::check("GET", "/v1/datasets/sales")
-        .claims(json!({"sub": "alice", "groups": ["analysts"], "exp": 1.9e9}))
-        .build()
-}
-
-/// An agent exports for alice: guarded by `agent-exports-need-approval`.
-fn export(token: Option<&str>) -> CheckRequest {
-    let mut c = check::check("POST", "/v1/datasets/sales/export")
-        .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
-        .header("content-type", "application/json")
-        .body(r#"{"format": "csv", "rows": 10}"#);
-    if let Some(t) = token {
-        c = c.header("x-countersign-approval", t);
-    }
-    c.build()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -159,10 +140,10 @@ fn cedar(c: &mut Criterion) {
 /// use taken by token, and the whole check that takes it.
 fn approvals(c: &mut Criterion) {
     let rt = runtime();
-    let redis = RedisServer::start();
+    let redis = rt.block_on(common::Redis::start());
     let f = fixture(100, Some(u32::MAX));
     let svc = service(&f, &redis.url(), None);
-    let first = check::seen(&rt.block_on(svc.decide(&export(None))));
+    let first = check::seen(&rt.block_on(svc.decide(&export(10, None))));
     let body: serde_json::Value = serde_json::from_str(&first.body).unwrap();
     let id = body["approval_id"]
         .as_str()
@@ -174,7 +155,7 @@ fn approvals(c: &mut Criterion) {
     let store = RedisStore::new(cfg).unwrap();
     rt.block_on(store.vote(&id, "dora", Vote::Approve, "benchmark"))
         .unwrap();
-    let with_token = export(Some(&token));
+    let with_token = export(10, Some(&token));
     let used = check::seen(&rt.block_on(svc.decide(&with_token)));
     assert_eq!(used.http_status, 200, "{used:?}");
 
@@ -182,7 +163,7 @@ fn approvals(c: &mut Criterion) {
     g.bench_function("check-with-token", |b| {
         b.to_async(&rt).iter(|| svc.decide(&with_token));
     });
-    let retry = export(None);
+    let retry = export(10, None);
     g.bench_function("check-retry-finds-request", |b| {
         b.to_async(&rt).iter(|| svc.decide(&retry));
     });
@@ -199,55 +180,6 @@ impl opentelemetry_sdk::trace::SpanExporter for Discard {
         _batch: Vec<opentelemetry_sdk::trace::SpanData>,
     ) -> opentelemetry_sdk::error::OTelSdkResult {
         Ok(())
-    }
-}
-
-/// A `redis-server` of the bench's own on a free port; killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: install the redis-server package");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self {
-                    child,
-                    port,
-                    _dir: dir,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

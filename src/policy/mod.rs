@@ -69,7 +69,8 @@ impl Decision {
             self.policies.is_empty(),
         ) {
             (Outcome::Allow, ..) => format!("permitted by {}", quoted(&self.policies)),
-            (Outcome::Deny, false, _) => {
+            (Outcome::Deny, false, true) => "the request could not be evaluated".into(),
+            (Outcome::Deny, false, false) => {
                 format!("policy evaluation failed in {}", quoted(&self.policies))
             }
             (Outcome::Deny, true, true) => "no policy permits this request".into(),
