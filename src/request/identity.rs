@@ -53,6 +53,10 @@ pub enum IdentityError {
     BadClaim { claim: String, reason: String },
     #[error("trusted identity header `{0}` is empty")]
     EmptyHeader(String),
+    /// Envoy joins a repeated header's values with `,`, so a value with a
+    /// comma may be two callers' claims: never pick one of them.
+    #[error("trusted identity header `{0}` holds several values (sent more than once?)")]
+    SeveralValues(String),
 }
 
 impl IdentitySettings {
@@ -83,6 +87,9 @@ impl IdentitySettings {
             let value = value.trim();
             if value.is_empty() {
                 return Err(IdentityError::EmptyHeader(name.clone()));
+            }
+            if value.contains(',') {
+                return Err(IdentityError::SeveralValues(name.clone()));
             }
             let uid = uid(ty, value);
             return Ok(Identity {
@@ -278,6 +285,13 @@ mod tests {
         assert_eq!(
             empty.unwrap_err(),
             IdentityError::EmptyHeader("x-user".into())
+        );
+        // Sent twice, the header reaches us as Envoy merged it.
+        let twice =
+            settings(Some("x-user")).resolve(None, "", &headers(&[("x-user", "admin,bob")]));
+        assert_eq!(
+            twice.unwrap_err(),
+            IdentityError::SeveralValues("x-user".into())
         );
     }
 

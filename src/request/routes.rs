@@ -49,6 +49,14 @@ pub enum ParamError {
     Separator { name: String, found: char },
     #[error("path parameter `{0}` is empty")]
     Empty(String),
+    /// The path misses every route, yet an upstream that ignores case,
+    /// trailing `/`, `;` parameters or percent-encoding would serve it as a
+    /// route's: deciding it as the default route could skip that route's
+    /// policies (and its approvals).
+    #[error(
+        "request path resembles route `{0}` but does not match it exactly (case, a trailing `/`, `;`, `\\` or percent-encoding differ)"
+    )]
+    Resembles(String),
 }
 
 #[derive(Debug)]
@@ -81,6 +89,9 @@ pub struct Resolved<'t> {
 pub struct RouteTable {
     by_method: HashMap<String, matchit::Router<usize>>,
     any_method: matchit::Router<usize>,
+    /// The same routes in [`loose`] form, to catch near misses.
+    loose_by_method: HashMap<String, matchit::Router<usize>>,
+    loose_any_method: matchit::Router<usize>,
     routes: Vec<Route>,
     default_action: EntityUid,
     default_resource_type: EntityTypeName,
@@ -96,6 +107,8 @@ impl RouteTable {
         let mut table = Self {
             by_method: HashMap::new(),
             any_method: matchit::Router::new(),
+            loose_by_method: HashMap::new(),
+            loose_any_method: matchit::Router::new(),
             routes: Vec::with_capacity(specs.len()),
             default_action,
             default_resource_type,
@@ -116,6 +129,13 @@ impl RouteTable {
                     },
                 )
             })?;
+            let loose_router = match &spec.method {
+                Some(m) => table.loose_by_method.entry(m.clone()).or_default(),
+                None => &mut table.loose_any_method,
+            };
+            // Two routes may share a loose form (`/a` and `/A`); the first
+            // one is enough to recognise a near miss.
+            let _ = loose_router.insert(loose(&spec.path), i);
             table.routes.push(Route { spec, id });
         }
         Ok(table)
@@ -144,6 +164,9 @@ impl RouteTable {
             .and_then(|r| r.at(path).ok())
             .or_else(|| self.any_method.at(path).ok());
         let Some(hit) = hit else {
+            if let Some(i) = self.resembled(method, path) {
+                return Err(ParamError::Resembles(self.routes[i].spec.path.clone()));
+            }
             return Ok(Resolved {
                 action: &self.default_action,
                 resource: EntityUid::from_type_name_and_id(
@@ -187,6 +210,38 @@ impl RouteTable {
             route: Some(&route.spec),
         })
     }
+}
+
+impl RouteTable {
+    /// The route a path that matched none would match in loose form.
+    fn resembled(&self, method: &str, path: &str) -> Option<usize> {
+        let path = loose(path);
+        let method = method.to_ascii_uppercase();
+        self.loose_by_method
+            .get(&method)
+            .and_then(|r| r.at(&path).ok())
+            .or_else(|| self.loose_any_method.at(&path).ok())
+            .map(|hit| *hit.value)
+    }
+}
+
+/// A path as the most lenient upstream might read it: percent-decoded, `\`
+/// as `/`, `;` parameters dropped, dot segments resolved, empty segments and
+/// the trailing `/` removed, lower case.
+fn loose(path: &str) -> String {
+    let decoded = percent_decode_str(path).decode_utf8_lossy();
+    let mut segments: Vec<String> = Vec::new();
+    for segment in decoded.split(['/', '\\']) {
+        let segment = segment.split(';').next().unwrap_or_default();
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s.to_lowercase()),
+        }
+    }
+    format!("/{}", segments.join("/"))
 }
 
 fn parse_id_template(spec: &RouteSpec) -> Result<Vec<Part>, RouteError> {
@@ -334,11 +389,48 @@ mod tests {
     }
 
     #[test]
-    fn near_misses_do_not_match_a_template() {
-        let t = table(vec![spec(Some("GET"), "/admin", "admin", "Page", "admin")]);
+    fn near_misses_of_a_route_are_refused_not_sent_to_the_default_route() {
+        let t = table(vec![
+            spec(Some("GET"), "/admin", "admin", "Page", "admin"),
+            spec(
+                Some("POST"),
+                "/acme.iam.v1.Roles/GrantRole",
+                "grant_role",
+                "Service",
+                "roles",
+            ),
+        ]);
         assert_eq!(resolve(&t, "GET", "/admin").0, r#"Action::"admin""#);
-        for p in ["/admin/", "/Admin", "/admin/x"] {
-            assert_eq!(resolve(&t, "GET", p).0, r#"Action::"http_request""#, "{p}");
+        for (m, p) in [
+            ("GET", "/admin/"),
+            ("GET", "/Admin"),
+            ("GET", "/ADMIN"),
+            ("get", "/admin/"),
+            ("GET", "/admin;x=1"),
+            ("GET", "/adm%69n"),
+            ("GET", "/x/%2e%2e/admin"),
+            ("GET", "/admin\\"),
+            ("POST", "/acme.iam.v1.roles/grantrole"),
+            ("POST", "/acme.iam.v1.Roles/GrantRole/"),
+        ] {
+            assert_eq!(
+                t.resolve(m, p).unwrap_err(),
+                ParamError::Resembles(if p.contains("cme") {
+                    "/acme.iam.v1.Roles/GrantRole".into()
+                } else {
+                    "/admin".into()
+                }),
+                "{m} {p}"
+            );
+        }
+        // Other paths, and the same path with a method no route has, still
+        // go to the default route.
+        for (m, p) in [
+            ("GET", "/admin/x"),
+            ("GET", "/administrator"),
+            ("PUT", "/admin"),
+        ] {
+            assert_eq!(resolve(&t, m, p).0, r#"Action::"http_request""#, "{m} {p}");
         }
     }
 
