@@ -26,8 +26,8 @@ pub enum ServerError {
     Reflection(String),
 }
 
-/// Serves until `shutdown` resolves, then: health NOT_SERVING, stop taking
-/// new streams, let in-flight checks finish for at most `grace`.
+/// Serves until `shutdown` resolves, then: health NOT_SERVING, end holds,
+/// stop taking new streams, let in-flight checks finish for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
     authz: AuthzService,
@@ -43,6 +43,7 @@ pub async fn serve(
         .await;
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let holds = authz.clone();
     let server = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(AuthorizationServer::new(authz))
@@ -64,6 +65,8 @@ pub async fn serve(
     reporter
         .set_service_status(AUTHZ_SERVICE, ServingStatus::NotServing)
         .await;
+    // Held checks answer now, with their approval id and token.
+    holds.drain();
     let _ = drain_tx.send(());
     match tokio::time::timeout(grace, server).await {
         Ok(res) => res.map_err(Into::into),

@@ -117,6 +117,8 @@ pub struct AuthzService {
     notifier: Option<Arc<Notifier>>,
     telemetry: Option<Telemetry>,
     metrics: Metrics,
+    /// Set on shutdown: holds end at once (see [`Self::drain`]).
+    draining: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 #[tonic::async_trait]
@@ -179,7 +181,15 @@ impl AuthzService {
             notifier: None,
             telemetry: None,
             metrics: Metrics::default(),
+            draining: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Ends every hold, now and from now on: a held call is answered at once
+    /// as in deny mode (its approval id, and the token for a retry), rather
+    /// than keeping shutdown waiting while this sidecar's admin API is gone.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
     }
 
     /// Records a span per check and per approval event.
@@ -813,6 +823,7 @@ impl AuthzService {
         expires_at: i64,
         answer_by: Option<tokio::time::Instant>,
     ) -> Result<Option<Approval>, StoreError> {
+        let mut draining = self.draining.subscribe();
         let mut events = self.approvals.subscribe().await;
         let left = Duration::from_secs(expires_at.saturating_sub(now_secs()).max(0) as u64);
         let mut deadline = tokio::time::Instant::now() + self.settings.hold_max.min(left);
@@ -826,6 +837,7 @@ impl AuthzService {
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return Ok(None),
+                _ = draining.wait_for(|d| *d) => return Ok(None),
                 ev = events.recv() => match ev {
                     Ok(ev) if ev.id != id => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
