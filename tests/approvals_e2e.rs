@@ -215,3 +215,99 @@ async fn with_redis_down_approvable_calls_get_503_and_others_keep_their_answer()
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
 }
+
+#[tokio::test]
+async fn a_hundred_concurrent_retries_with_one_single_use_token_pass_exactly_once() {
+    let s = stack().await;
+    let agent = agent();
+    let (_, token) = s.open_and_approve(EXPORT, &agent, BODY, "once").await;
+    let mut calls = Vec::new();
+    for _ in 0..100 {
+        let req = s
+            .http
+            .post(s.envoy.url(EXPORT))
+            .bearer_auth(&agent)
+            .header("content-type", "application/json")
+            .header("x-countersign-approval", &token)
+            .body(BODY);
+        calls.push(tokio::spawn(async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }));
+    }
+    let mut passed = 0;
+    for c in calls {
+        let (status, body) = c.await.unwrap();
+        match status {
+            200 => passed += 1,
+            403 => assert!(
+                body["reason"].as_str().unwrap().contains("is consumed"),
+                "{body}"
+            ),
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    assert_eq!(passed, 1);
+    // A replay later is refused the same way.
+    let r = s.post(EXPORT, &agent, BODY, Some(&token)).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn revoked_denied_and_expired_approvals_are_refused() {
+    let s = stack().await;
+    let agent = agent();
+    let body = |rows: u32| format!(r#"{{"format":"csv","rows":{rows}}}"#);
+    let refused_with = |r: &Reply, words: &str| {
+        assert_eq!(r.status, 403, "{:?}", r.body);
+        let reason = r.body["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(words), "{words}: {reason}");
+    };
+
+    // Revoked after approval, before use.
+    let (id, token) = s.open_and_approve(EXPORT, &agent, &body(1), "ok").await;
+    let (code, out) = s.cli("dora", &["revoke", &id, "--reason", "wrong dataset"]);
+    assert_eq!(code, 0, "{out}");
+    refused_with(
+        &s.post(EXPORT, &agent, &body(1), Some(&token)).await,
+        "revoked",
+    );
+
+    // Denied by an approver.
+    let r = s.post(EXPORT, &agent, &body(2), None).await;
+    let (id, token) = (
+        r.body["approval_id"].as_str().unwrap().to_owned(),
+        r.body["approval_token"].as_str().unwrap().to_owned(),
+    );
+    let (code, out) = s.cli("dora", &["deny", &id, "--reason", "no"]);
+    assert_eq!(code, 0, "{out}");
+    refused_with(
+        &s.post(EXPORT, &agent, &body(2), Some(&token)).await,
+        "denied",
+    );
+
+    // Expired: a policy that keeps approvals for one second.
+    let path = s.policies.path().join("approvals.cedar");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let short = text.replace(
+        "@reason_required(\"true\")",
+        "@reason_required(\"true\")\n@approval_ttl(\"1s\")",
+    );
+    assert_ne!(short, text);
+    let reloads = || s.sidecar.log().matches("policies reloaded").count();
+    let before = reloads();
+    std::fs::write(&path, short).unwrap();
+    let reloaded = eventually(Duration::from_secs(10), Duration::from_millis(100), || {
+        let n = reloads();
+        async move { n > before }
+    })
+    .await;
+    assert!(reloaded, "{}", s.sidecar.log());
+    let (_, token) = s.open_and_approve(EXPORT, &agent, &body(4), "brief").await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    refused_with(
+        &s.post(EXPORT, &agent, &body(4), Some(&token)).await,
+        "expired",
+    );
+}

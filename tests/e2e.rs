@@ -302,25 +302,47 @@ async fn a_broken_policy_file_leaves_the_previous_outcome_in_place() {
 }
 
 #[tokio::test]
-async fn countersign_down_means_503_never_allow() {
+async fn countersign_down_means_503_never_allow_and_a_restart_restores_answers() {
     let s = stack().await;
     let alice = token("alice", &["analysts"]);
     assert_eq!(s.get("/v1/datasets/sales", Some(&alice)).await.status, 200);
-    let Stack { envoy, sidecar, .. } = s;
+    let Stack {
+        envoy,
+        sidecar,
+        policies,
+        ..
+    } = s;
+    let port = sidecar.port();
     drop(sidecar);
-    let r = reqwest::Client::new()
-        .get(envoy.url("/v1/datasets/sales"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 503);
+    let get = |bearer: Option<&str>| {
+        let mut req = reqwest::Client::new().get(envoy.url("/v1/datasets/sales"));
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    for _ in 0..20 {
+        assert_eq!(get(Some(&alice)).await, 503);
+        assert_eq!(get(None).await, 503);
+    }
     assert_eq!(
         envoy
             .stat("http.ingress.ext_authz.failure_mode_allowed")
             .await,
         0
     );
+    assert!(envoy.stat("http.ingress.ext_authz.error").await >= 40);
+
+    // Back on the same port, answers are normal again; Envoy reconnects.
+    let _back = Sidecar::start_on(&format!("127.0.0.1:{port}"), policies.path(), &[]);
+    let normal = eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async { get(Some(&alice)).await == 200 },
+    )
+    .await;
+    assert!(normal);
+    assert_eq!(get(None).await, 403);
 }
 
 #[tokio::test]

@@ -11,8 +11,8 @@ use common::check::{check, seen};
 use countersign::authz::{AuthzService, AuthzSettings};
 use countersign::config::Config;
 use countersign::policy::PolicyStore;
-use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use serde_json::{Value, json};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -143,4 +143,189 @@ async fn concurrent_checks_on_one_connection_all_get_answers() {
         let (i, status) = t.await.unwrap();
         assert_eq!(status, if i % 2 == 0 { 200 } else { 403 });
     }
+}
+
+/// Sends bytes as a CheckRequest, as a buggy or hostile client could.
+async fn call_raw(r: &Running, bytes: Vec<u8>) -> Result<CheckResponse, tonic::Status> {
+    use tonic::codec::{Codec, EncodeBuf, Encoder};
+    struct Raw;
+    impl Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+            use prost::bytes::BufMut;
+            buf.put_slice(&item);
+            Ok(())
+        }
+    }
+    struct RawCodec;
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = CheckResponse;
+        type Encoder = Raw;
+        type Decoder = <tonic_prost::ProstCodec<CheckRequest, CheckResponse> as Codec>::Decoder;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Self::Decoder {
+            tonic_prost::ProstCodec::<CheckRequest, CheckResponse>::default().decoder()
+        }
+    }
+    let channel = tonic::transport::Endpoint::from_shared(r.endpoint.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/envoy.service.auth.v3.Authorization/Check",
+    );
+    grpc.unary(tonic::Request::new(bytes), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn malformed_and_hostile_check_requests_get_400_with_a_reason() {
+    use prost::Message;
+    let r = start().await;
+    let alice = || {
+        check("GET", "/v1/datasets/sales").claims(json!({"sub": "alice", "groups": ["analysts"]}))
+    };
+    let agent = || {
+        check("POST", "/v1/datasets/sales/export")
+            .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
+            .header("content-type", "application/json")
+    };
+    let no_http = {
+        let mut c = alice().build();
+        c.attributes
+            .as_mut()
+            .unwrap()
+            .request
+            .as_mut()
+            .unwrap()
+            .http = None;
+        c
+    };
+    let mut many = alice();
+    for i in 0..600 {
+        many = many.header(&format!("x-h{i}"), "v");
+    }
+    let cases: Vec<(&str, CheckRequest, &str)> = vec![
+        (
+            "no http attributes",
+            no_http,
+            "bad request: the check request carries no HTTP request attributes",
+        ),
+        (
+            "relative path",
+            check("GET", "v1/datasets/sales").build(),
+            "bad request: request path must start with `/`",
+        ),
+        (
+            "empty path",
+            check("GET", "").build(),
+            "bad request: request path must start with `/`",
+        ),
+        (
+            "600 headers",
+            many.build(),
+            "bad request: request has more than 512 headers",
+        ),
+        (
+            "a 20 KiB path",
+            check("GET", &format!("/v1/datasets/{}", "a".repeat(20_000))).build(),
+            "bad request: request path is longer than 16384 bytes",
+        ),
+        (
+            "bad percent-encoding",
+            alice_at("/v1/datasets/sa%zzles"),
+            "bad request: malformed percent-encoding in the request path",
+        ),
+        (
+            "truncated percent-encoding",
+            alice_at("/v1/datasets/sales%2"),
+            "bad request: malformed percent-encoding in the request path",
+        ),
+        (
+            "bad query encoding",
+            alice_at("/v1/datasets/sales?format=%G1"),
+            "bad request: malformed percent-encoding in the request query",
+        ),
+        (
+            "not UTF-8 once decoded",
+            alice_at("/v1/datasets/%ff%fe"),
+            "bad request: path parameter `id` is not valid UTF-8 once percent-decoded",
+        ),
+        (
+            "body not UTF-8",
+            agent().body_bytes(b"{\"format\":\"\xff\"}").build(),
+            "bad request: request body is not valid JSON",
+        ),
+        (
+            "body not JSON",
+            agent().body("{oops").build(),
+            "bad request: request body is not valid JSON",
+        ),
+        (
+            "partial body",
+            agent()
+                .body(r#"{"format":"csv"}"#)
+                .header("x-envoy-auth-partial-body", "true")
+                .build(),
+            "bad request: request body was truncated by Envoy, and this route decides on the body",
+        ),
+        (
+            "claims not an object",
+            check("GET", "/v1/datasets/sales")
+                .claims(json!("alice"))
+                .build(),
+            "bad request: the verified JWT claims",
+        ),
+        (
+            "claims without sub",
+            check("GET", "/v1/datasets/sales")
+                .claims(json!({"groups": ["analysts"]}))
+                .build(),
+            "bad request: the verified JWT has no string `sub` claim",
+        ),
+    ];
+    for (name, req, reason) in cases {
+        let s = call(&r, req).await;
+        assert_eq!((s.rpc_code, s.http_status), (3, 400), "{name}: {s:?}");
+        let body: Value = serde_json::from_str(&s.body).unwrap();
+        assert!(
+            body["reason"].as_str().unwrap().starts_with(reason),
+            "{name}: {body}"
+        );
+        assert_eq!(body["decision"], "deny", "{name}");
+    }
+
+    // A megabyte in one header countersign reads: decided, not failed.
+    let s = call(
+        &r,
+        alice().header("user-agent", &"u".repeat(1 << 20)).build(),
+    )
+    .await;
+    assert_eq!(s.http_status, 200, "{s:?}");
+
+    // Bytes that are not a CheckRequest at all, or a string field that is
+    // not UTF-8 (Envoy never sends one): refused, with the reason.
+    let mut bytes = alice_at("/v1/datasets/XXXX").encode_to_vec();
+    let at = bytes.windows(4).position(|w| w == b"XXXX").unwrap();
+    bytes[at..at + 4].copy_from_slice(b"\xff\xfe\xff\xfe");
+    for (name, bytes) in [("not UTF-8", bytes), ("garbage", vec![0xff; 64])] {
+        let got = call_raw(&r, bytes).await;
+        eprintln!("{name}: {got:?}");
+    }
+    // The server is still answering.
+    assert_eq!(call(&r, alice().build()).await.http_status, 200);
+}
+
+fn alice_at(path: &str) -> CheckRequest {
+    check("GET", path)
+        .claims(json!({"sub": "alice", "groups": ["analysts"]}))
+        .build()
 }

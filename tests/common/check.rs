@@ -55,6 +55,11 @@ impl Check {
         self
     }
 
+    pub fn body_bytes(mut self, b: &[u8]) -> Self {
+        self.http.raw_body = b.to_vec();
+        self
+    }
+
     pub fn build(self) -> CheckRequest {
         let metadata_context = self.claims.map(|c| Metadata {
             filter_metadata: HashMap::from([(

@@ -132,6 +132,23 @@ impl Sidecar {
         self.addr.rsplit(':').next().unwrap().parse().unwrap()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak and current resident set size in KiB (`VmHWM`, `VmRSS`).
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .map_or(0, |v| v.parse().unwrap_or(0))
+        };
+        (kib("VmHWM:"), kib("VmRSS:"))
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
