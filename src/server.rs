@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -46,7 +45,7 @@ pub async fn serve(
     let holds = authz.clone();
     let server = tonic::transport::Server::builder()
         .add_service(health)
-        .add_service(AuthorizationServer::new(authz))
+        .add_service(crate::authz::wire::CheckServer(authz))
         .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = drain_rx.await;
         });

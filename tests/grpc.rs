@@ -316,9 +316,23 @@ async fn malformed_and_hostile_check_requests_get_400_with_a_reason() {
     let mut bytes = alice_at("/v1/datasets/XXXX").encode_to_vec();
     let at = bytes.windows(4).position(|w| w == b"XXXX").unwrap();
     bytes[at..at + 4].copy_from_slice(b"\xff\xfe\xff\xfe");
-    for (name, bytes) in [("not UTF-8", bytes), ("garbage", vec![0xff; 64])] {
-        let got = call_raw(&r, bytes).await;
-        eprintln!("{name}: {got:?}");
+    for (name, bytes, why) in [
+        (
+            "not UTF-8",
+            bytes,
+            "invalid string value: data is not UTF-8 encoded",
+        ),
+        ("garbage", vec![0xff; 64], "invalid varint"),
+    ] {
+        let s = seen(&call_raw(&r, bytes).await.expect(name));
+        assert_eq!((s.rpc_code, s.http_status), (3, 400), "{name}: {s:?}");
+        let body: Value = serde_json::from_str(&s.body).unwrap();
+        let reason = body["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("bad request: the check request does not decode:")
+                && reason.contains(why),
+            "{name}: {reason}"
+        );
     }
     // The server is still answering.
     assert_eq!(call(&r, alice().build()).await.http_status, 200);

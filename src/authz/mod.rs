@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
-    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
+    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
+    HeaderValueOption, HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
 };
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest as EnvoyHttp;
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
@@ -121,14 +121,25 @@ pub struct AuthzService {
     draining: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
-#[tonic::async_trait]
-impl Authorization for AuthzService {
-    async fn check(
-        &self,
-        request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+impl AuthzService {
+    /// One ext_authz call as it came off the wire.
+    pub async fn check(&self, request: tonic::Request<wire::Decoded>) -> CheckResponse {
         // Denials, bad input included, are answers, not RPC errors: Envoy
         // then shows the caller our status and body rather than a bare 403.
+        let check = match request.get_ref() {
+            Ok(check) => check,
+            Err(e) => {
+                tracing::debug!(error = %e, "check request does not decode");
+                self.metrics.check(DecisionKind::Deny, Duration::ZERO);
+                return deny(
+                    RPC_INVALID_ARGUMENT,
+                    HttpStatusCode::BadRequest,
+                    &format!("bad request: the check request does not decode: {e}"),
+                    &[],
+                    "",
+                );
+            }
+        };
         // Envoy says how long it will wait; a held call must answer before.
         let envoy_waits = request
             .metadata()
@@ -136,10 +147,7 @@ impl Authorization for AuthzService {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
         let grpc = Metadata(request.metadata());
-        Ok(tonic::Response::new(
-            self.decide_within(request.get_ref(), envoy_waits, &grpc)
-                .await,
-        ))
+        self.decide_within(check, envoy_waits, &grpc).await
     }
 }
 
@@ -1211,6 +1219,8 @@ fn to_json(v: &PbValue) -> Value {
         Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
     }
 }
+
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,98 @@
+//! The ext_authz service on the wire. The same as envoy-types' generated
+//! `AuthorizationServer` but for one thing: a request that does not decode
+//! (bytes that are not a CheckRequest, a string that is not UTF-8) gets a
+//! 400 denial naming the decoder's complaint, like any other bad input,
+//! instead of an INTERNAL error with no CheckResponse.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
+use prost::Message;
+use prost::bytes::Buf;
+use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, UnaryService};
+
+use super::AuthzService;
+
+/// Serves `envoy.service.auth.v3.Authorization`.
+#[derive(Debug, Clone)]
+pub struct CheckServer(pub AuthzService);
+
+impl NamedService for CheckServer {
+    const NAME: &'static str = crate::server::AUTHZ_SERVICE;
+}
+
+const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+impl<B> Service<http::Request<B>> for CheckServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != CHECK {
+            return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) });
+        }
+        let method = Check(self.0.clone());
+        Box::pin(async move { Ok(Grpc::new(LenientCodec).unary(method, req).await) })
+    }
+}
+
+struct Check(AuthzService);
+
+impl UnaryService<Decoded> for Check {
+    type Response = CheckResponse;
+    type Future = BoxFuture<tonic::Response<CheckResponse>, tonic::Status>;
+
+    fn call(&mut self, request: tonic::Request<Decoded>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move { Ok(tonic::Response::new(svc.check(request).await)) })
+    }
+}
+
+/// A CheckRequest, or why the bytes were not one.
+pub type Decoded = Result<CheckRequest, prost::DecodeError>;
+
+/// Prost's encoding; a decoding that reports failure as a value.
+#[derive(Debug, Default)]
+struct LenientCodec;
+
+impl Codec for LenientCodec {
+    type Encode = CheckResponse;
+    type Decode = Decoded;
+    type Encoder = <tonic_prost::ProstCodec<CheckResponse, CheckRequest> as Codec>::Encoder;
+    type Decoder = LenientDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default().encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        LenientDecoder
+    }
+}
+
+#[derive(Debug)]
+struct LenientDecoder;
+
+impl Decoder for LenientDecoder {
+    type Item = Decoded;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Decoded>, tonic::Status> {
+        let decoded = CheckRequest::decode(&mut *buf);
+        // A failed decode may stop mid-message; the frame is spent either way.
+        buf.advance(buf.remaining());
+        Ok(Some(decoded))
+    }
+}
