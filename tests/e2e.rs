@@ -299,6 +299,24 @@ async fn a_broken_policy_file_leaves_the_previous_outcome_in_place() {
         "{}",
         s.sidecar.log()
     );
+    // Operators see it in the metrics, and that the set in force is valid.
+    let scrape = reqwest::get(format!("http://{}/metrics", s.sidecar.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line: &str| {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert!(
+        value(r#"countersign_policy_reloads_total{result="failed"}"#) >= Some(2.0),
+        "{scrape}"
+    );
+    assert_eq!(value("countersign_policy_ready"), Some(1.0), "{scrape}");
 }
 
 #[tokio::test]
