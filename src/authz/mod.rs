@@ -267,6 +267,9 @@ impl AuthzService {
             let until = match answer_by {
                 Some(by) if facts.held => by,
                 Some(by) => by.min(started + self.settings.store_budget),
+                // Held with no deadline from the caller: the budget starts
+                // when the hold ends, not when the check arrived.
+                None if facts.held => tokio::time::Instant::now() + self.settings.store_budget,
                 None => started + self.settings.store_budget,
             };
             let written = self

@@ -204,7 +204,15 @@ fn explain(s: tonic::Status) -> String {
         Code::Unavailable => "unavailable",
         _ => "error",
     };
-    format!("{what}: {}", s.message())
+    // A failed TLS handshake surfaces as "transport error"; the cause (an
+    // unknown CA, a bad certificate) is only in the source chain.
+    let mut text = format!("{what}: {}", s.message());
+    let mut cause = std::error::Error::source(&s);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 async fn execute(args: ApprovalsArgs) -> Result<(), String> {

@@ -142,7 +142,11 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
         let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
             if !seen.insert(key.to_lowercase()) {
-                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+                // The key itself is body text: it stays out of the reason,
+                // which reaches logs and spans.
+                return Err(serde::de::Error::custom(
+                    "duplicate key in an object (keys that differ only in case count as the same)",
+                ));
             }
             let Strict(v) = map.next_value()?;
             out.insert(key, v);
