@@ -150,6 +150,14 @@ pub enum MappingError {
     TooManyHeaders,
     #[error("malformed percent-encoding in the request {0}")]
     BadPercentEncoding(&'static str),
+    /// Envoy's `normalize_path`, `merge_slashes` and
+    /// `path_with_escaped_slashes_action: REJECT_REQUEST` never forward these,
+    /// and an upstream would resolve them after the policy judged the path as
+    /// written: refusing keeps an Envoy without them from failing open.
+    #[error(
+        "request path is not normalised: it has {0} (Envoy should set `normalize_path` and `merge_slashes`, and reject escaped slashes)"
+    )]
+    PathNotNormalised(&'static str),
     #[error(transparent)]
     Param(#[from] routes::ParamError),
     #[error("query parameter `{0}` appears more than once")]
@@ -208,6 +216,7 @@ impl Mapper {
         }
         check_percent_encoding(path).map_err(|_| MappingError::BadPercentEncoding("path"))?;
         check_percent_encoding(query).map_err(|_| MappingError::BadPercentEncoding("query"))?;
+        check_normalised(path).map_err(MappingError::PathNotNormalised)?;
 
         let resolved = self.routes.resolve(req.method, path)?;
         let identity = self
@@ -470,5 +479,53 @@ fn check_percent_encoding(s: &str) -> Result<(), ()> {
     Ok(())
 }
 
+/// What a normalising Envoy never forwards (see
+/// [`MappingError::PathNotNormalised`]); `Err` says which. Expects a path
+/// whose percent-encoding was checked.
+fn check_normalised(path: &str) -> Result<(), &'static str> {
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        // A trailing `/` is an empty last segment, which Envoy keeps.
+        if segment.is_empty() && segments.peek().is_some() {
+            return Err("an empty segment (`//`)");
+        }
+        if segment.contains('\\') {
+            return Err("a backslash");
+        }
+        let b = segment.as_bytes();
+        let escaped = |w: &[u8]| {
+            w[0] == b'%'
+                && ((w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
+                    || (w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c')))
+        };
+        if b.windows(3).any(escaped) {
+            return Err("an encoded slash or backslash (`%2F`, `%5C`)");
+        }
+        if is_dot_segment(segment) {
+            return Err("a dot segment (`.` or `..`)");
+        }
+    }
+    Ok(())
+}
+
+/// `.` or `..`, any dot possibly written `%2e` or `%2E`.
+fn is_dot_segment(s: &str) -> bool {
+    fn dot(s: &str) -> Option<&str> {
+        s.strip_prefix('.').or_else(|| {
+            s.get(..3)
+                .filter(|p| p.eq_ignore_ascii_case("%2e"))
+                .and_then(|_| s.get(3..))
+        })
+    }
+    match dot(s) {
+        Some("") => true,
+        Some(rest) => dot(rest) == Some(""),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;

@@ -254,7 +254,7 @@ fn a_repeated_body_key_is_refused() {
         .body(r#"{"format":"xml","format":"csv"}"#)
         .map(&mapper());
     assert!(
-        matches!(r.unwrap_err(), MappingError::BodyNotJson(e) if e.starts_with("duplicate key `format`"))
+        matches!(r.unwrap_err(), MappingError::BodyNotJson(e) if e.starts_with("duplicate key in an object"))
     );
 }
 
@@ -285,4 +285,45 @@ fn an_ipv4_mapped_source_address_is_an_ipv4_address() {
         .unwrap()
         .to_string();
     assert!(source.contains(r#"ip("10.1.2.3")"#), "{source}");
+}
+
+#[test]
+fn paths_a_normalising_envoy_never_forwards_are_refused() {
+    let m = mapper();
+    for (path, why) in [
+        ("//v1/datasets/sales", "`//`"),
+        ("/v1/datasets//sales", "`//`"),
+        ("/v1/x/../datasets/sales", "dot segment"),
+        ("/v1/datasets/..", "dot segment"),
+        ("/v1/datasets/%2e%2E", "dot segment"),
+        ("/v1/datasets/.%2e/x", "dot segment"),
+        ("/v1/./datasets/sales", "dot segment"),
+        ("/v1/datasets/sales/.", "dot segment"),
+        ("/v1/datasets/a%2Fb", "encoded slash"),
+        ("/v1/datasets%2fsales", "encoded slash"),
+        ("/v1/datasets/a%5cb", "encoded slash"),
+        ("/v1/datasets\\sales", "backslash"),
+    ] {
+        let err = req("GET", path).map(&m).unwrap_err();
+        assert!(
+            matches!(err, MappingError::PathNotNormalised(_)) && err.to_string().contains(why),
+            "{path}: {err}"
+        );
+    }
+    // Dots that are not whole segments, a trailing `/`, the root, and a
+    // double-encoded slash (one decoding gives `%2F`, not `/`) are normal.
+    for path in [
+        "/",
+        "/healthz/",
+        "/.well-known/x",
+        "/v1/datasets/...",
+        "/v1/datasets/a..b",
+        "/v1/datasets/a%252Fb",
+    ] {
+        let r = req("GET", path).map(&m);
+        assert!(
+            !matches!(r, Err(MappingError::PathNotNormalised(_))),
+            "{path}: {r:?}"
+        );
+    }
 }
