@@ -1,0 +1,357 @@
+//! The fuzzing harness: CheckRequest bytes -> the real ext_authz service
+//! (embedded default configuration, the example policies in `policies/`) ->
+//! CheckResponse, and the invariants every answer must keep.
+//!
+//! The approval store points at a Unix socket that does not exist, under a
+//! paused clock: a call on a guarded action (`export`, `grant_role`) reaches
+//! the store, finds it down at once and is answered 503, with no network I/O
+//! and no wall time spent in timeouts or retries. So the whole decision path
+//! is fuzzed (CheckRequest translation, mapping, Cedar evaluation, the
+//! approval path up to the store, response building), not a slice of it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, LazyLock};
+
+use countersign::approval::{RedisStore, StoreConfig};
+use countersign::authz::{AuthzService, AuthzSettings, JWT_NAMESPACE};
+use countersign::config::Config;
+use countersign::policy::PolicyStore;
+use countersign::request::{HttpRequest, MappedRequest, Mapper};
+use envoy_types::ext_authz::v3::pb::{
+    Address, CheckRequest, CheckResponse, HeaderAppendAction, HttpResponse,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+use prost::Message;
+use serde_json::{Map, Value};
+
+pub mod seeds;
+
+/// Planted in credentials and in a header no policy may read: no answer
+/// may ever carry it.
+pub const CANARY: &str = "c4n4ry-53cr3t";
+
+struct Harness {
+    runtime: tokio::runtime::Runtime,
+    service: AuthzService,
+    mapper: Arc<Mapper>,
+    settings: AuthzSettings,
+}
+
+static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
+    let config = Config::load(None, &HashMap::new()).expect("the embedded configuration loads");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let probes = config.mapper.probes().expect("probes");
+    let policies = PolicyStore::open(&dir, probes).expect("the example policies load");
+    let settings = AuthzSettings::from_config(&config);
+    let store = RedisStore::new(StoreConfig {
+        url: "redis+unix:///nonexistent/countersign-fuzz.sock".into(),
+        ..config.store.clone()
+    })
+    .expect("store URL");
+    let mapper = Arc::new(config.mapper);
+    let service = AuthzService::new(
+        mapper.clone(),
+        Arc::new(policies),
+        Arc::new(store),
+        settings.clone(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    Harness {
+        runtime,
+        service,
+        mapper,
+        settings,
+    }
+});
+
+/// Decodes `data` as a CheckRequest, decides it, and panics if the answer
+/// breaks an invariant. Bytes that are not a CheckRequest are skipped: gRPC
+/// refuses them before the service sees them.
+pub fn check(data: &[u8]) {
+    let Ok(mut req) = CheckRequest::decode(data) else {
+        return;
+    };
+    // Only when the input does not already hold it (libFuzzer can learn it
+    // from comparisons), so that a match means a leak.
+    let planted = !data.windows(CANARY.len()).any(|w| w == CANARY.as_bytes());
+    if planted {
+        plant(&mut req);
+    }
+    let h = &*HARNESS;
+    let resp = h.runtime.block_on(h.service.decide(&req));
+    verify(h, &req, &resp, planted);
+}
+
+fn plant(req: &mut CheckRequest) {
+    let Some(http) = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    else {
+        return;
+    };
+    for name in ["authorization", "cookie", "proxy-authorization"] {
+        http.headers.insert(name.into(), format!("Bearer {CANARY}"));
+    }
+    http.headers.insert("x-not-listed".into(), CANARY.into());
+}
+
+/// The decided answer, by rpc code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Allow = 0,
+    BadRequest = 3,
+    Deny = 7,
+    Unavailable = 14,
+}
+
+/// Panics unless `resp` is a well-formed answer to `req` that keeps every
+/// invariant; returns which answer it is.
+fn verify(h: &Harness, req: &CheckRequest, resp: &CheckResponse, planted: bool) -> Answer {
+    let status = resp.status.as_ref().expect("every answer has a status");
+    let answer = match status.code {
+        0 => Answer::Allow,
+        3 => Answer::BadRequest,
+        7 => Answer::Deny,
+        14 => Answer::Unavailable,
+        other => panic!("unexpected rpc code {other}"),
+    };
+    let mut texts = vec![status.message.as_str()];
+    match (&resp.http_response, answer) {
+        (Some(HttpResponse::OkResponse(ok)), Answer::Allow) => {
+            for h in &ok.headers {
+                texts.extend(h.header.as_ref().map(|h| h.value.as_str()));
+            }
+        }
+        (Some(HttpResponse::DeniedResponse(denied)), _) if answer != Answer::Allow => {
+            let http_status = denied.status.as_ref().map_or(0, |s| s.code);
+            let want = match answer {
+                Answer::BadRequest => 400,
+                Answer::Deny => 403,
+                _ => 503,
+            };
+            assert_eq!(http_status, want, "HTTP status of {answer:?}");
+            let body: Value = serde_json::from_str(&denied.body).expect("a denial body is JSON");
+            let decision = body["decision"].as_str().unwrap_or_default();
+            assert!(
+                ["deny", "approval_required"].contains(&decision),
+                "decision {decision:?}"
+            );
+            assert_eq!(body["reason"].as_str(), Some(status.message.as_str()));
+            assert!(
+                body["policies"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().all(Value::is_string)),
+                "policies: {body}"
+            );
+            texts.push(&denied.body);
+            for h in &denied.headers {
+                texts.extend(h.header.as_ref().map(|h| h.value.as_str()));
+            }
+        }
+        (other, _) => panic!("{answer:?} with HTTP response {other:?}"),
+    }
+    if planted {
+        for t in &texts {
+            assert!(!t.contains(CANARY), "the answer leaks a credential: {t}");
+        }
+    }
+
+    match expected(h, req) {
+        Err(None) => assert_eq!(answer, Answer::BadRequest, "{}", status.message),
+        Err(Some(reason)) => {
+            assert_eq!(answer, Answer::BadRequest, "mapping failed: {reason}");
+            assert_eq!(status.message, format!("bad request: {reason}"));
+        }
+        Ok(m) => {
+            assert_ne!(answer, Answer::BadRequest, "{}", status.message);
+            let action = m.action.id().unescaped().to_owned();
+            let guarded = ["export", "grant_role"].contains(&action.as_str());
+            match answer {
+                Answer::Allow => {
+                    // `anonymous-denied` forbids anonymous callers all but
+                    // `/healthz`.
+                    if m.principal.type_name().to_string() == "Anonymous" {
+                        assert_eq!(
+                            m.resource.to_string(),
+                            r#"Path::"/healthz""#,
+                            "anonymous allowed"
+                        );
+                    }
+                    // An allow on a guarded action must be in the audit
+                    // trail first, and the store is down.
+                    assert!(!guarded, "{action} allowed without an audit entry");
+                    allow_headers(h, resp, &m);
+                }
+                // Only guarded actions may touch the approval store.
+                Answer::Unavailable => assert!(guarded, "{action} answered 503"),
+                _ => {}
+            }
+        }
+    }
+    answer
+}
+
+/// The upstream learns the principal (overwriting any client copy) and
+/// never sees an approval token.
+fn allow_headers(h: &Harness, resp: &CheckResponse, m: &MappedRequest) {
+    let Some(HttpResponse::OkResponse(ok)) = &resp.http_response else {
+        unreachable!()
+    };
+    if let Some(name) = &h.settings.principal_header {
+        let set = ok.headers.iter().any(|o| {
+            o.header
+                .as_ref()
+                .is_some_and(|hv| hv.key == *name && hv.value == m.principal.to_string())
+                && o.append_action == HeaderAppendAction::OverwriteIfExistsOrAdd as i32
+        });
+        assert!(set, "principal header not set: {ok:?}");
+    }
+    assert!(
+        ok.headers_to_remove.contains(&h.settings.token_header),
+        "{ok:?}"
+    );
+}
+
+/// The mapping the service must have reached, worked out from the request
+/// alone: `Err(None)` for a CheckRequest without the parts a decision needs,
+/// `Err(Some(reason))` for one the mapper refuses.
+fn expected(h: &Harness, req: &CheckRequest) -> Result<MappedRequest, Option<String>> {
+    let attrs = req.attributes.as_ref().ok_or(None)?;
+    let http = attrs
+        .request
+        .as_ref()
+        .and_then(|r| r.http.as_ref())
+        .ok_or(None)?;
+    if http.method.is_empty() {
+        return Err(None);
+    }
+    let claims = match attrs
+        .metadata_context
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get(JWT_NAMESPACE))
+        .and_then(|ns| ns.fields.get(&h.settings.jwt_metadata_key))
+    {
+        None => None,
+        Some(PbValue {
+            kind: Some(Kind::StructValue(s)),
+        }) => Some(struct_to_json(s)),
+        Some(_) => return Err(None),
+    };
+    let source = attrs.source.as_ref();
+    let source_address = source
+        .and_then(|s| s.address.as_ref())
+        .and_then(|a| a.address.as_ref())
+        .map_or("", |a| match a {
+            Address::SocketAddress(s) => s.address.as_str(),
+            _ => "",
+        });
+    let body = if http.raw_body.is_empty() {
+        http.body.as_bytes()
+    } else {
+        &http.raw_body
+    };
+    h.mapper
+        .map(&HttpRequest {
+            method: &http.method,
+            path: &http.path,
+            host: &http.host,
+            scheme: &http.scheme,
+            headers: &http.headers,
+            body,
+            source_address,
+            source_principal: source.map_or("", |s| s.principal.as_str()),
+            jwt_claims: claims.as_ref(),
+            request_id: "",
+            time: None,
+        })
+        .map_err(|e| Some(e.to_string()))
+}
+
+fn struct_to_json(s: &Struct) -> Map<String, Value> {
+    s.fields
+        .iter()
+        .map(|(k, v)| (k.clone(), to_json(v)))
+        .collect()
+}
+
+fn to_json(v: &PbValue) -> Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::NumberValue(n)) => {
+            serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+        }
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(to_json).collect()),
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
+    }
+}
+
+/// Decides `data` (which must be a CheckRequest) like [`check`] and says
+/// which answer it got; for the seed tests.
+pub fn answer(data: &[u8]) -> Answer {
+    let req = CheckRequest::decode(data).expect("a CheckRequest");
+    let h = &*HARNESS;
+    let resp = h.runtime.block_on(h.service.decide(&req));
+    verify(h, &req, &resp, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/check_request")
+    }
+
+    /// Rewrites the committed seed corpus from [`seeds::all`]:
+    /// `cargo test --manifest-path fuzz/Cargo.toml -- --ignored write_seed_corpus`
+    #[test]
+    #[ignore]
+    fn write_seed_corpus() {
+        let dir = corpus();
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        for seed in seeds::all() {
+            std::fs::write(dir.join(seed.name), &seed.bytes).unwrap();
+        }
+    }
+
+    /// Each seed gets the answer it was written for, so that the corpus
+    /// keeps reaching every path as policies and mapping change.
+    #[test]
+    fn seeds_get_the_answers_they_were_written_for() {
+        for seed in seeds::all() {
+            match seed.expect {
+                Some(want) => assert_eq!(answer(&seed.bytes), want, "{}", seed.name),
+                None => assert!(CheckRequest::decode(&seed.bytes[..]).is_err(), "{}", seed.name),
+            }
+        }
+    }
+
+    /// The committed corpus is what the seeds generate (compared decoded:
+    /// maps encode in hash order), and keeps the invariants.
+    #[test]
+    fn the_committed_corpus_is_the_seeds() {
+        let seeds = seeds::all();
+        for seed in &seeds {
+            let committed = std::fs::read(corpus().join(seed.name)).unwrap_or_default();
+            let same = match seed.expect {
+                Some(_) => CheckRequest::decode(&committed[..]).ok() == CheckRequest::decode(&seed.bytes[..]).ok(),
+                None => committed == seed.bytes,
+            };
+            assert!(same, "{}: regenerate the corpus", seed.name);
+            check(&committed);
+        }
+        assert_eq!(std::fs::read_dir(corpus()).unwrap().count(), seeds.len());
+    }
+}

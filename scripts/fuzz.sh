@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Fuzzes the ext_authz decision path (CheckRequest bytes -> CheckResponse,
+# fuzz/src/lib.rs) for SECONDS (default 60) from the committed corpus, and
+# fails on any crash or broken invariant; the input is then saved under
+# fuzz/artifacts/check_request/ and the command that replays it printed.
+# Installs cargo-fuzz if missing. RUSTC_BOOTSTRAP=1 lets the stable
+# toolchain take the `-Z` flags cargo-fuzz passes.
+#
+#   scripts/fuzz.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-60}
+version=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $version" ]; then
+  cargo install cargo-fuzz --version "$version" --locked
+fi
+# New inputs go to a scratch directory (libFuzzer writes to the first one),
+# so that a run leaves the committed seeds as they are.
+found=$(mktemp -d)
+trap 'rm -rf "$found"' EXIT
+export RUSTC_BOOTSTRAP=1
+cargo fuzz run check_request "$found" fuzz/corpus/check_request -- \
+  -max_total_time="$seconds" -timeout=10 -print_final_stats=1
