@@ -333,7 +333,11 @@ mod tests {
         for seed in seeds::all() {
             match seed.expect {
                 Some(want) => assert_eq!(answer(&seed.bytes), want, "{}", seed.name),
-                None => assert!(CheckRequest::decode(&seed.bytes[..]).is_err(), "{}", seed.name),
+                None => assert!(
+                    CheckRequest::decode(&seed.bytes[..]).is_err(),
+                    "{}",
+                    seed.name
+                ),
             }
         }
     }
@@ -346,7 +350,10 @@ mod tests {
         for seed in &seeds {
             let committed = std::fs::read(corpus().join(seed.name)).unwrap_or_default();
             let same = match seed.expect {
-                Some(_) => CheckRequest::decode(&committed[..]).ok() == CheckRequest::decode(&seed.bytes[..]).ok(),
+                Some(_) => {
+                    CheckRequest::decode(&committed[..]).ok()
+                        == CheckRequest::decode(&seed.bytes[..]).ok()
+                }
                 None => committed == seed.bytes,
             };
             assert!(same, "{}: regenerate the corpus", seed.name);

@@ -8,9 +8,7 @@
 use std::collections::HashMap;
 
 use envoy_types::ext_authz::v3::pb::{Address, CheckRequest};
-use envoy_types::pb::envoy::config::core::v3::{
-    Address as CoreAddress, Metadata, SocketAddress,
-};
+use envoy_types::pb::envoy::config::core::v3::{Address as CoreAddress, Metadata, SocketAddress};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Timestamp, Value, value::Kind};
@@ -196,7 +194,8 @@ pub fn all() -> Vec<Seed> {
         }),
     }
     .encode_to_vec();
-    let seeds: Vec<(&'static str, Option<Answer>, Vec<u8>)> = vec![
+    let seeds: Vec<(&'static str, Option<Answer>, Vec<u8>)> =
+        vec![
         // Allowed.
         (
             "allow-jwt-analyst-reads",

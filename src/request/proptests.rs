@@ -407,7 +407,11 @@ proptest! {
             .map_err(|e| TestCaseError::fail(format!("normal form `{path}` refused: {e}")))?;
         let (variant, abnormal) = vary(&normal, &variations);
         if let Ok(m) = Req::new(normal.method, &variant).map(&DEFAULT) {
-            prop_assert!(!abnormal, "`{variant}` is not normalised, yet mapped to {:?}", target(&m));
+            prop_assert!(
+                !abnormal,
+                "`{variant}` is not normalised, yet mapped to {:?}",
+                target(&m)
+            );
             if routed(&base) || routed(&m) {
                 prop_assert_eq!(target(&m), target(&base), "`{}` vs `{}`", variant, path);
             }
@@ -448,13 +452,15 @@ proptest! {
     ) {
         let query = pairs
             .iter()
-            .map(|((written, _), value, every_byte)| format!("{written}={}", encode_query(value, *every_byte)))
+            .map(|((written, _), value, every_byte)| {
+                format!("{written}={}", encode_query(value, *every_byte))
+            })
             .collect::<Vec<_>>()
             .join("&");
         let result = Req::new("GET", &format!("/v1/datasets/sales?{query}")).map(&DEFAULT);
         let listed: Vec<(&str, &str)> = pairs
             .iter()
-            .filter(|((_, name), _, _)| DEFAULT.context.query.iter().any(|q| q.as_str() == *name))
+            .filter(|((_, name), _, _)| DEFAULT.context.query.iter().any(|q| q == name))
             .map(|((_, name), value, _)| (*name, value.as_str()))
             .collect();
         let repeated: Vec<&str> = listed
@@ -464,12 +470,16 @@ proptest! {
             .collect();
         if repeated.is_empty() {
             let m = result.unwrap();
-            let want: Vec<(String, String)> = listed.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+            let want: Vec<(String, String)> =
+                listed.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
             prop_assert_eq!(&m.query, &want);
-            prop_assert_eq!(http_strings(&m, "query"), want.into_iter().collect::<BTreeMap<_, _>>());
+            let record: BTreeMap<_, _> = want.into_iter().collect();
+            prop_assert_eq!(http_strings(&m, "query"), record);
         } else {
             match result {
-                Err(MappingError::DuplicateQuery(n)) => prop_assert!(repeated.contains(&n.as_str())),
+                Err(MappingError::DuplicateQuery(n)) => {
+                    prop_assert!(repeated.contains(&n.as_str()))
+                }
                 other => prop_assert!(false, "`{query}`: {other:?}"),
             }
         }
@@ -480,14 +490,19 @@ proptest! {
     /// is.
     #[test]
     fn malformed_percent_encoding_is_refused_and_only_that(
-        text in vec(select(vec!["%", "a", "F", "0", "9", "g", "z", "/", "é", "%2", "%41"]), 0..10),
+        text in vec(
+            select(vec!["%", "a", "F", "0", "9", "g", "z", "/", "é", "%2", "%41"]),
+            0..10,
+        ),
         in_query in any::<bool>(),
     ) {
         let text = text.concat();
         let malformed = text
             .split('%')
             .skip(1)
-            .any(|after| !(after.len() >= 2 && after.bytes().take(2).all(|b| b.is_ascii_hexdigit())));
+            .any(|after| {
+                !(after.len() >= 2 && after.bytes().take(2).all(|b| b.is_ascii_hexdigit()))
+            });
         let (path, part) = if in_query {
             (format!("/q?{text}"), "query")
         } else {
@@ -523,7 +538,12 @@ proptest! {
         } else {
             Req::new("GET", "/v1/datasets/sales")
         };
-        for (name, value) in [("content-length", length), ("transfer-encoding", chunked), (PARTIAL_BODY_HEADER, partial)] {
+        let announcing = [
+            ("content-length", length),
+            ("transfer-encoding", chunked),
+            (PARTIAL_BODY_HEADER, partial),
+        ];
+        for (name, value) in announcing {
             if let Some(v) = value {
                 req.headers.insert(name.into(), v.into());
             }
@@ -534,7 +554,8 @@ proptest! {
             prop_assert!(result.unwrap().body.is_none());
             return Ok(());
         }
-        let announced = length.is_some_and(|v| v.trim().parse::<u64>() != Ok(0)) || chunked.is_some();
+        let announced =
+            length.is_some_and(|v| v.trim().parse::<u64>() != Ok(0)) || chunked.is_some();
         let Ok(m) = result else { return Ok(()) };
         prop_assert!(partial != Some("true"), "decided on a partial body");
         prop_assert!(req.body.len() <= DEFAULT.context.max_body_bytes);
@@ -835,7 +856,8 @@ fn json_object() -> impl Strategy<Value = Map<String, Value>> {
     ];
     let value = prop_oneof![
         3 => leaf.clone(),
-        1 => hash_map("[a-z]{1,4}", leaf, 0..3).prop_map(|m| Value::Object(m.into_iter().collect())),
+        1 => hash_map("[a-z]{1,4}", leaf, 0..3)
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
     ];
     hash_map("[a-z]{1,6}", value, 0..5).prop_map(|m| m.into_iter().collect())
 }
