@@ -1,5 +1,6 @@
 //! Soak: the whole deployment (real Envoy running envoy/envoy.yaml, the real
-//! `countersign` binary, a real redis-server) under mixed traffic for
+//! `countersign` binary, a real redis-server, both exporting spans to an
+//! OTLP receiver) under mixed traffic for
 //! `COUNTERSIGN_SOAK_SECS` seconds (default 30, at least 20), with Redis
 //! restarts and policy reloads along the way. Every answer is judged against
 //! what its kind must get at that moment (Redis up, down, or coming back);
@@ -15,8 +16,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::stack::{Stack, stack};
+use common::stack::{Stack, stack_traced};
 use common::{Redis, token, token_with};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
@@ -67,6 +75,52 @@ const CHECKS: [(&str, &str); 3] = [
 ];
 const RELOADS_OK: &str = r#"countersign_policy_reloads_total{result="ok"}"#;
 const RELOADS_FAILED: &str = r#"countersign_policy_reloads_total{result="failed"}"#;
+
+/// An OTLP/gRPC receiver that counts spans by service and keeps none, so
+/// that telemetry is on as in production without the test's memory growing.
+#[derive(Clone, Default)]
+struct SpanCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+
+#[tonic::async_trait]
+impl TraceService for SpanCounter {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut seen = self.0.lock().unwrap();
+        for rs in &request.get_ref().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+                .map_or("?".to_owned(), |v| match v {
+                    Any::StringValue(s) => s.clone(),
+                    other => format!("{other:?}"),
+                });
+            let n: usize = rs.scope_spans.iter().map(|ss| ss.spans.len()).sum();
+            *seen.entry(service).or_default() += n as u64;
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl SpanCounter {
+    /// Serves on a free port on 127.0.0.1 for the rest of the test.
+    async fn start() -> (SpanCounter, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let counter = SpanCounter::default();
+        let service = TraceServiceServer::new(counter.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (counter, port)
+    }
+}
 
 fn agent() -> String {
     token_with("agent-7", &["agents"], json!({"on_behalf_of": "alice"}))
@@ -479,18 +533,36 @@ impl Soak {
         .unwrap()
     }
 
-    /// One sample of countersign's /metrics.
+    /// countersign's /metrics, or why it did not answer; a failure is a
+    /// violation.
+    async fn scrape(&self) -> Result<String, String> {
+        let started = Instant::now();
+        let got = async {
+            let r = self.http.get(&self.metrics_url).send().await?;
+            let status = r.status();
+            Ok::<_, reqwest::Error>((status, r.text().await?))
+        }
+        .await;
+        let failed = match got {
+            Ok((status, text)) if status.is_success() => return Ok(text),
+            Ok((status, text)) => format!("{status}: {text}"),
+            Err(e) => format!("{e:?}"),
+        };
+        let why = format!(
+            "/metrics did not answer (after {} ms): {failed}",
+            started.elapsed().as_millis()
+        );
+        self.violation(why.clone());
+        Err(why)
+    }
+
+    /// One sample from /metrics; `None` if the scrape failed or lacks it.
     async fn metric(&self, name: &str) -> Option<f64> {
-        let text = self
-            .http
-            .get(&self.metrics_url)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        metric(&text, name)
+        let value = metric(&self.scrape().await.ok()?, name);
+        if value.is_none() {
+            self.violation(format!("/metrics has no `{name}`"));
+        }
+        value
     }
 }
 
@@ -592,7 +664,7 @@ async fn reloads(soak: Arc<Soak>, every: Duration) -> (u32, u32) {
             Kind::Toggle
         })
     };
-    let count = async |name| soak.metric(name).await.unwrap_or(-1.0);
+    let count = async |name| soak.metric(name).await;
     let (mut good, mut bad) = (0, 0);
     let mut on = false;
     let mut step = 0u32;
@@ -617,19 +689,34 @@ async fn reloads(soak: Arc<Soak>, every: Duration) -> (u32, u32) {
                     if on { "on" } else { "off" }
                 ));
             }
-            if count(RELOADS_OK).await <= before {
-                soak.violation("a good policy change was not counted as a reload".into());
+            // Counted just after the swap: allow for a descheduled thread.
+            let mut after = count(RELOADS_OK).await;
+            let counted = Instant::now() + Duration::from_secs(2);
+            while after <= before && Instant::now() < counted {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                after = count(RELOADS_OK).await.or(after);
+            }
+            if let (Some(b), Some(a)) = (before, after)
+                && a <= b
+            {
+                soak.violation(format!(
+                    "a good policy change was not counted as a reload ({b} before, {a} after)"
+                ));
             }
             good += 1;
         } else {
             let before = count(RELOADS_FAILED).await;
             std::fs::write(&file, if on { BROKEN_TYPE } else { BROKEN_SYNTAX }).unwrap();
             let noticed = Instant::now() + RELOAD_DEADLINE;
-            while Instant::now() < noticed && count(RELOADS_FAILED).await <= before {
+            let mut after = before;
+            while Instant::now() < noticed && after <= before {
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                after = count(RELOADS_FAILED).await.or(after);
             }
-            if count(RELOADS_FAILED).await <= before {
-                soak.violation("a broken policy file was not counted as a failed reload".into());
+            if after <= before {
+                soak.violation(format!(
+                    "a broken policy file was not counted as a failed reload ({before:?} before, {after:?} after)"
+                ));
             }
             for _ in 0..5 {
                 let got = probe().await.status;
@@ -641,7 +728,10 @@ async fn reloads(soak: Arc<Soak>, every: Duration) -> (u32, u32) {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            if count("countersign_policy_ready").await != 1.0 {
+            if count("countersign_policy_ready")
+                .await
+                .is_some_and(|r| r != 1.0)
+            {
                 soak.violation("not ready after a broken policy file".into());
             }
             bad += 1;
@@ -798,8 +888,9 @@ fn alive(pid: u32) -> bool {
     })
 }
 
-/// countersign's VmRSS in KiB once a second after `warm_up`; halts the run
-/// if countersign is gone.
+/// countersign's VmRSS in KiB once a second after `warm_up`, and a scrape
+/// of /metrics (which must always answer); halts the run if countersign is
+/// gone.
 async fn rss(soak: Arc<Soak>, warm_up: Duration) -> Vec<u64> {
     let pid = soak.stack.read().await.sidecar.pid();
     let mut samples = Vec::new();
@@ -814,6 +905,7 @@ async fn rss(soak: Arc<Soak>, warm_up: Duration) -> Vec<u64> {
         if soak.started.elapsed() >= warm_up {
             samples.push(soak.stack.read().await.sidecar.rss_kib().1);
         }
+        let _ = soak.scrape().await;
     }
     samples
 }
@@ -845,7 +937,8 @@ async fn under_mixed_traffic_restarts_and_reloads_every_answer_is_right_and_memo
         vec![run * 45 / 100]
     };
 
-    let s = stack().await;
+    let (spans, otlp) = SpanCounter::start().await;
+    let s = stack_traced(Some(otlp)).await;
     let metrics_url = format!("http://{}/metrics", s.sidecar.metrics_addr);
     let policy_dir = s.policies.path().to_owned();
     let base = s.envoy.url("");
@@ -990,6 +1083,19 @@ async fn under_mixed_traffic_restarts_and_reloads_every_answer_is_right_and_memo
                 .join(" / "),
         ),
     ];
+    let received = spans.0.lock().unwrap().clone();
+    rows.push((
+        "spans received by the collector",
+        received
+            .iter()
+            .map(|(service, n)| format!("{service}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    ));
+    rows.push((
+        "spans countersign dropped",
+        count_of("countersign_spans_dropped_total"),
+    ));
     let lines_with = |level: &str| log.lines().filter(|l| l.contains(level)).count();
     rows.push((
         "countersign log lines: WARN / ERROR",
