@@ -42,7 +42,8 @@ pub async fn serve(
         .await;
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let holds = authz.clone();
+    let authz = std::sync::Arc::new(authz);
+    let holds = std::sync::Arc::clone(&authz);
     let server = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(crate::authz::wire::CheckServer(authz))

@@ -5,6 +5,7 @@
 //! instead of an INTERNAL error with no CheckResponse.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
@@ -18,7 +19,7 @@ use super::AuthzService;
 
 /// Serves `envoy.service.auth.v3.Authorization`.
 #[derive(Debug, Clone)]
-pub struct CheckServer(pub AuthzService);
+pub struct CheckServer(pub Arc<AuthzService>);
 
 impl NamedService for CheckServer {
     const NAME: &'static str = crate::server::AUTHZ_SERVICE;
@@ -43,19 +44,19 @@ where
         if req.uri().path() != CHECK {
             return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) });
         }
-        let method = Check(self.0.clone());
+        let method = Check(Arc::clone(&self.0));
         Box::pin(async move { Ok(Grpc::new(LenientCodec).unary(method, req).await) })
     }
 }
 
-struct Check(AuthzService);
+struct Check(Arc<AuthzService>);
 
 impl UnaryService<Decoded> for Check {
     type Response = CheckResponse;
     type Future = BoxFuture<tonic::Response<CheckResponse>, tonic::Status>;
 
     fn call(&mut self, request: tonic::Request<Decoded>) -> Self::Future {
-        let svc = self.0.clone();
+        let svc = Arc::clone(&self.0);
         Box::pin(async move { Ok(tonic::Response::new(svc.check(request).await)) })
     }
 }
