@@ -14,9 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cedar_policy::EntityTypeName;
-use common::stack::Stack;
 use common::tls::Pki;
-use common::{Envoy, Redis, Sidecar, eventually, token, token_with};
+use common::{Redis, eventually, token, token_with};
 use countersign::admin::AdminService;
 use countersign::admin::auth::Authenticator;
 use countersign::admin::pb::{self, approvals_client::ApprovalsClient};
@@ -1093,22 +1092,9 @@ async fn the_approval_story_runs_end_to_end_as_the_documented_redis_user() {
     set_user(&mut admin, &acl.rules, &acl).await;
     let url = limited_url(&redis, &acl);
 
-    let pki = Pki::new();
-    let config = write_config(pki.dir(), &url, &pki);
-    let policies = common::policy_copy();
-    let sidecar = Sidecar::start(
-        policies.path(),
-        &[("COUNTERSIGN_CONFIG", config.to_str().unwrap())],
-    );
-    let envoy = Envoy::start(sidecar.port()).await;
-    let s = Stack {
-        envoy,
-        sidecar,
-        redis,
-        pki,
-        http: reqwest::Client::new(),
-        policies,
-    };
+    // countersign's default key prefix: the one the documented ACL names.
+    let s = common::stack::stack_on(redis, &url, None, None).await;
+    let config = s.config.clone();
     // `audit tail` prints what is written after it starts: wait until its
     // read is waiting in Redis.
     let tail = AuditTail::start(&config);
@@ -1158,35 +1144,16 @@ async fn the_approval_story_runs_end_to_end_as_the_documented_redis_user() {
     );
 
     // A held call answers when its approver decides (pub/sub).
-    let held = {
-        let (http, url) = (s.http.clone(), s.envoy.url("/acme.iam.v1.Roles/GrantRole"));
-        let sam = token("sam", &["security"]);
-        tokio::spawn(async move {
-            let r = http.post(url).bearer_auth(sam).body("{}").send().await;
-            r.unwrap().status().as_u16()
-        })
-    };
-    let mut held_id = String::new();
-    let appeared = eventually(Duration::from_secs(10), Duration::from_millis(200), || {
-        let (code, out) = s.cli("sara", &["list", "--output", "json"]);
-        let found = (code == 0)
-            .then(|| serde_json::from_str::<Value>(&out).ok())
-            .flatten()
-            .and_then(|v| v[0]["id"].as_str().map(str::to_owned));
-        if let Some(f) = &found {
-            held_id = f.clone();
-        }
-        async move { found.is_some() }
-    })
-    .await;
-    assert!(appeared, "no held request:\n{}", s.sidecar.log());
+    let held = s.held("/acme.iam.v1.Roles/GrantRole", &token("sam", &["security"]));
+    let held_id = s.pending_id("sara").await;
+    assert!(!held.is_finished(), "the call is held, not answered");
     let (code, out) = s.cli("sara", &["approve", &held_id, "--reason", "onboarding"]);
     assert_eq!(code, 0, "{out}");
-    let status = tokio::time::timeout(Duration::from_secs(15), held)
+    let (status, body) = tokio::time::timeout(Duration::from_secs(15), held)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
 
     // Probes: Redis answers, and no Redis operation failed.
     let base = format!("http://{}", s.sidecar.metrics_addr);
@@ -1255,42 +1222,6 @@ async fn the_approval_story_runs_end_to_end_as_the_documented_redis_user() {
     let log = s.sidecar.log();
     assert!(!log.contains(&acl.password), "the Redis password is logged");
     assert!(!log.contains("NOPERM"), "{log}");
-}
-
-/// The configuration `common::stack` writes, with countersign's default
-/// key prefix and `redis_url`.
-fn write_config(dir: &Path, redis_url: &str, pki: &Pki) -> PathBuf {
-    let (cert, key) = pki.server();
-    let mut text = std::fs::read_to_string(common::repo().join("src/default-config.toml")).unwrap();
-    text.push_str(&format!(
-        r#"
-[redis]
-url = "{redis_url}"
-
-[approvals]
-hold_max = "20s"
-
-[admin]
-listen = "127.0.0.1:0"
-tls_cert = "{}"
-tls_key = "{}"
-client_ca = "{}"
-
-[[admin.approvers]]
-name = "dora"
-groups = ["data-owners"]
-
-[[admin.approvers]]
-name = "sara"
-groups = ["security"]
-"#,
-        cert.display(),
-        key.display(),
-        pki.ca().display()
-    ));
-    let path = dir.join("countersign.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// `countersign audit tail` (JSON lines) with `config`; killed when done.

@@ -145,48 +145,17 @@ async fn an_approval_is_bound_to_the_exact_request() {
 #[tokio::test]
 async fn a_held_call_goes_through_when_approved_within_the_hold_time() {
     let s = stack().await;
-    let sam = token("sam", &["security"]);
-    let held = {
-        let (http, url, sam) = (
-            s.http.clone(),
-            s.envoy.url("/acme.iam.v1.Roles/GrantRole"),
-            sam.clone(),
-        );
-        tokio::spawn(async move {
-            let resp = http
-                .post(url)
-                .bearer_auth(sam)
-                .body("{}")
-                .send()
-                .await
-                .unwrap();
-            resp.status().as_u16()
-        })
-    };
-    // Wait for the request to appear, then approve it as another member of
-    // security (sam himself may not).
-    let mut id = String::new();
-    let appeared = eventually(Duration::from_secs(10), Duration::from_millis(200), || {
-        let (code, out) = s.cli("sara", &["list", "--output", "json"]);
-        let found = (code == 0)
-            .then(|| serde_json::from_str::<Value>(&out).ok())
-            .flatten()
-            .and_then(|v| v[0]["id"].as_str().map(str::to_owned));
-        if let Some(f) = &found {
-            id = f.clone();
-        }
-        async move { found.is_some() }
-    })
-    .await;
-    assert!(appeared, "no pending request:\n{}", s.sidecar.log());
+    let held = s.held("/acme.iam.v1.Roles/GrantRole", &token("sam", &["security"]));
+    // Approved by another member of security (sam himself may not).
+    let id = s.pending_id("sara").await;
     assert!(!held.is_finished(), "the call is held, not answered");
     let (code, out) = s.cli("sara", &["approve", &id, "--reason", "onboarding"]);
     assert_eq!(code, 0, "{out}");
-    let status = tokio::time::timeout(Duration::from_secs(15), held)
+    let (status, body) = tokio::time::timeout(Duration::from_secs(15), held)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]

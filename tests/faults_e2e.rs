@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::otlp::Collector;
 use common::stack::{Stack, stack, stack_traced};
-use common::tls::Pki;
-use common::{Envoy, Redis, Sidecar, eventually, policy_copy, token, token_with};
+use common::{Redis, eventually, token, token_with};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -209,17 +208,9 @@ async fn pump(
 async fn a_slow_redis_gets_countersigns_503_well_inside_envoys_deadline() {
     let redis = Redis::start().await;
     let proxy = SlowProxy::start(redis.port).await;
-    let pki = Pki::new();
-    let policies = policy_copy();
-    let path = common::stack::config(pki.dir(), &redis, &pki);
-    let text = std::fs::read_to_string(&path).unwrap();
     let slow = format!("redis://127.0.0.1:{}", proxy.port);
-    std::fs::write(&path, text.replace(&redis.url(), &slow)).unwrap();
-    let sidecar = Sidecar::start(
-        policies.path(),
-        &[("COUNTERSIGN_CONFIG", path.to_str().unwrap())],
-    );
-    let envoy = Envoy::start(sidecar.port()).await;
+    let Stack { envoy, sidecar, .. } =
+        &common::stack::stack_on(redis, &slow, Some("e2e:"), None).await;
     let http = reqwest::Client::new();
     let export = || {
         http.post(envoy.url(EXPORT))
@@ -276,30 +267,9 @@ async fn sigterm_under_load_answers_held_and_in_flight_calls_flushes_spans_and_e
     let collector = Collector::start().await;
     let s = stack_traced(Some(collector.port)).await;
     // A held call: a role grant waits for a second member of security.
-    let held = {
-        let (http, url, sam) = (
-            s.http.clone(),
-            s.envoy.url("/acme.iam.v1.Roles/GrantRole"),
-            token("sam", &["security"]),
-        );
-        tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .bearer_auth(sam)
-                .body("{}")
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        })
-    };
-    let pending = eventually(Duration::from_secs(10), Duration::from_millis(100), || {
-        let (code, out) = s.cli("sara", &["list", "--output", "json"]);
-        async move { code == 0 && out.contains("grant_role") }
-    })
-    .await;
-    assert!(pending, "the grant was never pending:\n{}", s.sidecar.log());
+    let held = s.held("/acme.iam.v1.Roles/GrantRole", &token("sam", &["security"]));
+    s.pending_id("sara").await;
+    assert!(!held.is_finished(), "the call is held, not answered");
 
     let (stop, t0) = (Arc::new(AtomicBool::new(false)), Instant::now());
     let tasks: Vec<_> = (0..4).map(|_| load(&s, stop.clone(), t0)).collect();

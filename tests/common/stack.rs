@@ -2,7 +2,7 @@
 //! the real `countersign` binary with Redis and the admin API, and the
 //! `countersign approvals` client over TLS.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -17,18 +17,21 @@ pub struct Stack {
     pub pki: Pki,
     pub http: reqwest::Client,
     pub policies: tempfile::TempDir,
+    /// The configuration file countersign runs with.
+    pub config: PathBuf,
 }
 
-/// The embedded example configuration, plus Redis and the admin API.
-pub fn config(dir: &Path, redis: &Redis, pki: &Pki) -> std::path::PathBuf {
+/// The embedded example configuration, plus Redis at `redis_url` (with the
+/// key `prefix`, else countersign's default) and the admin API.
+pub fn config(dir: &Path, redis_url: &str, prefix: Option<&str>, pki: &Pki) -> PathBuf {
+    let prefix = prefix.map_or(String::new(), |p| format!("prefix = \"{p}\"\n"));
     let (cert, key) = pki.server();
     let mut text = std::fs::read_to_string(super::repo().join("src/default-config.toml")).unwrap();
     text.push_str(&format!(
         r#"
 [redis]
-url = "{}"
-prefix = "e2e:"
-
+url = "{redis_url}"
+{prefix}
 [approvals]
 hold_max = "20s"
 
@@ -46,7 +49,6 @@ groups = ["data-owners"]
 name = "sara"
 groups = ["security"]
 "#,
-        redis.url(),
         cert.display(),
         key.display(),
         pki.ca().display()
@@ -63,9 +65,15 @@ pub async fn stack() -> Stack {
 /// With Envoy and countersign sending spans to an OTLP receiver on `otlp`.
 pub async fn stack_traced(otlp: Option<u16>) -> Stack {
     let redis = Redis::start().await;
+    let url = redis.url();
+    stack_on(redis, &url, Some("e2e:"), otlp).await
+}
+
+/// With countersign reaching `redis` through `url` (a proxy, a user).
+pub async fn stack_on(redis: Redis, url: &str, prefix: Option<&str>, otlp: Option<u16>) -> Stack {
     let pki = Pki::new();
     let policies = policy_copy();
-    let path = config(pki.dir(), &redis, &pki);
+    let path = config(pki.dir(), url, prefix, &pki);
     let endpoint = otlp.map(|p| format!("http://127.0.0.1:{p}"));
     let mut env = vec![("COUNTERSIGN_CONFIG", path.to_str().unwrap())];
     if let Some(e) = &endpoint {
@@ -83,6 +91,7 @@ pub async fn stack_traced(otlp: Option<u16>) -> Stack {
         pki,
         http: reqwest::Client::new(),
         policies,
+        config: path,
     }
 }
 
@@ -145,6 +154,45 @@ impl Stack {
             headers,
             body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
         }
+    }
+
+    /// POSTs `{}` to a held route in the background; its status and body.
+    pub fn held(&self, path: &str, bearer: &str) -> tokio::task::JoinHandle<(u16, Value)> {
+        let req = self
+            .http
+            .post(self.envoy.url(path))
+            .bearer_auth(bearer)
+            .body("{}");
+        tokio::spawn(async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    /// The id of the first request `who` sees pending; fails after 10 s.
+    pub async fn pending_id(&self, who: &str) -> String {
+        let mut id = None;
+        let appeared = super::eventually(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_millis(200),
+            || {
+                let (code, out) = self.cli(who, &["list", "--output", "json"]);
+                id = (code == 0)
+                    .then(|| serde_json::from_str::<Value>(&out).ok())
+                    .flatten()
+                    .and_then(|v| v[0]["id"].as_str().map(str::to_owned));
+                let found = id.is_some();
+                async move { found }
+            },
+        )
+        .await;
+        assert!(
+            appeared,
+            "no request pending for {who}:\n{}",
+            self.sidecar.log()
+        );
+        id.unwrap_or_default()
     }
 
     /// `countersign approvals ARGS` as approver `who`; (exit code, stdout+stderr).
