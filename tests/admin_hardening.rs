@@ -325,7 +325,11 @@ async fn a_certificate_from_another_ca_is_refused_even_when_it_names_a_configure
             )
             .await;
         assert_eq!(code, 1, "{stderr}");
-        assert!(stderr.starts_with("countersign: "), "{stderr}");
+        // Where to look, not only "transport error".
+        assert!(
+            stderr.starts_with("countersign: ") && stderr.contains("admin.client_ca"),
+            "{stderr}"
+        );
         admin.assert_untouched(&id).await;
     }
 
@@ -1028,7 +1032,11 @@ async fn the_documented_redis_user_runs_every_store_operation_and_nothing_else()
     exercise_store(&limited_url(&redis, &acl), &mut admin)
         .await
         .unwrap();
-    assert_eq!(acl_log(&mut admin).await, Vec::<String>::new());
+    assert_eq!(
+        acl_log(&mut admin).await,
+        Vec::<String>::new(),
+        "Redis refused the documented user"
+    );
 }
 
 /// Each command on the documented list, taken away alone, breaks an
@@ -1042,7 +1050,10 @@ fn every_command_in_the_documented_redis_acl_is_needed() {
     let redis = rt.block_on(Redis::start());
     drop(rt.block_on(lock_default_user(&redis)));
     let commands: Vec<&String> = acl.rules.iter().filter(|r| r.starts_with('+')).collect();
-    assert!(commands.len() > 20, "{commands:?}");
+    assert!(
+        commands.len() > 20,
+        "docs/redis-acl.md grants too few commands to parse right: {commands:?}"
+    );
     let mut unneeded = Vec::new();
     for command in commands {
         let rules: Vec<String> = acl
@@ -1218,7 +1229,11 @@ async fn the_approval_story_runs_end_to_end_as_the_documented_redis_user() {
 
     // Redis refused nothing: countersign used only the documented commands,
     // keys and channels (never KEYS, FLUSHALL, CONFIG, ...).
-    assert_eq!(acl_log(&mut admin).await, Vec::<String>::new());
+    assert_eq!(
+        acl_log(&mut admin).await,
+        Vec::<String>::new(),
+        "Redis refused countersign a command"
+    );
     let log = s.sidecar.log();
     assert!(!log.contains(&acl.password), "the Redis password is logged");
     assert!(!log.contains("NOPERM"), "{log}");

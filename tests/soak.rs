@@ -65,13 +65,10 @@ permit (principal in Group::"marketing", action == Action::"read", resource == D
 permit (principal, action, resource) when {
 "#;
 
-const CHECKS: [(&str, &str); 3] = [
-    ("allow", r#"countersign_checks_total{decision="allow"}"#),
-    ("deny", r#"countersign_checks_total{decision="deny"}"#),
-    (
-        "approval_required",
-        r#"countersign_checks_total{decision="approval_required"}"#,
-    ),
+const CHECKS: [&str; 3] = [
+    r#"countersign_checks_total{decision="allow"}"#,
+    r#"countersign_checks_total{decision="deny"}"#,
+    r#"countersign_checks_total{decision="approval_required"}"#,
 ];
 const RELOADS_OK: &str = r#"countersign_policy_reloads_total{result="ok"}"#;
 const RELOADS_FAILED: &str = r#"countersign_policy_reloads_total{result="failed"}"#;
@@ -1078,7 +1075,7 @@ async fn under_mixed_traffic_restarts_and_reloads_every_answer_is_right_and_memo
             "checks counted by countersign: allow / deny / approval_required",
             CHECKS
                 .iter()
-                .map(|(_, name)| count_of(name))
+                .map(|name| count_of(name))
                 .collect::<Vec<_>>()
                 .join(" / "),
         ),
@@ -1126,31 +1123,12 @@ async fn under_mixed_traffic_restarts_and_reloads_every_answer_is_right_and_memo
         restarts_at.len(),
         "not every Redis restart happened"
     );
-    assert_eq!(
-        chaos.lost_refused,
-        2 * chaos.restarts,
-        "an approval lost with Redis was not checked"
-    );
     assert!(
         good_reloads >= 2 && broken_reloads >= 1,
         "too few policy changes: {good_reloads} good, {broken_reloads} broken"
     );
     // Every kind of request was made, and the flows went all the way.
-    for kind in [
-        Kind::Read,
-        Kind::Anonymous,
-        Kind::WrongGroup,
-        Kind::DeniedExport,
-        Kind::Malformed,
-        Kind::OwnerExport,
-        Kind::AgentExport,
-        Kind::Open,
-        Kind::Approve,
-        Kind::ApproveLost,
-        Kind::Use,
-        Kind::Replay,
-        Kind::LostToken,
-    ] {
+    for kind in Kind::ALL {
         let seen = tally.get(&kind).map_or(0, |m| m.values().sum::<u64>());
         assert!(seen > 0, "no {kind:?} request was made");
     }

@@ -204,13 +204,23 @@ fn explain(s: tonic::Status) -> String {
         Code::Unavailable => "unavailable",
         _ => "error",
     };
-    // A failed TLS handshake surfaces as "transport error"; the cause (an
-    // unknown CA, a bad certificate) is only in the source chain.
+    // A failed connection surfaces as "transport error"; what is known of
+    // the cause is only in the source chain.
     let mut text = format!("{what}: {}", s.message());
     let mut cause = std::error::Error::source(&s);
     while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(&format!(": {c_text}"));
+        }
         cause = c.source();
+    }
+    // A server that refuses a client certificate under TLS 1.3 just closes
+    // the connection, so the client cannot say more than this.
+    if text.contains("transport error") {
+        text.push_str(
+            " (is the admin API at --admin, is --ca the CA of its certificate, and is --cert signed by the CA in its admin.client_ca?)",
+        );
     }
     text
 }
