@@ -14,6 +14,14 @@ version=0.13.2
 if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $version" ]; then
   cargo install cargo-fuzz --version "$version" --locked
 fi
+# libFuzzer is C++, built by libfuzzer-sys.
+if ! command -v c++ >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq g++ >/dev/null
+fi
+# The fuzz crate is its own workspace: its tests (each seed gets the answer
+# it was written for; the committed corpus is the seeds) run here.
+cargo test --locked --release --manifest-path fuzz/Cargo.toml
 # New inputs go to a scratch directory (libFuzzer writes to the first one),
 # so that a run leaves the committed seeds as they are.
 found=$(mktemp -d)

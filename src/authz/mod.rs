@@ -1196,7 +1196,8 @@ fn body(http: &EnvoyHttp) -> &[u8] {
     }
 }
 
-fn claims_object(v: &PbValue) -> Result<Map<String, Value>, CheckError> {
+/// Envoy's verified JWT claims as a JSON object.
+pub fn claims_object(v: &PbValue) -> Result<Map<String, Value>, CheckError> {
     match &v.kind {
         Some(Kind::StructValue(s)) => Ok(struct_to_json(s)),
         _ => Err(CheckError::ClaimsNotObject),
