@@ -115,6 +115,9 @@ impl Default for RawAudit {
 #[serde(deny_unknown_fields, default)]
 struct RawRedis {
     url: String,
+    cluster: bool,
+    /// Default: 1 on a cluster, 0 on one node.
+    replica_acks: Option<u32>,
     prefix: String,
     timeout_ms: u64,
     retention: String,
@@ -124,6 +127,8 @@ impl Default for RawRedis {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".into(),
+            cluster: false,
+            replica_acks: None,
             prefix: "countersign:".into(),
             timeout_ms: 250,
             retention: "7d".into(),
@@ -736,12 +741,46 @@ struct Origins {
 }
 
 fn validate_redis(r: &RawRedis, o: &str) -> Result<crate::approval::StoreConfig, ConfigError> {
-    if let Err(e) = redis::Client::open(r.url.as_str()) {
+    // Commas separate a cluster's seed nodes; one node's URL is taken
+    // whole (a comma may be part of its password).
+    let urls: Vec<&str> = if r.cluster {
+        r.url.split(',').map(str::trim).collect()
+    } else {
+        vec![r.url.trim()]
+    };
+    if !r.cluster && r.url.contains(",redis") && redis::Client::open(urls[0]).is_err() {
         return Err(invalid(
             o,
             "redis.url",
+            "several URLs name the nodes of a Redis Cluster: set `redis.cluster = true`, \
+             or give one URL",
+        ));
+    }
+    for url in urls {
+        if let Err(e) = redis::Client::open(url) {
+            // Never the password in an error message: only what follows it.
+            let shown = url
+                .rsplit_once('@')
+                .map_or(url.to_owned(), |(_, h)| format!("…@{h}"));
+            return Err(invalid(
+                o,
+                "redis.url",
+                &format!(
+                    "expected a URL such as `redis://127.0.0.1:6379` or `rediss://host:6380`, \
+                     got `{shown}`: {e}"
+                ),
+            ));
+        }
+    }
+    // The prefix comes before each key's hash tag; a brace in it would
+    // become the tag and put every shard in one slot.
+    if r.prefix.contains(['{', '}']) {
+        return Err(invalid(
+            o,
+            "redis.prefix",
             &format!(
-                "expected a URL such as `redis://127.0.0.1:6379` or `rediss://host:6380`: {e}"
+                "expected no `{{` or `}}` (countersign adds its own hash tags), got `{}`",
+                r.prefix
             ),
         ));
     }
@@ -754,6 +793,8 @@ fn validate_redis(r: &RawRedis, o: &str) -> Result<crate::approval::StoreConfig,
     }
     Ok(crate::approval::StoreConfig {
         url: r.url.clone(),
+        cluster: r.cluster,
+        replica_acks: r.replica_acks.unwrap_or(u32::from(r.cluster)),
         prefix: r.prefix.clone(),
         timeout: Duration::from_millis(r.timeout_ms),
         retention: match duration(o, "redis.retention", &r.retention)? {

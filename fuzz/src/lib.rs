@@ -45,6 +45,8 @@ static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
     let settings = AuthzSettings::from_config(&config);
     let store = RedisStore::new(StoreConfig {
         url: "redis+unix:///nonexistent/countersign-fuzz.sock".into(),
+        cluster: false,
+        replica_acks: 0,
         ..config.store.clone()
     })
     .expect("store URL");

@@ -326,8 +326,23 @@ pub fn all() -> Vec<Seed> {
                 .encode(),
         ),
         (
+            // A token as issued (64 hex digits, its shard in the first
+            // byte): taking its use needs the store, which is away.
             "guarded-agent-export-with-token",
             Some(Unavailable),
+            check("POST", EXPORT)
+                .jwt(agent())
+                .body(r#"{"format":"csv","rows":10}"#)
+                .header(
+                    "x-countersign-approval",
+                    "3a7f0c9e5b21d4468f0a1c2e3d4b5a6978879605b4c3d2e1f001122334455667",
+                )
+                .encode(),
+        ),
+        (
+            // A token that names no shard is refused without the store.
+            "guarded-agent-export-with-malformed-token",
+            Some(Deny),
             check("POST", EXPORT)
                 .jwt(agent())
                 .body(r#"{"format":"csv","rows":10}"#)

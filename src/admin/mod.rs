@@ -340,7 +340,7 @@ fn list(items: &[String]) -> String {
 /// Store errors as gRPC statuses, once, here at the edge.
 fn store_status(e: StoreError) -> GrpcStatus {
     match &e {
-        StoreError::Unavailable(_) | StoreError::Corrupt(_) => {
+        StoreError::Unavailable(_) | StoreError::NotReplicated { .. } | StoreError::Corrupt(_) => {
             GrpcStatus::unavailable(e.to_string())
         }
         StoreError::NotFound(_) => GrpcStatus::not_found(e.to_string()),

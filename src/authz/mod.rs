@@ -363,8 +363,16 @@ impl AuthzService {
             decision_fields(facts, kind, http_status(response), method, path, request_id);
         fields.push(("approval_id", facts.approval_id.clone()));
         fields.push(("approval_status", facts.approval_status.to_owned()));
-        let written =
-            tokio::time::timeout_at(until, self.approvals.append_audit(&borrowed(&fields))).await;
+        // Beside its approval's events, when it has one.
+        let place = match facts.approval_id.as_str() {
+            "" => request_id,
+            id => id,
+        };
+        let written = tokio::time::timeout_at(
+            until,
+            self.approvals.append_audit(place, &borrowed(&fields)),
+        )
+        .await;
         match written {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => {

@@ -20,6 +20,8 @@ fn service() -> AuthzService {
     // down; every other call must not notice.
     let store_config = crate::approval::StoreConfig {
         url: "redis://127.0.0.1:1".into(),
+        cluster: false,
+        replica_acks: 0,
         ..config.store.clone()
     };
     let approvals = Arc::new(crate::approval::RedisStore::new(store_config).unwrap());

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 
 use crate::approval::RedisStore;
-use crate::approval::store::AuditEntry;
+use crate::approval::store::{AuditCursor, AuditEntry};
 use crate::config::{Config, ProcessEnv};
 
 #[derive(Debug, Args)]
@@ -118,33 +118,34 @@ async fn export(
     format: Format,
 ) -> Result<(), crate::approval::StoreError> {
     let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let mut start = since.map_or_else(|| "-".to_owned(), |t| format!("{}-0", ms(t)));
+    let start = since.map_or_else(|| "-".to_owned(), |t| format!("{}-0", ms(t)));
     let end = until.map_or_else(|| "+".to_owned(), |t| format!("{}-{}", ms(t), u64::MAX));
+    let mut cursor = AuditCursor::from(&start);
     let mut out = std::io::stdout().lock();
     loop {
-        let page = store.audit_range(&start, &end, PAGE).await?;
+        let page = store.audit_range(&mut cursor, &end, PAGE).await?;
         for e in &page {
             if writeln!(out, "{}", render(e, format)).is_err() {
                 return Ok(()); // stdout closed (| head): done.
             }
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE => start = format!("({}", last.id),
-            _ => return Ok(()),
+        if page.len() < PAGE {
+            return Ok(());
         }
     }
 }
 
 async fn tail(store: &RedisStore, format: Format) -> Result<(), crate::approval::StoreError> {
-    let mut after = "$".to_owned();
+    let mut cursor = store.audit_end().await?;
     loop {
-        let entries = store.audit_follow(&after, Duration::from_secs(5)).await?;
+        let entries = store
+            .audit_follow(&mut cursor, Duration::from_secs(5))
+            .await?;
         let mut out = std::io::stdout().lock();
         for e in &entries {
             if writeln!(out, "{}", render(e, format)).is_err() {
                 return Ok(());
             }
-            after.clone_from(&e.id);
         }
         let _ = out.flush();
     }

@@ -248,14 +248,11 @@ async fn sweep(
         if policies.current().guards.is_empty() {
             continue;
         }
-        let expired = match approvals.sweep().await {
-            Ok(ids) => ids,
-            Err(e) => {
-                metrics.redis_error();
-                tracing::debug!("expiry sweep: {e}");
-                continue;
-            }
-        };
+        let (expired, errors) = approvals.sweep().await;
+        if let Some(e) = errors.first() {
+            metrics.redis_error();
+            tracing::debug!(shards = errors.len(), "expiry sweep: {e}");
+        }
         for id in expired {
             metrics.approval_event("expired");
             tracing::info!(approval = %id, "approval request expired");

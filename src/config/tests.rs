@@ -185,3 +185,37 @@ fn the_admin_api_can_be_configured_from_the_environment() {
         "{e}"
     );
 }
+
+#[test]
+fn several_redis_urls_need_cluster_and_one_nodes_url_is_taken_whole() {
+    let e = err("[redis]\nurl = \"redis://10.0.0.1:6379,redis://10.0.0.2:6379\"\n");
+    assert!(e.contains("set `redis.cluster = true`"), "{e}");
+
+    let load = |text: &str| {
+        let (_d, p) = file(text);
+        Config::load(Some(&p), &env(&[])).map(|c| c.store)
+    };
+    // A comma in one node's password is the password's.
+    let one = load("[redis]\nurl = \"redis://u:pa,ss@10.0.0.1:6379\"\n").unwrap();
+    assert_eq!(one.url, "redis://u:pa,ss@10.0.0.1:6379");
+    assert!(!one.cluster);
+    assert_eq!(one.replica_acks, 0);
+    let cluster =
+        load("[redis]\nurl = \"redis://10.0.0.1:6379, redis://10.0.0.2:6379\"\ncluster = true\n")
+            .unwrap();
+    assert!(cluster.cluster);
+    assert_eq!(
+        cluster.replica_acks, 1,
+        "a cluster waits for a replica by default"
+    );
+
+    let e = err("[redis]\nurl = \"redis://u:s3cret@host:port\"\n");
+    assert!(
+        !e.contains("s3cret"),
+        "the password stays out of errors: {e}"
+    );
+    assert!(e.contains("…@host:port"), "{e}");
+
+    let e = err("[redis]\nprefix = \"cs{x}:\"\n");
+    assert!(e.contains("field `redis.prefix`"), "{e}");
+}
