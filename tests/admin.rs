@@ -43,6 +43,8 @@ async fn start() -> Admin {
     let store = Arc::new(
         RedisStore::new(StoreConfig {
             url: redis.url(),
+            cluster: false,
+            replica_acks: 0,
             prefix: "admin-test:".into(),
             timeout: Duration::from_secs(2),
             retention: Duration::from_secs(3600),

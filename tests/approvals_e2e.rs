@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::stack::{Reply, stack};
+use common::stack::{Reply, race, stack};
 use common::{eventually, token, token_with};
 use serde_json::{Value, json};
 
@@ -190,33 +190,10 @@ async fn a_hundred_concurrent_retries_with_one_single_use_token_pass_exactly_onc
     let s = stack().await;
     let agent = agent();
     let (_, token) = s.open_and_approve(EXPORT, &agent, BODY, "once").await;
-    let mut calls = Vec::new();
-    for _ in 0..100 {
-        let req = s
-            .http
-            .post(s.envoy.url(EXPORT))
-            .bearer_auth(&agent)
-            .header("content-type", "application/json")
-            .header("x-countersign-approval", &token)
-            .body(BODY);
-        calls.push(tokio::spawn(async move {
-            let r = req.send().await.unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }));
-    }
-    let mut passed = 0;
-    for c in calls {
-        let (status, body) = c.await.unwrap();
-        match status {
-            200 => passed += 1,
-            403 => assert!(
-                body["reason"].as_str().unwrap().contains("is consumed"),
-                "{body}"
-            ),
-            _ => panic!("{status}: {body}"),
-        }
-    }
+    let calls = (0..100)
+        .map(|_| s.view().post_request(EXPORT, &agent, BODY, Some(&token)))
+        .collect();
+    let passed = race(calls).await;
     assert_eq!(passed, 1);
     // A replay later is refused the same way.
     let r = s.post(EXPORT, &agent, BODY, Some(&token)).await;

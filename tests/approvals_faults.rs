@@ -25,6 +25,8 @@ fn service(redis: &Redis, hold_max: Duration) -> AuthzService {
     .unwrap();
     let store = RedisStore::new(StoreConfig {
         url: redis.url(),
+        cluster: false,
+        replica_acks: 0,
         prefix: "faults:".into(),
         timeout: Duration::from_millis(250),
         retention: Duration::from_secs(600),

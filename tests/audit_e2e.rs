@@ -471,6 +471,8 @@ async fn audit_tail_prints_entries_as_they_are_written_even_after_a_quiet_spell(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let store = countersign::approval::RedisStore::new(countersign::approval::StoreConfig {
         url: redis.url(),
+        cluster: false,
+        replica_acks: 0,
         prefix: "countersign:".into(),
         timeout: Duration::from_millis(250),
         retention: Duration::from_secs(3600),
@@ -479,11 +481,14 @@ async fn audit_tail_prints_entries_as_they_are_written_even_after_a_quiet_spell(
     })
     .unwrap();
     store
-        .append_audit(&[
-            ("event", "decision"),
-            ("decision", "deny"),
-            ("reason", "line one\nforged=line"),
-        ])
+        .append_audit(
+            "r-tail",
+            &[
+                ("event", "decision"),
+                ("decision", "deny"),
+                ("reason", "line one\nforged=line"),
+            ],
+        )
         .await
         .unwrap();
     let line = lines.recv_timeout(Duration::from_secs(10));

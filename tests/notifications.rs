@@ -97,6 +97,8 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
     let store = Arc::new(
         RedisStore::new(StoreConfig {
             url: redis.url(),
+            cluster: false,
+            replica_acks: 0,
             prefix: "hooks:".into(),
             timeout: Duration::from_secs(2),
             retention: Duration::from_secs(600),

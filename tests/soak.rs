@@ -18,13 +18,10 @@ use std::time::{Duration, Instant};
 
 use common::stack::{Stack, stack_traced};
 use common::{Redis, token, token_with};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
@@ -86,36 +83,11 @@ impl TraceService for SpanCounter {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut seen = self.0.lock().unwrap();
         for rs in &request.get_ref().resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-                .map_or("?".to_owned(), |v| match v {
-                    Any::StringValue(s) => s.clone(),
-                    other => format!("{other:?}"),
-                });
+            let service = common::otlp::service_name(rs);
             let n: usize = rs.scope_spans.iter().map(|ss| ss.spans.len()).sum();
             *seen.entry(service).or_default() += n as u64;
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-impl SpanCounter {
-    /// Serves on a free port on 127.0.0.1 for the rest of the test.
-    async fn start() -> (SpanCounter, u16) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let counter = SpanCounter::default();
-        let service = TraceServiceServer::new(counter.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        (counter, port)
     }
 }
 
@@ -934,7 +906,8 @@ async fn under_mixed_traffic_restarts_and_reloads_every_answer_is_right_and_memo
         vec![run * 45 / 100]
     };
 
-    let (spans, otlp) = SpanCounter::start().await;
+    let spans = SpanCounter::default();
+    let (otlp, _stop_otlp) = common::otlp::serve(spans.clone()).await;
     let s = stack_traced(Some(otlp)).await;
     let metrics_url = format!("http://{}/metrics", s.sidecar.metrics_addr);
     let policy_dir = s.policies.path().to_owned();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod check;
+pub mod cluster;
 pub mod otlp;
 pub mod stack;
 pub mod tls;
@@ -151,6 +152,16 @@ impl Sidecar {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the log shows `text` within 5 s: lines arrive through a
+    /// pipe, so a line written just before an answer may not be read yet.
+    pub async fn logged(&self, text: &str) -> bool {
+        eventually(Duration::from_secs(5), Duration::from_millis(20), || {
+            let hit = self.log().contains(text);
+            async move { hit }
+        })
+        .await
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -411,14 +422,7 @@ impl Redis {
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay
     /// open but nothing answers, as with a hung Redis.
     pub fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(self.child.as_ref().expect("running"), sig);
     }
 
     /// Stops the server (a non-persistent Redis loses everything).
@@ -465,4 +469,16 @@ pub fn export_request(
         info,
         params,
     }
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`, ...) to `child`.
+pub fn signal(child: &Child, sig: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }

@@ -21,17 +21,16 @@ pub struct Stack {
     pub config: PathBuf,
 }
 
-/// The embedded example configuration, plus Redis at `redis_url` (with the
-/// key `prefix`, else countersign's default) and the admin API.
-pub fn config(dir: &Path, redis_url: &str, prefix: Option<&str>, pki: &Pki) -> PathBuf {
-    let prefix = prefix.map_or(String::new(), |p| format!("prefix = \"{p}\"\n"));
+/// The embedded example configuration, plus the `[redis]` table `redis`
+/// and the admin API.
+pub fn config(dir: &Path, redis: &str, pki: &Pki) -> PathBuf {
     let (cert, key) = pki.server();
     let mut text = std::fs::read_to_string(super::repo().join("src/default-config.toml")).unwrap();
     text.push_str(&format!(
         r#"
 [redis]
-url = "{redis_url}"
-{prefix}
+{redis}
+
 [approvals]
 hold_max = "20s"
 
@@ -73,7 +72,8 @@ pub async fn stack_traced(otlp: Option<u16>) -> Stack {
 pub async fn stack_on(redis: Redis, url: &str, prefix: Option<&str>, otlp: Option<u16>) -> Stack {
     let pki = Pki::new();
     let policies = policy_copy();
-    let path = config(pki.dir(), url, prefix, &pki);
+    let prefix = prefix.map_or(String::new(), |p| format!("prefix = \"{p}\""));
+    let path = config(pki.dir(), &format!("url = \"{url}\"\n{prefix}"), &pki);
     let endpoint = otlp.map(|p| format!("http://127.0.0.1:{p}"));
     let mut env = vec![("COUNTERSIGN_CONFIG", path.to_str().unwrap())];
     if let Some(e) = &endpoint {
@@ -101,10 +101,189 @@ pub struct Reply {
     pub body: Value,
 }
 
+/// One countersign and its Envoy, as the tests drive them.
+pub struct View<'a> {
+    pub envoy: &'a Envoy,
+    pub sidecar: &'a Sidecar,
+    pki: &'a Pki,
+    http: &'a reqwest::Client,
+    /// The Host every call names, if not Envoy's own address.
+    host: Option<&'static str>,
+}
+
 impl Stack {
+    pub fn view(&self) -> View<'_> {
+        View {
+            envoy: &self.envoy,
+            sidecar: &self.sidecar,
+            pki: &self.pki,
+            http: &self.http,
+            host: None,
+        }
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> u16 {
+        self.view().get(path, bearer).await
+    }
+
+    pub async fn open_and_approve(
+        &self,
+        path: &str,
+        bearer: &str,
+        body: &str,
+        reason: &str,
+    ) -> (String, String) {
+        self.view()
+            .open_and_approve(path, bearer, body, reason)
+            .await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        bearer: &str,
+        body: &str,
+        approval: Option<&str>,
+    ) -> Reply {
+        self.view().post(path, bearer, body, approval).await
+    }
+
+    pub fn held(&self, path: &str, bearer: &str) -> tokio::task::JoinHandle<(u16, Value)> {
+        self.view().held(path, bearer)
+    }
+
+    pub async fn pending_id(&self, who: &str) -> String {
+        self.view().pending_id(who).await
+    }
+
+    pub fn cli(&self, who: &str, args: &[&str]) -> (i32, String) {
+        self.view().cli(who, args)
+    }
+}
+
+/// The service a fleet's callers call.
+pub const FLEET_HOST: &str = "datasets.acme.test";
+
+/// Several countersign instances, each with its own Envoy, on one store:
+/// a mesh in miniature. Every instance has the admin API.
+pub struct Fleet {
+    pub peers: Vec<(Sidecar, Envoy)>,
+    pub pki: Pki,
+    pub http: reqwest::Client,
+    pub policies: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Fleet {
+    /// `n` instances with the `[redis]` table `redis`.
+    pub async fn start(n: usize, redis: &str) -> Fleet {
+        let pki = Pki::new();
+        let policies = policy_copy();
+        let config = config(pki.dir(), redis, &pki);
+        let mut peers = Vec::new();
+        for _ in 0..n {
+            let sidecar = Sidecar::start(
+                policies.path(),
+                &[("COUNTERSIGN_CONFIG", config.to_str().unwrap())],
+            );
+            let envoy = Envoy::start(sidecar.port()).await;
+            peers.push((sidecar, envoy));
+        }
+        Fleet {
+            peers,
+            pki,
+            http: reqwest::Client::new(),
+            policies,
+            config,
+        }
+    }
+
+    /// Instance `i`.
+    pub fn on(&self, i: usize) -> View<'_> {
+        let (sidecar, envoy) = &self.peers[i];
+        View {
+            envoy,
+            sidecar,
+            pki: &self.pki,
+            http: &self.http,
+            // Callers name the service, not the sidecar they happen to
+            // reach, so that a call is the same call through any of them.
+            host: Some(FLEET_HOST),
+        }
+    }
+
+    /// Every instance's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.peers
+            .iter()
+            .enumerate()
+            .map(|(i, (s, _))| format!("--- instance {i}\n{}", s.log()))
+            .collect()
+    }
+}
+
+/// Sends every request at once; how many passed (200). Each refusal must
+/// say the approval is consumed.
+pub async fn race(requests: Vec<reqwest::RequestBuilder>) -> usize {
+    let calls: Vec<_> = requests
+        .into_iter()
+        .map(|req| {
+            tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            })
+        })
+        .collect();
+    let mut passed = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            (200, _) => passed += 1,
+            (403, body) => assert!(
+                body["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("is consumed"),
+                "{body}"
+            ),
+            (status, body) => panic!("{status}: {body}"),
+        }
+    }
+    passed
+}
+
+impl View<'_> {
+    /// A JSON POST with `bearer` and, if given, an approval token.
+    pub fn post_request(
+        &self,
+        path: &str,
+        bearer: &str,
+        body: &str,
+        approval: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let req = self
+            .request(reqwest::Method::POST, path)
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        match approval {
+            Some(t) => req.header("x-countersign-approval", t),
+            None => req,
+        }
+    }
+
+    /// A request through this instance's Envoy.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, self.envoy.url(path));
+        match self.host {
+            Some(h) => req.header(reqwest::header::HOST, h),
+            None => req,
+        }
+    }
+
     /// GET `path` through Envoy; the status.
     pub async fn get(&self, path: &str, bearer: Option<&str>) -> u16 {
-        let mut req = self.http.get(self.envoy.url(path));
+        let mut req = self.request(reqwest::Method::GET, path);
         if let Some(t) = bearer {
             req = req.bearer_auth(t);
         }
@@ -136,16 +315,11 @@ impl Stack {
         body: &str,
         approval: Option<&str>,
     ) -> Reply {
-        let mut req = self
-            .http
-            .post(self.envoy.url(path))
-            .bearer_auth(bearer)
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        if let Some(t) = approval {
-            req = req.header("x-countersign-approval", t);
-        }
-        let resp = req.send().await.unwrap();
+        let resp = self
+            .post_request(path, bearer, body, approval)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
@@ -159,8 +333,7 @@ impl Stack {
     /// POSTs `{}` to a held route in the background; its status and body.
     pub fn held(&self, path: &str, bearer: &str) -> tokio::task::JoinHandle<(u16, Value)> {
         let req = self
-            .http
-            .post(self.envoy.url(path))
+            .request(reqwest::Method::POST, path)
             .bearer_auth(bearer)
             .body("{}");
         tokio::spawn(async move {
