@@ -51,10 +51,13 @@ enum Cmd {
     },
     /// Open an agent export through Check, approve it in the approval store
     /// named by the sidecar's configuration (COUNTERSIGN_* variables), and
-    /// print its token.
+    /// print its token. With `--count N`, N distinct exports (so requests
+    /// on many shards), printed as `ROWS:TOKEN,ROWS:TOKEN,...`.
     Token {
         #[arg(long, default_value = "http://127.0.0.1:9191")]
         target: String,
+        #[arg(long)]
+        count: Option<usize>,
     },
     /// Approve request `id` in the approval store named by the sidecar's
     /// configuration (COUNTERSIGN_* variables), as `bench-approver`.
@@ -90,7 +93,8 @@ struct RunArgs {
     /// Weights of `allow`, `deny` and `token` requests, e.g. `allow=8,deny=1,token=1`.
     #[arg(long, default_value = "allow=1")]
     mix: String,
-    /// The approval token for `token` requests (see `token`).
+    /// The approval token for `token` requests, or `ROWS:TOKEN,...` to
+    /// spread the streams over several (see `token`).
     #[arg(long)]
     token: Option<String>,
     /// The server's process id, for its CPU time and peak RSS.
@@ -221,11 +225,29 @@ async fn connect(target: &str) -> Result<AuthorizationClient<Channel>, Box<dyn s
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mix = parse_mix(&args.mix, args.token.as_deref())?;
-    let requests = HashMap::from([
-        ("allow", allowed()),
-        ("deny", denied()),
-        ("token", export(10, args.token.as_deref())),
-    ]);
+    // Each stream uses one of the tokens: `TOKEN` (the export of 10 rows)
+    // or `ROWS:TOKEN,...` from `token --count`.
+    let tokens: Vec<(usize, Option<&str>)> = match args.token.as_deref() {
+        None => vec![(10, None)],
+        Some(list) => list
+            .split(',')
+            .map(|t| match t.split_once(':') {
+                Some((rows, token)) => rows
+                    .parse()
+                    .map(|rows| (rows, Some(token)))
+                    .map_err(|_| format!("`{t}`: expected ROWS:TOKEN")),
+                None => Ok((10, Some(t))),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let requests = |stream: usize| {
+        let (rows, token) = tokens[stream % tokens.len()];
+        HashMap::from([
+            ("allow", allowed()),
+            ("deny", denied()),
+            ("token", export(rows, token)),
+        ])
+    };
     let tasks = args.connections * args.streams;
     let interval = args
         .rate
@@ -239,7 +261,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         for s in 0..args.streams {
             set.spawn(stream(
                 client.clone(),
-                requests.clone(),
+                requests(c * args.streams + s),
                 mix.clone(),
                 c * args.streams + s,
                 measure_from,
@@ -300,12 +322,19 @@ fn approval_of(r: &CheckResponse) -> Option<(String, String)> {
     ))
 }
 
-async fn token(target: &str) -> Result<(), Box<dyn std::error::Error>> {
+async fn token(target: &str, count: Option<usize>) -> Result<(), Box<dyn std::error::Error>> {
     let mut client = connect(target).await?;
-    let first = client.check(export(10, None)).await?.into_inner();
-    let (id, token) = approval_of(&first).ok_or("the export did not ask for an approval")?;
-    approve(&id).await?;
-    println!("{token}");
+    let mut out = Vec::new();
+    for rows in 10..10 + count.unwrap_or(1) {
+        let first = client.check(export(rows, None)).await?.into_inner();
+        let (id, token) = approval_of(&first).ok_or("the export did not ask for an approval")?;
+        approve(&id).await?;
+        out.push(match count {
+            Some(_) => format!("{rows}:{token}"),
+            None => token,
+        });
+    }
+    println!("{}", out.join(","));
     Ok(())
 }
 
@@ -370,7 +399,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             synthetic::write_policy_dir(&out, extra, token_uses)?;
             Ok(())
         }
-        Cmd::Token { target } => token(&target).await,
+        Cmd::Token { target, count } => token(&target, count).await,
         Cmd::Approve { id } => approve(&id).await,
         Cmd::Pending { target, count } => pending(&target, count).await,
     }
