@@ -1192,8 +1192,10 @@ async fn the_approval_story_runs_end_to_end_as_the_documented_redis_user() {
     let held = s.held("/acme.iam.v1.Roles/GrantRole", &token("sam", &["security"]));
     let held_id = s.pending_id("sara").await;
     assert!(!held.is_finished(), "the call is held, not answered");
-    let (code, out) = s.cli("sara", &["approve", &held_id, "--reason", "onboarding"]);
-    assert_eq!(code, 0, "{out}");
+    for who in ["sara", "sid"] {
+        let (code, out) = s.cli(who, &["approve", &held_id, "--reason", "onboarding"]);
+        assert_eq!(code, 0, "{out}");
+    }
     let (status, body) = tokio::time::timeout(Duration::from_secs(15), held)
         .await
         .unwrap()

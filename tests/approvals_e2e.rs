@@ -146,10 +146,17 @@ async fn an_approval_is_bound_to_the_exact_request() {
 async fn a_held_call_goes_through_when_approved_within_the_hold_time() {
     let s = stack().await;
     let held = s.held("/acme.iam.v1.Roles/GrantRole", &token("sam", &["security"]));
-    // Approved by another member of security (sam himself may not).
+    // Approved by two other members of security (quorum 2; sam himself may
+    // not approve).
     let id = s.pending_id("sara").await;
     assert!(!held.is_finished(), "the call is held, not answered");
+    let (code, out) = s.cli("sam", &["approve", &id, "--reason", "mine"]);
+    assert_ne!(code, 0, "the requester approved his own call: {out}");
     let (code, out) = s.cli("sara", &["approve", &id, "--reason", "onboarding"]);
+    assert_eq!(code, 0, "{out}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!held.is_finished(), "released by one approval of two");
+    let (code, out) = s.cli("sid", &["approve", &id, "--reason", "onboarding"]);
     assert_eq!(code, 0, "{out}");
     let (status, body) = tokio::time::timeout(Duration::from_secs(15), held)
         .await
@@ -234,7 +241,7 @@ async fn revoked_denied_and_expired_approvals_are_refused() {
     );
 
     // Expired: a policy that keeps approvals for one second.
-    let path = s.policies.path().join("approvals.cedar");
+    let path = s.policies.path().join("data-export.cedar");
     let text = std::fs::read_to_string(&path).unwrap();
     let short = text.replace(
         "@reason_required(\"true\")",

@@ -82,7 +82,7 @@ async fn a_hold_that_nobody_decides_answers_as_deny_mode_with_a_token() {
         (body["decision"].as_str(), body["status"].as_str()),
         (Some("approval_required"), Some("pending"))
     );
-    assert_eq!(body["policies"], json!(["role-grants-need-approval"]));
+    assert_eq!(body["policies"], json!(["privilege-changes-need-approval"]));
     assert!(
         body["approval_token"]
             .as_str()

@@ -110,11 +110,15 @@ async fn a_held_call_wakes_on_an_approval_made_through_another_instance(f: &Flee
         .held("/acme.iam.v1.Roles/GrantRole", &token("sam", &["security"]));
     let id = f.on(1).pending_id("sara").await;
     assert!(!held.is_finished(), "the call is held, not answered");
-    // Let the hold settle into its wait, then approve.
+    // Let the hold settle into its wait, then approve (quorum 2).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (code, out) = f
         .on(1)
         .cli("sara", &["approve", &id, "--reason", "onboarding"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = f
+        .on(1)
+        .cli("sid", &["approve", &id, "--reason", "onboarding"]);
     let approved = Instant::now();
     assert_eq!(code, 0, "{out}");
     let (status, body) = tokio::time::timeout(Duration::from_secs(15), held)

@@ -47,6 +47,14 @@ groups = ["data-owners"]
 [[admin.approvers]]
 name = "sara"
 groups = ["security"]
+
+[[admin.approvers]]
+name = "sid"
+groups = ["security"]
+
+[[admin.approvers]]
+name = "omar"
+groups = ["on-call"]
 "#,
         cert.display(),
         key.display(),
@@ -315,11 +323,33 @@ impl View<'_> {
         body: &str,
         approval: Option<&str>,
     ) -> Reply {
-        let resp = self
-            .post_request(path, bearer, body, approval)
-            .send()
-            .await
-            .unwrap();
+        Self::reply(self.post_request(path, bearer, body, approval)).await
+    }
+
+    /// `method path` with `bearer`, a JSON body and an approval token if
+    /// given.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+        body: Option<&str>,
+        approval: Option<&str>,
+    ) -> Reply {
+        let mut req = self.request(method, path).bearer_auth(bearer);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        if let Some(t) = approval {
+            req = req.header("x-countersign-approval", t);
+        }
+        Self::reply(req).await
+    }
+
+    async fn reply(req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
@@ -332,10 +362,23 @@ impl View<'_> {
 
     /// POSTs `{}` to a held route in the background; its status and body.
     pub fn held(&self, path: &str, bearer: &str) -> tokio::task::JoinHandle<(u16, Value)> {
+        self.held_with(reqwest::Method::POST, path, bearer, "{}")
+    }
+
+    /// Sends a call that may be held, in the background; its status and
+    /// body.
+    pub fn held_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: &str,
+        body: &str,
+    ) -> tokio::task::JoinHandle<(u16, Value)> {
         let req = self
-            .request(reqwest::Method::POST, path)
+            .request(method, path)
             .bearer_auth(bearer)
-            .body("{}");
+            .header("content-type", "application/json")
+            .body(body.to_owned());
         tokio::spawn(async move {
             let r = req.send().await.unwrap();
             let status = r.status().as_u16();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Everyone a test may connect as.
 const NAMES: &[&str] = &[
-    "dora", "sara", "agent-7", "alice", "ivan", "stranger", "sam",
+    "dora", "sara", "sid", "omar", "agent-7", "alice", "ivan", "stranger", "sam",
 ];
 
 pub struct Pki {
