@@ -280,3 +280,65 @@ async fn turning_audit_logging_off_is_denied_to_everyone() {
         .await;
     denied_by(&r, json!([]));
 }
+
+/// The recipe in docs/policy-guide.md, taken from the guide as written and
+/// added to a running sidecar's policies.
+#[tokio::test]
+async fn the_large_exports_recipe_works_as_written() {
+    let s = stack().await;
+    let guide = std::fs::read_to_string(common::repo().join("docs/policy-guide.md")).unwrap();
+    let marker = "// recipe: large exports need two data owners";
+    let start = guide.find(marker).expect("the recipe in the guide");
+    let end = start + guide[start..].find("```").expect("the end of the recipe");
+    let before = s.sidecar.log().matches("policies reloaded").count();
+    std::fs::write(
+        s.policies.path().join("large-exports.cedar"),
+        &guide[start..end],
+    )
+    .unwrap();
+    let reloaded = common::eventually(Duration::from_secs(10), Duration::from_millis(100), || {
+        let n = s.sidecar.log().matches("policies reloaded").count();
+        async move { n > before }
+    })
+    .await;
+    assert!(reloaded, "{}", s.sidecar.log());
+
+    let export = "/v1/datasets/sales/export";
+    let small = s
+        .post(export, &agent(), r#"{"format":"csv","rows":500}"#, None)
+        .await;
+    approval_required(
+        &small,
+        "agent-exports-need-approval",
+        json!(["data-owners"]),
+    );
+    assert_eq!(small.body["quorum"], 1);
+    let large = r#"{"format":"csv","rows":200000}"#;
+    let r = s.post(export, &agent(), large, None).await;
+    assert_eq!(r.body["decision"], "approval_required", "{:?}", r.body);
+    assert_eq!(r.body["quorum"], 2, "{:?}", r.body);
+    let mut policies: Vec<&str> = r.body["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    policies.sort_unstable();
+    assert_eq!(
+        policies,
+        [
+            "agent-exports-need-approval",
+            "large-exports-need-two-data-owners"
+        ]
+    );
+    // One data owner's approval is not enough.
+    let (id, token) = (
+        r.body["approval_id"].as_str().unwrap(),
+        r.body["approval_token"].as_str().unwrap(),
+    );
+    let (code, out) = s.cli("dora", &["approve", id, "--reason", "year end"]);
+    assert_eq!(code, 0, "{out}");
+    let r = s.post(export, &agent(), large, Some(token)).await;
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    assert_eq!(show(&s, "dora", id)["status"], "pending");
+}

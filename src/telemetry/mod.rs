@@ -30,7 +30,7 @@ use opentelemetry_sdk::trace::{
 
 pub use propagate::{parent_from, parse_traceparent, traceparent};
 
-/// Attribute keys: the documented schema (README, "For SREs").
+/// Attribute keys: the documented schema (docs/operations.md, "Traces").
 pub mod attr {
     pub const PRINCIPAL: &str = "countersign.principal";
     pub const ON_BEHALF_OF: &str = "countersign.on_behalf_of";
