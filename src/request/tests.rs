@@ -218,9 +218,9 @@ fn unmatched_requests_get_the_default_action_and_path_resource() {
 #[test]
 fn probes_cover_every_route_and_principal_type() {
     let probes = mapper().probes().unwrap();
-    // 4 routes + the default, each for User, Workload and Anonymous, each
+    // 11 routes + the default, each for User, Workload and Anonymous, each
     // with every optional context part and with none.
-    assert_eq!(probes.len(), 5 * 3 * 2);
+    assert_eq!(probes.len(), 12 * 3 * 2);
     assert!(
         probes
             .iter()
