@@ -15,6 +15,11 @@ use crate::approval::store::{AuditCursor, AuditEntry};
 use crate::config::{Config, ProcessEnv};
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  countersign audit export --since 24h --config /etc/countersign/countersign.toml > evidence.jsonl
+  countersign audit tail --format text
+
+Reads Redis directly (`redis.url` and `redis.prefix` of --config), so it works while the sidecar is down.")]
 pub struct AuditArgs {
     /// The sidecar's configuration file (for the Redis URL and key prefix);
     /// defaults to $COUNTERSIGN_CONFIG, else the embedded default.
@@ -36,9 +41,11 @@ enum Format {
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Print the recorded decisions and approval events, oldest first.
-    #[command(
-        after_help = "TIME is RFC 3339 (2026-11-21T09:00:00Z) or an age (90m, 24h, 7d).\n\nExamples:\n  countersign audit export --since 24h\n  countersign audit export --since 2026-11-01T00:00:00Z --until 2026-11-02T00:00:00Z > evidence.jsonl"
-    )]
+    #[command(after_help = "Examples:
+  countersign audit export --since 24h
+  countersign audit export --since 2026-11-01T00:00:00Z --until 2026-11-02T00:00:00Z > evidence.jsonl
+
+TIME is RFC 3339 (2026-11-21T09:00:00Z) or an age (90m, 24h, 7d).")]
     Export {
         /// Earliest entry to print (default: the oldest kept).
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -48,7 +55,9 @@ enum AuditCommand {
         until: Option<SystemTime>,
     },
     /// Follow the stream: print entries as they are written, until Ctrl-C.
-    #[command(after_help = "Example:\n  countersign audit tail --format text")]
+    #[command(after_help = "Examples:
+  countersign audit tail
+  countersign audit tail --format text --config /etc/countersign/countersign.toml")]
     Tail,
 }
 
@@ -71,14 +80,16 @@ pub fn run(args: AuditArgs) -> ExitCode {
     let config = match Config::load(args.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("countersign: invalid configuration: {e}");
+            eprintln!("countersign: {}", super::config_problem(&e));
             return ExitCode::from(super::EXIT_CONFIG);
         }
     };
     let store = match RedisStore::new(config.store) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("countersign: field `redis.url`: {e}");
+            eprintln!(
+                "countersign: field `redis.url`: {e} (set it in --config, or COUNTERSIGN_REDIS_URL, to the Redis the sidecar uses)"
+            );
             return ExitCode::from(super::EXIT_CONFIG);
         }
     };
@@ -102,7 +113,9 @@ pub fn run(args: AuditArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("countersign: {e}");
+            eprintln!(
+                "countersign: {e} (check that Redis is up, and that `redis.url` and `redis.prefix` are the sidecar's: pass its configuration with --config)"
+            );
             ExitCode::FAILURE
         }
     }

@@ -9,9 +9,12 @@ use clap::Args;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Example:\n  countersign dev-certs dev-certs --approver dora --approver sara\n\nWrites ca.pem, server.pem, server-key.pem and <name>.pem, <name>-key.pem per approver,\nthen prints the environment that points `countersign serve` and `countersign approvals` at them."
-)]
+#[command(after_help = "Examples:
+  countersign dev-certs dev-certs --approver dora --approver sara
+  eval \"$(countersign dev-certs /tmp/countersign-certs --approver dora)\"
+
+Writes ca.pem, server.pem, server-key.pem and <name>.pem, <name>-key.pem per approver,
+then prints the environment that points `countersign serve` and `countersign approvals` at them.")]
 pub struct DevCertsArgs {
     /// Directory to write into (created if missing).
     dir: PathBuf,
@@ -47,7 +50,12 @@ pub fn run(args: DevCertsArgs) -> ExitCode {
 }
 
 pub fn write_all(dir: &Path, approvers: &[String]) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "cannot create `{}`: {e} (give a directory you can write to)",
+            dir.display()
+        )
+    })?;
     let err = |e: rcgen::Error| e.to_string();
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -84,5 +92,10 @@ pub fn write_all(dir: &Path, approvers: &[String]) -> Result<(), String> {
 
 fn write(dir: &Path, name: &str, pem: &str) -> Result<(), String> {
     let path = dir.join(name);
-    std::fs::write(&path, pem).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+    std::fs::write(&path, pem).map_err(|e| {
+        format!(
+            "cannot write `{}`: {e} (give a directory you can write to)",
+            path.display()
+        )
+    })
 }

@@ -2,9 +2,11 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod completions;
 pub mod devcerts;
 pub mod policy;
 pub mod serve;
+pub mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +21,14 @@ pub const EXIT_CONFIG: u8 = 64;
 #[command(
     name = "countersign",
     version,
-    about = "Authorization sidecar for Envoy: decides every request with Cedar policies"
+    about = "Authorization sidecar for Envoy: decides every request with Cedar policies",
+    after_help = "Examples:
+  countersign serve --config /etc/countersign/countersign.toml
+  countersign policy validate ./policies
+  countersign approvals list
+  countersign completions bash > ~/.local/share/bash-completion/completions/countersign
+
+Run `countersign COMMAND --help` for the options and examples of each command."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,9 +38,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the ext_authz sidecar (gRPC, with grpc.health.v1 on the same port).
-    #[command(
-        after_help = "Examples:\n  countersign serve\n  countersign serve --config /etc/countersign/countersign.toml\n  COUNTERSIGN_LISTEN=0.0.0.0:9191 COUNTERSIGN_LOG=debug countersign serve\n\nExit codes: 0 after a clean shutdown, 64 for a bad configuration or a missing policy directory, 1 otherwise.\nA policy set with errors does not stop the sidecar: it denies every check and /readyz says not ready until the files are fixed."
-    )]
+    #[command(after_help = "Examples:
+  countersign serve
+  countersign serve --config /etc/countersign/countersign.toml --log-format json
+  COUNTERSIGN_LISTEN=0.0.0.0:9191 COUNTERSIGN_LOG=debug countersign serve
+
+Exit codes: 0 after a clean shutdown, 64 for a bad configuration or a missing policy directory, 1 otherwise.
+A policy set with errors does not stop the sidecar: it denies every check and /readyz says not ready until the files are fixed.")]
     Serve {
         /// TOML configuration file; defaults to $COUNTERSIGN_CONFIG, else the embedded default.
         #[arg(long, value_name = "PATH")]
@@ -41,7 +54,15 @@ pub enum Command {
         log_format: Option<crate::config::LogFormat>,
     },
     /// Tools for policy authors: validate a policy directory, try a request.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = r#"Examples:
+  countersign policy validate ./policies
+  countersign policy check --method GET --path /v1/datasets/sales \
+      --claims '{"sub":"alice","groups":["analysts"]}'
+
+Run `countersign policy validate --help` or `countersign policy check --help` for more."#
+    )]
     Policy(policy::PolicyCommand),
     /// For approvers: list, show, approve, deny, revoke and watch approval requests.
     Approvals(approvals::ApprovalsArgs),
@@ -49,6 +70,26 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Write a throwaway CA and TLS certificates for the admin API (trying out only).
     DevCerts(devcerts::DevCertsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+}
+
+/// A configuration that cannot be loaded, as a sentence that says what to
+/// do about it.
+fn config_problem(e: &crate::config::ConfigError) -> String {
+    use crate::config::ConfigError;
+    let hint = match e {
+        ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            "check the path given with --config or COUNTERSIGN_CONFIG"
+        }
+        ConfigError::Read { .. } => {
+            "check that the file given with --config or COUNTERSIGN_CONFIG is readable by you"
+        }
+        ConfigError::Syntax { .. } | ConfigError::Invalid { .. } => {
+            "fix it there; `countersign policy validate --config FILE` checks a whole configuration"
+        }
+    };
+    format!("invalid configuration: {e} ({hint})")
 }
 
 /// A tokio runtime for a subcommand, or the exit code saying why not.
@@ -71,5 +112,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Approvals(args) => approvals::run(args),
         Command::DevCerts(args) => devcerts::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Completions(args) => completions::run(args),
     }
 }

@@ -23,9 +23,11 @@ pub const EXIT_APPROVAL: u8 = 3;
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Validate every *.cedar file against the *.cedarschema in a directory.
-    #[command(
-        after_help = "Examples:\n  countersign policy validate\n  countersign policy validate ./policies --config countersign.toml\n\nExit codes: 0 valid, 1 invalid (each problem printed as file:line:col), 64 bad configuration."
-    )]
+    #[command(after_help = "Examples:
+  countersign policy validate
+  countersign policy validate ./policies --config countersign.toml
+
+Exit codes: 0 valid, 1 invalid (each problem printed as file:line:col), 64 bad configuration.")]
     Validate {
         /// Policy directory; defaults to the configured one (./policies).
         dir: Option<PathBuf>,
@@ -108,7 +110,7 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
 
 fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
     Config::load(path, &ProcessEnv).map_err(|e| {
-        eprintln!("countersign: invalid configuration: {e}");
+        eprintln!("countersign: {}", super::config_problem(&e));
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -170,8 +172,30 @@ fn validate(dir: Option<PathBuf>, config_path: Option<&Path>) -> ExitCode {
             ExitCode::FAILURE
         }
         Err((e, _)) => {
-            eprintln!("countersign: {e}");
+            eprintln!("countersign: {e} ({})", policy_hint(&e, "DIR"));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// What to do about policies that do not load; `flag` is how the command
+/// takes a policy directory.
+fn policy_hint(e: &PolicyError, flag: &str) -> String {
+    match e {
+        PolicyError::NotADirectory(_) => format!(
+            "give the directory of your *.cedar files as {flag}, or set `policy.dir` in --config"
+        ),
+        PolicyError::Io { .. } => "check that the file is readable by you".to_owned(),
+        PolicyError::NoSchema(_) => {
+            "add the *.cedarschema file the policies are written against to that directory"
+                .to_owned()
+        }
+        PolicyError::NoPolicies(_) => {
+            format!("add *.cedar files there, or give the right directory as {flag}")
+        }
+        PolicyError::Invalid(_) => {
+            "fix them; `countersign policy validate DIR` lists every problem as file:line:col"
+                .to_owned()
         }
     }
 }
@@ -185,8 +209,9 @@ fn check(args: CheckArgs) -> ExitCode {
         Ok(s) => s,
         Err((e, dir)) => {
             eprintln!(
-                "countersign: cannot load policies from `{}`: {e}",
-                dir.display()
+                "countersign: cannot load policies from `{}`: {e} ({})",
+                dir.display(),
+                policy_hint(&e, "--dir")
             );
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -197,7 +222,7 @@ fn check(args: CheckArgs) -> ExitCode {
     } else if args.method.is_some() {
         http(&args, &config, &store)
     } else {
-        Err("give either --principal/--action/--resource or --method/--path".to_owned())
+        Err("nothing to decide: give either --principal, --action and --resource (a Cedar request) or --method and --path (an HTTP request); see `countersign policy check --help`".to_owned())
     };
     match evaluated {
         Ok(Some((decision, principal, action, resource))) => {
@@ -234,12 +259,12 @@ fn spelled_out(args: &CheckArgs, store: &PolicyStore) -> Result<Option<Evaluated
     let loaded = store.current();
     let context: serde_json::Value = match &args.context {
         None => serde_json::json!({}),
-        Some(json) => {
-            serde_json::from_str(json).map_err(|e| format!("--context: not JSON: {e}"))?
-        }
+        Some(json) => serde_json::from_str(json).map_err(|e| {
+            format!(r#"--context: not JSON ({e}): give an object such as '{{"key":"value"}}'"#)
+        })?,
     };
     if !context.is_object() {
-        return Err("--context: expected a JSON object".into());
+        return Err(r#"--context: expected a JSON object such as '{"key":"value"}'"#.into());
     }
     // As the sidecar does: decide without an approval, then with one.
     let request = |granted: bool| -> Result<Request, String> {
@@ -248,7 +273,9 @@ fn spelled_out(args: &CheckArgs, store: &PolicyStore) -> Result<Option<Evaluated
             ctx["approval"] = serde_json::json!({ "granted": granted });
         }
         let ctx = Context::from_json_value(ctx, Some((&loaded.schema, &action)))
-            .map_err(|e| format!("--context: does not fit the schema: {e}"))?;
+            .map_err(|e| {
+                format!("--context: does not fit the schema: {e} (give the attributes the schema declares for this action's context)")
+            })?;
         Request::new(principal.clone(), action.clone(), resource.clone(), ctx, Some(&loaded.schema)).map_err(|e| {
             format!("the request does not fit the schema: {e} (give --context with the attributes the schema declares for this action, or describe an HTTP request with --method/--path)")
         })
@@ -282,7 +309,9 @@ fn http(
         None => None,
         Some(json) => match serde_json::from_str(json) {
             Ok(serde_json::Value::Object(m)) => Some(m),
-            _ => return Err("--claims: expected a JSON object such as {\"sub\":\"alice\"}".into()),
+            _ => {
+                return Err(r#"--claims: expected a JSON object such as '{"sub":"alice"}'"#.into());
+            }
         },
     };
     let body = args.body.as_deref().unwrap_or_default();
@@ -307,10 +336,14 @@ fn http(
     let mapped = config
         .mapper
         .map(&req)
-        .map_err(|e| format!("bad request: {e}"))?;
+        .map_err(|e| {
+            format!("the sample request cannot be mapped: {e} (check --method, --path, --header, --claims and --body against the `routes` and `[identity]` of --config)")
+        })?;
     let verdict = store
         .decide(|granted| mapped.request(granted), &mapped.entities)
-        .map_err(|e| format!("bad request: {e}"))?;
+        .map_err(|e| {
+            format!("the sample request cannot be mapped: {e} (check --method, --path, --header, --claims and --body against the `routes` and `[identity]` of --config)")
+        })?;
     let decision = match verdict {
         Verdict::Allow(d) | Verdict::Deny(d) => d,
         Verdict::Approvable { denial, params, .. } => {

@@ -22,7 +22,10 @@ use std::time::Duration;
 pub fn run(config_path: Option<&Path>, log_format: Option<LogFormat>) -> ExitCode {
     let config = match Config::load(config_path, &ProcessEnv) {
         Ok(c) => c,
-        Err(e) => return config_error(e),
+        Err(e) => {
+            eprintln!("countersign: {}", super::config_problem(&e));
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
     // INVARIANT: the filter was validated by Config::load.
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -43,7 +46,7 @@ pub fn run(config_path: Option<&Path>, log_format: Option<LogFormat>) -> ExitCod
     };
     if !config.policy_dir.is_dir() {
         eprintln!(
-            "countersign: cannot load policies: `{}` does not exist or is not a directory",
+            "countersign: cannot load policies: `{}` does not exist or is not a directory (set `policy.dir` in the configuration, or COUNTERSIGN_POLICY_DIR, to the directory of your *.cedar files)",
             config.policy_dir.display()
         );
         return ExitCode::from(EXIT_CONFIG);

@@ -482,3 +482,60 @@ pub fn signal(child: &Child, sig: &str) {
             .success()
     );
 }
+
+/// `countersign approvals ARGS` against `sidecar`'s admin API as approver
+/// `who`, ready to run or to add to. COLUMNS, NO_COLOR and the client's
+/// own variables are cleared, so that the tester's shell does not change
+/// what is printed.
+pub fn approvals_cli(sidecar: &Sidecar, pki: &tls::Pki, who: &str, args: &[&str]) -> Command {
+    let (cert, key) = pki.client(who);
+    let admin = format!(
+        "https://{}",
+        sidecar.admin_addr.as_ref().expect("admin API")
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_countersign"));
+    cmd.arg("approvals")
+        .args(args)
+        .args(["--admin", &admin])
+        .arg("--ca")
+        .arg(pki.ca())
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key);
+    for k in [
+        "COLUMNS",
+        "NO_COLOR",
+        "COUNTERSIGN_ADMIN_ADDR",
+        "COUNTERSIGN_ADMIN_CA",
+        "COUNTERSIGN_ADMIN_CERT",
+        "COUNTERSIGN_ADMIN_KEY",
+        "COUNTERSIGN_ADMIN_TOKEN",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
+/// `cmd` with its stdout on a terminal: run by `script` (util-linux) in a
+/// pseudo-terminal of unknown size, with the same environment. Its output
+/// comes back with `\r\n` line ends.
+pub fn in_terminal(cmd: &Command) -> Command {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(quote)
+        .collect();
+    let mut script = Command::new("script");
+    script.args(["-q", "-e", "-c", &line.join(" "), "/dev/null"]);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        script.current_dir(dir);
+    }
+    script
+}

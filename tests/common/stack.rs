@@ -416,6 +416,9 @@ impl View<'_> {
         let (cert, key) = self.pki.client(who);
         let admin = format!("https://{}", self.sidecar.admin_addr.as_ref().unwrap());
         let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
+            // Tables as a script sees them, whatever the terminal says.
+            .env_remove("COLUMNS")
+            .env_remove("NO_COLOR")
             .arg("approvals")
             .args(args)
             .args(["--admin", &admin])
