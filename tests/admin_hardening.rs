@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cedar_policy::EntityTypeName;
+use common::stack::answer_of;
 use common::tls::Pki;
 use common::{Redis, eventually, token, token_with};
 use countersign::admin::AdminService;
@@ -1196,10 +1197,7 @@ async fn the_approval_story_runs_end_to_end_as_the_documented_redis_user() {
         let (code, out) = s.cli(who, &["approve", &held_id, "--reason", "onboarding"]);
         assert_eq!(code, 0, "{out}");
     }
-    let (status, body) = tokio::time::timeout(Duration::from_secs(15), held)
-        .await
-        .unwrap()
-        .unwrap();
+    let (status, body) = answer_of(held).await;
     assert_eq!(status, 200, "{body}");
 
     // Probes: Redis answers, and no Redis operation failed.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::stack::{Reply, race, stack};
+use common::stack::{Reply, answer_of, race, stack};
 use common::{eventually, token, token_with};
 use serde_json::{Value, json};
 
@@ -158,10 +158,7 @@ async fn a_held_call_goes_through_when_approved_within_the_hold_time() {
     assert!(!held.is_finished(), "released by one approval of two");
     let (code, out) = s.cli("sid", &["approve", &id, "--reason", "onboarding"]);
     assert_eq!(code, 0, "{out}");
-    let (status, body) = tokio::time::timeout(Duration::from_secs(15), held)
-        .await
-        .unwrap()
-        .unwrap();
+    let (status, body) = answer_of(held).await;
     assert_eq!(status, 200, "{body}");
 }
 

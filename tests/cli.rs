@@ -18,13 +18,7 @@ fn policy_check(args: &[&str]) -> Output {
     countersign(&[&["policy", "check"], args].concat())
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::output_text as text;
 
 #[test]
 fn policy_validate_accepts_the_examples_and_locates_problems() {
@@ -340,18 +334,10 @@ fn approvals_errors_say_what_to_do() {
     let port = common::free_port().to_string();
     let admin = format!("https://127.0.0.1:{port}");
     let run = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_countersign"));
-        cmd.arg("approvals").args(args).args(["--admin", &admin]);
-        for k in [
-            "COUNTERSIGN_ADMIN_ADDR",
-            "COUNTERSIGN_ADMIN_CA",
-            "COUNTERSIGN_ADMIN_CERT",
-            "COUNTERSIGN_ADMIN_KEY",
-            "COUNTERSIGN_ADMIN_TOKEN",
-        ] {
-            cmd.env_remove(k);
-        }
-        let o = cmd.output().unwrap();
+        let o = common::approvals_command(args)
+            .args(["--admin", &admin])
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };

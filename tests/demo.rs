@@ -15,11 +15,7 @@ fn the_guided_demo_runs_to_the_end_and_stops_what_it_started() {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     assert!(out.status.success(), "{text}");
     // Each step's answer, in order: allow, deny, approval request, the
     // approver's view and approval, the retry, the replay, the audit trail.

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::stack::{Reply, Stack, stack};
+use common::stack::{Reply, Stack, answer_of, stack};
 use common::token;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -150,10 +150,7 @@ async fn a_role_binding_is_held_until_two_members_of_security_approve() {
     assert_ne!(code, 0, "one approver counted twice: {out}");
     let (code, out) = s.cli("sid", &["approve", &id, "--reason", "incident 7"]);
     assert_eq!(code, 0, "{out}");
-    let (status, body) = tokio::time::timeout(Duration::from_secs(15), held)
-        .await
-        .expect("the held call was not released")
-        .unwrap();
+    let (status, body) = answer_of(held).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -182,10 +179,7 @@ async fn infrastructure_changes_are_held_for_on_call() {
     assert_ne!(code, 0, "security approved for on-call: {out}");
     let (code, out) = s.cli("omar", &["approve", &id, "--reason", "traffic peak"]);
     assert_eq!(code, 0, "{out}");
-    let (status, body) = tokio::time::timeout(Duration::from_secs(15), scale)
-        .await
-        .unwrap()
-        .unwrap();
+    let (status, body) = answer_of(scale).await;
     assert_eq!(status, 200, "{body}");
 
     // A delete that on-call turns down is answered with the refusal.
@@ -193,10 +187,7 @@ async fn infrastructure_changes_are_held_for_on_call() {
     let id = s.pending_id("omar").await;
     let (code, out) = s.cli("omar", &["deny", &id, "--reason", "not during the freeze"]);
     assert_eq!(code, 0, "{out}");
-    let (status, body) = tokio::time::timeout(Duration::from_secs(15), delete)
-        .await
-        .unwrap()
-        .unwrap();
+    let (status, body) = answer_of(delete).await;
     assert_eq!((status, &body["decision"]), (403, &json!("deny")), "{body}");
     assert!(
         body["reason"]

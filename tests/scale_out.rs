@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::stack::{Fleet, race};
+use common::stack::{Fleet, answer_of, race};
 use common::{Redis, eventually, token, token_with};
 use countersign::approval::{SHARD_TAGS, shard_of_id};
 use serde_json::{Value, json};
@@ -121,10 +121,7 @@ async fn a_held_call_wakes_on_an_approval_made_through_another_instance(f: &Flee
         .cli("sid", &["approve", &id, "--reason", "onboarding"]);
     let approved = Instant::now();
     assert_eq!(code, 0, "{out}");
-    let (status, body) = tokio::time::timeout(Duration::from_secs(15), held)
-        .await
-        .expect("the held call was not released")
-        .unwrap();
+    let (status, body) = answer_of(held).await;
     let waited = approved.elapsed();
     assert_eq!(status, 200, "{body}\n{}", f.logs());
     assert!(

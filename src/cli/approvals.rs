@@ -257,8 +257,12 @@ async fn connect(c: &Connection) -> Result<Client, String> {
 
 /// An error and its sources as one line, each cause once.
 fn causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
+    with_causes(e.to_string(), e.source())
+}
+
+/// `text`, then each of `cause` and its sources that it does not already
+/// say.
+fn with_causes(mut text: String, mut cause: Option<&dyn std::error::Error>) -> String {
     while let Some(c) = cause {
         let c_text = c.to_string();
         if !text.contains(&c_text) {
@@ -389,15 +393,10 @@ fn explain(s: tonic::Status, id: Option<&str>) -> String {
     };
     // A failed connection surfaces as "transport error"; what is known of
     // the cause is only in the source chain.
-    let mut text = format!("{what}: {}", s.message());
-    let mut cause = std::error::Error::source(&s);
-    while let Some(c) = cause {
-        let c_text = c.to_string();
-        if !text.contains(&c_text) {
-            text.push_str(&format!(": {c_text}"));
-        }
-        cause = c.source();
-    }
+    let mut text = with_causes(
+        format!("{what}: {}", s.message()),
+        std::error::Error::source(&s),
+    );
     let show = id.map_or_else(
         || "`countersign approvals list --status all`".to_owned(),
         |id| format!("`countersign approvals show {id}`"),

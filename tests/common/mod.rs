@@ -483,26 +483,21 @@ pub fn signal(child: &Child, sig: &str) {
     );
 }
 
-/// `countersign approvals ARGS` against `sidecar`'s admin API as approver
-/// `who`, ready to run or to add to. COLUMNS, NO_COLOR and the client's
-/// own variables are cleared, so that the tester's shell does not change
-/// what is printed.
-pub fn approvals_cli(sidecar: &Sidecar, pki: &tls::Pki, who: &str, args: &[&str]) -> Command {
-    let (cert, key) = pki.client(who);
-    let admin = format!(
-        "https://{}",
-        sidecar.admin_addr.as_ref().expect("admin API")
-    );
+/// A command's stdout then stderr, as text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `countersign approvals ARGS` with none of the tester's shell settings:
+/// COLUMNS, NO_COLOR and the client's own variables are cleared, so that
+/// only the arguments decide what it does and prints.
+pub fn approvals_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_countersign"));
-    cmd.arg("approvals")
-        .args(args)
-        .args(["--admin", &admin])
-        .arg("--ca")
-        .arg(pki.ca())
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key);
+    cmd.arg("approvals").args(args);
     for k in [
         "COLUMNS",
         "NO_COLOR",
@@ -514,6 +509,25 @@ pub fn approvals_cli(sidecar: &Sidecar, pki: &tls::Pki, who: &str, args: &[&str]
     ] {
         cmd.env_remove(k);
     }
+    cmd
+}
+
+/// `countersign approvals ARGS` against `sidecar`'s admin API as approver
+/// `who`, ready to run or to add to.
+pub fn approvals_cli(sidecar: &Sidecar, pki: &tls::Pki, who: &str, args: &[&str]) -> Command {
+    let (cert, key) = pki.client(who);
+    let admin = format!(
+        "https://{}",
+        sidecar.admin_addr.as_ref().expect("admin API")
+    );
+    let mut cmd = approvals_command(args);
+    cmd.args(["--admin", &admin])
+        .arg("--ca")
+        .arg(pki.ca())
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key);
     cmd
 }
 

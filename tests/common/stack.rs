@@ -3,7 +3,6 @@
 //! `countersign approvals` client over TLS.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -20,6 +19,15 @@ pub struct Stack {
     /// The configuration file countersign runs with.
     pub config: PathBuf,
 }
+
+/// The approvers every stack knows, and their group: one per group the
+/// example policies name, two in security for its quorum of 2.
+pub const APPROVERS: [(&str, &str); 4] = [
+    ("dora", "data-owners"),
+    ("sara", "security"),
+    ("sid", "security"),
+    ("omar", "on-call"),
+];
 
 /// The embedded example configuration, plus the `[redis]` table `redis`
 /// and the admin API.
@@ -39,27 +47,16 @@ listen = "127.0.0.1:0"
 tls_cert = "{}"
 tls_key = "{}"
 client_ca = "{}"
-
-[[admin.approvers]]
-name = "dora"
-groups = ["data-owners"]
-
-[[admin.approvers]]
-name = "sara"
-groups = ["security"]
-
-[[admin.approvers]]
-name = "sid"
-groups = ["security"]
-
-[[admin.approvers]]
-name = "omar"
-groups = ["on-call"]
 "#,
         cert.display(),
         key.display(),
         pki.ca().display()
     ));
+    for (name, group) in APPROVERS {
+        text.push_str(&format!(
+            "\n[[admin.approvers]]\nname = \"{name}\"\ngroups = [\"{group}\"]\n"
+        ));
+    }
     let path = dir.join("countersign.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -360,7 +357,8 @@ impl View<'_> {
         }
     }
 
-    /// POSTs `{}` to a held route in the background; its status and body.
+    /// POSTs `{}` to a held route in the background; its status and body
+    /// (see [`answer_of`]).
     pub fn held(&self, path: &str, bearer: &str) -> tokio::task::JoinHandle<(u16, Value)> {
         self.held_with(reqwest::Method::POST, path, bearer, "{}")
     }
@@ -413,28 +411,18 @@ impl View<'_> {
 
     /// `countersign approvals ARGS` as approver `who`; (exit code, stdout+stderr).
     pub fn cli(&self, who: &str, args: &[&str]) -> (i32, String) {
-        let (cert, key) = self.pki.client(who);
-        let admin = format!("https://{}", self.sidecar.admin_addr.as_ref().unwrap());
-        let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
-            // Tables as a script sees them, whatever the terminal says.
-            .env_remove("COLUMNS")
-            .env_remove("NO_COLOR")
-            .arg("approvals")
-            .args(args)
-            .args(["--admin", &admin])
-            .arg("--ca")
-            .arg(self.pki.ca())
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key)
+        let out = super::approvals_cli(self.sidecar, self.pki, who, args)
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
+        (out.status.code().unwrap_or(-1), super::output_text(&out))
     }
+}
+
+/// The answer to a call sent with `held` or `held_with`, once released;
+/// fails after 15 s.
+pub async fn answer_of(held: tokio::task::JoinHandle<(u16, Value)>) -> (u16, Value) {
+    tokio::time::timeout(std::time::Duration::from_secs(15), held)
+        .await
+        .expect("the held call was not answered within 15 s")
+        .unwrap()
 }
