@@ -9,6 +9,8 @@
 //! `token` obtains an approved token, `pending` opens many approval requests.
 //! See bench/README.md.
 
+#[allow(unused_imports)]
+use countersign::approval::ApprovalStore;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -346,7 +348,7 @@ async fn approve(id: &str) -> Result<(), Box<dyn std::error::Error>> {
         .vote(
             id,
             "bench-approver",
-            countersign::approval::store::Verdict::Approve,
+            countersign::approval::Ruling::Approve,
             "benchmark",
         )
         .await?;

@@ -9,10 +9,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cedar_policy::Authorizer;
-use countersign::approval::store::Verdict as Vote;
+use countersign::approval::Lifecycle;
+use countersign::approval::{ApprovalStore, Ruling as Vote};
 use countersign::approval::{RedisStore, StoreConfig};
+use countersign::audit::EventSink;
 use countersign::authz::{AuthzService, AuthzSettings};
 use countersign::config::Config;
+use countersign::gate::{Gate, GateSettings};
+use countersign::metrics::Metrics;
 use countersign::policy::PolicyStore;
 use countersign::telemetry::Telemetry;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -54,13 +58,14 @@ fn service(f: &Fixture, redis_url: &str, telemetry: Option<Telemetry>) -> AuthzS
     let settings = AuthzSettings::from_config(&config);
     let mut store = config.store.clone();
     store.url = redis_url.to_owned();
-    AuthzService::new(
-        Arc::new(config.mapper),
+    let sink = EventSink::new(telemetry, Metrics::default(), None);
+    let approvals = Lifecycle::new(Arc::new(RedisStore::new(store).unwrap()), sink);
+    let gate = Gate::new(
         f.policies.clone(),
-        Arc::new(RedisStore::new(store).unwrap()),
-        settings,
-    )
-    .with_telemetry(telemetry)
+        approvals,
+        GateSettings::from_config(&config),
+    );
+    AuthzService::new(Arc::new(config.mapper), gate, settings)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

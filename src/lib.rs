@@ -1,27 +1,47 @@
-//! Countersign: an Envoy ext_authz sidecar that decides with Cedar.
+//! Countersign: an Envoy ext_authz sidecar that decides with Cedar and holds
+//! privileged calls until a human approves them.
 //!
-//! Layout:
-//! - [`config`]: the configuration file, environment overrides, validation.
-//! - [`request`]: an HTTP request (as Envoy describes it) -> a Cedar request:
-//!   principal from JWT / mTLS / trusted header, action and resource from the
-//!   route table, context from allow-listed parts.
+//! Layout: one decision core, many front doors.
+//! - [`gate`]: the decision core. [`gate::Gate::decide`] takes an
+//!   [`gate::AccessRequest`] and returns an [`gate::Outcome`] (allow, deny,
+//!   approval required, unavailable, invalid); knows nothing of Envoy, gRPC
+//!   or HTTP status codes. The Check path is here.
+//! - [`authz`]: front door for Envoy's ext_authz: `CheckRequest` ->
+//!   `AccessRequest`, `Outcome` -> `CheckResponse` (and the lenient wire
+//!   decoder).
+//! - [`admin`]: front door for approvers: the gRPC admin API; authenticates
+//!   and translates protobuf to the lifecycle.
+//! - [`approval`]: the approval lifecycle ([`approval::Lifecycle`]: open,
+//!   rule with separation of duties and quorum, consume, hold, expire), its
+//!   events ([`approval::ApprovalEvent`]), who may rule
+//!   ([`approval::approvers`]), and the stores behind one trait
+//!   ([`approval::ApprovalStore`]): Redis (one node or a cluster;
+//!   `approval/redis/`, Lua scripts in `approval/redis/lua/`) and memory
+//!   (tests, fuzzer, benches).
+//! - [`audit`]: the audit emission: each approval event's span, metric,
+//!   webhook and log line ([`audit::EventSink`]); each check's span, log line
+//!   and audit entry ([`audit::Trail`]).
 //! - [`policy`]: load, validate, evaluate and hot-reload Cedar policies.
-//! - [`approval`]: approval requests in Redis and their lifecycle.
-//! - [`authz`]: the Envoy `Authorization` gRPC service; translates
-//!   `CheckRequest` into the domain and decisions back into `CheckResponse`.
-//! - [`admin`]: the approvers' gRPC API and its authentication.
-//! - [`server`]: serves ext_authz and gRPC health, drains on shutdown;
-//!   serves `/metrics`, `/healthz` and `/readyz`.
-//! - [`telemetry`]: OpenTelemetry spans for decisions and approval events.
+//! - [`request`]: an HTTP request -> a Cedar request: principal from JWT /
+//!   mTLS / trusted header, action and resource from the route table,
+//!   context from allow-listed parts.
+//! - [`config`]: the configuration file, environment overrides, validation.
+//! - [`server`]: serves the front doors and the probes; [`server::run`]
+//!   wires a whole sidecar onto listeners the caller bound.
+//! - [`telemetry`]: OpenTelemetry export and trace-context propagation.
 //! - [`metrics`]: Prometheus counters and the scrape text.
+//! - [`clock`], [`location`]: small shared helpers.
 //! - [`cli`]: the command-line subcommands.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod approval;
+pub mod audit;
 pub mod authz;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod gate;
 pub mod location;
 pub mod metrics;
 pub mod policy;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
-use crate::approval::RedisStore;
+use crate::approval::{ApprovalStore, EventKind};
 use crate::policy::PolicyStore;
 
 /// Outcomes a check is counted under (`countersign.decision`).
@@ -32,17 +32,6 @@ impl DecisionKind {
         }
     }
 }
-
-/// Approval events counted by this process.
-pub const APPROVAL_EVENTS: [&str; 7] = [
-    "requested",
-    "voted",
-    "approved",
-    "denied",
-    "consumed",
-    "revoked",
-    "expired",
-];
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -123,9 +112,9 @@ impl Metrics {
                     by(DecisionKind::Error),
                 ],
                 latency,
-                approvals: APPROVAL_EVENTS
+                approvals: EventKind::ALL
                     .iter()
-                    .map(|e| approvals.with_label_values(&[*e]))
+                    .map(|e| approvals.with_label_values(&[e.as_str()]))
                     .collect(),
                 redis_errors,
                 audit_failures,
@@ -140,8 +129,8 @@ impl Metrics {
         self.inner.latency.observe(took.as_secs_f64());
     }
 
-    pub fn approval_event(&self, event: &str) {
-        if let Some(i) = APPROVAL_EVENTS.iter().position(|e| *e == event) {
+    pub fn approval_event(&self, event: EventKind) {
+        if let Some(i) = EventKind::ALL.iter().position(|e| *e == event) {
             self.inner.approvals[i].inc();
         }
     }
@@ -155,7 +144,7 @@ impl Metrics {
     }
 
     /// The text exposition, with the values read at scrape time.
-    pub async fn render(&self, policies: &PolicyStore, approvals: &RedisStore) -> String {
+    pub async fn render(&self, policies: &PolicyStore, approvals: &dyn ApprovalStore) -> String {
         // Only when approvals are in use, so that a sidecar without Redis
         // does not fail every scrape.
         let pending = if policies.current().guards.is_empty() {

@@ -5,17 +5,17 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cedar_policy::EntityTypeName;
 use common::Redis;
 use common::tls::Pki;
 use countersign::admin::AdminService;
 use countersign::admin::auth::Authenticator;
 use countersign::admin::pb::{self, approvals_client::ApprovalsClient};
+#[allow(unused_imports)]
+use countersign::approval::ApprovalStore;
 use countersign::approval::store::CheckRef;
 use countersign::approval::{ApprovalParams, RedisStore, StoreConfig};
 use countersign::config::{AdminConfig, ApproverConfig, Config};
 use countersign::policy::PolicyStore;
-use std::str::FromStr;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -77,13 +77,8 @@ async fn start() -> Admin {
         approvers: approvers.clone(),
     };
     let tls = countersign::server::admin_tls(&cfg).unwrap();
-    let service = AdminService::new(
-        store.clone(),
-        policies,
-        Authenticator::new(approvers),
-        EntityTypeName::from_str("User").unwrap(),
-        EntityTypeName::from_str("Group").unwrap(),
-    );
+    let approvals = common::lifecycle(&config, policies, store.clone(), Default::default());
+    let service = AdminService::new(approvals, Authenticator::new(approvers));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!(
         "https://127.0.0.1:{}",

@@ -9,19 +9,18 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cedar_policy::EntityTypeName;
 use common::stack::answer_of;
 use common::tls::Pki;
 use common::{Redis, eventually, token, token_with};
 use countersign::admin::AdminService;
 use countersign::admin::auth::Authenticator;
 use countersign::admin::pb::{self, approvals_client::ApprovalsClient};
-use countersign::approval::store::{AuditCursor, CheckRef, Consumed, ListFilter, Verdict};
+use countersign::approval::store::{AuditCursor, CheckRef, Consumed, ListFilter};
 use countersign::approval::{ApprovalParams, RedisStore, Status, StoreConfig};
+use countersign::approval::{ApprovalStore, Ruling as Verdict};
 use countersign::config::{AdminConfig, ApproverConfig, Config};
 use countersign::policy::PolicyStore;
 use redis::aio::MultiplexedConnection;
@@ -85,13 +84,8 @@ async fn start_admin() -> Admin {
         approvers: approvers.clone(),
     };
     let tls = countersign::server::admin_tls(&cfg).unwrap();
-    let service = AdminService::new(
-        store.clone(),
-        policies,
-        Authenticator::new(approvers),
-        EntityTypeName::from_str("User").unwrap(),
-        EntityTypeName::from_str("Group").unwrap(),
-    );
+    let approvals = common::lifecycle(&config, policies, store.clone(), Default::default());
+    let service = AdminService::new(approvals, Authenticator::new(approvers));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(countersign::server::serve_admin(
@@ -856,14 +850,14 @@ async fn exercise_store(url: &str, admin: &mut MultiplexedConnection) -> Result<
     let mut events = store.subscribe().await;
     let subscribed = eventually(Duration::from_secs(3), Duration::from_millis(50), || {
         let mut admin = admin.clone();
-        let got = std::iter::from_fn(|| events.try_recv().ok()).any(|e| e.kind == "probe");
+        let got = std::iter::from_fn(|| events.try_recv().ok()).any(|e| e.id == "probe");
         async move {
             let _: Result<i64, _> = redis::cmd("SPUBLISH")
                 .arg(format!(
                     "countersign:{{{}}}:events",
                     countersign::approval::SHARD_TAGS[0].0
                 ))
-                .arg("probe probe")
+                .arg("requested probe")
                 .query_async(&mut admin)
                 .await;
             got
@@ -1003,7 +997,7 @@ async fn exercise_store(url: &str, admin: &mut MultiplexedConnection) -> Result<
     while let Ok(e) = events.try_recv() {
         kinds.push(e.kind);
     }
-    if !kinds.contains(&"consumed".to_owned()) {
+    if !kinds.contains(&countersign::approval::EventKind::Consumed) {
         return Err(format!("events: {kinds:?}"));
     }
     Ok(())

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Redis;
-use countersign::approval::store::{AuditCursor, CheckRef, Consumed, ListFilter, Verdict};
+use countersign::approval::store::{AuditCursor, CheckRef, Consumed, ListFilter};
 use countersign::approval::{
     ApprovalParams, Mode, NewApproval, Opened, RedisStore, Status, StoreConfig, StoreError,
 };
+use countersign::approval::{ApprovalStore, Ruling as Verdict};
 
 fn store(redis: &Redis) -> RedisStore {
     RedisStore::new(StoreConfig {
@@ -393,7 +394,7 @@ async fn events_announce_each_change() {
             .unwrap()
             .unwrap();
         assert_eq!(ev.id, id);
-        kinds.push(ev.kind);
+        kinds.push(ev.kind.as_str());
     }
     assert_eq!(kinds, ["requested", "approved"]);
 }

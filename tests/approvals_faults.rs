@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use common::Redis;
 use common::check::{check, seen};
+#[allow(unused_imports)]
+use countersign::approval::ApprovalStore;
 use countersign::approval::{RedisStore, StoreConfig};
-use countersign::authz::{AuthzService, AuthzSettings};
+use countersign::authz::AuthzService;
 use countersign::config::Config;
 use countersign::policy::PolicyStore;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
@@ -34,15 +36,12 @@ fn service(redis: &Redis, hold_max: Duration) -> AuthzService {
         audit_max_age: None,
     })
     .unwrap();
-    let settings = AuthzSettings {
-        hold_max,
-        ..AuthzSettings::from_config(&config)
-    };
-    AuthzService::new(
-        Arc::new(config.mapper),
+    common::authz_service_with(
+        config,
         Arc::new(policies),
         Arc::new(store),
-        settings,
+        Default::default(),
+        |g| g.hold_max = hold_max,
     )
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::otlp::{Collector, Received};
 use common::stack::{Stack, stack_traced};
 use common::{Envoy, Sidecar, eventually, policy_copy, token, token_with};
+use countersign::approval::ApprovalStore;
 use serde_json::{Value, json};
 
 const EXPORT: &str = "/v1/datasets/sales/export";

@@ -397,6 +397,8 @@ async fn sidecar_with_a_request() -> (
     common::Sidecar,
     String,
 ) {
+    #[allow(unused_imports)]
+    use countersign::approval::ApprovalStore;
     use countersign::approval::store::CheckRef;
     let redis = common::Redis::start().await;
     let pki = common::tls::Pki::new();

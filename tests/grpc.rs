@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::check::{check, seen};
-use countersign::authz::{AuthzService, AuthzSettings};
+
 use countersign::config::Config;
 use countersign::policy::PolicyStore;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -30,14 +30,8 @@ async fn start() -> Running {
         config.mapper.probes().unwrap(),
     )
     .unwrap();
-    let settings = AuthzSettings::from_config(&config);
     let approvals = Arc::new(countersign::approval::RedisStore::new(config.store.clone()).unwrap());
-    let authz = AuthzService::new(
-        Arc::new(config.mapper),
-        Arc::new(store),
-        approvals,
-        settings,
-    );
+    let authz = common::authz_service(config, Arc::new(store), approvals, Default::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

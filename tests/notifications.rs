@@ -5,19 +5,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cedar_policy::EntityTypeName;
 use common::Redis;
 use common::check::{check, seen};
 use countersign::admin::AdminService;
 use countersign::admin::auth::Authenticator;
 use countersign::admin::pb::{self, approvals_server::Approvals};
+#[allow(unused_imports)]
+use countersign::approval::ApprovalStore;
 use countersign::approval::notify::{Format, Notifier, Webhook};
 use countersign::approval::{RedisStore, StoreConfig};
-use countersign::authz::{AuthzService, AuthzSettings};
 use countersign::config::{ApproverConfig, Config};
 use countersign::policy::PolicyStore;
 use serde_json::{Value, json};
@@ -114,14 +113,9 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
         )
         .unwrap(),
     );
-    let settings = AuthzSettings::from_config(&config);
-    let authz = AuthzService::new(
-        Arc::new(config.mapper),
-        policies.clone(),
-        store.clone(),
-        settings,
-    )
-    .with_notifier(notifier.clone());
+    let sink = countersign::audit::EventSink::new(None, Default::default(), Some(notifier.clone()));
+    let approvals = common::lifecycle(&config, policies.clone(), store.clone(), sink.clone());
+    let authz = common::authz_service(config, policies.clone(), store.clone(), sink);
 
     let req = check("POST", "/v1/datasets/sales/export")
         .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
@@ -179,14 +173,7 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
         groups: vec!["data-owners".into()],
         token_sha256: Some(hex::encode(sha2::Sha256::digest(b"dora-token"))),
     }];
-    let admin = AdminService::new(
-        store,
-        policies,
-        Authenticator::new(approvers),
-        EntityTypeName::from_str("User").unwrap(),
-        EntityTypeName::from_str("Group").unwrap(),
-    )
-    .with_notifier(notifier);
+    let admin = AdminService::new(approvals, Authenticator::new(approvers));
     let mut req = tonic::Request::new(pb::DecideRequest {
         id: id.into(),
         reason: "quarterly report".into(),
@@ -247,7 +234,7 @@ async fn a_webhook_that_never_answers_fills_the_queue_which_then_drops_and_count
     // notify() never waits for the webhook: 5,000 calls return, and what
     // does not fit the queue is counted as dropped rather than blocking.
     for _ in 0..5_000 {
-        notifier.notify("requested", &approval);
+        notifier.notify(countersign::approval::EventKind::Requested, &approval);
     }
     assert!(notifier.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }

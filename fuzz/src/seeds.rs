@@ -168,7 +168,7 @@ const EXPORT: &str = "/v1/datasets/sales/export";
 
 /// Every seed, named for what it exercises.
 pub fn all() -> Vec<Seed> {
-    use Answer::{Allow, BadRequest, Deny, Unavailable};
+    use Answer::{Allow, BadRequest, Deny};
     let alice = || user("alice", &["analysts"]);
     let dora = || user("dora", &["data-owners"]);
     let agent = || {
@@ -310,16 +310,18 @@ pub fn all() -> Vec<Seed> {
                 .encode(),
         ),
         (
+            // Allowed once its audit entry is written.
             "guarded-allow-needs-audit",
-            Some(Unavailable),
+            Some(Allow),
             check("POST", EXPORT)
                 .jwt(dora())
                 .body(r#"{"format":"parquet","rows":1000,"filters":{"region":"eu","price":19.99}}"#)
                 .encode(),
         ),
         (
+            // Opens an approval request: 403 approval_required.
             "guarded-agent-export-needs-approval",
-            Some(Unavailable),
+            Some(Deny),
             check("POST", EXPORT)
                 .jwt(agent())
                 .body(r#"{"format":"csv","rows":10}"#)
@@ -327,9 +329,9 @@ pub fn all() -> Vec<Seed> {
         ),
         (
             // A token as issued (64 hex digits, its shard in the first
-            // byte): taking its use needs the store, which is away.
+            // byte), but never issued by this store: refused.
             "guarded-agent-export-with-token",
-            Some(Unavailable),
+            Some(Deny),
             check("POST", EXPORT)
                 .jwt(agent())
                 .body(r#"{"format":"csv","rows":10}"#)
@@ -350,8 +352,10 @@ pub fn all() -> Vec<Seed> {
                 .encode(),
         ),
         (
+            // Held until the hold ends (on a paused clock), then 403
+            // approval_required.
             "guarded-grpc-grant-role-held",
-            Some(Unavailable),
+            Some(Deny),
             check("POST", "/acme.iam.v1.Roles/GrantRole")
                 .jwt(user("sam", &["security"]))
                 .body("\0\0\0\0\x0b\n\x05alice\x12\x02ops")

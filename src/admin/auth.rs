@@ -5,14 +5,8 @@
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
+pub use crate::approval::approvers::Approver;
 use crate::config::ApproverConfig;
-
-/// An authenticated approver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Approver {
-    pub name: String,
-    pub groups: Vec<String>,
-}
 
 #[derive(Debug)]
 pub struct Authenticator {

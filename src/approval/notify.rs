@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::Approval;
+use super::{Approval, EventKind};
 
 /// Payload shape of one webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -20,10 +20,29 @@ pub enum Format {
     Slack,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One webhook. `Debug` shows only the URL's scheme and host: a Slack
+/// incoming-webhook URL is itself a secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Webhook {
     pub url: String,
     pub format: Format,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = match self.url.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+                let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+                format!("{scheme}://{host}/***")
+            }
+            None => "***".to_owned(),
+        };
+        f.debug_struct("Webhook")
+            .field("url", &shown)
+            .field("format", &self.format)
+            .finish()
+    }
 }
 
 const QUEUE: usize = 1024;
@@ -34,7 +53,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queues notifications for the webhooks.
 #[derive(Debug)]
 pub struct Notifier {
-    tx: Option<mpsc::Sender<(String, Approval)>>,
+    tx: Option<mpsc::Sender<(EventKind, Approval)>>,
     pub dropped: AtomicU64,
 }
 
@@ -48,7 +67,7 @@ impl Notifier {
                 dropped: AtomicU64::new(0),
             });
         }
-        let (tx, mut rx) = mpsc::channel::<(String, Approval)>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<(EventKind, Approval)>(QUEUE);
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
@@ -57,7 +76,7 @@ impl Notifier {
         tokio::spawn(async move {
             while let Some((event, approval)) = rx.recv().await {
                 for (index, hook) in hooks.iter().enumerate() {
-                    let body = payload(hook.format, &event, &approval);
+                    let body = payload(hook.format, event.as_str(), &approval);
                     tokio::spawn(deliver(client.clone(), index, hook.url.clone(), body));
                 }
             }
@@ -69,9 +88,9 @@ impl Notifier {
     }
 
     /// `event` is `requested`, `approved`, `denied` or `revoked`.
-    pub fn notify(&self, event: &str, approval: &Approval) {
+    pub fn notify(&self, event: EventKind, approval: &Approval) {
         let Some(tx) = &self.tx else { return };
-        if tx.try_send((event.to_owned(), approval.clone())).is_err() {
+        if tx.try_send((event, approval.clone())).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(
                 dropped_total = n,

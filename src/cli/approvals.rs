@@ -10,7 +10,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use super::table::{Cell, Colour, Column, Layout, Table, ellipsize, paint};
 use crate::admin::pb::{self, approvals_client::ApprovalsClient};
-use crate::authz::rfc3339;
+use crate::clock::rfc3339;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:

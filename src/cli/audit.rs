@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 
-use crate::approval::RedisStore;
 use crate::approval::store::{AuditCursor, AuditEntry};
+use crate::approval::{ApprovalStore, RedisStore};
 use crate::config::{Config, ProcessEnv};
 
 #[derive(Debug, Args)]

@@ -1,36 +1,36 @@
+//! The Envoy front door called directly: CheckRequests in, CheckResponses
+//! out, with the example policies and a Redis store that is down (nothing
+//! listens on port 1), so approvable calls find it unavailable and every
+//! other call must not notice.
+
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use common::check::{self, check, seen};
+use countersign::authz::{AuthzService, parse_grpc_timeout};
+use countersign::config::Config;
+use countersign::policy::PolicyStore;
+use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
 use serde_json::{Value, json};
 
-use super::*;
-use crate::config::Config;
-
-#[path = "../../tests/common/check.rs"]
-mod check;
-use check::{check, seen};
+const RPC_PERMISSION_DENIED: i32 = 7;
+const RPC_INVALID_ARGUMENT: i32 = 3;
 
 fn service() -> AuthzService {
     let config = Config::load(None, &HashMap::new()).unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let store = PolicyStore::open(&dir, config.mapper.probes().unwrap()).unwrap();
-    let settings = AuthzSettings::from_config(&config);
-    // Nothing listens on port 1: calls that need an approval find the store
-    // down; every other call must not notice.
-    let store_config = crate::approval::StoreConfig {
+    let policies = PolicyStore::open(&dir, config.mapper.probes().unwrap()).unwrap();
+    let store_config = countersign::approval::StoreConfig {
         url: "redis://127.0.0.1:1".into(),
         cluster: false,
         replica_acks: 0,
         ..config.store.clone()
     };
-    let approvals = Arc::new(crate::approval::RedisStore::new(store_config).unwrap());
-    AuthzService::new(
-        Arc::new(config.mapper),
-        Arc::new(store),
-        approvals,
-        settings,
-    )
+    let store = Arc::new(countersign::approval::RedisStore::new(store_config).unwrap());
+    common::authz_service(config, Arc::new(policies), store, Default::default())
 }
 
 fn body(s: &check::Seen) -> Value {

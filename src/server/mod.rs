@@ -1,4 +1,10 @@
-//! Serves ext_authz and `grpc.health.v1` on one listener; drains on shutdown.
+//! Serves ext_authz and `grpc.health.v1` on one listener, the admin API
+//! over TLS, and the probes; drains on shutdown. [`run`] wires a whole
+//! sidecar from a configuration onto listeners the caller bound.
+
+mod sidecar;
+
+pub use sidecar::{Listeners, Prepared, StartError, prepare as sidecar_prepare, run};
 
 use std::future::Future;
 use std::time::Duration;
@@ -66,7 +72,7 @@ pub async fn serve(
         .set_service_status(AUTHZ_SERVICE, ServingStatus::NotServing)
         .await;
     // Held checks answer now, with their approval id and token.
-    holds.drain();
+    holds.gate().drain();
     let _ = drain_tx.send(());
     match tokio::time::timeout(grace, server).await {
         Ok(res) => res.map_err(Into::into),
@@ -126,7 +132,7 @@ pub async fn serve_admin(
 pub struct Probes {
     pub metrics: crate::metrics::Metrics,
     pub policies: std::sync::Arc<crate::policy::PolicyStore>,
-    pub approvals: std::sync::Arc<crate::approval::RedisStore>,
+    pub approvals: std::sync::Arc<dyn crate::approval::ApprovalStore>,
 }
 
 /// Plain HTTP: `/metrics` (Prometheus text), `/healthz` (the process
@@ -159,7 +165,7 @@ async fn metrics(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        p.metrics.render(&p.policies, &p.approvals).await,
+        p.metrics.render(&p.policies, p.approvals.as_ref()).await,
     )
 }
 

@@ -1,0 +1,194 @@
+//! The approval lifecycle in one place: open, rule (approve with separation
+//! of duties and quorum, deny, revoke), consume, wait for a decision, expire.
+//! Every transition goes through here, and each emits its one
+//! [`ApprovalEvent`] to the [`EventSink`]; front doors (the Check path, the
+//! admin API) call these and translate, nothing more.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::approvers::{Approver, Approvers};
+use super::events::{ApprovalEvent, Parties};
+use super::store::{ApprovalStore, CheckRef, Consumed, ListFilter, StoreError};
+use super::{Approval, NewApproval, Opened, Ruling, Status};
+use crate::audit::EventSink;
+
+/// Why an approver's ruling was not recorded.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    /// Separation of duties, approver groups or policy: not this approver.
+    #[error("{0}")]
+    NotPermitted(String),
+    #[error("approval `{0}` requires a reason (--reason TEXT)")]
+    ReasonRequired(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How often a hold looks at its request when no event arrives (pub/sub
+/// delivers at most once).
+const HOLD_POLL: Duration = Duration::from_secs(1);
+
+/// The lifecycle over one store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    store: Arc<dyn ApprovalStore>,
+    sink: EventSink,
+    approvers: Option<Approvers>,
+}
+
+impl Lifecycle {
+    pub fn new(store: Arc<dyn ApprovalStore>, sink: EventSink) -> Self {
+        Self {
+            store,
+            sink,
+            approvers: None,
+        }
+    }
+
+    /// Who may rule; without it every ruling is refused.
+    pub fn with_approvers(mut self, approvers: Approvers) -> Self {
+        self.approvers = Some(approvers);
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn ApprovalStore> {
+        &self.store
+    }
+
+    pub fn sink(&self) -> &EventSink {
+        &self.sink
+    }
+
+    /// Opens (or finds) the request for an approvable call.
+    pub async fn open(&self, new: &NewApproval, check: CheckRef<'_>) -> Result<Opened, StoreError> {
+        let opened = self.store.open(new, check).await?;
+        if opened.created {
+            self.sink.emit(&ApprovalEvent::Requested {
+                approval: &opened.approval,
+                check_trace: check.trace,
+            });
+        }
+        Ok(opened)
+    }
+
+    /// Takes one use for a call, by token or (after a hold) by id.
+    pub async fn consume(
+        &self,
+        token: Option<&str>,
+        id: Option<&str>,
+        fingerprint: &str,
+        check: CheckRef<'_>,
+        parties: Parties<'_>,
+    ) -> Result<Consumed, StoreError> {
+        let consumed = self.store.consume(token, id, fingerprint, check).await?;
+        if let Consumed::Used {
+            id,
+            uses_left,
+            opened_by,
+        } = &consumed
+        {
+            self.sink.emit(&ApprovalEvent::Consumed {
+                id,
+                uses_left: *uses_left,
+                opened_by,
+                parties,
+                check_trace: check.trace,
+            });
+        }
+        Ok(consumed)
+    }
+
+    /// One request, as of now.
+    pub async fn get(&self, id: &str) -> Result<Approval, StoreError> {
+        self.store
+            .get(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.into()))
+    }
+
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Approval>, StoreError> {
+        self.store.list(filter).await
+    }
+
+    /// An approver's ruling. Authorised first: someone who may not rule
+    /// learns nothing more (not even that a reason is missing).
+    pub async fn rule(
+        &self,
+        approver: &Approver,
+        id: &str,
+        ruling: Ruling,
+        reason: &str,
+    ) -> Result<Approval, RuleError> {
+        let a = self.get(id).await?;
+        let refusal = match &self.approvers {
+            Some(rules) => rules.refusal(approver, &a),
+            None => Some("no approver rules are configured".into()),
+        };
+        if let Some(why) = refusal {
+            return Err(RuleError::NotPermitted(why));
+        }
+        let reason = reason.trim();
+        if ruling != Ruling::Revoke && a.info.reason_required && reason.is_empty() {
+            return Err(RuleError::ReasonRequired(id.into()));
+        }
+        let a = self.store.vote(id, &approver.name, ruling, reason).await?;
+        self.sink.emit(&ApprovalEvent::Ruled {
+            approval: &a,
+            ruling,
+            approver: &approver.name,
+            reason,
+        });
+        Ok(a)
+    }
+
+    /// Waits for a decision on `id` until `deadline` or until `stop` turns
+    /// true; `None` if none came. Pub/sub wakes it at once; polling covers
+    /// lost messages.
+    pub async fn await_decision(
+        &self,
+        id: &str,
+        deadline: Instant,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Approval>, StoreError> {
+        let mut events = self.store.subscribe().await;
+        let mut poll = tokio::time::interval(HOLD_POLL);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+                _ = stop.wait_for(|d| *d) => return Ok(None),
+                ev = events.recv() => match ev {
+                    Ok(ev) if ev.id != id => continue,
+                    _ => {}
+                },
+                _ = poll.tick() => {}
+            }
+            if let Some(a) = self.store.get(id).await?
+                && a.status != Status::Pending
+            {
+                return Ok(Some(a));
+            }
+        }
+    }
+
+    /// Expires what is due (each recorded once, whichever sidecar sweeps
+    /// first); returns the errors of the parts that could not be swept.
+    pub async fn expire(&self) -> Vec<StoreError> {
+        let (expired, errors) = self.store.sweep().await;
+        for id in &expired {
+            let approval = if self.sink.telemetry().is_some() {
+                self.store.get(id).await.ok().flatten()
+            } else {
+                None
+            };
+            self.sink.emit(&ApprovalEvent::Expired {
+                id,
+                approval: approval.as_ref(),
+            });
+        }
+        errors
+    }
+}

@@ -1,0 +1,466 @@
+//! Approval requests in this process' memory: the same contract as the Redis
+//! store (`tests/approval_store.rs` runs one test body against both), for
+//! unit tests, the fuzzer and the benches. Not for production: requests and
+//! the audit trail live and die with one process, and nothing is shared
+//! between sidecars. Records are kept for the process' life.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use tokio::sync::broadcast;
+
+use super::store::{
+    ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, Event, ListFilter, StoreError,
+    StreamId,
+};
+use super::{
+    Approval, EventKind, NewApproval, Opened, RequestInfo, Ruling, Status, Vote, new_id, new_token,
+    now_secs, shard_of, token_hash,
+};
+
+/// An in-memory [`ApprovalStore`].
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    events: broadcast::Sender<Event>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    requests: HashMap<String, Record>,
+    /// Fingerprint -> (id, until when the same call finds it).
+    by_fingerprint: HashMap<String, (String, i64)>,
+    /// Token hash -> id.
+    tokens: HashMap<String, String>,
+    audit: Vec<AuditEntry>,
+    last_id: StreamId,
+}
+
+#[derive(Debug)]
+struct Record {
+    info: RequestInfo,
+    fingerprint: String,
+    /// As stored; [`Status::effective`] judges it against the clock.
+    status: Status,
+    created_at: i64,
+    expires_at: i64,
+    use_until: i64,
+    uses_left: i64,
+    quorum: u32,
+    approval_ttl: i64,
+    voters: HashSet<String>,
+    votes: Vec<Vote>,
+    trace: String,
+}
+
+impl Record {
+    fn effective(&self, now: i64) -> Status {
+        self.status.effective(now, self.expires_at, self.use_until)
+    }
+
+    fn approval(&self, id: &str, now: i64) -> Approval {
+        Approval {
+            id: id.to_owned(),
+            status: self.effective(now),
+            info: self.info.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            use_until: self.use_until,
+            uses_left: self.uses_left.max(0) as u32,
+            votes: self.votes.clone(),
+            opened_by: self.trace.clone(),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            events: broadcast::channel(1024).0,
+        }
+    }
+
+    /// The state; a panic elsewhere while it was held does not poison the
+    /// store for every later call.
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn publish(&self, kind: EventKind, id: &str) {
+        let _ = self.events.send(Event {
+            kind,
+            id: id.to_owned(),
+        });
+    }
+}
+
+impl State {
+    /// Appends an entry; empty values are left out, as in Redis.
+    fn append(&mut self, fields: Vec<(&str, &str)>) -> String {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_id = if ms > self.last_id.0 {
+            StreamId(ms, 0)
+        } else {
+            StreamId(self.last_id.0, self.last_id.1 + 1)
+        };
+        let id = format!("{}-{}", self.last_id.0, self.last_id.1);
+        let fields = fields
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        self.audit.push(AuditEntry::new(id.clone(), fields));
+        id
+    }
+
+    /// A lifecycle event's entry: who and what, then `extra`.
+    fn event(&mut self, id: &str, kind: EventKind, extra: &[(&str, &str)]) {
+        let Some(r) = self.requests.get(id) else {
+            return;
+        };
+        let info = r.info.clone();
+        let mut fields = vec![
+            ("event", kind.as_str()),
+            ("approval_id", id),
+            ("principal", info.principal.as_str()),
+            ("action", info.action.as_str()),
+            ("resource", info.resource.as_str()),
+            ("on_behalf_of", info.on_behalf_of.as_deref().unwrap_or("")),
+        ];
+        fields.extend_from_slice(extra);
+        self.append(fields);
+    }
+}
+
+#[async_trait::async_trait]
+impl ApprovalStore for MemoryStore {
+    async fn open(&self, new: &NewApproval, check: CheckRef<'_>) -> Result<Opened, StoreError> {
+        let now = now_secs();
+        let shard = shard_of(&new.fingerprint).unwrap_or(0);
+        let (token, hash) = new_token(shard);
+        let mut s = self.state();
+        if let Some((existing, until)) = s.by_fingerprint.get(&new.fingerprint).cloned()
+            && until >= now
+            && let Some(r) = s.requests.get(&existing)
+        {
+            let approval = r.approval(&existing, now);
+            match approval.status {
+                Status::Pending | Status::Approved => {
+                    s.tokens.insert(hash, existing);
+                    return Ok(Opened {
+                        approval,
+                        token: Some(token),
+                        created: false,
+                    });
+                }
+                Status::Denied => {
+                    return Ok(Opened {
+                        approval,
+                        token: None,
+                        created: false,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let id = new_id(shard);
+        let p = &new.params;
+        let pending_ttl = p.pending_ttl.as_secs() as i64;
+        let approval_ttl = p.approval_ttl.as_secs() as i64;
+        s.requests.insert(
+            id.clone(),
+            Record {
+                info: new.info.clone(),
+                fingerprint: new.fingerprint.clone(),
+                status: Status::Pending,
+                created_at: now,
+                expires_at: now + pending_ttl,
+                use_until: 0,
+                uses_left: i64::from(p.uses),
+                quorum: p.quorum,
+                approval_ttl,
+                voters: HashSet::new(),
+                votes: Vec::new(),
+                trace: check.trace.to_owned(),
+            },
+        );
+        s.by_fingerprint.insert(
+            new.fingerprint.clone(),
+            (id.clone(), now + pending_ttl + approval_ttl),
+        );
+        s.tokens.insert(hash, id.clone());
+        s.event(
+            &id,
+            EventKind::Requested,
+            &[
+                ("status", Status::Pending.as_str()),
+                ("request_id", check.request_id),
+                ("trace", check.trace),
+            ],
+        );
+        let approval = s.requests[&id].approval(&id, now);
+        drop(s);
+        self.publish(EventKind::Requested, &id);
+        Ok(Opened {
+            approval,
+            token: Some(token),
+            created: true,
+        })
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        let now = now_secs();
+        Ok(self.state().requests.get(id).map(|r| r.approval(id, now)))
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Approval>, StoreError> {
+        let now = now_secs();
+        let s = self.state();
+        let mut all: Vec<Approval> = s
+            .requests
+            .iter()
+            .map(|(id, r)| r.approval(id, now))
+            .filter(|a| filter.keeps(a))
+            .collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        all.truncate(filter.limit());
+        Ok(all)
+    }
+
+    async fn vote(
+        &self,
+        id: &str,
+        approver: &str,
+        ruling: Ruling,
+        reason: &str,
+    ) -> Result<Approval, StoreError> {
+        let now = now_secs();
+        let mut s = self.state();
+        let r = s
+            .requests
+            .get_mut(id)
+            .ok_or_else(|| StoreError::NotFound(id.into()))?;
+        let status = r.effective(now);
+        let vote = Vote {
+            approver: approver.into(),
+            verdict: ruling,
+            reason: reason.into(),
+            at: now,
+        };
+        let kind = if ruling == Ruling::Revoke {
+            if status != Status::Approved || r.uses_left <= 0 {
+                return Err(StoreError::NotApproved {
+                    id: id.into(),
+                    status,
+                });
+            }
+            r.status = Status::Revoked;
+            r.votes.push(vote);
+            EventKind::Revoked
+        } else {
+            if status != Status::Pending {
+                return Err(StoreError::NotPending {
+                    id: id.into(),
+                    status,
+                });
+            }
+            if !r.voters.insert(approver.to_owned()) {
+                return Err(StoreError::AlreadyVoted {
+                    id: id.into(),
+                    approver: approver.into(),
+                });
+            }
+            r.votes.push(vote);
+            let approvals = r
+                .votes
+                .iter()
+                .filter(|v| v.verdict == Ruling::Approve)
+                .count();
+            if ruling == Ruling::Deny {
+                r.status = Status::Denied;
+            } else if approvals >= r.quorum as usize {
+                r.status = Status::Approved;
+                r.use_until = now + r.approval_ttl;
+            }
+            EventKind::of_ruling(ruling, r.status)
+        };
+        let after = r.status;
+        s.event(
+            id,
+            kind,
+            &[
+                ("status", after.as_str()),
+                ("approver", approver),
+                ("reason", reason),
+            ],
+        );
+        let approval = s.requests[id].approval(id, now);
+        drop(s);
+        self.publish(kind, id);
+        Ok(approval)
+    }
+
+    async fn consume(
+        &self,
+        token: Option<&str>,
+        id: Option<&str>,
+        fingerprint: &str,
+        check: CheckRef<'_>,
+    ) -> Result<Consumed, StoreError> {
+        let now = now_secs();
+        let mut s = self.state();
+        let id = match (id, token) {
+            (Some(id), _) => id.to_owned(),
+            (None, Some(t)) => match s.tokens.get(&token_hash(t)) {
+                Some(id) => id.clone(),
+                None => return Ok(Consumed::Unknown),
+            },
+            (None, None) => return Ok(Consumed::Unknown),
+        };
+        let Some(r) = s.requests.get_mut(&id) else {
+            return Ok(Consumed::Unknown);
+        };
+        if r.fingerprint != fingerprint {
+            return Ok(Consumed::Mismatch { id });
+        }
+        let status = r.effective(now);
+        if status != Status::Approved {
+            return Ok(Consumed::NotUsable { id, status });
+        }
+        r.uses_left -= 1;
+        if r.uses_left <= 0 {
+            r.status = Status::Consumed;
+        }
+        let (left, after, opened_by) = (r.uses_left, r.status, r.trace.clone());
+        let left_text = left.to_string();
+        s.event(
+            &id,
+            EventKind::Consumed,
+            &[
+                ("status", after.as_str()),
+                ("uses_left", &left_text),
+                ("request_id", check.request_id),
+                ("trace", check.trace),
+            ],
+        );
+        if !check.decision.is_empty() {
+            let mut fields = check.decision.to_vec();
+            fields.push(("approval_id", &id));
+            fields.push(("approval_status", after.as_str()));
+            s.append(fields);
+        }
+        drop(s);
+        self.publish(EventKind::Consumed, &id);
+        Ok(Consumed::Used {
+            id,
+            uses_left: left.max(0) as u32,
+            opened_by,
+        })
+    }
+
+    async fn sweep(&self) -> (Vec<String>, Vec<StoreError>) {
+        let now = now_secs();
+        let mut s = self.state();
+        let due: Vec<String> = s
+            .requests
+            .iter()
+            .filter(|(_, r)| {
+                matches!(r.status, Status::Pending | Status::Approved)
+                    && r.effective(now) == Status::Expired
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &due {
+            if let Some(r) = s.requests.get_mut(id) {
+                r.status = Status::Expired;
+            }
+            s.event(id, EventKind::Expired, &[("status", "expired")]);
+        }
+        drop(s);
+        for id in &due {
+            self.publish(EventKind::Expired, id);
+        }
+        (due, Vec::new())
+    }
+
+    async fn pending_count(&self) -> Result<u64, StoreError> {
+        let now = now_secs();
+        Ok(self
+            .state()
+            .requests
+            .values()
+            .filter(|r| r.effective(now) == Status::Pending)
+            .count() as u64)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn append_audit(
+        &self,
+        _place: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<String, StoreError> {
+        Ok(self.state().append(fields.to_vec()))
+    }
+
+    /// One stream: the cursor's first place says where this reader is.
+    async fn audit_range(
+        &self,
+        cursor: &mut AuditCursor,
+        end: &str,
+        count: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let bound = |text: &str| match text.strip_prefix('(') {
+            Some(id) => (StreamId::parse(id), true),
+            None => (StreamId::parse(text), false),
+        };
+        let (start, exclusive) = match cursor.after[0].as_str() {
+            "-" => (StreamId(0, 0), false),
+            text => bound(text),
+        };
+        let last = match end {
+            "+" => StreamId(u64::MAX, u64::MAX),
+            text => StreamId::parse(text),
+        };
+        let page: Vec<AuditEntry> = self
+            .state()
+            .audit
+            .iter()
+            .filter(|e| {
+                let id = StreamId::parse(&e.id);
+                (id > start || (!exclusive && id == start)) && id <= last
+            })
+            .take(count)
+            .cloned()
+            .collect();
+        if let Some(e) = page.last() {
+            cursor.after[0] = format!("({}", e.id);
+        }
+        Ok(page)
+    }
+
+    async fn audit_end(&self) -> Result<AuditCursor, StoreError> {
+        let mut cursor = AuditCursor::from("-");
+        if let Some(e) = self.state().audit.last() {
+            cursor.after[0] = format!("({}", e.id);
+        }
+        Ok(cursor)
+    }
+
+    async fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}

@@ -1,0 +1,26 @@
+-- Shared by every script: one audit entry per lifecycle event, written in
+-- the same atomic step as the change it records; and the one rule for the
+-- status as of now.
+
+local function audit(p, maxlen, h, id, kind, extra)
+  local ok, info = pcall(cjson.decode, redis.call('HGET', h, 'info') or '{}')
+  if not ok or type(info) ~= 'table' then info = {} end
+  local function s(v) if type(v) == 'string' then return v end return '' end
+  local args = {p .. 'audit', 'MAXLEN', '~', maxlen, '*', 'event', kind, 'approval_id', id,
+    'principal', s(info.principal), 'action', s(info.action), 'resource', s(info.resource)}
+  if s(info.on_behalf_of) ~= '' then
+    args[#args + 1] = 'on_behalf_of'; args[#args + 1] = info.on_behalf_of
+  end
+  for k, v in pairs(extra) do
+    if v ~= '' then args[#args + 1] = k; args[#args + 1] = tostring(v) end
+  end
+  redis.call('XADD', unpack(args))
+end
+
+-- Pending past its deadline, or approved past its use window, is expired.
+-- Twin of `Status::effective` in Rust. A missing status stays missing.
+local function effective(status, now, expires_at, use_until)
+  if status == 'pending' and now > tonumber(expires_at) then return 'expired' end
+  if status == 'approved' and now > tonumber(use_until) then return 'expired' end
+  return status
+end

@@ -1,0 +1,29 @@
+-- Marks due requests expired (each once, whichever sidecar gets there
+-- first) and trims the audit stream by age. KEYS: the shard's `pending`
+-- set. ARGV: shard prefix, audit max length, oldest audit entry to keep
+-- (ms, 0: none), batch size. Returns the ids.
+local function expire(p, maxlen, h, id)
+  redis.call('HSET', h, 'status', 'expired')
+  redis.call('ZREM', p .. 'pending', id)
+  redis.call('ZREM', p .. 'approved', id)
+  audit(p, maxlen, h, id, 'expired', {status = 'expired'})
+  redis.call('SPUBLISH', p .. 'events', 'expired ' .. id)
+end
+local p = ARGV[1]
+local now = tonumber(redis.call('TIME')[1])
+local out = {}
+for _, set in ipairs({'pending', 'approved'}) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. set, '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))) do
+    local h = p .. 'a:' .. id
+    local st = redis.call('HMGET', h, 'status', 'expires_at', 'use_until')
+    redis.call('ZREM', p .. set, id)
+    if st[1] and effective(st[1], now, st[2], st[3]) == 'expired' then
+      expire(p, ARGV[2], h, id)
+      out[#out + 1] = id
+    end
+  end
+end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XTRIM', p .. 'audit', 'MINID', '~', ARGV[3])
+end
+return out

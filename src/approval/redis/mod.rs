@@ -1,0 +1,248 @@
+//! The Redis store, on one node or on Redis Cluster, by the same code.
+//! Every state change is one Lua script (`lua/`), so concurrent sidecars and
+//! retries see it atomically: idempotent opening per fingerprint, quorum of
+//! distinct approvers, single-use consumption.
+//!
+//! Layout (see [`keys`]): requests are spread over [`super::SHARDS`] shards,
+//! each under one hash tag, so a script touches one cluster slot and every
+//! call on the hot path is one round trip to one primary.
+//!
+//! - [`conn`]: connections (one node or a cluster), timeouts, WAIT.
+//! - [`keys`]: key and shard layout.
+//! - [`requests`]: opening, reading, listing, voting, consuming, sweeping.
+//! - [`audit`]: the audit streams.
+//! - [`pubsub`]: change events over sharded pub/sub.
+//! - [`record`]: a stored request back into an [`Approval`].
+
+mod audit;
+mod conn;
+mod keys;
+mod pubsub;
+mod record;
+mod requests;
+
+use std::time::Duration;
+
+use tokio::sync::{OnceCell, broadcast, watch};
+
+use super::store::{
+    ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, Event, ListFilter, StoreError,
+};
+use super::{Approval, NewApproval, Opened, Ruling};
+use conn::{Client, Conn};
+
+/// How to reach Redis and how long records live. `Debug` hides the password.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// One node's URL; with `cluster`, one or more nodes' URLs separated by
+    /// commas (seeds: the rest of the cluster is discovered).
+    pub url: String,
+    pub cluster: bool,
+    /// Replicas that must acknowledge a consumed use, a denial or a
+    /// revocation before it is relied on (`WAIT`), so that a failover to an
+    /// asynchronous replica cannot bring back what was taken away.
+    pub replica_acks: u32,
+    pub prefix: String,
+    /// Per operation; a guarded call must be answered well inside Envoy's
+    /// ext_authz timeout even when Redis hangs.
+    pub timeout: Duration,
+    /// How long decided requests stay readable.
+    pub retention: Duration,
+    /// The audit stream keeps about this many entries...
+    pub audit_max_len: u64,
+    /// ...and none older than this (`None`: no age limit).
+    pub audit_max_age: Option<Duration>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("cluster", &self.cluster)
+            .field("replica_acks", &self.replica_acks)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("retention", &self.retention)
+            .field("audit_max_len", &self.audit_max_len)
+            .field("audit_max_age", &self.audit_max_age)
+            .finish()
+    }
+}
+
+/// A Redis URL (or a comma-separated list of them) without its password.
+pub fn redacted_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let creds = &one[scheme + 3..at];
+                let user = creds.split_once(':').map_or("", |(u, _)| u);
+                format!("{}{user}:***{}", &one[..scheme + 3], &one[at..])
+            }
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Approval requests in Redis. Connects lazily, so that a sidecar starts
+/// (and answers unguarded calls) while Redis is down.
+pub struct RedisStore {
+    client: Client,
+    conn: OnceCell<Conn>,
+    /// A second connection for scripts followed by WAIT. Redis holds back
+    /// a connection's later commands while its WAIT blocks, so on the main
+    /// connection a slow or missing replica would stall every call, not
+    /// only those that wait for it.
+    waiting: OnceCell<Conn>,
+    cfg: StoreConfig,
+    events: broadcast::Sender<Event>,
+    subscriber: OnceCell<()>,
+    /// Whether the event subscription is live.
+    live: watch::Sender<bool>,
+    scripts: Scripts,
+}
+
+/// The Lua scripts, each behind the shared prelude.
+struct Scripts {
+    open: redis::Script,
+    vote: redis::Script,
+    consume: redis::Script,
+    sweep: redis::Script,
+}
+
+impl Scripts {
+    fn load() -> Self {
+        let script = |body: &str| {
+            redis::Script::new(&format!("{}\n{body}", include_str!("lua/prelude.lua")))
+        };
+        Self {
+            open: script(include_str!("lua/open.lua")),
+            vote: script(include_str!("lua/vote.lua")),
+            consume: script(include_str!("lua/consume.lua")),
+            sweep: script(include_str!("lua/sweep.lua")),
+        }
+    }
+
+    fn all(&self) -> [&redis::Script; 4] {
+        [&self.open, &self.vote, &self.consume, &self.sweep]
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.cfg.prefix)
+            .field("cluster", &self.cfg.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Checks the URL(s); does not connect.
+    pub fn new(cfg: StoreConfig) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: Client::new(&cfg)?,
+            conn: OnceCell::new(),
+            waiting: OnceCell::new(),
+            cfg,
+            events: broadcast::channel(1024).0,
+            subscriber: OnceCell::new(),
+            live: watch::Sender::new(false),
+            scripts: Scripts::load(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ApprovalStore for RedisStore {
+    async fn open(&self, new: &NewApproval, check: CheckRef<'_>) -> Result<Opened, StoreError> {
+        self.open_request(new, check).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        self.get_request(id).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Approval>, StoreError> {
+        self.list_requests(filter).await
+    }
+
+    async fn vote(
+        &self,
+        id: &str,
+        approver: &str,
+        ruling: Ruling,
+        reason: &str,
+    ) -> Result<Approval, StoreError> {
+        self.vote_on(id, approver, ruling, reason).await
+    }
+
+    async fn consume(
+        &self,
+        token: Option<&str>,
+        id: Option<&str>,
+        fingerprint: &str,
+        check: CheckRef<'_>,
+    ) -> Result<Consumed, StoreError> {
+        self.consume_use(token, id, fingerprint, check).await
+    }
+
+    async fn sweep(&self) -> (Vec<String>, Vec<StoreError>) {
+        self.sweep_shards().await
+    }
+
+    async fn pending_count(&self) -> Result<u64, StoreError> {
+        self.count_pending().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+
+    async fn append_audit(
+        &self,
+        place: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<String, StoreError> {
+        self.append_entry(place, fields).await
+    }
+
+    async fn audit_range(
+        &self,
+        cursor: &mut AuditCursor,
+        end: &str,
+        count: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read_range(cursor, end, count).await
+    }
+
+    async fn audit_end(&self) -> Result<AuditCursor, StoreError> {
+        self.end_cursor().await
+    }
+
+    async fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.subscribe_live().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn a_redis_url_never_shows_its_password() {
+        assert_eq!(
+            redacted_url("redis://:s3cret@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redacted_url("rediss://app:s3cret@a:1,rediss://app:s3cret@b:2"),
+            "rediss://app:***@a:1,rediss://app:***@b:2"
+        );
+        assert_eq!(
+            redacted_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! Requests in Redis: open, read, list, vote, consume, sweep. Each state
+//! change is one script; see `lua/`.
+
+use std::collections::HashMap;
+
+use super::RedisStore;
+use super::keys::fingerprint_shard;
+use super::record::parse;
+use crate::approval::store::{CheckRef, Consumed, ListFilter, StoreError};
+use crate::approval::{
+    Approval, NewApproval, Opened, Ruling, SHARDS, Status, Vote, new_id, new_token, now_secs,
+    shard_of, shard_of_id, token_hash,
+};
+
+/// Requests expired per sweep call, so that one call stays short.
+const SWEEP_BATCH: usize = 500;
+
+impl RedisStore {
+    /// Opens a request for an approvable call, or finds the one this exact
+    /// call already opened (pending, approved, or denied).
+    pub(super) async fn open_request(
+        &self,
+        new: &NewApproval,
+        check: CheckRef<'_>,
+    ) -> Result<Opened, StoreError> {
+        let shard = fingerprint_shard(&new.fingerprint);
+        let id = new_id(shard);
+        let (token, hash) = new_token(shard);
+        let info =
+            serde_json::to_string(&new.info).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let p = &new.params;
+        let sp = self.shard(shard);
+        let fp_key = format!("{sp}fp:{}", new.fingerprint);
+        let index = format!("{sp}index");
+        let reply: Vec<String> = self
+            .run(|mut c| async move {
+                self.scripts
+                    .open
+                    .key(fp_key)
+                    .key(index)
+                    .arg(&sp)
+                    .arg(&id)
+                    .arg(info)
+                    .arg(&new.fingerprint)
+                    .arg(p.pending_ttl.as_secs())
+                    .arg(self.cfg.retention.as_secs())
+                    .arg(p.approval_ttl.as_secs())
+                    .arg(p.uses)
+                    .arg(p.quorum)
+                    .arg(&hash)
+                    .arg(self.audit_len())
+                    .arg(check.request_id)
+                    .arg(check.trace)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let (created, id, issued) = match reply.as_slice() {
+            [kind, id, issued] => (kind == "created", id.clone(), issued == "token"),
+            other => return Err(StoreError::Corrupt(format!("open returned {other:?}"))),
+        };
+        let approval = self
+            .get_request(&id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        Ok(Opened {
+            approval,
+            token: issued.then_some(token),
+            created,
+        })
+    }
+
+    /// One request, with its status as of now.
+    pub(super) async fn get_request(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        let Some(key) = self.key(id) else {
+            return Ok(None);
+        };
+        let votes_key = format!("{key}:votes");
+        // Expiry is judged by Redis' clock, as the scripts judge it, so that
+        // every sidecar agrees whatever its own clock says.
+        type Reply = (HashMap<String, String>, Vec<String>, (i64, i64));
+        let (fields, votes, (now, _)): Reply = self
+            .run(|mut c| async move {
+                redis::pipe()
+                    .hgetall(key)
+                    .lrange(votes_key, 0, -1)
+                    .cmd("TIME")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse(id, &fields, &votes, now).map(Some)
+    }
+
+    /// Requests, newest first.
+    pub(super) async fn list_requests(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let limit = filter.limit();
+        // Filters apply after reading, so read a wider window than `limit`:
+        // the newest 5,000 of each shard, merged by creation time.
+        let per_shard: Vec<Vec<(String, i64)>> = self
+            .each_shard(|sp| {
+                let mut c = redis::cmd("ZRANGE");
+                c.arg(format!("{sp}index"))
+                    .arg(0)
+                    .arg(4999)
+                    .arg("REV")
+                    .arg("WITHSCORES");
+                c
+            })
+            .await?;
+        let mut ids: Vec<(String, i64)> = per_shard.into_iter().flatten().collect();
+        ids.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (id, _) in ids {
+            match self.get_request(&id).await? {
+                None => gone.push(id),
+                Some(a) if filter.keeps(&a) => {
+                    out.push(a);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if !gone.is_empty() {
+            // Retention ended for these: drop them from their shard's index.
+            let drops = gone.iter().filter_map(|id| {
+                let index = format!("{}index", self.shard(shard_of_id(id)?));
+                Some(self.run(move |mut c| async move {
+                    redis::cmd("ZREM")
+                        .arg(index)
+                        .arg(id)
+                        .query_async::<()>(&mut c)
+                        .await
+                }))
+            });
+            let _ = futures_util::future::join_all(drops).await;
+        }
+        Ok(out)
+    }
+
+    /// Approve, deny or revoke, as `approver`. Separation of duties is
+    /// checked by the caller; the store enforces distinct approvers, the
+    /// quorum, and the lifecycle.
+    pub(super) async fn vote_on(
+        &self,
+        id: &str,
+        approver: &str,
+        ruling: Ruling,
+        reason: &str,
+    ) -> Result<Approval, StoreError> {
+        let (Some(shard), Some(hash)) = (shard_of_id(id), self.key(id)) else {
+            return Err(StoreError::NotFound(id.into()));
+        };
+        let key = &hash;
+        let vote = Vote {
+            approver: approver.into(),
+            verdict: ruling,
+            reason: reason.into(),
+            at: now_secs(),
+        };
+        let vote = serde_json::to_string(&vote).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(self.scripts.vote.get_hash())
+            .arg(3)
+            .arg(key)
+            .arg(format!("{key}:voters"))
+            .arg(format!("{key}:votes"))
+            .arg(self.shard(shard))
+            .arg(id)
+            .arg(approver)
+            .arg(ruling.as_str())
+            .arg(vote)
+            .arg(self.audit_len())
+            .arg(reason);
+        let (reply, acks) = self.invoke_confirmed(&self.scripts.vote, eval).await?;
+        let status =
+            |s: &str| Status::parse(s).ok_or_else(|| StoreError::Corrupt(format!("status `{s}`")));
+        match reply
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            // What a failover must not undo: a denial or a revocation
+            // (an approval it loses only fails closed).
+            ["ok", "denied" | "revoked"] => self.confirmed(acks)?,
+            ["ok", _] => {}
+            ["not_found"] => return Err(StoreError::NotFound(id.into())),
+            ["not_pending", s] => {
+                return Err(StoreError::NotPending {
+                    id: id.into(),
+                    status: status(s)?,
+                });
+            }
+            ["not_approved", s] => {
+                return Err(StoreError::NotApproved {
+                    id: id.into(),
+                    status: status(s)?,
+                });
+            }
+            ["already_voted", _] => {
+                return Err(StoreError::AlreadyVoted {
+                    id: id.into(),
+                    approver: approver.into(),
+                });
+            }
+            other => return Err(StoreError::Corrupt(format!("vote returned {other:?}"))),
+        }
+        self.get_request(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.into()))
+    }
+
+    /// Takes one use of an approval for a call with `fingerprint`, found by
+    /// the caller's token or (hold mode) by id.
+    pub(super) async fn consume_use(
+        &self,
+        token: Option<&str>,
+        id: Option<&str>,
+        fingerprint: &str,
+        check: CheckRef<'_>,
+    ) -> Result<Consumed, StoreError> {
+        // The token (or the id) names the shard: one round trip. A token
+        // of another call is then found and refused as that call's.
+        let shard = match (token, id) {
+            (Some(t), _) => shard_of(t),
+            (None, Some(id)) => shard_of_id(id),
+            (None, None) => None,
+        };
+        let Some(shard) = shard else {
+            return Ok(Consumed::Unknown);
+        };
+        let sp = self.shard(shard);
+        let hash = token.map(token_hash).unwrap_or_default();
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(self.scripts.consume.get_hash())
+            .arg(1)
+            .arg(format!("{sp}approved"))
+            .arg(&sp)
+            .arg(id.unwrap_or_default())
+            .arg(hash)
+            .arg(fingerprint)
+            .arg(self.audit_len())
+            .arg(check.request_id)
+            .arg(check.trace)
+            .arg(check.decision);
+        let (reply, acks) = self.invoke_confirmed(&self.scripts.consume, eval).await?;
+        Ok(
+            match reply
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                ["used", id, left, trace] => {
+                    // Taken on the primary; a replica must have it too before
+                    // the call goes ahead, or a failover could hand the use
+                    // out again. If it does not come, the call is refused and
+                    // the use is spent: closed, at the cost of a re-approval.
+                    self.confirmed(acks)?;
+                    Consumed::Used {
+                        id: (*id).into(),
+                        uses_left: left.parse().unwrap_or(0),
+                        opened_by: (*trace).into(),
+                    }
+                }
+                ["unknown", _] => Consumed::Unknown,
+                ["mismatch", id] => Consumed::Mismatch { id: (*id).into() },
+                [s, id] => match Status::parse(s) {
+                    Some(status) => Consumed::NotUsable {
+                        id: (*id).into(),
+                        status,
+                    },
+                    None => return Err(StoreError::Corrupt(format!("consume returned `{s}`"))),
+                },
+                other => return Err(StoreError::Corrupt(format!("consume returned {other:?}"))),
+            },
+        )
+    }
+
+    /// Expires due requests (recording each in the audit stream once) and
+    /// trims the streams by age, shard by shard. Returns the ids it expired
+    /// and the errors of the shards it could not sweep.
+    pub(super) async fn sweep_shards(&self) -> (Vec<String>, Vec<StoreError>) {
+        let min_id = self.cfg.audit_max_age.map_or(0, |age| {
+            (now_millis() as u64).saturating_sub(age.as_millis() as u64)
+        });
+        let per_shard = (0..SHARDS).map(|shard| {
+            let sp = self.shard(shard);
+            self.run(move |mut c| async move {
+                self.scripts
+                    .sweep
+                    .key(format!("{sp}pending"))
+                    .arg(&sp)
+                    .arg(self.audit_len())
+                    .arg(min_id)
+                    .arg(SWEEP_BATCH)
+                    .invoke_async::<Vec<String>>(&mut c)
+                    .await
+            })
+        });
+        let (mut ids, mut errors) = (Vec::new(), Vec::new());
+        for r in futures_util::future::join_all(per_shard).await {
+            match r {
+                Ok(expired) => ids.extend(expired),
+                Err(e) => errors.push(e),
+            }
+        }
+        (ids, errors)
+    }
+
+    /// Requests waiting for a decision (not yet expired).
+    pub(super) async fn count_pending(&self) -> Result<u64, StoreError> {
+        let now = now_secs();
+        let counts: Vec<u64> = self
+            .each_shard(|sp| {
+                let mut c = redis::cmd("ZCOUNT");
+                c.arg(format!("{sp}pending")).arg(now).arg("+inf");
+                c
+            })
+            .await?;
+        Ok(counts.iter().sum())
+    }
+}
+
+fn now_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}

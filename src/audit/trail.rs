@@ -1,0 +1,227 @@
+//! The trail of one check: its span (inside the caller's trace), its log
+//! line and, on guarded actions, its audit-stream entry. Filled once, when
+//! the request is identified and decided, and read when the check ends.
+
+use std::time::SystemTime;
+
+use opentelemetry::trace::Span as _;
+use opentelemetry::{Context, KeyValue};
+
+use crate::gate::{Call, Note, Outcome};
+use crate::metrics::DecisionKind;
+use crate::policy::{Decision, Verdict};
+use crate::request::MappedRequest;
+use crate::telemetry::{Telemetry, attr};
+
+/// What one check came to, for its span, its audit entry and its log line.
+pub struct Trail {
+    started: SystemTime,
+    /// The caller's trace; taken when the span starts.
+    parent: Option<Context>,
+    span: Option<opentelemetry_sdk::trace::Span>,
+    /// The check span as a W3C traceparent ("" without telemetry).
+    traceparent: String,
+    /// A guarded policy may apply: audited, and never sampled out.
+    guarded: bool,
+    principal: String,
+    on_behalf_of: String,
+    action: String,
+    resource: String,
+    policies: Vec<String>,
+    error_policies: Vec<String>,
+}
+
+impl Trail {
+    pub fn new(started: SystemTime, parent: Option<Context>) -> Self {
+        Self {
+            started,
+            parent,
+            span: None,
+            traceparent: String::new(),
+            guarded: false,
+            principal: String::new(),
+            on_behalf_of: String::new(),
+            action: String::new(),
+            resource: String::new(),
+            policies: Vec::new(),
+            error_policies: Vec::new(),
+        }
+    }
+
+    pub fn guarded(&self) -> bool {
+        self.guarded
+    }
+
+    pub fn traceparent(&self) -> &str {
+        &self.traceparent
+    }
+
+    pub fn policies(&self) -> &[String] {
+        &self.policies
+    }
+
+    /// Who asked for what, and what the policies said; starts the span
+    /// (only now is it known whether it must never be sampled out).
+    pub fn identify(
+        &mut self,
+        telemetry: Option<&Telemetry>,
+        mapped: &MappedRequest,
+        verdict: &Verdict,
+        guarded: bool,
+        call: &Call<'_>,
+    ) {
+        self.guarded = guarded;
+        // Only what the trail needs, and only when there is a trail: the
+        // unguarded path without telemetry allocates nothing here.
+        if guarded || telemetry.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
+            self.principal = mapped.principal.to_string();
+            self.action = mapped.action.to_string();
+            self.resource = mapped.resource.to_string();
+            if let Some(o) = &mapped.on_behalf_of {
+                self.on_behalf_of = o.to_string();
+            }
+            // Policy ids only: Cedar's error text can quote request values.
+            let d = decision_of(verdict);
+            self.policies.clone_from(&d.policies);
+            if !d.errors.is_empty() {
+                self.error_policies.clone_from(&d.policies);
+            }
+        }
+        if let Some(t) = telemetry {
+            self.start_span(t, call);
+        }
+    }
+
+    fn start_span(&mut self, t: &Telemetry, call: &Call<'_>) {
+        let mut attributes = vec![
+            KeyValue::new(attr::METHOD, call.method.to_owned()),
+            KeyValue::new(attr::PATH, call.path_only().to_owned()),
+            KeyValue::new(attr::HOST, call.host.to_owned()),
+            KeyValue::new(attr::SCHEME, call.scheme.to_owned()),
+            KeyValue::new(attr::REQUEST_ID, call.request_id.to_owned()),
+            KeyValue::new(attr::GUARDED, self.guarded),
+        ];
+        if !call.source_address.is_empty() {
+            attributes.push(KeyValue::new(attr::CLIENT, call.source_address.to_owned()));
+        }
+        if !self.principal.is_empty() {
+            attributes.extend([
+                KeyValue::new(attr::PRINCIPAL, self.principal.clone()),
+                KeyValue::new(attr::ACTION, self.action.clone()),
+                KeyValue::new(attr::RESOURCE, self.resource.clone()),
+            ]);
+        }
+        if !self.on_behalf_of.is_empty() {
+            attributes.push(KeyValue::new(attr::ON_BEHALF_OF, self.on_behalf_of.clone()));
+        }
+        let parent = self.parent.take().unwrap_or_default();
+        let span = t.start_check(&parent, self.started, self.guarded, attributes);
+        self.traceparent = crate::telemetry::traceparent(span.span_context());
+        self.span = Some(span);
+    }
+
+    /// A guarded decision's audit entry, but for the approval fields.
+    pub fn decision_fields(
+        &self,
+        kind: DecisionKind,
+        status_code: u16,
+        call: &Call<'_>,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("event", "decision".to_owned()),
+            ("decision", kind.as_str().to_owned()),
+            ("status_code", status_code.to_string()),
+            ("principal", self.principal.clone()),
+            ("on_behalf_of", self.on_behalf_of.clone()),
+            ("action", self.action.clone()),
+            ("resource", self.resource.clone()),
+            ("policies", self.policies.join(",")),
+            ("method", call.method.to_owned()),
+            ("path", call.path_only().to_owned()),
+            ("request_id", call.request_id.to_owned()),
+            ("trace", self.traceparent.clone()),
+        ]
+    }
+
+    /// As [`Self::decision_fields`], with the approval's.
+    pub fn audit_entry(
+        &self,
+        outcome: &Outcome,
+        status_code: u16,
+        call: &Call<'_>,
+        note: Option<&Note>,
+    ) -> Vec<(&'static str, String)> {
+        let mut fields = self.decision_fields(outcome.kind(), status_code, call);
+        let (id, status) = note.map_or(("", ""), |n| (n.id.as_str(), status_str(n)));
+        fields.push(("approval_id", id.to_owned()));
+        fields.push(("approval_status", status.to_owned()));
+        fields
+    }
+
+    /// The log line, and the span ended with the outcome.
+    pub fn finish(
+        mut self,
+        telemetry: Option<&Telemetry>,
+        outcome: &Outcome,
+        status_code: u16,
+        call: &Call<'_>,
+        note: Option<&Note>,
+        audited: Option<bool>,
+    ) {
+        let kind = outcome.kind();
+        tracing::debug!(
+            principal = %self.principal,
+            action = %self.action,
+            resource = %self.resource,
+            decision = kind.as_str(),
+            policies = ?self.policies,
+            request_id = call.request_id,
+            "check"
+        );
+        let Some(t) = telemetry else { return };
+        if self.span.is_none() {
+            // Refused before it could be identified: record what was sent.
+            self.start_span(t, call);
+        }
+        let Some(span) = self.span.take() else {
+            return;
+        };
+        let mut attributes = vec![
+            KeyValue::new(attr::DECISION, kind.as_str()),
+            KeyValue::new(attr::STATUS_CODE, i64::from(status_code)),
+            KeyValue::new(attr::POLICIES, crate::telemetry::strings(&self.policies)),
+        ];
+        if !outcome.reason().is_empty() {
+            attributes.push(KeyValue::new(attr::REASON, outcome.reason().to_owned()));
+        }
+        if !self.error_policies.is_empty() {
+            attributes.push(KeyValue::new(
+                attr::ERROR_POLICIES,
+                crate::telemetry::strings(&self.error_policies),
+            ));
+        }
+        if let Some(n) = note.filter(|n| !n.id.is_empty()) {
+            attributes.push(KeyValue::new(attr::APPROVAL_ID, n.id.clone()));
+            attributes.push(KeyValue::new(attr::APPROVAL_STATUS, status_str(n)));
+        }
+        if let Some(w) = audited {
+            attributes.push(KeyValue::new(attr::AUDIT_WRITTEN, w));
+        }
+        crate::telemetry::end_check(span, attributes, kind == DecisionKind::Error);
+    }
+}
+
+fn status_str(n: &Note) -> &'static str {
+    n.status.map_or("", |s| s.as_str())
+}
+
+fn decision_of(v: &Verdict) -> &Decision {
+    match v {
+        Verdict::Allow(d) | Verdict::Deny(d) | Verdict::Approvable { denial: d, .. } => d,
+    }
+}
+
+/// Field/value pairs as the store takes them.
+pub fn borrowed<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}

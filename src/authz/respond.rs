@@ -1,0 +1,194 @@
+//! An [`Outcome`] as Envoy's `CheckResponse`: the status and body the caller
+//! gets, and the headers the upstream gets on an allow.
+
+use envoy_types::ext_authz::v3::pb::{
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+use serde::Serialize;
+
+use super::AuthzService;
+use crate::approval::Approval;
+use crate::gate::Outcome;
+
+/// Header naming the approval request in an `approval_required` answer.
+pub const APPROVAL_ID_HEADER: &str = "x-countersign-approval-id";
+const RETRY_AFTER_SECONDS: &str = "10";
+
+/// `google.rpc.Code` values Envoy reads from `CheckResponse.status`.
+const RPC_OK: i32 = 0;
+const RPC_INVALID_ARGUMENT: i32 = 3;
+const RPC_PERMISSION_DENIED: i32 = 7;
+const RPC_UNAVAILABLE: i32 = 14;
+
+/// The body of every denial.
+#[derive(Debug, Serialize)]
+struct Denial<'a> {
+    decision: &'static str,
+    reason: &'a str,
+    policies: &'a [String],
+    request_id: &'a str,
+}
+
+/// The body of a call that waits for an approval.
+#[derive(Debug, Serialize)]
+struct ApprovalRequired<'a> {
+    decision: &'static str,
+    reason: &'a str,
+    approval_id: &'a str,
+    status: &'a str,
+    /// Until when the request may be approved (RFC 3339).
+    expires_at: String,
+    approvers: &'a [String],
+    quorum: u32,
+    policies: &'a [String],
+    request_id: &'a str,
+    /// Only in the answer that opened the request: present it, on the
+    /// identical retry, in the approval token header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_header: Option<&'a str>,
+}
+
+/// The HTTP status an outcome gives the caller.
+pub(super) fn http_status(o: &Outcome) -> u16 {
+    let code = match o {
+        Outcome::Allow { .. } => return 200,
+        Outcome::Deny { .. } | Outcome::ApprovalRequired { .. } => HttpStatusCode::Forbidden,
+        Outcome::Unavailable { .. } => HttpStatusCode::ServiceUnavailable,
+        Outcome::Invalid { .. } => HttpStatusCode::BadRequest,
+    };
+    code as u16
+}
+
+impl AuthzService {
+    /// The answer Envoy gets.
+    pub(super) fn respond(&self, outcome: &Outcome, request_id: &str) -> CheckResponse {
+        let (code, status) = match outcome {
+            Outcome::Allow { principal } => return self.allow(principal),
+            Outcome::ApprovalRequired {
+                approval,
+                token,
+                reason,
+            } => return self.approval_required(approval, token.as_deref(), reason, request_id),
+            Outcome::Deny { .. } => (RPC_PERMISSION_DENIED, HttpStatusCode::Forbidden),
+            Outcome::Unavailable { .. } => (RPC_UNAVAILABLE, HttpStatusCode::ServiceUnavailable),
+            Outcome::Invalid { .. } => (RPC_INVALID_ARGUMENT, HttpStatusCode::BadRequest),
+        };
+        let policies = match outcome {
+            Outcome::Deny { policies, .. } | Outcome::Unavailable { policies, .. } => policies,
+            _ => &Vec::new(),
+        };
+        deny(code, status, outcome.reason(), policies, request_id)
+    }
+
+    fn allow(&self, principal: &str) -> CheckResponse {
+        let headers = match &self.settings.principal_header {
+            // Overwrite, so a client-sent copy never reaches the upstream.
+            Some(name) => vec![header(name, principal)],
+            None => vec![],
+        };
+        CheckResponse {
+            status: Some(rpc::Status {
+                code: RPC_OK,
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers,
+                // The approval token is the caller's secret, not the upstream's.
+                headers_to_remove: vec![self.settings.token_header.clone()],
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn approval_required(
+        &self,
+        a: &Approval,
+        token: Option<&str>,
+        reason: &str,
+        request_id: &str,
+    ) -> CheckResponse {
+        let body = ApprovalRequired {
+            decision: "approval_required",
+            reason,
+            approval_id: &a.id,
+            status: a.status.as_str(),
+            expires_at: crate::clock::rfc3339(a.expires_at),
+            approvers: &a.info.approver_groups,
+            quorum: a.info.quorum,
+            policies: &a.info.policies,
+            request_id,
+            approval_token: token,
+            token_header: token.map(|_| self.settings.token_header.as_str()),
+        };
+        let body = serde_json::to_string(&body)
+            .unwrap_or_else(|_| r#"{"decision":"approval_required"}"#.to_owned());
+        CheckResponse {
+            status: Some(rpc::Status {
+                code: RPC_PERMISSION_DENIED,
+                message: "approval required".into(),
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                status: Some(HttpStatus {
+                    code: HttpStatusCode::Forbidden as i32,
+                }),
+                headers: vec![
+                    header("content-type", "application/json"),
+                    header(APPROVAL_ID_HEADER, &a.id),
+                    header("retry-after", RETRY_AFTER_SECONDS),
+                ],
+                body,
+            })),
+            ..Default::default()
+        }
+    }
+}
+
+fn deny(
+    code: i32,
+    status: HttpStatusCode,
+    reason: &str,
+    policies: &[String],
+    request_id: &str,
+) -> CheckResponse {
+    let body = serde_json::to_string(&Denial {
+        decision: "deny",
+        reason,
+        policies,
+        request_id,
+    })
+    .unwrap_or_else(|_| r#"{"decision":"deny"}"#.to_owned());
+    CheckResponse {
+        status: Some(rpc::Status {
+            code,
+            message: reason.to_owned(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: status as i32,
+            }),
+            headers: vec![header("content-type", "application/json")],
+            body,
+        })),
+        ..Default::default()
+    }
+}
+
+/// A header that overwrites any copy the request carried.
+fn header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,292 @@
+//! A call that an approval would allow: use the approval it presents, or
+//! open (or find) its request and hold or refuse it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{AccessRequest, BodyState, Gate, Outcome, UNAVAILABLE};
+use crate::approval::events::{ApprovalEvent, Parties};
+use crate::approval::store::{CheckRef, Consumed, StoreError};
+use crate::approval::{
+    Approval, ApprovalParams, FingerprintInput, Mode, NewApproval, RequestInfo, Ruling, Status,
+    now_secs,
+};
+use crate::audit::Trail;
+use crate::audit::trail::borrowed;
+use crate::metrics::DecisionKind;
+use crate::request::MappedRequest;
+
+/// What became of the approval side of a call, for its trail.
+#[derive(Debug, Clone, Default)]
+pub struct Note {
+    /// The request involved ("" if none was reached).
+    pub id: String,
+    pub status: Option<Status>,
+    /// The call waited in a hold.
+    pub held: bool,
+    /// The call took a use: the store recorded the decision with it.
+    pub used: bool,
+}
+
+impl Gate {
+    pub(super) async fn approvable(
+        &self,
+        req: &AccessRequest<'_>,
+        trail: &Trail,
+        policies: Vec<String>,
+        params: ApprovalParams,
+    ) -> (Outcome, Note) {
+        let mut note = Note::default();
+        let call = &req.call;
+        let refuse = |reason: String| Outcome::Deny {
+            reason,
+            policies: policies.clone(),
+        };
+        let unavailable = |e: StoreError| {
+            // The detail (hosts, Redis errors) is for operators, not callers.
+            tracing::warn!("approval store: {e}");
+            self.approvals.sink().metrics().redis_error();
+            Outcome::unavailable(UNAVAILABLE, &policies)
+        };
+        // The approval must bind the whole body.
+        match call.body_state {
+            BodyState::Partial => return (refuse(
+                "this call needs an approval bound to its whole body, but Envoy sent only part of it".into(),
+            ), note),
+            BodyState::Missing => return (refuse(
+                "this call needs an approval bound to its body, but Envoy did not send the body: enable `with_request_body` on this route".into(),
+            ), note),
+            BodyState::Complete => {}
+        }
+        let mapped = req.mapped;
+        let principal = mapped.principal.to_string();
+        let action = mapped.action.to_string();
+        let resource = mapped.resource.to_string();
+        let on_behalf_of = mapped.on_behalf_of.as_ref().map(ToString::to_string);
+        let (path, query) = call.path.split_once('?').unwrap_or((call.path, ""));
+        let fingerprint = FingerprintInput {
+            principal: &principal,
+            on_behalf_of: on_behalf_of.as_deref().unwrap_or_default(),
+            action: &action,
+            resource: &resource,
+            method: call.method,
+            host: call.host,
+            path,
+            query,
+            body: call.body,
+        }
+        .digest();
+        let parties = Parties {
+            principal: &principal,
+            on_behalf_of: on_behalf_of.as_deref().unwrap_or_default(),
+            action: &action,
+            resource: &resource,
+        };
+        let budget = self.settings.store_budget;
+        // The allow a use of the approval leads to: recorded by the store
+        // with the use it takes, so that a use is never spent unrecorded.
+        let allowed = Outcome::Allow {
+            principal: principal.clone(),
+        };
+        let allow = trail.decision_fields(DecisionKind::Allow, (call.status_of)(&allowed), call);
+        let allow = borrowed(&allow);
+        let here = CheckRef {
+            request_id: call.request_id,
+            trace: trail.traceparent(),
+            decision: &allow,
+        };
+        let approvals = &self.approvals;
+
+        if let Some(token) = call.token {
+            let used = tokio::time::timeout(budget, async {
+                let consumed = approvals
+                    .consume(Some(token), None, &fingerprint, here, parties)
+                    .await?;
+                let pending = match &consumed {
+                    Consumed::NotUsable {
+                        id,
+                        status: Status::Pending,
+                    } => approvals.store().get(id).await?,
+                    _ => None,
+                };
+                Ok::<_, StoreError>((consumed, pending))
+            })
+            .await
+            .unwrap_or_else(|_| Err(StoreError::timed_out()));
+            let outcome = match used {
+                Ok((Consumed::Used { id, uses_left, .. }, _)) => {
+                    note.used = true;
+                    note.id = id;
+                    note.status = Some(ApprovalEvent::status_after_use(uses_left));
+                    allowed
+                }
+                Ok((Consumed::Unknown, _)) => refuse("the approval token is not valid".into()),
+                Ok((Consumed::Mismatch { id }, _)) => {
+                    let reason = format!(
+                        "approval `{id}` was granted for a different request: principal, method, host, path, query and body must be identical"
+                    );
+                    note.id = id;
+                    refuse(reason)
+                }
+                Ok((Consumed::NotUsable { id, status }, pending)) => {
+                    note.status = Some(status);
+                    let outcome = match pending {
+                        Some(approval) => Outcome::ApprovalRequired {
+                            approval: Box::new(approval),
+                            token: None,
+                            reason: "the approval is still pending".into(),
+                        },
+                        None => refuse(not_usable(&id, status)),
+                    };
+                    note.id = id;
+                    outcome
+                }
+                Err(e) => unavailable(e),
+            };
+            return (outcome, note);
+        }
+
+        let new = NewApproval {
+            fingerprint: fingerprint.clone(),
+            info: RequestInfo {
+                principal: principal.clone(),
+                on_behalf_of: on_behalf_of.clone(),
+                action: action.clone(),
+                resource: resource.clone(),
+                method: call.method.to_owned(),
+                path: path.to_owned(),
+                host: call.host.to_owned(),
+                source_address: call.source_address.to_owned(),
+                policies: policies.clone(),
+                parameters: mapped.shown_parameters(&params.show),
+                approver_groups: params.approver_groups.clone(),
+                quorum: params.quorum,
+                uses: params.uses,
+                reason_required: params.reason_required,
+                mode: params.mode,
+            },
+            params,
+        };
+        let opened = match tokio::time::timeout(budget, approvals.open(&new, here)).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return (unavailable(e), note),
+            Err(_) => return (unavailable(StoreError::timed_out()), note),
+        };
+        note.id.clone_from(&opened.approval.id);
+        note.status = Some(opened.approval.status);
+        let mut approval = opened.approval;
+        if new.params.mode == Mode::Hold && approval.status == Status::Pending {
+            note.held = true;
+            let deadline = self.hold_deadline(&approval, req.answer_by);
+            let mut stop = self.draining.subscribe();
+            match approvals
+                .await_decision(&approval.id, deadline, &mut stop)
+                .await
+            {
+                Ok(Some(a)) => approval = a,
+                Ok(None) => {}
+                Err(e) => return (unavailable(e), note),
+            }
+            if approval.status == Status::Approved {
+                let consumed = tokio::time::timeout(
+                    budget,
+                    approvals.consume(None, Some(&approval.id), &fingerprint, here, parties),
+                )
+                .await;
+                let outcome = match consumed {
+                    Ok(Ok(Consumed::Used { id, uses_left, .. })) => {
+                        tracing::info!(approval = %id, principal = %principal, "held call approved");
+                        note.used = true;
+                        note.status = Some(ApprovalEvent::status_after_use(uses_left));
+                        allowed
+                    }
+                    // Approved, but another identical held call used it first.
+                    Ok(Ok(Consumed::NotUsable { id, status })) => refuse(not_usable(&id, status)),
+                    Ok(Ok(_)) => refuse(format!(
+                        "approval `{}` could not be used for this call",
+                        approval.id
+                    )),
+                    Ok(Err(e)) => unavailable(e),
+                    Err(_) => unavailable(StoreError::timed_out()),
+                };
+                return (outcome, note);
+            }
+        }
+        note.status = Some(approval.status);
+        let outcome = match approval.status {
+            Status::Pending => Outcome::ApprovalRequired {
+                approval: Box::new(approval),
+                token: opened.token,
+                reason: "this call needs an approval".into(),
+            },
+            Status::Approved => Outcome::ApprovalRequired {
+                approval: Box::new(approval),
+                token: opened.token,
+                reason: "approved: retry the identical request with the approval token".into(),
+            },
+            Status::Denied => refuse(denied(&approval)),
+            status => refuse(not_usable(&approval.id, status)),
+        };
+        (outcome, note)
+    }
+
+    /// Until when a held call waits: the hold limit, the request's own
+    /// expiry, and room before the caller's deadline to consume the
+    /// approval, record the decision and answer.
+    fn hold_deadline(&self, approval: &Approval, answer_by: Option<Instant>) -> Instant {
+        let left =
+            Duration::from_secs(approval.expires_at.saturating_sub(now_secs()).max(0) as u64);
+        let deadline = Instant::now() + self.settings.hold_max.min(left);
+        match answer_by {
+            Some(by) => {
+                let reserve = self.settings.store_budget * 2;
+                deadline.min(by.checked_sub(reserve).unwrap_or(by))
+            }
+            None => deadline,
+        }
+    }
+}
+
+/// A denied request in plain words, with who denied it and why.
+fn denied(a: &Approval) -> String {
+    let by = a.votes.iter().rev().find(|v| v.verdict == Ruling::Deny);
+    let why = by.map_or(String::new(), |v| {
+        format!(" by {}: {}", v.approver, v.reason)
+    });
+    format!("approval `{}` was denied{why}", a.id)
+}
+
+/// A refused approval in plain words.
+fn not_usable(id: &str, status: Status) -> String {
+    match status {
+        Status::Consumed => {
+            format!("approval `{id}` is consumed: it has been used as many times as allowed")
+        }
+        Status::Expired => format!("approval `{id}` is expired"),
+        Status::Revoked => format!("approval `{id}` is revoked"),
+        Status::Denied => format!("approval `{id}` was denied"),
+        Status::Pending | Status::Approved => format!("approval `{id}` is {status}"),
+    }
+}
+
+impl MappedRequest {
+    /// Query parameters (allow-listed) and the body fields a guarded policy
+    /// names with `@show`: what an approver sees of the call's parameters.
+    pub fn shown_parameters(&self, show: &[String]) -> std::collections::BTreeMap<String, String> {
+        let mut out: std::collections::BTreeMap<String, String> =
+            self.query.iter().cloned().collect();
+        if let Some(body) = &self.body {
+            for field in show {
+                if let Some(v) = body.get(field) {
+                    let text = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    out.insert(format!("body.{field}"), text);
+                }
+            }
+        }
+        out
+    }
+}

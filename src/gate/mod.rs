@@ -1,0 +1,347 @@
+//! The decision core every front door calls: evaluate with Cedar, then for
+//! a call an approval would allow, use the approval it presents or open (or
+//! find) its request and hold or refuse it; record the check (span, audit
+//! entry, metric) and say what it came to as an [`Outcome`]. Knows nothing
+//! of Envoy, gRPC or HTTP status codes: each front door translates its
+//! request into an [`AccessRequest`] and the outcome into its answer.
+
+mod approvable;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::approval::{Approval, Lifecycle};
+use crate::audit::Trail;
+use crate::metrics::DecisionKind;
+use crate::policy::{PolicyStore, Verdict};
+use crate::request::MappedRequest;
+
+/// What the gate is told about the call itself: what an approval binds
+/// (method, host, path with query, body) and what the trail records.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub scheme: &'a str,
+    /// The path with its query string.
+    pub path: &'a str,
+    pub body: &'a [u8],
+    /// Whether the front door has the whole body the caller sent.
+    pub body_state: BodyState,
+    pub source_address: &'a str,
+    pub request_id: &'a str,
+    /// An approval token the caller presented for this call.
+    pub token: Option<&'a str>,
+    /// How the front door will present an outcome, as a status code, for
+    /// the trail (the audit entry and the span say what the caller got).
+    pub status_of: fn(&Outcome) -> u16,
+}
+
+impl Call<'_> {
+    /// The path without its query string.
+    pub fn path_only(&self) -> &str {
+        self.path.split_once('?').map_or(self.path, |p| p.0)
+    }
+}
+
+/// Whether the body that an approval must bind is all there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyState {
+    /// All of it (or the call has none).
+    Complete,
+    /// The front door got only part of it.
+    Partial,
+    /// The caller announced one, but the front door did not get it.
+    Missing,
+}
+
+/// One call to decide.
+pub struct AccessRequest<'a> {
+    pub call: Call<'a>,
+    pub mapped: &'a MappedRequest,
+    /// Until when the caller waits for an answer, if it said.
+    pub answer_by: Option<Instant>,
+    /// The caller's trace (only read when telemetry is on).
+    pub parent: Option<opentelemetry::Context>,
+}
+
+/// What a call comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Allow {
+        principal: String,
+    },
+    /// A policy denies it, or the approval presented or found does not
+    /// allow it.
+    Deny {
+        reason: String,
+        policies: Vec<String>,
+    },
+    ApprovalRequired {
+        approval: Box<Approval>,
+        /// Only in the answer that opened (or found) the request: present
+        /// it on the identical retry.
+        token: Option<String>,
+        reason: String,
+    },
+    /// Approvals or the audit trail are needed but the store cannot be
+    /// reached: fail closed, visibly.
+    Unavailable {
+        reason: String,
+        policies: Vec<String>,
+    },
+    /// The request cannot be decided as sent.
+    Invalid {
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn kind(&self) -> DecisionKind {
+        match self {
+            Outcome::Allow { .. } => DecisionKind::Allow,
+            Outcome::ApprovalRequired { .. } => DecisionKind::ApprovalRequired,
+            Outcome::Unavailable { .. } => DecisionKind::Error,
+            Outcome::Deny { .. } | Outcome::Invalid { .. } => DecisionKind::Deny,
+        }
+    }
+
+    /// What the caller is told, in a few words ("" for an allow).
+    pub fn reason(&self) -> &str {
+        match self {
+            Outcome::Allow { .. } => "",
+            Outcome::ApprovalRequired { .. } => "approval required",
+            Outcome::Deny { reason, .. }
+            | Outcome::Unavailable { reason, .. }
+            | Outcome::Invalid { reason } => reason,
+        }
+    }
+
+    fn unavailable(reason: &str, policies: &[String]) -> Self {
+        Outcome::Unavailable {
+            reason: reason.to_owned(),
+            policies: policies.to_vec(),
+        }
+    }
+}
+
+/// What a caller is told when the audit stream cannot be written.
+pub const AUDIT_UNAVAILABLE: &str =
+    "the audit trail cannot be written, so guarded calls are refused; retry later";
+
+/// What a caller is told when the approval store cannot be reached.
+pub const UNAVAILABLE: &str =
+    "approvals are unavailable: the approval store cannot be reached; retry later";
+
+/// Settings the gate reads per call.
+#[derive(Debug, Clone)]
+pub struct GateSettings {
+    /// Longest a hold-mode call waits; below Envoy's timeout on held routes.
+    pub hold_max: Duration,
+    /// Longest the approval store may take on one check (outside a hold),
+    /// so that the caller gets countersign's answer before it gives up.
+    pub store_budget: Duration,
+}
+
+/// The decision core. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    policies: Arc<PolicyStore>,
+    approvals: Lifecycle,
+    settings: Arc<GateSettings>,
+    /// Set on shutdown: holds end at once (see [`Self::drain`]).
+    draining: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Gate {
+    pub fn new(policies: Arc<PolicyStore>, approvals: Lifecycle, settings: GateSettings) -> Self {
+        Self {
+            policies,
+            approvals,
+            settings: Arc::new(settings),
+            draining: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+
+    /// Whether checks are traced (front doors then read the caller's trace).
+    pub fn traced(&self) -> bool {
+        self.approvals.sink().telemetry().is_some()
+    }
+
+    /// Ends every hold, now and from now on: a held call is answered at once
+    /// as in deny mode (its approval id, and the token for a retry), rather
+    /// than keeping shutdown waiting.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Decides one call. Never fails: anything that prevents a decision is
+    /// a denial.
+    pub async fn decide(&self, mut req: AccessRequest<'_>) -> Outcome {
+        let started = Instant::now();
+        let mut trail = Trail::new(SystemTime::now(), req.parent.take());
+        let mapped = req.mapped;
+        let decided = self.policies.decide_guarded(
+            |granted| mapped.request(granted),
+            &mapped.entities,
+            &mapped.action,
+        );
+        let (verdict, guarded) = match decided {
+            Ok(v) => v,
+            Err(e) => {
+                let outcome = Outcome::Invalid {
+                    reason: format!("bad request: {e}"),
+                };
+                self.record(trail, &req.call, started, &outcome, None, None);
+                return outcome;
+            }
+        };
+        let sink = self.approvals.sink();
+        trail.identify(sink.telemetry(), mapped, &verdict, guarded, &req.call);
+        let (outcome, note) = match verdict {
+            Verdict::Allow(_) => (
+                Outcome::Allow {
+                    principal: mapped.principal.to_string(),
+                },
+                None,
+            ),
+            Verdict::Deny(d) => (
+                Outcome::Deny {
+                    reason: d.reason(),
+                    policies: d.policies,
+                },
+                None,
+            ),
+            Verdict::Approvable { denial, params } => {
+                let (outcome, note) = self.approvable(&req, &trail, denial.policies, params).await;
+                (outcome, Some(note))
+            }
+        };
+        let answer_by = req.answer_by;
+        let budget = self.audit_budget(started, answer_by, note.as_ref());
+        self.finish_guarded(trail, &req.call, started, outcome, note, budget)
+            .await
+    }
+
+    /// Records a call the front door could not turn into a request: it is
+    /// refused as [`Outcome::Invalid`] with `reason`.
+    pub fn reject(
+        &self,
+        call: &Call<'_>,
+        reason: String,
+        parent: Option<opentelemetry::Context>,
+    ) -> Outcome {
+        let outcome = Outcome::Invalid { reason };
+        let trail = Trail::new(SystemTime::now(), parent);
+        self.record(trail, call, Instant::now(), &outcome, None, None);
+        outcome
+    }
+
+    /// The budget left for the audit write: what the store calls left of
+    /// the check's (or, after a hold, of the caller's deadline).
+    fn audit_budget(
+        &self,
+        started: Instant,
+        answer_by: Option<Instant>,
+        note: Option<&approvable::Note>,
+    ) -> Instant {
+        let held = note.is_some_and(|n| n.held);
+        match answer_by {
+            Some(by) if held => by,
+            Some(by) => by.min(started + self.settings.store_budget),
+            // Held with no deadline from the caller: the budget starts
+            // when the hold ends, not when the check arrived.
+            None if held => Instant::now() + self.settings.store_budget,
+            None => started + self.settings.store_budget,
+        }
+    }
+
+    /// Writes the audit entry of a guarded decision (unless the store wrote
+    /// it with the use it took), then records the check.
+    async fn finish_guarded(
+        &self,
+        trail: Trail,
+        call: &Call<'_>,
+        started: Instant,
+        mut outcome: Outcome,
+        note: Option<approvable::Note>,
+        until: Instant,
+    ) -> Outcome {
+        let note_ref = note.as_ref();
+        let mut audited = None;
+        if note_ref.is_some_and(|n| n.used) {
+            audited = Some(true);
+        // Store down: the answer is already a refusal, and writing would
+        // only delay it past the caller's deadline.
+        } else if trail.guarded() && outcome.kind() != DecisionKind::Error {
+            let status = (call.status_of)(&outcome);
+            let fields = trail.audit_entry(&outcome, status, call, note_ref);
+            let place = note_ref
+                .map(|n| n.id.as_str())
+                .filter(|id| !id.is_empty())
+                .unwrap_or(call.request_id);
+            let written = tokio::time::timeout_at(
+                until,
+                self.approvals
+                    .store()
+                    .append_audit(place, &crate::audit::trail::borrowed(&fields)),
+            )
+            .await;
+            let written = match written {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => self.audit_failed(&e.to_string()),
+                Err(_) => self.audit_failed("timed out"),
+            };
+            // An audit device that cannot write refuses what it would allow.
+            if !written && matches!(outcome, Outcome::Allow { .. }) {
+                outcome = Outcome::unavailable(AUDIT_UNAVAILABLE, trail.policies());
+            }
+            audited = Some(written);
+        }
+        self.record(trail, call, started, &outcome, note_ref, audited);
+        outcome
+    }
+
+    fn audit_failed(&self, why: &str) -> bool {
+        tracing::warn!("audit stream not written, guarded call refused: {why}");
+        let metrics = self.approvals.sink().metrics();
+        metrics.redis_error();
+        metrics.audit_failure();
+        false
+    }
+
+    /// The metric, the log line and the span of one check.
+    fn record(
+        &self,
+        trail: Trail,
+        call: &Call<'_>,
+        started: Instant,
+        outcome: &Outcome,
+        note: Option<&approvable::Note>,
+        audited: Option<bool>,
+    ) {
+        let sink = self.approvals.sink();
+        sink.metrics().check(outcome.kind(), started.elapsed());
+        trail.finish(
+            sink.telemetry(),
+            outcome,
+            (call.status_of)(outcome),
+            call,
+            note,
+            audited,
+        );
+    }
+}
+
+pub use approvable::Note;
+
+impl GateSettings {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            hold_max: c.hold_max,
+            store_budget: c.store_budget,
+        }
+    }
+}

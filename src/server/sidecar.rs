@@ -1,0 +1,288 @@
+//! A whole sidecar from a validated configuration: policies, the approval
+//! store, the gate and its front doors (ext_authz, the admin API), probes,
+//! the expiry sweep. [`prepare`] checks everything before a port is bound;
+//! [`Prepared::serve`] runs on listeners the caller bound (tests bind port
+//! 0), until `shutdown` resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::ServerTlsConfig;
+
+use crate::admin::AdminService;
+use crate::admin::auth::Authenticator;
+use crate::approval::approvers::Approvers;
+use crate::approval::{ApprovalStore, Lifecycle, RedisStore};
+use crate::audit::EventSink;
+use crate::authz::{AuthzService, AuthzSettings};
+use crate::config::Config;
+use crate::gate::{Gate, GateSettings};
+use crate::metrics::Metrics;
+use crate::policy::{PolicyStore, watch};
+use crate::telemetry::Telemetry;
+
+/// Why the sidecar did not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration problem (exit code 2), in full.
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}{what}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot watch `{dir}`: {source}")]
+    Watch { dir: String, source: notify::Error },
+    #[error("OpenTelemetry: {0}")]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error(transparent)]
+    Server(#[from] super::ServerError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The sockets a sidecar serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub authz: TcpListener,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub probes: Option<TcpListener>,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses the configuration names.
+    pub async fn bind(config: &Config) -> Result<Self, StartError> {
+        let bind = async |addr: SocketAddr, what: &'static str| {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, what, source })
+        };
+        Ok(Self {
+            authz: bind(config.listen, "").await?,
+            probes: match config.metrics_listen {
+                Some(a) => Some(bind(a, " (metrics)").await?),
+                None => None,
+            },
+            admin: match &config.admin {
+                Some(a) => Some(bind(a.listen, " (admin API)").await?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// A configuration with everything it names loaded and checked.
+pub struct Prepared {
+    pub config: Config,
+    policies: Arc<PolicyStore>,
+    store: Arc<dyn ApprovalStore>,
+    admin_tls: Option<ServerTlsConfig>,
+}
+
+/// Loads the policies and checks the store URL and the admin TLS material.
+/// A broken policy set does not stop the sidecar: it answers every check
+/// with a denial, reports not ready, and recovers when a fixed set is saved.
+pub fn prepare(config: Config) -> Result<Prepared, StartError> {
+    let invalid = |e: String| StartError::Config(format!("invalid configuration: {e}"));
+    let probes = config
+        .mapper
+        .probes()
+        .map_err(|e| invalid(format!("{}: {e}", config.origin)))?;
+    if !config.policy_dir.is_dir() {
+        return Err(StartError::Config(format!(
+            "cannot load policies: `{}` does not exist or is not a directory (set `policy.dir` in the configuration, or COUNTERSIGN_POLICY_DIR, to the directory of your *.cedar files)",
+            config.policy_dir.display()
+        )));
+    }
+    let (policies, problem) = PolicyStore::open_or_deny_all(&config.policy_dir, probes);
+    if let Some(e) = problem {
+        tracing::error!(
+            policy_dir = %config.policy_dir.display(),
+            "no valid policy set, denying every request and reporting not ready until the policies are fixed: {e}"
+        );
+    }
+    for w in &policies.current().warnings {
+        tracing::warn!("policy warning: {w}");
+    }
+    let store = RedisStore::new(config.store.clone())
+        .map_err(|e| invalid(format!("{}: field `redis.url`: {e}", config.origin)))?;
+    let admin_tls = config
+        .admin
+        .as_ref()
+        .map(super::admin_tls)
+        .transpose()
+        .map_err(|e| {
+            invalid(format!(
+                "{}: fields `admin.tls_cert`/`admin.tls_key`/`admin.client_ca`: {e}",
+                config.origin
+            ))
+        })?;
+    Ok(Prepared {
+        config,
+        policies: Arc::new(policies),
+        store: Arc::new(store),
+        admin_tls,
+    })
+}
+
+/// Prepares and serves: the whole sidecar in this process.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    prepare(config)?.serve(listeners, shutdown).await
+}
+
+/// Longest shutdown waits for queued spans to reach the collector.
+const SPAN_FLUSH: Duration = Duration::from_secs(3);
+/// How often requests past their deadline are marked expired.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+impl Prepared {
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let Prepared {
+            config,
+            policies,
+            store,
+            admin_tls,
+        } = self;
+        let addr = listeners.authz.local_addr()?;
+        let metrics_addr = listeners
+            .probes
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
+        let telemetry = Telemetry::from_env()?;
+        let metrics = Metrics::new(telemetry.as_ref().map(Telemetry::dropped));
+        let _watch = if config.watch_policies {
+            Some(
+                watch::spawn(policies.clone()).map_err(|source| StartError::Watch {
+                    dir: policies.dir().display().to_string(),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
+        let loaded = policies.current();
+        tracing::info!(
+            %addr,
+            %metrics_addr,
+            traces = if telemetry.is_some() { "otlp" } else { "off" },
+            config = %config.origin,
+            policies = loaded.set.policies().count(),
+            guarded = loaded.guards.len(),
+            policy_dir = %policies.dir().display(),
+            "countersign listening"
+        );
+        let notifier = crate::approval::notify::Notifier::start(config.webhooks.clone());
+        let sink = EventSink::new(telemetry.clone(), metrics.clone(), Some(notifier));
+        let identity = &config.mapper.identity;
+        let approvals = Lifecycle::new(store.clone(), sink).with_approvers(Approvers::new(
+            policies.clone(),
+            identity.user_type.clone(),
+            identity.group_type.clone(),
+        ));
+
+        // One signal stops every server.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(());
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<()>| async move {
+            let _ = rx.changed().await;
+        };
+        if let Some(l) = listeners.probes {
+            let state = super::Probes {
+                metrics: metrics.clone(),
+                policies: policies.clone(),
+                approvals: store.clone(),
+            };
+            tokio::spawn(super::serve_probes(l, state, stopped(stop_rx.clone())));
+        }
+        tokio::spawn(sweep(approvals.clone(), policies.clone()));
+
+        let admin_task = match (listeners.admin, admin_tls, &config.admin) {
+            (Some(listener), Some(tls), Some(cfg)) => {
+                tracing::info!(admin_addr = %listener.local_addr()?, approvers = cfg.approvers.len(), "admin API listening (TLS)");
+                let service =
+                    AdminService::new(approvals.clone(), Authenticator::new(cfg.approvers.clone()));
+                Some(tokio::spawn(super::serve_admin(
+                    listener,
+                    service,
+                    tls,
+                    stopped(stop_rx.clone()),
+                )))
+            }
+            _ => {
+                tracing::info!(
+                    "admin API off: set admin.tls_cert and admin.tls_key to approve requests"
+                );
+                None
+            }
+        };
+
+        let gate = Gate::new(policies, approvals, GateSettings::from_config(&config));
+        let authz = AuthzService::new(
+            Arc::new(config.mapper),
+            gate,
+            AuthzSettings {
+                jwt_metadata_key: config.jwt_metadata_key,
+                principal_header: config.principal_header,
+                token_header: config.token_header,
+            },
+        );
+        super::serve(
+            listeners.authz,
+            authz,
+            config.shutdown_grace,
+            stopped(stop_rx),
+        )
+        .await?;
+        if let Some(task) = admin_task {
+            match tokio::time::timeout(config.shutdown_grace, task).await {
+                Ok(Ok(res)) => res?,
+                Ok(Err(e)) => tracing::warn!("admin API task: {e}"),
+                Err(_) => tracing::warn!("admin API did not drain within the grace period"),
+            }
+        }
+        if let Some(t) = &telemetry {
+            t.shutdown(SPAN_FLUSH).await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Expires approval requests past their deadline (each recorded once, by
+/// whichever sidecar sweeps first) and trims the audit stream by age. Only
+/// while the policy set has guarded policies, so that a sidecar without
+/// approvals never needs Redis.
+async fn sweep(approvals: Lifecycle, policies: Arc<PolicyStore>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if policies.current().guards.is_empty() {
+            continue;
+        }
+        let errors = approvals.expire().await;
+        if let Some(e) = errors.first() {
+            approvals.sink().metrics().redis_error();
+            tracing::debug!(shards = errors.len(), "expiry sweep: {e}");
+        }
+    }
+}
