@@ -4,6 +4,7 @@
 
 pub mod notify;
 pub mod params;
+mod redact;
 pub mod store;
 
 use std::collections::BTreeMap;

@@ -20,7 +20,8 @@ pub enum Format {
     Slack,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` (in `redact.rs`) shows only the URL's scheme and host.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Webhook {
     pub url: String,
     pub format: Format,

@@ -28,8 +28,9 @@ use super::{
     shard_of_id, token_hash,
 };
 
-/// How to reach Redis and how long records live.
-#[derive(Debug, Clone)]
+/// How to reach Redis and how long records live. `Debug` (in `redact.rs`)
+/// hides the password.
+#[derive(Clone)]
 pub struct StoreConfig {
     /// One node's URL; with `cluster`, one or more nodes' URLs separated by
     /// commas (seeds: the rest of the cluster is discovered).

@@ -4,6 +4,9 @@
 //! - `schema.rs`: the file as written, with its defaults.
 //! - `env.rs`: which environment variable overrides which field.
 //! - `validate.rs`: checks every field into the typed [`Config`].
+//!
+//! `Debug` never shows a secret: the Redis password, webhook URLs, the
+//! admin key and approvers' token hashes are left out or redacted.
 
 mod env;
 mod schema;
@@ -46,7 +49,8 @@ pub enum ConfigError {
     },
 }
 
-/// A validated configuration.
+/// A validated configuration. Its `Debug` is safe to log: the store and
+/// webhooks redact their URLs, the admin settings their key and tokens.
 #[derive(Debug)]
 pub struct Config {
     /// `embedded default config` or the file path.
@@ -106,13 +110,25 @@ impl std::fmt::Debug for AdminConfig {
 }
 
 /// A known approver: the name a client certificate or token maps to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApproverConfig {
     pub name: String,
     pub groups: Vec<String>,
     /// SHA-256 (hex) of the approver's bearer token; the token itself is
     /// never stored.
     pub token_sha256: Option<String>,
+}
+
+impl std::fmt::Debug for ApproverConfig {
+    // Whether a token is set, not its hash: an unsalted hash of a short
+    // token can be reversed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApproverConfig")
+            .field("name", &self.name)
+            .field("groups", &self.groups)
+            .field("token_sha256", &self.token_sha256.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl Config {

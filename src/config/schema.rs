@@ -1,5 +1,6 @@
 //! The TOML file as written: one struct per table, every field optional
-//! with the default named here, and no unknown keys.
+//! with the default named here, and no unknown keys. No `Debug`: these
+//! hold the Redis password, webhook URLs and token hashes as written.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +9,7 @@ use serde::Deserialize;
 use super::LogFormat;
 use crate::approval::notify::Format;
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Raw {
     #[serde(default)]
@@ -53,7 +54,7 @@ impl Raw {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawServer {
     pub listen: String,
@@ -75,7 +76,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawPolicy {
     pub dir: PathBuf,
@@ -91,7 +92,7 @@ impl Default for RawPolicy {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawIdentity {
     pub jwt_metadata_key: String,
@@ -119,14 +120,14 @@ impl Default for RawIdentity {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTrustedHeader {
     pub name: String,
     pub entity_type: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawRequest {
     pub headers: Vec<String>,
@@ -144,7 +145,7 @@ impl Default for RawRequest {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawResponse {
     pub principal_header: String,
@@ -158,7 +159,7 @@ impl Default for RawResponse {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawDefaultRoute {
     pub action: String,
@@ -174,7 +175,7 @@ impl Default for RawDefaultRoute {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
     pub method: Option<String>,
@@ -185,7 +186,7 @@ pub(super) struct RawRoute {
     pub body: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawRedis {
     pub url: String,
@@ -210,7 +211,7 @@ impl Default for RawRedis {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawApprovals {
     pub token_header: String,
@@ -230,7 +231,7 @@ impl Default for RawApprovals {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWebhook {
     pub url: String,
@@ -242,7 +243,7 @@ fn json_format() -> Format {
     Format::Json
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAdmin {
     pub listen: String,
@@ -264,7 +265,7 @@ impl Default for RawAdmin {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawApprover {
     pub name: String,
@@ -273,7 +274,7 @@ pub(super) struct RawApprover {
     pub token_sha256: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAudit {
     pub max_entries: u64,

@@ -221,6 +221,64 @@ fn several_redis_urls_need_cluster_and_one_nodes_url_is_taken_whole() {
 }
 
 #[test]
+fn debug_shows_no_redis_password_webhook_url_key_or_token_hash() {
+    let d = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::write(
+            d.path().join(f),
+            "-----BEGIN PRIVATE KEY-----\nk3y-material\n",
+        )
+        .unwrap();
+    }
+    let hash = "ab".repeat(32);
+    let p = d.path().join("countersign.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[redis]
+url = "rediss://app:s3cret-pw@redis.internal:6380"
+
+[approvals]
+webhooks = [{{ url = "https://hooks.slack.com/services/T0000/B0000/XXXXslacksecret", format = "slack" }}]
+
+[admin]
+tls_cert = "cert.pem"
+tls_key = "key.pem"
+approvers = [{{ name = "dora", token_sha256 = "{hash}" }}]
+"#
+        ),
+    )
+    .unwrap();
+    let c = Config::load(Some(&p), &env(&[])).unwrap();
+    let shown = format!("{c:?}");
+    for secret in [
+        "s3cret-pw",
+        "XXXXslacksecret",
+        "/services/",
+        "k3y-material",
+        &hash,
+    ] {
+        assert!(!shown.contains(secret), "`{secret}` in {shown}");
+    }
+    assert!(
+        shown.contains("rediss://app:***@redis.internal:6380"),
+        "{shown}"
+    );
+    assert!(shown.contains("https://hooks.slack.com"), "{shown}");
+    assert!(shown.contains("dora"), "{shown}");
+
+    // Cluster seeds, each with its password.
+    let (_d, p) = file(
+        "[redis]\ncluster = true\nurl = \"redis://:pw-one@10.0.0.1:6379, redis://:pw-two@10.0.0.2:6379\"\n",
+    );
+    let shown = format!("{:?}", Config::load(Some(&p), &env(&[])).unwrap());
+    assert!(
+        !shown.contains("pw-one") && !shown.contains("pw-two"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn an_error_names_the_variable_only_for_the_field_it_set() {
     let (_d, p) = file("[redis]\nprefix = \"cs{x}:\"\n");
     let e = Config::load(
