@@ -30,114 +30,82 @@ impl Env for HashMap<String, String> {
     }
 }
 
-/// An environment variable that replaces one field of the file.
-struct Override {
-    var: &'static str,
-    field: &'static str,
-    /// Puts the value in place, or says what was expected instead.
-    apply: fn(&mut Raw, String) -> Result<(), String>,
+/// A field the environment can set, by the kind of value it takes.
+enum Slot<'a> {
+    /// Taken as written.
+    Text(&'a mut String),
+    /// A directory, relative to the working directory as given.
+    Dir(&'a mut PathBuf),
+    /// A file, made absolute against the working directory.
+    File(&'a mut Option<PathBuf>),
+    /// `name=group+group,name=group`.
+    Approvers(&'a mut Vec<RawApprover>),
+    LogFormat(&'a mut LogFormat),
 }
 
-/// Every override, in the order applied: of several bad values, the first
-/// here is the one reported. Paths are relative to the working directory,
-/// not to the file.
-const OVERRIDES: &[Override] = &[
-    Override {
-        var: "COUNTERSIGN_LISTEN",
-        field: "server.listen",
-        apply: |raw, v| {
-            raw.server.listen = v;
-            Ok(())
-        },
-    },
-    Override {
-        var: "COUNTERSIGN_POLICY_DIR",
-        field: "policy.dir",
-        apply: |raw, v| {
-            if v.is_empty() {
+impl Slot<'_> {
+    /// Puts `v` in place, or says what was expected instead.
+    fn set(self, v: String) -> Result<(), String> {
+        match self {
+            Slot::Text(slot) => *slot = v,
+            Slot::Dir(_) if v.is_empty() => {
                 return Err("expected a directory path, got an empty string".into());
             }
-            raw.policy.dir = PathBuf::from(v);
-            Ok(())
-        },
-    },
-    Override {
-        var: "COUNTERSIGN_REDIS_URL",
-        field: "redis.url",
-        apply: |raw, v| {
-            raw.redis.url = v;
-            Ok(())
-        },
-    },
-    Override {
-        var: "COUNTERSIGN_ADMIN_LISTEN",
-        field: "admin.listen",
-        apply: |raw, v| {
-            raw.admin.listen = v;
-            Ok(())
-        },
-    },
+            Slot::Dir(slot) => *slot = PathBuf::from(v),
+            Slot::File(slot) => *slot = Some(std::env::current_dir().unwrap_or_default().join(v)),
+            Slot::Approvers(slot) => *slot = parse_approvers(&v)?,
+            Slot::LogFormat(slot) => {
+                *slot = match v.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => return Err(format!("expected `text` or `json`, got `{other}`")),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An environment variable, the field it replaces, and where that field is.
+type Override = (&'static str, &'static str, fn(&mut Raw) -> Slot<'_>);
+
+/// Every override, in the order applied: of several bad values, the first
+/// here is the one reported.
+const OVERRIDES: &[Override] = &[
+    ("COUNTERSIGN_LISTEN", "server.listen", |r| {
+        Slot::Text(&mut r.server.listen)
+    }),
+    ("COUNTERSIGN_POLICY_DIR", "policy.dir", |r| {
+        Slot::Dir(&mut r.policy.dir)
+    }),
+    ("COUNTERSIGN_REDIS_URL", "redis.url", |r| {
+        Slot::Text(&mut r.redis.url)
+    }),
+    ("COUNTERSIGN_ADMIN_LISTEN", "admin.listen", |r| {
+        Slot::Text(&mut r.admin.listen)
+    }),
     // TLS files and approvers, for containers and quick starts.
-    Override {
-        var: "COUNTERSIGN_ADMIN_TLS_CERT",
-        field: "admin.tls_cert",
-        apply: |raw, v| {
-            raw.admin.tls_cert = Some(from_working_dir(v));
-            Ok(())
-        },
-    },
-    Override {
-        var: "COUNTERSIGN_ADMIN_TLS_KEY",
-        field: "admin.tls_key",
-        apply: |raw, v| {
-            raw.admin.tls_key = Some(from_working_dir(v));
-            Ok(())
-        },
-    },
-    Override {
-        var: "COUNTERSIGN_ADMIN_CLIENT_CA",
-        field: "admin.client_ca",
-        apply: |raw, v| {
-            raw.admin.client_ca = Some(from_working_dir(v));
-            Ok(())
-        },
-    },
-    Override {
-        var: "COUNTERSIGN_ADMIN_APPROVERS",
-        field: "admin.approvers",
-        apply: |raw, v| {
-            raw.admin.approvers = parse_approvers(&v)?;
-            Ok(())
-        },
-    },
-    Override {
-        var: "COUNTERSIGN_METRICS_LISTEN",
-        field: "server.metrics_listen",
-        apply: |raw, v| {
-            raw.server.metrics_listen = v;
-            Ok(())
-        },
-    },
-    Override {
-        var: "COUNTERSIGN_LOG_FORMAT",
-        field: "server.log_format",
-        apply: |raw, v| {
-            raw.server.log_format = match v.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                other => return Err(format!("expected `text` or `json`, got `{other}`")),
-            };
-            Ok(())
-        },
-    },
-    Override {
-        var: "COUNTERSIGN_LOG",
-        field: "server.log",
-        apply: |raw, v| {
-            raw.server.log = v;
-            Ok(())
-        },
-    },
+    ("COUNTERSIGN_ADMIN_TLS_CERT", "admin.tls_cert", |r| {
+        Slot::File(&mut r.admin.tls_cert)
+    }),
+    ("COUNTERSIGN_ADMIN_TLS_KEY", "admin.tls_key", |r| {
+        Slot::File(&mut r.admin.tls_key)
+    }),
+    ("COUNTERSIGN_ADMIN_CLIENT_CA", "admin.client_ca", |r| {
+        Slot::File(&mut r.admin.client_ca)
+    }),
+    ("COUNTERSIGN_ADMIN_APPROVERS", "admin.approvers", |r| {
+        Slot::Approvers(&mut r.admin.approvers)
+    }),
+    ("COUNTERSIGN_METRICS_LISTEN", "server.metrics_listen", |r| {
+        Slot::Text(&mut r.server.metrics_listen)
+    }),
+    ("COUNTERSIGN_LOG_FORMAT", "server.log_format", |r| {
+        Slot::LogFormat(&mut r.server.log_format)
+    }),
+    ("COUNTERSIGN_LOG", "server.log", |r| {
+        Slot::Text(&mut r.server.log)
+    }),
 ];
 
 /// Where each value came from: the file (or the embedded default), unless
@@ -145,8 +113,8 @@ const OVERRIDES: &[Override] = &[
 pub(super) struct Origins {
     /// `embedded default config` or the file path.
     pub file: String,
-    /// The overrides that were applied.
-    from_env: Vec<&'static Override>,
+    /// (variable, field) of each override that was applied.
+    from_env: Vec<(&'static str, &'static str)>,
 }
 
 impl Origins {
@@ -156,10 +124,12 @@ impl Origins {
             file,
             from_env: Vec::new(),
         };
-        for o in OVERRIDES {
-            let Some(v) = env.var(o.var) else { continue };
-            origins.from_env.push(o);
-            (o.apply)(raw, v).map_err(|message| origins.invalid(o.field, &message))?;
+        for &(var, field, slot) in OVERRIDES {
+            let Some(v) = env.var(var) else { continue };
+            origins.from_env.push((var, field));
+            slot(raw)
+                .set(v)
+                .map_err(|message| origins.invalid(field, &message))?;
         }
         Ok(origins)
     }
@@ -167,13 +137,13 @@ impl Origins {
     /// Where `field` (such as `admin.listen` or `admin.approvers[0].name`)
     /// came from.
     pub fn of(&self, field: &str) -> String {
-        let within = |o: &&&Override| {
+        let within = |(_, set): &&(&str, &str)| {
             field
-                .strip_prefix(o.field)
+                .strip_prefix(set)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
         };
         match self.from_env.iter().find(within) {
-            Some(o) => format!("environment variable {}", o.var),
+            Some((var, _)) => format!("environment variable {var}"),
             None => self.file.clone(),
         }
     }
@@ -186,10 +156,6 @@ impl Origins {
             message: message.to_owned(),
         }
     }
-}
-
-fn from_working_dir(v: String) -> PathBuf {
-    std::env::current_dir().unwrap_or_default().join(v)
 }
 
 /// `name=group+group,name=group`: approvers and their groups.
