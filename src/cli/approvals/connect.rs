@@ -9,7 +9,7 @@ use super::Connection;
 use crate::admin::pb::approvals_client::ApprovalsClient;
 
 /// Adds the bearer token, if any, to every call.
-pub(super) type Interceptor =
+type Interceptor =
     Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
 pub(super) type Client =
     ApprovalsClient<tonic::service::interceptor::InterceptedService<Channel, Interceptor>>;
