@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod memory;
 pub mod notify;
 pub mod params;
+mod redact;
 pub mod redis;
 pub mod store;
 
@@ -25,6 +26,7 @@ pub use ids::{SHARD_TAGS, SHARDS, new_id, new_token, shard_of, shard_of_id, toke
 pub use lifecycle::Lifecycle;
 pub use memory::MemoryStore;
 pub use params::{ApprovalParams, Mode};
+pub use redact::redacted_url;
 pub use redis::{RedisStore, StoreConfig};
 pub use store::{ApprovalStore, StoreError};
 

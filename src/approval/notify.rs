@@ -20,29 +20,12 @@ pub enum Format {
     Slack,
 }
 
-/// One webhook. `Debug` shows only the URL's scheme and host: a Slack
-/// incoming-webhook URL is itself a secret.
+/// One webhook. `Debug` (in `redact.rs`) shows only the URL's scheme and
+/// host: a Slack incoming-webhook URL is itself a secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Webhook {
     pub url: String,
     pub format: Format,
-}
-
-impl std::fmt::Debug for Webhook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = match self.url.split_once("://") {
-            Some((scheme, rest)) => {
-                let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-                let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-                format!("{scheme}://{host}/***")
-            }
-            None => "***".to_owned(),
-        };
-        f.debug_struct("Webhook")
-            .field("url", &shown)
-            .field("format", &self.format)
-            .finish()
-    }
 }
 
 const QUEUE: usize = 1024;

@@ -219,3 +219,112 @@ fn several_redis_urls_need_cluster_and_one_nodes_url_is_taken_whole() {
     let e = err("[redis]\nprefix = \"cs{x}:\"\n");
     assert!(e.contains("field `redis.prefix`"), "{e}");
 }
+
+#[test]
+fn debug_shows_no_redis_password_webhook_url_key_or_token_hash() {
+    let d = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::write(
+            d.path().join(f),
+            "-----BEGIN PRIVATE KEY-----\nk3y-material\n",
+        )
+        .unwrap();
+    }
+    let hash = "ab".repeat(32);
+    let p = d.path().join("countersign.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"[redis]
+url = "rediss://app:s3cret-pw@redis.internal:6380"
+
+[approvals]
+webhooks = [{{ url = "https://hooks.slack.com/services/T0000/B0000/XXXXslacksecret", format = "slack" }}]
+
+[admin]
+tls_cert = "cert.pem"
+tls_key = "key.pem"
+approvers = [{{ name = "dora", token_sha256 = "{hash}" }}]
+"#
+        ),
+    )
+    .unwrap();
+    let c = Config::load(Some(&p), &env(&[])).unwrap();
+    let shown = format!("{c:?}");
+    for secret in [
+        "s3cret-pw",
+        "XXXXslacksecret",
+        "/services/",
+        "k3y-material",
+        &hash,
+    ] {
+        assert!(!shown.contains(secret), "`{secret}` in {shown}");
+    }
+    assert!(
+        shown.contains("rediss://app:***@redis.internal:6380"),
+        "{shown}"
+    );
+    assert!(shown.contains("https://hooks.slack.com"), "{shown}");
+    assert!(shown.contains("dora"), "{shown}");
+
+    // Cluster seeds, each with its password.
+    let (_d, p) = file(
+        "[redis]\ncluster = true\nurl = \"redis://:pw-one@10.0.0.1:6379, redis://:pw-two@10.0.0.2:6379\"\n",
+    );
+    let shown = format!("{:?}", Config::load(Some(&p), &env(&[])).unwrap());
+    assert!(
+        !shown.contains("pw-one") && !shown.contains("pw-two"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn an_error_names_the_variable_only_for_the_field_it_set() {
+    let (_d, p) = file("[redis]\nprefix = \"cs{x}:\"\n");
+    let e = Config::load(
+        Some(&p),
+        &env(&[("COUNTERSIGN_REDIS_URL", "redis://127.0.0.1:6379")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.ends_with("countersign.toml: field `redis.prefix`: expected no `{` or `}` (countersign adds its own hash tags), got `cs{x}:`"),
+        "{e}"
+    );
+
+    let e = Config::load(
+        None,
+        &env(&[
+            ("COUNTERSIGN_ADMIN_TLS_CERT", "/nonexistent/cert.pem"),
+            ("COUNTERSIGN_ADMIN_TLS_KEY", "/nonexistent/key.pem"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("environment variable COUNTERSIGN_ADMIN_TLS_CERT: field `admin.tls_cert`: cannot read `/nonexistent/cert.pem`"),
+        "{e}"
+    );
+
+    for (var, value, field) in [
+        ("COUNTERSIGN_POLICY_DIR", "", "policy.dir"),
+        ("COUNTERSIGN_ADMIN_APPROVERS", "=ops", "admin.approvers"),
+        ("COUNTERSIGN_LOG_FORMAT", "yaml", "server.log_format"),
+        (
+            "COUNTERSIGN_METRICS_LISTEN",
+            "nowhere",
+            "server.metrics_listen",
+        ),
+        ("COUNTERSIGN_ADMIN_LISTEN", "nowhere", "admin.listen"),
+        ("COUNTERSIGN_LOG", "[[[", "server.log"),
+    ] {
+        let e = match Config::load(None, &env(&[(var, value)])) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{var}={value} was accepted"),
+        };
+        assert!(
+            e.starts_with(&format!("environment variable {var}: field `{field}`: ")),
+            "{e}"
+        );
+    }
+}

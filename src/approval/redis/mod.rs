@@ -31,7 +31,8 @@ use super::store::{
 use super::{Approval, NewApproval, Opened, Ruling};
 use conn::{Client, Conn};
 
-/// How to reach Redis and how long records live. `Debug` hides the password.
+/// How to reach Redis and how long records live. `Debug` (in
+/// `approval/redact.rs`) hides the password.
 #[derive(Clone)]
 pub struct StoreConfig {
     /// One node's URL; with `cluster`, one or more nodes' URLs separated by
@@ -52,36 +53,6 @@ pub struct StoreConfig {
     pub audit_max_len: u64,
     /// ...and none older than this (`None`: no age limit).
     pub audit_max_age: Option<Duration>,
-}
-
-impl std::fmt::Debug for StoreConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreConfig")
-            .field("url", &redacted_url(&self.url))
-            .field("cluster", &self.cluster)
-            .field("replica_acks", &self.replica_acks)
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .field("retention", &self.retention)
-            .field("audit_max_len", &self.audit_max_len)
-            .field("audit_max_age", &self.audit_max_age)
-            .finish()
-    }
-}
-
-/// A Redis URL (or a comma-separated list of them) without its password.
-pub fn redacted_url(url: &str) -> String {
-    url.split(',')
-        .map(|one| match (one.find("://"), one.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let creds = &one[scheme + 3..at];
-                let user = creds.split_once(':').map_or("", |(u, _)| u);
-                format!("{}{user}:***{}", &one[..scheme + 3], &one[at..])
-            }
-            _ => one.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Approval requests in Redis. Connects lazily, so that a sidecar starts
@@ -223,26 +194,5 @@ impl ApprovalStore for RedisStore {
 
     async fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.subscribe_live().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted_url;
-
-    #[test]
-    fn a_redis_url_never_shows_its_password() {
-        assert_eq!(
-            redacted_url("redis://:s3cret@127.0.0.1:6379/0"),
-            "redis://:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redacted_url("rediss://app:s3cret@a:1,rediss://app:s3cret@b:2"),
-            "rediss://app:***@a:1,rediss://app:***@b:2"
-        );
-        assert_eq!(
-            redacted_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
     }
 }

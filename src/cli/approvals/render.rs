@@ -1,0 +1,208 @@
+//! What people and scripts see: the list as a table, one request in
+//! full, a line per `watch` event, and JSON.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use super::Output;
+use crate::admin::pb;
+use crate::cli::table::{Cell, Colour, Column, Layout, Table, ellipsize, paint};
+use crate::clock::rfc3339;
+
+/// The colour of a status on a terminal.
+fn status_colour(status: &str) -> Option<Colour> {
+    match status {
+        "pending" => Some(Colour::Yellow),
+        "approved" => Some(Colour::Green),
+        "denied" | "revoked" => Some(Colour::Red),
+        "consumed" | "expired" => Some(Colour::Dim),
+        _ => None,
+    }
+}
+
+/// One event of `watch`: event, id and status whole; the rest (principal,
+/// action, resource) cut to the width, if one applies.
+pub(super) fn watch_line(kind: &str, a: &pb::Approval, layout: Layout) -> String {
+    let head = format!("{kind:<10} {}  ", a.id);
+    let tail = format!("  {} {} on {}", a.principal, a.action, a.resource);
+    let fixed = head.chars().count() + a.status.chars().count();
+    match layout.width {
+        // Not even the id fits: the whole line, cut, without colour.
+        Some(w) if fixed + 2 > w => ellipsize(&format!("{head}{}{tail}", a.status), w),
+        Some(w) => format!(
+            "{head}{}{}",
+            paint(&a.status, status_colour(&a.status), layout),
+            ellipsize(&tail, w - fixed)
+        ),
+        None => format!(
+            "{head}{}{tail}",
+            paint(&a.status, status_colour(&a.status), layout)
+        ),
+    }
+}
+
+/// One request, every value in full: an approver decides on these details.
+pub(super) fn print_one(a: &pb::Approval, out: Output, layout: Layout) {
+    if out == Output::Json {
+        println!("{}", to_json(a));
+        return;
+    }
+    let row = |k: &str, v: &str| println!("{k:<15} {v}");
+    row("id", &a.id);
+    row(
+        "status",
+        &paint(&a.status, status_colour(&a.status), layout),
+    );
+    row("principal", &a.principal);
+    if !a.on_behalf_of.is_empty() {
+        row("on behalf of", &a.on_behalf_of);
+    }
+    row("action", &a.action);
+    row("resource", &a.resource);
+    row(
+        "request",
+        &format!(
+            "{} {} (host {}, from {})",
+            a.method, a.path, a.host, a.source_address
+        ),
+    );
+    for (k, v) in &a.parameters {
+        row("parameter", &format!("{k} = {v}"));
+    }
+    row("policies", &a.policies.join(", "));
+    let groups = if a.approver_groups.is_empty() {
+        "any permitted approver".to_owned()
+    } else {
+        a.approver_groups.join(", ")
+    };
+    row(
+        "approvers",
+        &format!(
+            "{} of {groups}{}",
+            a.quorum,
+            if a.reason_required {
+                " (reason required)"
+            } else {
+                ""
+            }
+        ),
+    );
+    row("mode", &a.mode);
+    row("created", &rfc3339(a.created_at));
+    row("expires", &rfc3339(a.expires_at));
+    if a.use_until > 0 {
+        row(
+            "usable until",
+            &format!("{} ({} use(s) left)", rfc3339(a.use_until), a.uses_left),
+        );
+    }
+    for v in &a.votes {
+        let why = if v.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", v.reason)
+        };
+        row(
+            "decision",
+            &format!("{} by {} at {}{why}", v.verdict, v.approver, rfc3339(v.at)),
+        );
+    }
+}
+
+pub(super) fn print_table(list: &[pb::Approval], layout: Layout) {
+    if list.is_empty() {
+        println!("no approval requests");
+        return;
+    }
+    let column = |title, free_text| Column { title, free_text };
+    // Ids and statuses stay whole (an id is what the next command needs);
+    // the entities give way when the width is short.
+    let mut table = Table::new(vec![
+        column("ID", false),
+        column("STATUS", false),
+        column("PRINCIPAL", true),
+        column("ACTION", true),
+        column("RESOURCE", true),
+        column("APPROVALS", false),
+    ]);
+    for a in list {
+        let votes = a.votes.iter().filter(|v| v.verdict == "approve").count();
+        table.push(vec![
+            a.id.clone().into(),
+            Cell {
+                text: a.status.clone(),
+                colour: status_colour(&a.status),
+            },
+            a.principal.clone().into(),
+            a.action.clone().into(),
+            a.resource.clone().into(),
+            format!("{votes}/{}", a.quorum).into(),
+        ]);
+    }
+    let mut out = std::io::stdout().lock();
+    for line in table.render(layout) {
+        if writeln!(out, "{line}").is_err() {
+            return; // stdout closed (| head): done.
+        }
+    }
+}
+
+pub(super) fn to_json(a: &pb::Approval) -> Value {
+    json!({
+        "id": a.id, "status": a.status, "principal": a.principal,
+        "on_behalf_of": (!a.on_behalf_of.is_empty()).then_some(&a.on_behalf_of),
+        "action": a.action, "resource": a.resource, "method": a.method, "path": a.path,
+        "host": a.host, "source_address": a.source_address, "policies": a.policies,
+        "parameters": a.parameters, "created_at": rfc3339(a.created_at), "expires_at": rfc3339(a.expires_at),
+        "use_until": (a.use_until > 0).then(|| rfc3339(a.use_until)), "uses_left": a.uses_left,
+        "quorum": a.quorum, "approver_groups": a.approver_groups, "reason_required": a.reason_required,
+        "mode": a.mode,
+        "votes": a.votes.iter().map(|v| json!({"approver": v.approver, "verdict": v.verdict, "reason": v.reason, "at": rfc3339(v.at)})).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn approval() -> pb::Approval {
+        pb::Approval {
+            id: "ap-5f1c2e9a0b7d4c31".into(),
+            status: "pending".into(),
+            principal: r#"User::"agent-7""#.into(),
+            action: r#"Action::"export""#.into(),
+            resource: r#"Dataset::"quarterly-sales""#.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_watch_line_is_unchanged_without_a_width_and_fits_one() {
+        let a = approval();
+        assert_eq!(
+            watch_line("opened", &a, Layout::PLAIN),
+            format!(
+                "{:<10} {}  {}  {} {} on {}",
+                "opened", a.id, a.status, a.principal, a.action, a.resource
+            )
+        );
+        for width in [10, 30, 45, 60] {
+            let layout = Layout {
+                width: Some(width),
+                colour: false,
+            };
+            let line = watch_line("opened", &a, layout);
+            assert!(line.chars().count() <= width, "{width}: {line}");
+            assert!(line.ends_with('…'), "{width}: {line}");
+            if width >= 45 {
+                assert!(line.contains("ap-5f1c2e9a0b7d4c31  pending"), "{line}");
+            }
+        }
+        let coloured = Layout {
+            width: Some(60),
+            colour: true,
+        };
+        assert!(watch_line("opened", &a, coloured).contains("\x1b[33mpending\x1b[0m"));
+    }
+}

@@ -1,0 +1,444 @@
+//! Validation: the file's values (after the environment's) into the typed
+//! [`Config`], each error naming the origin, the field and what was expected.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use cedar_policy::{EntityTypeName, EntityUid};
+
+use super::env::Origins;
+use super::schema::{Raw, RawAdmin, RawRedis};
+use super::{AdminConfig, ApproverConfig, Config, ConfigError};
+use crate::approval::StoreConfig;
+use crate::approval::notify::Webhook;
+use crate::request::{ContextSettings, IdentitySettings, Mapper, RouteSpec, RouteTable};
+
+/// Headers that carry credentials; they never reach policies or logs.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// Checks every field and builds the typed configuration; each error names
+/// where the value came from (`o`), the field and what was expected.
+pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
+    let listen = raw.server.listen.parse::<SocketAddr>().map_err(|_| {
+        o.invalid(
+            "server.listen",
+            &format!(
+                "expected an IP address and port such as `127.0.0.1:9191`, got `{}`",
+                raw.server.listen
+            ),
+        )
+    })?;
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.server.log) {
+        return Err(o.invalid(
+            "server.log",
+            &format!(
+                "expected a tracing filter such as `info` or `countersign=debug`, got `{}`: {e}",
+                raw.server.log
+            ),
+        ));
+    }
+
+    let id = &raw.identity;
+    let identity = IdentitySettings {
+        user_type: type_name(o, "identity.user_type", &id.user_type)?,
+        group_type: type_name(o, "identity.group_type", &id.group_type)?,
+        workload_type: type_name(o, "identity.workload_type", &id.workload_type)?,
+        anonymous: entity_uid(o, "identity.anonymous", &id.anonymous)?,
+        groups_claim: non_empty(o, "identity.groups_claim", &id.groups_claim)?,
+        on_behalf_of_claim: non_empty(o, "identity.on_behalf_of_claim", &id.on_behalf_of_claim)?,
+        trusted_header: match &id.trusted_header {
+            None => None,
+            Some(t) => Some((
+                public_header(o, "identity.trusted_header.name", &t.name)?,
+                type_name(o, "identity.trusted_header.entity_type", &t.entity_type)?,
+            )),
+        },
+    };
+    let jwt_metadata_key = non_empty(o, "identity.jwt_metadata_key", &id.jwt_metadata_key)?;
+
+    let mut headers = Vec::with_capacity(raw.request.headers.len());
+    for (i, h) in raw.request.headers.iter().enumerate() {
+        let field = format!("request.headers[{i}]");
+        let name = public_header(o, &field, h)?;
+        if headers.contains(&name) {
+            return Err(o.invalid(&field, &format!("`{name}` is listed twice")));
+        }
+        headers.push(name);
+    }
+    let mut seen = HashSet::new();
+    for (i, q) in raw.request.query.iter().enumerate() {
+        if q.is_empty() || !seen.insert(q) {
+            return Err(o.invalid(
+                &format!("request.query[{i}]"),
+                &format!("expected a unique, non-empty parameter name, got `{q}`"),
+            ));
+        }
+    }
+    if raw.request.max_body_bytes == 0 {
+        return Err(o.invalid(
+            "request.max_body_bytes",
+            "expected a positive number of bytes",
+        ));
+    }
+
+    let principal_header = match raw.response.principal_header.as_str() {
+        "" => None,
+        h => Some(public_header(o, "response.principal_header", h)?),
+    };
+
+    let default_action = action_uid(o, "default_route.action", &raw.default_route.action)?;
+    let default_type = type_name(
+        o,
+        "default_route.resource_type",
+        &raw.default_route.resource_type,
+    )?;
+    let mut specs = Vec::with_capacity(raw.routes.len());
+    for (i, r) in raw.routes.iter().enumerate() {
+        let f = |name: &str| format!("routes[{i}].{name}");
+        let method = match &r.method {
+            None => None,
+            Some(m) if m == "*" => None,
+            Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                Some(m.to_ascii_uppercase())
+            }
+            Some(m) => {
+                return Err(o.invalid(
+                    &f("method"),
+                    &format!("expected an HTTP method such as `GET` or `*` for any, got `{m}`"),
+                ));
+            }
+        };
+        let (resource_type, resource_id) = split_resource(&r.resource).ok_or_else(|| {
+            o.invalid(
+                &f("resource"),
+                &format!(
+                    r#"expected `Type::"id template"` such as `Dataset::"{{id}}"`, got `{}`"#,
+                    r.resource
+                ),
+            )
+        })?;
+        specs.push(RouteSpec {
+            method,
+            path: r.path.clone(),
+            action: action_uid(o, &f("action"), &r.action)?,
+            resource_type: type_name(o, &f("resource"), resource_type)?,
+            resource_id: resource_id.to_owned(),
+            body: r.body,
+        });
+    }
+    let routes = RouteTable::new(specs, default_action, default_type)
+        .map_err(|(i, e)| o.invalid(&format!("routes[{i}]"), &e.to_string()))?;
+
+    let mut store = validate_redis(&raw.redis, o)?;
+    if raw.audit.max_entries == 0 {
+        return Err(o.invalid("audit.max_entries", "expected a positive number of entries"));
+    }
+    store.audit_max_len = raw.audit.max_entries;
+    store.audit_max_age = match raw.audit.max_age.as_str() {
+        "off" => None,
+        age => Some(duration(o, "audit.max_age", age)?),
+    };
+    let metrics_listen = match raw.server.metrics_listen.as_str() {
+        "" | "off" => None,
+        v => Some(v.parse::<SocketAddr>().map_err(|_| {
+            o.invalid(
+                "server.metrics_listen",
+                &format!("expected an address such as `127.0.0.1:9193`, or `off`, got `{v}`"),
+            )
+        })?),
+    };
+    let token_header = public_header(o, "approvals.token_header", &raw.approvals.token_header)?;
+    let hold_max = duration(o, "approvals.hold_max", &raw.approvals.hold_max)?;
+    let store_budget = duration(o, "approvals.store_budget", &raw.approvals.store_budget)?;
+    let grace = Duration::from_secs(raw.server.shutdown_grace_seconds);
+    if grace < hold_max {
+        return Err(o.invalid(
+            "server.shutdown_grace_seconds",
+            &format!(
+                "expected at least approvals.hold_max ({}s), so that held checks can finish at shutdown, got {}",
+                hold_max.as_secs(),
+                raw.server.shutdown_grace_seconds
+            ),
+        ));
+    }
+    let admin = validate_admin(&raw.admin, o)?;
+    let mut webhooks = Vec::new();
+    for (i, w) in raw.approvals.webhooks.iter().enumerate() {
+        if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+            return Err(o.invalid(
+                &format!("approvals.webhooks[{i}].url"),
+                &format!("expected an http:// or https:// URL, got `{}`", w.url),
+            ));
+        }
+        webhooks.push(Webhook {
+            url: w.url.clone(),
+            format: w.format,
+        });
+    }
+
+    Ok(Config {
+        store,
+        token_header,
+        hold_max,
+        store_budget,
+        webhooks,
+        admin,
+        origin: o.file.clone(),
+        listen,
+        shutdown_grace: grace,
+        log: raw.server.log,
+        log_format: raw.server.log_format,
+        metrics_listen,
+        policy_dir: raw.policy.dir,
+        watch_policies: raw.policy.watch,
+        jwt_metadata_key,
+        principal_header,
+        mapper: Mapper {
+            routes,
+            identity,
+            context: ContextSettings {
+                headers,
+                query: raw.request.query,
+                max_body_bytes: raw.request.max_body_bytes,
+            },
+        },
+    })
+}
+
+fn validate_redis(r: &RawRedis, o: &Origins) -> Result<StoreConfig, ConfigError> {
+    // Commas separate a cluster's seed nodes; one node's URL is taken
+    // whole (a comma may be part of its password).
+    let urls: Vec<&str> = if r.cluster {
+        r.url.split(',').map(str::trim).collect()
+    } else {
+        vec![r.url.trim()]
+    };
+    if !r.cluster && r.url.contains(",redis") && redis::Client::open(urls[0]).is_err() {
+        return Err(o.invalid(
+            "redis.url",
+            "several URLs name the nodes of a Redis Cluster: set `redis.cluster = true`, \
+             or give one URL",
+        ));
+    }
+    for url in urls {
+        if let Err(e) = redis::Client::open(url) {
+            // Never the password in an error message: only what follows it.
+            let shown = url
+                .rsplit_once('@')
+                .map_or(url.to_owned(), |(_, h)| format!("…@{h}"));
+            return Err(o.invalid(
+                "redis.url",
+                &format!(
+                    "expected a URL such as `redis://127.0.0.1:6379` or `rediss://host:6380`, \
+                     got `{shown}`: {e}"
+                ),
+            ));
+        }
+    }
+    // The prefix comes before each key's hash tag; a brace in it would
+    // become the tag and put every shard in one slot.
+    if r.prefix.contains(['{', '}']) {
+        return Err(o.invalid(
+            "redis.prefix",
+            &format!(
+                "expected no `{{` or `}}` (countersign adds its own hash tags), got `{}`",
+                r.prefix
+            ),
+        ));
+    }
+    if r.timeout_ms == 0 {
+        return Err(o.invalid(
+            "redis.timeout_ms",
+            "expected a positive number of milliseconds",
+        ));
+    }
+    Ok(StoreConfig {
+        url: r.url.clone(),
+        cluster: r.cluster,
+        replica_acks: r.replica_acks.unwrap_or(u32::from(r.cluster)),
+        prefix: r.prefix.clone(),
+        timeout: Duration::from_millis(r.timeout_ms),
+        retention: match duration(o, "redis.retention", &r.retention)? {
+            // Records must outlive their deadline long enough for the expiry
+            // sweep to record them.
+            r if r < Duration::from_secs(60) => {
+                return Err(o.invalid(
+                    "redis.retention",
+                    &format!(
+                        "expected at least 1m, got `{}`",
+                        humantime::format_duration(r)
+                    ),
+                ));
+            }
+            r => r,
+        },
+        audit_max_len: 1_000_000,
+        audit_max_age: None,
+    })
+}
+
+fn validate_admin(a: &RawAdmin, o: &Origins) -> Result<Option<AdminConfig>, ConfigError> {
+    let listen = a.listen.parse::<SocketAddr>().map_err(|_| {
+        o.invalid(
+            "admin.listen",
+            &format!(
+                "expected an IP address and port such as `127.0.0.1:9192`, got `{}`",
+                a.listen
+            ),
+        )
+    })?;
+    let read = |field: &str, path: &Path| -> Result<Vec<u8>, ConfigError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| o.invalid(field, &format!("cannot read `{}`: {e}", path.display())))?;
+        if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Err(o.invalid(field, &format!("`{}` is not a PEM file", path.display())));
+        }
+        Ok(bytes)
+    };
+    let (cert_pem, key_pem) = match (&a.tls_cert, &a.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (read("admin.tls_cert", c)?, read("admin.tls_key", k)?),
+        (Some(_), None) => {
+            return Err(o.invalid(
+                "admin.tls_key",
+                "expected a PEM private key, since admin.tls_cert is set",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(o.invalid(
+                "admin.tls_cert",
+                "expected a PEM certificate, since admin.tls_key is set",
+            ));
+        }
+    };
+    let client_ca_pem = a
+        .client_ca
+        .as_deref()
+        .map(|p| read("admin.client_ca", p))
+        .transpose()?;
+    let mut approvers = Vec::new();
+    for (i, ap) in a.approvers.iter().enumerate() {
+        let f = |n: &str| format!("admin.approvers[{i}].{n}");
+        if ap.name.trim().is_empty() {
+            return Err(o.invalid(&f("name"), "expected a non-empty name"));
+        }
+        if let Some(h) = &ap.token_sha256
+            && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(o.invalid(
+                &f("token_sha256"),
+                "expected 64 hex digits: the SHA-256 of the token (`printf %s TOKEN | sha256sum`)",
+            ));
+        }
+        approvers.push(ApproverConfig {
+            name: ap.name.clone(),
+            groups: ap.groups.clone(),
+            token_sha256: ap.token_sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+        });
+    }
+    if client_ca_pem.is_none() && approvers.iter().all(|a| a.token_sha256.is_none()) {
+        return Err(o.invalid(
+            "admin.client_ca",
+            "expected a CA for client certificates, or at least one approver with `token_sha256`: otherwise nobody can authenticate",
+        ));
+    }
+    Ok(Some(AdminConfig {
+        listen,
+        cert_pem,
+        key_pem,
+        client_ca_pem,
+        approvers,
+    }))
+}
+
+fn duration(o: &Origins, field: &str, v: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(v.trim()).map_err(|_| {
+        o.invalid(
+            field,
+            &format!("expected a duration such as `25s`, `15m` or `7d`, got `{v}`"),
+        )
+    })
+}
+
+fn non_empty(o: &Origins, field: &str, v: &str) -> Result<String, ConfigError> {
+    if v.is_empty() {
+        return Err(o.invalid(field, "expected a non-empty string"));
+    }
+    Ok(v.to_owned())
+}
+
+fn type_name(o: &Origins, field: &str, v: &str) -> Result<EntityTypeName, ConfigError> {
+    EntityTypeName::from_str(v).map_err(|_| {
+        o.invalid(
+            field,
+            &format!("expected a Cedar entity type such as `User` or `Acme::User`, got `{v}`"),
+        )
+    })
+}
+
+fn entity_uid(o: &Origins, field: &str, v: &str) -> Result<EntityUid, ConfigError> {
+    EntityUid::from_str(v).map_err(|_| {
+        o.invalid(
+            field,
+            &format!(r#"expected a Cedar entity such as `Anonymous::"anonymous"`, got `{v}`"#),
+        )
+    })
+}
+
+/// `export` means `Action::"export"`; a full `Ns::Action::"export"` is kept.
+fn action_uid(o: &Origins, field: &str, v: &str) -> Result<EntityUid, ConfigError> {
+    let full = if v.contains("::") {
+        v.to_owned()
+    } else {
+        format!(r#"Action::"{v}""#)
+    };
+    EntityUid::from_str(&full).map_err(|_| {
+        o.invalid(
+            field,
+            &format!(
+                r#"expected an action name such as `export` or `Action::"export"`, got `{v}`"#
+            ),
+        )
+    })
+}
+
+fn header_name(o: &Origins, field: &str, v: &str) -> Result<String, ConfigError> {
+    let ok = !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(o.invalid(
+            field,
+            &format!("expected an HTTP header name such as `x-request-id`, got `{v}`"),
+        ));
+    }
+    Ok(v.to_ascii_lowercase())
+}
+
+/// A header name that does not carry credentials: its value may become a
+/// principal, reach the policy context or be sent upstream.
+fn public_header(o: &Origins, field: &str, v: &str) -> Result<String, ConfigError> {
+    let name = header_name(o, field, v)?;
+    if SECRET_HEADERS.contains(&name.as_str()) {
+        return Err(o.invalid(
+            field,
+            &format!("`{name}` carries credentials and cannot be used here"),
+        ));
+    }
+    Ok(name)
+}
+
+/// Splits `Type::"id"` into `Type` and `id`.
+fn split_resource(v: &str) -> Option<(&str, &str)> {
+    let (ty, rest) = v.split_once("::\"")?;
+    let id = rest.strip_suffix('"')?;
+    (!ty.is_empty()).then_some((ty, id))
+}
