@@ -7,23 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Redis;
+use common::services::{redis_store, store_config};
 use countersign::approval::store::{AuditCursor, CheckRef, Consumed, ListFilter, Verdict};
 use countersign::approval::{
-    ApprovalParams, Mode, NewApproval, Opened, RedisStore, Status, StoreConfig, StoreError,
+    ApprovalParams, Mode, NewApproval, Opened, RedisStore, Status, StoreError,
 };
 
 fn store(redis: &Redis) -> RedisStore {
-    RedisStore::new(StoreConfig {
-        url: redis.url(),
-        cluster: false,
-        replica_acks: 0,
-        prefix: "test:".into(),
-        timeout: Duration::from_secs(2),
-        retention: Duration::from_secs(3600),
-        audit_max_len: 10_000,
-        audit_max_age: None,
-    })
-    .unwrap()
+    redis_store(store_config(&redis.url(), "test:"))
 }
 
 fn new(fingerprint: &str, params: ApprovalParams) -> NewApproval {
