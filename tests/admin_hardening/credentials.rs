@@ -2,16 +2,24 @@
 //! CLI says how to authenticate.
 
 use countersign::admin::pb;
-use countersign::approval::Status;
+use countersign::approval::{ApprovalParams, Status};
 use tonic::Code;
 
-use crate::{NO_CREDENTIALS, decide, start_admin};
+use crate::common::admin::decide;
+use crate::{assert_untouched, start_admin};
+
+/// What the service answers a caller that brings neither a certificate nor
+/// a token.
+const NO_CREDENTIALS: &str =
+    "no client certificate and no bearer token: authenticate with --cert/--key or --token";
 
 #[tokio::test]
 async fn without_credentials_every_admin_call_is_refused_and_the_cli_says_how_to_authenticate() {
     let admin = start_admin().await;
-    let id = admin.open().await;
-    let mut anonymous = admin.client(None).await.unwrap();
+    let id = admin
+        .open("fp", &["data-owners"], ApprovalParams::default())
+        .await;
+    let mut anonymous = admin.client(None).await;
 
     let refusals = [
         (
@@ -32,15 +40,27 @@ async fn without_credentials_every_admin_call_is_refused_and_the_cli_says_how_to
         ),
         (
             "Approve",
-            anonymous.approve(decide(&id)).await.map(drop).unwrap_err(),
+            anonymous
+                .approve(decide(&id, "quarterly report"))
+                .await
+                .map(drop)
+                .unwrap_err(),
         ),
         (
             "Deny",
-            anonymous.deny(decide(&id)).await.map(drop).unwrap_err(),
+            anonymous
+                .deny(decide(&id, "quarterly report"))
+                .await
+                .map(drop)
+                .unwrap_err(),
         ),
         (
             "Revoke",
-            anonymous.revoke(decide(&id)).await.map(drop).unwrap_err(),
+            anonymous
+                .revoke(decide(&id, "quarterly report"))
+                .await
+                .map(drop)
+                .unwrap_err(),
         ),
         (
             "Watch",
@@ -76,7 +96,7 @@ async fn without_credentials_every_admin_call_is_refused_and_the_cli_says_how_to
             "approvals {args:?}"
         );
     }
-    admin.assert_untouched(&id).await;
+    assert_untouched(&admin, &id).await;
 
     // The same approver with her certificate may decide: the refusals above
     // were about the missing credentials, not the request.

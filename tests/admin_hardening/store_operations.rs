@@ -4,27 +4,22 @@
 use std::time::Duration;
 
 use countersign::approval::store::{AuditCursor, CheckRef, Consumed, ListFilter, Verdict};
-use countersign::approval::{ApprovalParams, RedisStore, Status, StoreConfig};
+use countersign::approval::{ApprovalParams, Status, StoreConfig};
 use redis::aio::MultiplexedConnection;
 
+use crate::common::services::{redis_store, store_config};
 use crate::common::{self, eventually};
 
 /// Every operation of the store, as the sidecar, the admin API and `audit`
 /// use them, with the default prefix the documented ACL names: the first
 /// that fails, if one does.
 pub async fn exercise_store(url: &str, admin: &mut MultiplexedConnection) -> Result<(), String> {
-    let store = RedisStore::new(StoreConfig {
-        url: url.into(),
-        cluster: false,
-        replica_acks: 0,
-        prefix: "countersign:".into(),
-        timeout: Duration::from_secs(2),
-        retention: Duration::from_secs(3600),
+    let store = redis_store(StoreConfig {
         audit_max_len: 1000,
         // So that the sweep also trims the stream by age.
         audit_max_age: Some(Duration::from_secs(3600)),
-    })
-    .unwrap();
+        ..store_config(url, "countersign:")
+    });
     let fail = |what: &str| {
         let what = what.to_owned();
         move |e: countersign::approval::StoreError| format!("{what}: {e}")

@@ -5,20 +5,24 @@
 use std::path::{Path, PathBuf};
 
 use countersign::admin::pb::{self, approvals_client::ApprovalsClient};
+use countersign::approval::ApprovalParams;
 use tonic::transport::Channel;
 
+use crate::common::admin::decide;
 use crate::common::tls::Pki;
 use crate::tls_wire::{
     ALERT, CLASSIC_SUITES, FATAL, HANDSHAKE, PROTOCOL_VERSION, Record, SUITES, client_hello,
     first_record, pinned_client, pinned_tls_relay, speak_h2, tls12_extensions,
 };
-use crate::{decide, start_admin};
+use crate::{assert_untouched, start_admin};
 
 // Blocking TLS probes below: the server needs a thread of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_is_refused_even_when_it_names_a_configured_approver() {
     let admin = start_admin().await;
-    let id = admin.open().await;
+    let id = admin
+        .open("fp", &["data-owners"], ApprovalParams::default())
+        .await;
     // Certificates with CN `dora`, the name of a data owner, from two CAs
     // that are not the admin API's: one that copies its CA's name (the
     // signature gives it away) and one named otherwise (unknown issuer).
@@ -50,9 +54,12 @@ async fn a_certificate_from_another_ca_is_refused_even_when_it_names_a_configure
 
         // Through tonic (as `countersign approvals` connects): no call gets
         // through, whether the failure shows at connect or at the first call.
-        let outcome = match admin.client(Some(forged.clone())).await {
+        let outcome = match admin.connect(Some(forged.clone())).await {
             Err(e) => Err(e),
-            Ok(mut c) => c.approve(decide(&id)).await.map_err(|s| format!("{s:?}")),
+            Ok(mut c) => c
+                .approve(decide(&id, "quarterly report"))
+                .await
+                .map_err(|s| format!("{s:?}")),
         };
         assert!(outcome.is_err(), "{outcome:?}");
 
@@ -69,7 +76,7 @@ async fn a_certificate_from_another_ca_is_refused_even_when_it_names_a_configure
             stderr.starts_with("countersign: ") && stderr.contains("admin.client_ca"),
             "{stderr}"
         );
-        admin.assert_untouched(&id).await;
+        assert_untouched(&admin, &id).await;
     }
 
     // The same name with the right CA's certificate gets through the same
@@ -79,10 +86,9 @@ async fn a_certificate_from_another_ca_is_refused_even_when_it_names_a_configure
         assert_eq!(speak_h2(admin.port, config), Ok(()), "{version:?}");
     }
     let a = admin
-        .client(Some(admin.pki.client("dora")))
+        .client(Some("dora"))
         .await
-        .unwrap()
-        .approve(decide(&id))
+        .approve(decide(&id, "quarterly report"))
         .await
         .unwrap()
         .into_inner();
@@ -114,7 +120,9 @@ fn foreign_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_below_1_2_is_refused_and_1_2_and_1_3_clients_work() {
     let admin = start_admin().await;
-    let id = admin.open().await;
+    let id = admin
+        .open("fp", &["data-owners"], ApprovalParams::default())
+        .await;
 
     // TLS 1.0 and 1.1 ClientHellos (rustls cannot send them, so by hand)
     // are answered with a fatal alert, never a ServerHello: a bare one as
