@@ -10,18 +10,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::stack::answer_of;
-use crate::common::{self, Redis, eventually, token, token_with};
-use crate::redis_acl::{acl_log, documented_acl, limited_url, lock_default_user, set_user};
+use crate::common::{self, eventually, token, token_with};
+use crate::redis_acl::{acl_log, limited_url, redis_with_documented_user};
 
 /// The approval story of the README, end to end (real Envoy, the real
 /// binary, the `approvals` client, `audit export` and `audit tail`), with
 /// countersign logged in to Redis as the documented user.
 #[tokio::test]
 async fn the_approval_story_runs_end_to_end_as_the_documented_redis_user() {
-    let acl = documented_acl();
-    let redis = Redis::start().await;
-    let mut admin = lock_default_user(&redis).await;
-    set_user(&mut admin, &acl.rules, &acl).await;
+    let (acl, redis, mut admin) = redis_with_documented_user().await;
     let url = limited_url(&redis, &acl);
 
     // countersign's default key prefix: the one the documented ACL names.

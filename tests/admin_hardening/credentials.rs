@@ -2,7 +2,7 @@
 //! CLI says how to authenticate.
 
 use countersign::admin::pb;
-use countersign::approval::{ApprovalParams, Status};
+use countersign::approval::Status;
 use tonic::Code;
 
 use crate::common::admin::decide;
@@ -15,10 +15,7 @@ const NO_CREDENTIALS: &str =
 
 #[tokio::test]
 async fn without_credentials_every_admin_call_is_refused_and_the_cli_says_how_to_authenticate() {
-    let admin = start_admin().await;
-    let id = admin
-        .open("fp", &["data-owners"], ApprovalParams::default())
-        .await;
+    let (admin, id) = start_admin().await;
     let mut anonymous = admin.client(None).await;
 
     let refusals = [

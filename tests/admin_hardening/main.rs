@@ -20,11 +20,17 @@ mod tls_wire;
 
 use common::admin::Admin;
 use common::services::approver;
-use countersign::approval::Status;
+use countersign::approval::{ApprovalParams, Status};
 
-/// The admin API with one approver: dora, a data owner.
-async fn start_admin() -> Admin {
-    Admin::start("hardening:", vec![approver("dora", &["data-owners"], None)]).await
+/// The admin API with one approver, dora, a data owner, and one request
+/// pending that she may approve (an agent's export, acting for alice):
+/// the API and the request's id.
+async fn start_admin() -> (Admin, String) {
+    let admin = Admin::start("hardening:", vec![approver("dora", &["data-owners"], None)]).await;
+    let id = admin
+        .open("fp", &["data-owners"], ApprovalParams::default())
+        .await;
+    (admin, id)
 }
 
 /// The request as the store has it: still pending, and nobody voted.

@@ -19,7 +19,7 @@ pub struct DocumentedAcl {
     pub password: String,
 }
 
-pub fn documented_acl() -> DocumentedAcl {
+fn documented_acl() -> DocumentedAcl {
     let doc = std::fs::read_to_string(common::repo().join("docs/redis-acl.md")).unwrap();
     let blocks: Vec<&str> = doc
         .split("```redis\n")
@@ -67,7 +67,7 @@ const ADMIN_PASSWORD: &str = "hardening-admin";
 
 /// Gives the `default` user a password, so that a connection is someone
 /// only once it authenticates; the administrator's connection.
-pub async fn lock_default_user(redis: &Redis) -> MultiplexedConnection {
+async fn lock_default_user(redis: &Redis) -> MultiplexedConnection {
     let mut c = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -98,7 +98,7 @@ async fn admin_connection(redis: &Redis) -> MultiplexedConnection {
 
 /// `ACL SETUSER` with `rules`, plus the Redis 7.2 block on a server that
 /// has `CLIENT SETINFO`.
-pub async fn set_user(admin: &mut MultiplexedConnection, rules: &[String], acl: &DocumentedAcl) {
+async fn set_user(admin: &mut MultiplexedConnection, rules: &[String], acl: &DocumentedAcl) {
     redis::cmd("ACL")
         .arg("SETUSER")
         .arg(rules)
@@ -179,12 +179,20 @@ pub fn limited_url(redis: &Redis, acl: &DocumentedAcl) -> String {
     )
 }
 
-#[tokio::test]
-async fn the_documented_redis_user_runs_every_store_operation_and_nothing_else() {
+/// A redis-server of the test's own whose `default` user is locked and
+/// whose `countersign` user has the documented rules: the rules, the
+/// server, and its administrator's connection (`ACL LOG` reset).
+pub async fn redis_with_documented_user() -> (DocumentedAcl, Redis, MultiplexedConnection) {
     let acl = documented_acl();
     let redis = Redis::start().await;
     let mut admin = lock_default_user(&redis).await;
     set_user(&mut admin, &acl.rules, &acl).await;
+    (acl, redis, admin)
+}
+
+#[tokio::test]
+async fn the_documented_redis_user_runs_every_store_operation_and_nothing_else() {
+    let (acl, redis, mut admin) = redis_with_documented_user().await;
 
     let mut limited = redis::Client::open(limited_url(&redis, &acl))
         .unwrap()

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use countersign::admin::pb::{self, approvals_client::ApprovalsClient};
-use countersign::approval::ApprovalParams;
 use tonic::transport::Channel;
 
 use crate::common::admin::decide;
@@ -19,10 +18,7 @@ use crate::{assert_untouched, start_admin};
 // Blocking TLS probes below: the server needs a thread of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_is_refused_even_when_it_names_a_configured_approver() {
-    let admin = start_admin().await;
-    let id = admin
-        .open("fp", &["data-owners"], ApprovalParams::default())
-        .await;
+    let (admin, id) = start_admin().await;
     // Certificates with CN `dora`, the name of a data owner, from two CAs
     // that are not the admin API's: one that copies its CA's name (the
     // signature gives it away) and one named otherwise (unknown issuer).
@@ -119,10 +115,7 @@ fn foreign_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 // Blocking TLS probes below: the server needs a thread of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_below_1_2_is_refused_and_1_2_and_1_3_clients_work() {
-    let admin = start_admin().await;
-    let id = admin
-        .open("fp", &["data-owners"], ApprovalParams::default())
-        .await;
+    let (admin, id) = start_admin().await;
 
     // TLS 1.0 and 1.1 ClientHellos (rustls cannot send them, so by hand)
     // are answered with a fatal alert, never a ServerHello: a bare one as
