@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long form of tests/soak.rs: the whole deployment (Envoy with
+# The long form of tests/soak/: the whole deployment (Envoy with
 # envoy/envoy.yaml, countersign, redis-server, all on 127.0.0.1) under mixed
 # traffic for SECONDS (default 600), with Redis restarts and policy reloads;
 # every answer is checked, RSS must stay flat, and a markdown table of the

@@ -2,140 +2,28 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::Redis;
-use common::tls::Pki;
-use countersign::admin::AdminService;
-use countersign::admin::auth::Authenticator;
-use countersign::admin::pb::{self, approvals_client::ApprovalsClient};
-#[allow(unused_imports)]
-use countersign::approval::ApprovalStore;
-use countersign::approval::store::CheckRef;
-use countersign::approval::{ApprovalParams, RedisStore, StoreConfig};
-use countersign::config::{AdminConfig, ApproverConfig, Config};
-use countersign::policy::PolicyStore;
+use common::admin::{Admin, decide};
+use common::services::approver;
+use countersign::admin::pb;
+use countersign::approval::ApprovalParams;
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-struct Admin {
-    pki: Pki,
-    addr: String,
-    store: Arc<RedisStore>,
-    _redis: Redis,
-}
 
 const TOKEN: &str = "tess-secret-token";
 
-fn approver(name: &str, groups: &[&str], token: Option<&str>) -> ApproverConfig {
-    use sha2::Digest;
-    ApproverConfig {
-        name: name.into(),
-        groups: groups.iter().map(|g| g.to_string()).collect(),
-        token_sha256: token.map(|t| hex::encode(sha2::Sha256::digest(t.as_bytes()))),
-    }
-}
-
 async fn start() -> Admin {
-    let redis = Redis::start().await;
-    let pki = Pki::new();
-    let store = Arc::new(
-        RedisStore::new(StoreConfig {
-            url: redis.url(),
-            cluster: false,
-            replica_acks: 0,
-            prefix: "admin-test:".into(),
-            timeout: Duration::from_secs(2),
-            retention: Duration::from_secs(3600),
-            audit_max_len: 10_000,
-            audit_max_age: None,
-        })
-        .unwrap(),
-    );
-    let config = Config::load(None, &std::collections::HashMap::new()).unwrap();
-    let policies = Arc::new(
-        PolicyStore::open(
-            &common::repo().join("policies"),
-            config.mapper.probes().unwrap(),
-        )
-        .unwrap(),
-    );
-    let (cert, key) = pki.server();
-    let approvers = vec![
-        approver("dora", &["data-owners"], None),
-        approver("agent-7", &["data-owners"], None),
-        approver("alice", &["data-owners"], None),
-        approver("ivan", &["interns"], None),
-        approver("tess", &["data-owners"], Some(TOKEN)),
-    ];
-    let cfg = AdminConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        cert_pem: std::fs::read(cert).unwrap(),
-        key_pem: std::fs::read(key).unwrap(),
-        client_ca_pem: Some(std::fs::read(pki.ca()).unwrap()),
-        approvers: approvers.clone(),
-    };
-    let tls = countersign::server::admin_tls(&cfg).unwrap();
-    let approvals = common::lifecycle(&config, policies, store.clone(), Default::default());
-    let service = AdminService::new(approvals, Authenticator::new(approvers));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!(
-        "https://127.0.0.1:{}",
-        listener.local_addr().unwrap().port()
-    );
-    tokio::spawn(countersign::server::serve_admin(
-        listener,
-        service,
-        tls,
-        std::future::pending(),
-    ));
-    Admin {
-        pki,
-        addr,
-        store,
-        _redis: redis,
-    }
-}
-
-impl Admin {
-    async fn client(&self, cert_of: Option<&str>) -> ApprovalsClient<Channel> {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(std::fs::read(self.pki.ca()).unwrap()));
-        if let Some(name) = cert_of {
-            let (c, k) = self.pki.client(name);
-            tls = tls.identity(Identity::from_pem(
-                std::fs::read(c).unwrap(),
-                std::fs::read(k).unwrap(),
-            ));
-        }
-        let channel = Channel::from_shared(self.addr.clone())
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        ApprovalsClient::new(channel)
-    }
-
-    /// An agent's export, acting for alice, guarded by a data-owner approval.
-    async fn open(&self, fingerprint: &str, groups: &[&str], params: ApprovalParams) -> String {
-        let new = common::export_request(fingerprint, groups, params);
-        self.store
-            .open(&new, CheckRef::default())
-            .await
-            .unwrap()
-            .approval
-            .id
-    }
-}
-
-fn decide(id: &str, reason: &str) -> pb::DecideRequest {
-    pb::DecideRequest {
-        id: id.into(),
-        reason: reason.into(),
-    }
+    Admin::start(
+        "admin-test:",
+        vec![
+            approver("dora", &["data-owners"], None),
+            approver("agent-7", &["data-owners"], None),
+            approver("alice", &["data-owners"], None),
+            approver("ivan", &["interns"], None),
+            approver("tess", &["data-owners"], Some(TOKEN)),
+        ],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -341,9 +229,8 @@ async fn deciding_an_expired_request_fails_with_a_clear_status() {
 async fn watch_streams_requests_and_decisions_as_they_happen() {
     let admin = start().await;
     let mut dora = admin.client(Some("dora")).await;
+    // The stream opens once the subscription is live: no wait needed.
     let mut events = dora.watch(pb::WatchRequest {}).await.unwrap().into_inner();
-    // The subscription is set up in the background; give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let id = admin
         .open("fp", &["data-owners"], ApprovalParams::default())
         .await;

@@ -1,5 +1,6 @@
-//! The approval store's contract, against a real `redis-server` started for
-//! each test on a free port.
+//! The approval store's contract: one body per behaviour, run against the
+//! memory store, one real `redis-server` (started for each test on a free
+//! port) and a real 3+3 Redis Cluster (see `contract!` at the end).
 
 mod common;
 
@@ -7,24 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Redis;
+use common::services::{redis_store, store_config};
 use countersign::approval::store::{AuditCursor, CheckRef, Consumed, ListFilter};
 use countersign::approval::{
-    ApprovalParams, Mode, NewApproval, Opened, RedisStore, Status, StoreConfig, StoreError,
+    ApprovalParams, ApprovalStore, MemoryStore, Mode, NewApproval, Opened, RedisStore,
+    Ruling as Verdict, Status, StoreConfig, StoreError,
 };
-use countersign::approval::{ApprovalStore, Ruling as Verdict};
 
 fn store(redis: &Redis) -> RedisStore {
-    RedisStore::new(StoreConfig {
-        url: redis.url(),
-        cluster: false,
-        replica_acks: 0,
-        prefix: "test:".into(),
-        timeout: Duration::from_secs(2),
-        retention: Duration::from_secs(3600),
-        audit_max_len: 10_000,
-        audit_max_age: None,
-    })
-    .unwrap()
+    redis_store(store_config(&redis.url(), "test:"))
 }
 
 fn new(fingerprint: &str, params: ApprovalParams) -> NewApproval {
@@ -32,7 +24,7 @@ fn new(fingerprint: &str, params: ApprovalParams) -> NewApproval {
 }
 
 /// Opens the request for an `export_request` with `fingerprint`, outside any check.
-async fn open(s: &RedisStore, fingerprint: &str, params: ApprovalParams) -> Opened {
+async fn open(s: &dyn ApprovalStore, fingerprint: &str, params: ApprovalParams) -> Opened {
     s.open(&new(fingerprint, params), CheckRef::default())
         .await
         .unwrap()
@@ -42,16 +34,15 @@ fn params() -> ApprovalParams {
     ApprovalParams::default()
 }
 
-#[tokio::test]
-async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once() {
-    let redis = Redis::start().await;
-    let s = store(&redis);
-    let first = open(&s, "fp-1", params()).await;
+async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once(
+    s: Arc<dyn ApprovalStore>,
+) {
+    let first = open(&*s, "fp-1", params()).await;
     assert_eq!(first.approval.status, Status::Pending);
     assert!(first.token.as_ref().is_some_and(|t| t.len() == 64));
     assert_eq!(first.approval.info.parameters["body.format"], "csv");
 
-    let again = open(&s, "fp-1", params()).await;
+    let again = open(&*s, "fp-1", params()).await;
     assert_eq!(again.approval.id, first.approval.id);
     assert!(first.created && !again.created);
     // A retry gets a fresh token (only hashes are kept); both work.
@@ -76,15 +67,12 @@ async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once() {
         }
     ));
 
-    let other = open(&s, "fp-2", params()).await;
+    let other = open(&*s, "fp-2", params()).await;
     assert_ne!(other.approval.id, first.approval.id);
 }
 
-#[tokio::test]
-async fn an_approval_is_used_once_by_the_identical_call_only() {
-    let redis = Redis::start().await;
-    let s = store(&redis);
-    let opened = open(&s, "fp", params()).await;
+async fn an_approval_is_used_once_by_the_identical_call_only(s: Arc<dyn ApprovalStore>) {
+    let opened = open(&*s, "fp", params()).await;
     let (id, token) = (opened.approval.id.clone(), opened.token.unwrap());
 
     assert_eq!(
@@ -133,16 +121,13 @@ async fn an_approval_is_used_once_by_the_identical_call_only() {
         }
     );
     // Once used up, the same call opens a new request.
-    let next = open(&s, "fp", params()).await;
+    let next = open(&*s, "fp", params()).await;
     assert_ne!(next.approval.id, id);
 }
 
-#[tokio::test]
-async fn a_policy_may_allow_several_uses() {
-    let redis = Redis::start().await;
-    let s = store(&redis);
+async fn a_policy_may_allow_several_uses(s: Arc<dyn ApprovalStore>) {
     let opened = open(
-        &s,
+        &*s,
         "fp",
         ApprovalParams {
             uses: 3,
@@ -170,11 +155,10 @@ async fn a_policy_may_allow_several_uses() {
     ));
 }
 
-#[tokio::test]
-async fn a_hundred_concurrent_uses_of_a_single_use_approval_succeed_exactly_once() {
-    let redis = Redis::start().await;
-    let s = Arc::new(store(&redis));
-    let opened = open(&s, "fp", params()).await;
+async fn a_hundred_concurrent_uses_of_a_single_use_approval_succeed_exactly_once(
+    s: Arc<dyn ApprovalStore>,
+) {
+    let opened = open(&*s, "fp", params()).await;
     let token = Arc::new(opened.token.unwrap());
     s.vote(&opened.approval.id, "dora", Verdict::Approve, "")
         .await
@@ -198,15 +182,14 @@ async fn a_hundred_concurrent_uses_of_a_single_use_approval_succeed_exactly_once
     assert_eq!(used, 1);
 }
 
-#[tokio::test]
-async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request() {
-    let redis = Redis::start().await;
-    let s = store(&redis);
+async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request(
+    s: Arc<dyn ApprovalStore>,
+) {
     let two = ApprovalParams {
         quorum: 2,
         ..params()
     };
-    let id = open(&s, "fp", two.clone()).await.approval.id;
+    let id = open(&*s, "fp", two.clone()).await.approval.id;
     assert_eq!(
         s.vote(&id, "dora", Verdict::Approve, "")
             .await
@@ -224,7 +207,7 @@ async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request() {
     let a = s.vote(&id, "erin", Verdict::Approve, "").await.unwrap();
     assert_eq!((a.status, a.votes.len()), (Status::Approved, 2));
 
-    let vetoed = open(&s, "fp-2", two).await.approval.id;
+    let vetoed = open(&*s, "fp-2", two).await.approval.id;
     s.vote(&vetoed, "dora", Verdict::Approve, "").await.unwrap();
     let a = s
         .vote(&vetoed, "erin", Verdict::Deny, "not today")
@@ -241,14 +224,11 @@ async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request() {
         }
     );
     // The denied call, retried, finds its denied request rather than asking again.
-    assert_eq!(open(&s, "fp-2", params()).await.approval.id, vetoed);
+    assert_eq!(open(&*s, "fp-2", params()).await.approval.id, vetoed);
 }
 
-#[tokio::test]
-async fn revoking_withdraws_an_unused_approval_only() {
-    let redis = Redis::start().await;
-    let s = store(&redis);
-    let opened = open(&s, "fp", params()).await;
+async fn revoking_withdraws_an_unused_approval_only(s: Arc<dyn ApprovalStore>) {
+    let opened = open(&*s, "fp", params()).await;
     let id = opened.approval.id.clone();
     assert!(matches!(
         s.vote(&id, "dora", Verdict::Revoke, "").await.unwrap_err(),
@@ -274,17 +254,14 @@ async fn revoking_withdraws_an_unused_approval_only() {
     );
 }
 
-#[tokio::test]
-async fn pending_requests_and_unused_approvals_expire() {
-    let redis = Redis::start().await;
-    let s = store(&redis);
+async fn pending_requests_and_unused_approvals_expire(s: Arc<dyn ApprovalStore>) {
     let short = ApprovalParams {
         pending_ttl: Duration::from_secs(1),
         approval_ttl: Duration::from_secs(1),
         ..params()
     };
-    let pending = open(&s, "fp-1", short.clone()).await.approval.id;
-    let approved = open(&s, "fp-2", short).await;
+    let pending = open(&*s, "fp-1", short.clone()).await.approval.id;
+    let approved = open(&*s, "fp-2", short).await;
     s.vote(&approved.approval.id, "dora", Verdict::Approve, "")
         .await
         .unwrap();
@@ -313,13 +290,13 @@ async fn pending_requests_and_unused_approvals_expire() {
         }
     ));
     // Refusing them recorded nothing; the sweep records each expiry once.
-    let mut swept = sweep(&s).await;
+    let mut swept = sweep(&*s).await;
     swept.sort();
     let mut both = vec![pending, approved.approval.id];
     both.sort();
     assert_eq!(swept, both);
-    assert!(sweep(&s).await.is_empty());
-    let expired = audit(&s)
+    assert!(sweep(&*s).await.is_empty());
+    let expired = audit(&*s)
         .await
         .into_iter()
         .filter(|e| e["event"] == "expired")
@@ -327,12 +304,9 @@ async fn pending_requests_and_unused_approvals_expire() {
     assert_eq!(expired, 2);
 }
 
-#[tokio::test]
-async fn decided_requests_stay_listed_with_who_decided_and_why() {
-    let redis = Redis::start().await;
-    let s = store(&redis);
-    let a = open(&s, "fp-1", params()).await.approval.id;
-    let b = open(&s, "fp-2", params()).await.approval.id;
+async fn decided_requests_stay_listed_with_who_decided_and_why(s: Arc<dyn ApprovalStore>) {
+    let a = open(&*s, "fp-1", params()).await.approval.id;
+    let b = open(&*s, "fp-2", params()).await.approval.id;
     s.vote(&a, "dora", Verdict::Approve, "quarterly report")
         .await
         .unwrap();
@@ -368,15 +342,11 @@ async fn decided_requests_stay_listed_with_who_decided_and_why() {
     assert!(none.is_empty());
 }
 
-#[tokio::test]
-async fn events_announce_each_change() {
-    let redis = Redis::start().await;
-    let s = store(&redis);
+async fn events_announce_each_change(s: Arc<dyn ApprovalStore>) {
+    // Live once subscribe returns: no wait needed.
     let mut events = s.subscribe().await;
-    // The subscription is set up in the background; give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let id = open(
-        &s,
+        &*s,
         "fp",
         ApprovalParams {
             mode: Mode::Hold,
@@ -413,14 +383,14 @@ async fn a_store_that_cannot_be_reached_says_approvals_are_unavailable() {
 }
 
 /// The ids a sweep expired; every shard swept.
-async fn sweep(s: &RedisStore) -> Vec<String> {
+async fn sweep(s: &dyn ApprovalStore) -> Vec<String> {
     let (ids, errors) = s.sweep().await;
     assert!(errors.is_empty(), "{errors:?}");
     ids
 }
 
 /// The fields of every audit entry, in stream order.
-async fn audit(s: &RedisStore) -> Vec<std::collections::HashMap<String, String>> {
+async fn audit(s: &dyn ApprovalStore) -> Vec<std::collections::HashMap<String, String>> {
     s.audit_range(&mut AuditCursor::from("-"), "+", 1000)
         .await
         .unwrap()
@@ -429,10 +399,7 @@ async fn audit(s: &RedisStore) -> Vec<std::collections::HashMap<String, String>>
         .collect()
 }
 
-#[tokio::test]
-async fn every_lifecycle_event_is_in_the_audit_stream_once_in_order() {
-    let redis = Redis::start().await;
-    let s = store(&redis);
+async fn every_lifecycle_event_is_in_the_audit_stream_once_in_order(s: Arc<dyn ApprovalStore>) {
     let opening = CheckRef {
         request_id: "req-1",
         trace: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
@@ -467,7 +434,7 @@ async fn every_lifecycle_event_is_in_the_audit_stream_once_in_order() {
         .await
         .unwrap();
 
-    let entries = audit(&s).await;
+    let entries = audit(&*s).await;
     let events: Vec<&str> = entries.iter().map(|e| e["event"].as_str()).collect();
     assert_eq!(events, ["requested", "approved", "consumed", "decision"]);
     for e in &entries {
@@ -490,26 +457,79 @@ async fn every_lifecycle_event_is_in_the_audit_stream_once_in_order() {
     assert_eq!(entries[2]["status"], "consumed");
 }
 
-#[tokio::test]
-async fn the_sweep_records_each_expiry_once() {
-    let redis = Redis::start().await;
-    let s = store(&redis);
+async fn the_sweep_records_each_expiry_once(s: Arc<dyn ApprovalStore>) {
     let short = ApprovalParams {
         pending_ttl: Duration::from_secs(1),
         ..params()
     };
-    let id = open(&s, "fp", short).await.approval.id;
-    assert!(sweep(&s).await.is_empty(), "not due yet");
+    let id = open(&*s, "fp", short).await.approval.id;
+    assert!(sweep(&*s).await.is_empty(), "not due yet");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // Two sidecars sweeping at once: one records the expiry.
-    let (mut swept, b) = tokio::join!(sweep(&s), sweep(&s));
+    let (mut swept, b) = tokio::join!(sweep(&*s), sweep(&*s));
     swept.extend(b);
     assert_eq!(swept, std::slice::from_ref(&id));
     assert_eq!(s.get(&id).await.unwrap().unwrap().status, Status::Expired);
-    let events: Vec<String> = audit(&s)
+    let events: Vec<String> = audit(&*s)
         .await
         .into_iter()
         .map(|e| e["event"].clone())
         .collect();
     assert_eq!(events, ["requested", "expired"]);
 }
+
+/// Runs each contract body against every store: in memory and on one Redis
+/// node, one test each; on a Redis Cluster, in one test that takes the
+/// bodies in turn, each under its own key prefix (a cluster takes seconds
+/// to start).
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(Arc::new(MemoryStore::new())).await;
+                }
+            )*
+        }
+
+        mod one_redis {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let redis = Redis::start().await;
+                    super::$name(Arc::new(store(&redis))).await;
+                }
+            )*
+        }
+
+        #[tokio::test]
+        async fn the_contract_holds_on_a_redis_cluster() {
+            let cluster = common::cluster::Cluster::start().await;
+            $(
+                let prefix = concat!(stringify!($name), ":");
+                let config = StoreConfig {
+                    cluster: true,
+                    ..store_config(&cluster.url(), prefix)
+                };
+                $name(Arc::new(redis_store(config))).await;
+            )*
+        }
+    };
+}
+
+contract!(
+    opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once,
+    an_approval_is_used_once_by_the_identical_call_only,
+    a_policy_may_allow_several_uses,
+    a_hundred_concurrent_uses_of_a_single_use_approval_succeed_exactly_once,
+    a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request,
+    revoking_withdraws_an_unused_approval_only,
+    pending_requests_and_unused_approvals_expire,
+    decided_requests_stay_listed_with_who_decided_and_why,
+    events_announce_each_change,
+    every_lifecycle_event_is_in_the_audit_stream_once_in_order,
+    the_sweep_records_each_expiry_once,
+);

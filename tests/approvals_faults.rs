@@ -9,38 +9,28 @@ use std::time::Duration;
 
 use common::Redis;
 use common::check::{check, seen};
-#[allow(unused_imports)]
-use countersign::approval::ApprovalStore;
-use countersign::approval::{RedisStore, StoreConfig};
+use common::services::{
+    authz_service_with, example_config, example_policies, redis_store, store_config,
+};
+use countersign::approval::StoreConfig;
+use countersign::audit::EventSink;
 use countersign::authz::AuthzService;
-use countersign::config::Config;
-use countersign::policy::PolicyStore;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use serde_json::{Value, json};
 
 fn service(redis: &Redis, hold_max: Duration) -> AuthzService {
-    let config = Config::load(None, &HashMap::new()).unwrap();
-    let policies = PolicyStore::open(
-        &common::repo().join("policies"),
-        config.mapper.probes().unwrap(),
-    )
-    .unwrap();
-    let store = RedisStore::new(StoreConfig {
-        url: redis.url(),
-        cluster: false,
-        replica_acks: 0,
-        prefix: "faults:".into(),
+    let config = example_config();
+    let policies = example_policies(&config);
+    let store = redis_store(StoreConfig {
         timeout: Duration::from_millis(250),
         retention: Duration::from_secs(600),
-        audit_max_len: 10_000,
-        audit_max_age: None,
-    })
-    .unwrap();
-    common::authz_service_with(
+        ..store_config(&redis.url(), "faults:")
+    });
+    authz_service_with(
         config,
         Arc::new(policies),
         Arc::new(store),
-        Default::default(),
+        EventSink::default(),
         |g| g.hold_max = hold_max,
     )
 }

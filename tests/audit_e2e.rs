@@ -470,17 +470,11 @@ async fn audit_tail_prints_entries_as_they_are_written_even_after_a_quiet_spell(
     });
     // Quiet for longer than a Redis reply is normally allowed to take.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let store = countersign::approval::RedisStore::new(countersign::approval::StoreConfig {
-        url: redis.url(),
-        cluster: false,
-        replica_acks: 0,
-        prefix: "countersign:".into(),
+    let store = common::services::redis_store(countersign::approval::StoreConfig {
         timeout: Duration::from_millis(250),
-        retention: Duration::from_secs(3600),
         audit_max_len: 1000,
-        audit_max_age: None,
-    })
-    .unwrap();
+        ..common::services::store_config(&redis.url(), "countersign:")
+    });
     store
         .append_audit(
             "r-tail",

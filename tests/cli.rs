@@ -413,7 +413,7 @@ async fn sidecar_with_a_request() -> (
     let loaded =
         countersign::config::Config::load(Some(&config), &std::collections::HashMap::new())
             .unwrap();
-    let store = countersign::approval::RedisStore::new(loaded.store).unwrap();
+    let store = common::services::redis_store(loaded.store);
     let mut new = common::export_request("cli-fp", &["data-owners"], Default::default());
     new.info.resource = LONG_RESOURCE.into();
     let id = store

@@ -30,7 +30,7 @@ fn service() -> AuthzService {
         ..config.store.clone()
     };
     let store = Arc::new(countersign::approval::RedisStore::new(store_config).unwrap());
-    common::authz_service(config, Arc::new(policies), store, Default::default())
+    common::services::authz_service(config, Arc::new(policies), store, Default::default())
 }
 
 fn body(s: &check::Seen) -> Value {

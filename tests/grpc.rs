@@ -3,14 +3,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::check::{check, seen};
-
-use countersign::config::Config;
-use countersign::policy::PolicyStore;
+use common::services::{authz_service, example_config, example_policies, redis_store};
+use countersign::audit::EventSink;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use serde_json::{Value, json};
@@ -24,14 +22,10 @@ struct Running {
 }
 
 async fn start() -> Running {
-    let config = Config::load(None, &HashMap::new()).unwrap();
-    let store = PolicyStore::open(
-        &common::repo().join("policies"),
-        config.mapper.probes().unwrap(),
-    )
-    .unwrap();
-    let approvals = Arc::new(countersign::approval::RedisStore::new(config.store.clone()).unwrap());
-    let authz = common::authz_service(config, Arc::new(store), approvals, Default::default());
+    let config = example_config();
+    let store = example_policies(&config);
+    let approvals = Arc::new(redis_store(config.store.clone()));
+    let authz = authz_service(config, Arc::new(store), approvals, EventSink::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

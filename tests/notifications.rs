@@ -9,16 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Redis;
+use common::admin::decide;
 use common::check::{check, seen};
-use countersign::admin::AdminService;
-use countersign::admin::auth::Authenticator;
-use countersign::admin::pb::{self, approvals_server::Approvals};
-#[allow(unused_imports)]
-use countersign::approval::ApprovalStore;
+use common::services::{
+    admin_service, approver, authz_service, example_config, example_policies, redis_store,
+    store_config,
+};
+use countersign::admin::pb::approvals_server::Approvals;
+use countersign::approval::StoreConfig;
 use countersign::approval::notify::{Format, Notifier, Webhook};
-use countersign::approval::{RedisStore, StoreConfig};
-use countersign::config::{ApproverConfig, Config};
-use countersign::policy::PolicyStore;
+use countersign::audit::EventSink;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -92,30 +92,14 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
             format: Format::Slack,
         },
     ]);
-    let config = Config::load(None, &HashMap::new()).unwrap();
-    let store = Arc::new(
-        RedisStore::new(StoreConfig {
-            url: redis.url(),
-            cluster: false,
-            replica_acks: 0,
-            prefix: "hooks:".into(),
-            timeout: Duration::from_secs(2),
-            retention: Duration::from_secs(600),
-            audit_max_len: 10_000,
-            audit_max_age: None,
-        })
-        .unwrap(),
-    );
-    let policies = Arc::new(
-        PolicyStore::open(
-            &common::repo().join("policies"),
-            config.mapper.probes().unwrap(),
-        )
-        .unwrap(),
-    );
-    let sink = countersign::audit::EventSink::new(None, Default::default(), Some(notifier.clone()));
-    let approvals = common::lifecycle(&config, policies.clone(), store.clone(), sink.clone());
-    let authz = common::authz_service(config, policies.clone(), store.clone(), sink);
+    let config = example_config();
+    let store = Arc::new(redis_store(StoreConfig {
+        retention: Duration::from_secs(600),
+        ..store_config(&redis.url(), "hooks:")
+    }));
+    let policies = Arc::new(example_policies(&config));
+    let sink = EventSink::new(None, Default::default(), Some(notifier.clone()));
+    let authz = authz_service(config, policies.clone(), store.clone(), sink.clone());
 
     let req = check("POST", "/v1/datasets/sales/export")
         .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
@@ -167,17 +151,9 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
     }
 
     // The decision is announced too.
-    use sha2::Digest;
-    let approvers = vec![ApproverConfig {
-        name: "dora".into(),
-        groups: vec!["data-owners".into()],
-        token_sha256: Some(hex::encode(sha2::Sha256::digest(b"dora-token"))),
-    }];
-    let admin = AdminService::new(approvals, Authenticator::new(approvers));
-    let mut req = tonic::Request::new(pb::DecideRequest {
-        id: id.into(),
-        reason: "quarterly report".into(),
-    });
+    let approvers = vec![approver("dora", &["data-owners"], Some("dora-token"))];
+    let admin = admin_service(store, policies, approvers, sink);
+    let mut req = tonic::Request::new(decide(id, "quarterly report"));
     req.metadata_mut()
         .insert("authorization", "Bearer dora-token".parse().unwrap());
     admin.approve(req).await.unwrap();

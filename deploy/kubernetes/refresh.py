@@ -8,7 +8,7 @@ share with them, so the ConfigMaps cannot drift:
   routes, audit) from src/default-config.toml.
 
 Run it from anywhere after changing either source; it rewrites only those
-parts and says which files changed. tests/kubernetes_manifests.rs fails while
+parts and says which files changed. tests/kubernetes_manifests/ fails while
 they differ (and also checks the parts written by hand).
 """
 

