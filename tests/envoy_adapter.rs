@@ -10,9 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::check::{self, check, seen};
-use countersign::authz::{AuthzService, parse_grpc_timeout};
+use countersign::authz::AuthzService;
 use countersign::config::Config;
 use countersign::policy::PolicyStore;
+use countersign::server::check_wire::parse_grpc_timeout;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
 use serde_json::{Value, json};
 

@@ -331,3 +331,42 @@ fn alice_at(path: &str) -> CheckRequest {
         .claims(json!({"sub": "alice", "groups": ["analysts"]}))
         .build()
 }
+
+/// `server::run` wires a whole sidecar onto listeners the test bound on
+/// port 0: the probes answer, a check is decided, and shutdown returns.
+#[tokio::test]
+async fn a_whole_sidecar_runs_in_process_on_listeners_the_caller_bound() {
+    let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+    let listeners = countersign::server::Listeners {
+        authz: bind().await.unwrap(),
+        probes: Some(bind().await.unwrap()),
+        admin: None,
+    };
+    let authz = format!("http://{}", listeners.authz.local_addr().unwrap());
+    let probes = listeners.probes.as_ref().unwrap().local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sidecar = tokio::spawn(countersign::server::run(
+        example_config(),
+        listeners,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let ready = reqwest::get(format!("http://{probes}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
+    let mut client = AuthorizationClient::connect(authz).await.unwrap();
+    let answer = client
+        .check(check("GET", "/v1/datasets/sales").build())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen(&answer).http_status, 403, "anonymous is denied");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), sidecar)
+        .await
+        .expect("shutdown returns")
+        .unwrap()
+        .unwrap();
+}

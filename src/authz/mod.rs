@@ -1,9 +1,8 @@
 //! The Envoy `Authorization` service, a thin front door: `CheckRequest` ->
 //! [`AccessRequest`] -> [`Gate::decide`] -> [`Outcome`] -> `CheckResponse`.
-//! The only module that sees Envoy's types.
+//! With `server::check_wire`, the only code that sees Envoy's types.
 
 mod respond;
-pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +10,7 @@ use std::time::Duration;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest as EnvoyHttp;
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
+use opentelemetry::Context;
 use serde_json::{Map, Value};
 
 use crate::gate::{AccessRequest, BodyState, Call, Gate, Outcome};
@@ -56,7 +56,8 @@ impl AuthzSettings {
     }
 }
 
-/// Envoy's ext_authz v3 `Authorization` service.
+/// Envoy's ext_authz v3 `Authorization` service (served on the wire by
+/// `server::check_wire`).
 #[derive(Debug, Clone)]
 pub struct AuthzService {
     mapper: Arc<Mapper>,
@@ -80,35 +81,22 @@ impl AuthzService {
         &self.gate
     }
 
-    /// One ext_authz call as it came off the wire.
-    pub async fn check(&self, request: tonic::Request<wire::Decoded>) -> CheckResponse {
-        // Denials, bad input included, are answers, not RPC errors: Envoy
-        // then shows the caller our status and body rather than a bare 403.
-        let check = match request.get_ref() {
-            Ok(check) => check,
-            Err(e) => {
-                tracing::debug!(error = %e, "check request does not decode");
-                let reason = format!("bad request: the check request does not decode: {e}");
-                let empty = EnvoyHttp::default();
-                let call = call_of(&empty, "", None, BodyState::Complete);
-                let outcome = self.gate.reject(&call, reason, None);
-                return self.respond(&outcome, "");
-            }
-        };
-        // Envoy says how long it will wait; a held call must answer before.
-        let envoy_waits = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
-        let grpc = Metadata(request.metadata());
-        self.decide_within(check, envoy_waits, &grpc).await
+    /// A call whose bytes are not a CheckRequest: 400 with the decoder's
+    /// complaint, like any other bad input.
+    pub fn undecodable(&self, e: &prost::DecodeError) -> CheckResponse {
+        let why = format!("the check request does not decode: {e}");
+        self.respond(&self.rejected(&EnvoyHttp::default(), why, None), "")
     }
 
     /// Decides one check. Never fails: anything that prevents a decision is
     /// a denial.
     pub async fn decide(&self, check: &CheckRequest) -> CheckResponse {
-        self.decide_within(check, None, &NoMetadata).await
+        self.decide_within(
+            check,
+            None,
+            &std::collections::HashMap::<String, String>::new(),
+        )
+        .await
     }
 
     /// As [`Self::decide`], for a caller that waits at most `caller_waits`;
@@ -131,52 +119,43 @@ impl AuthzService {
             .gate
             .traced()
             .then(|| crate::telemetry::parent_from(grpc, &http.unwrap_or(&empty).headers));
-        let outcome = match self.request_of(check) {
-            Ok((http, claims)) => {
-                let req = self.translate(check, http, claims.as_ref());
-                match self.mapper.map(&req) {
-                    Ok(mapped) => {
-                        let call =
-                            call_of(http, req.source_address, self.token(&req), body_state(&req));
-                        let access = AccessRequest {
-                            call,
-                            mapped: &mapped,
-                            answer_by,
-                            parent,
-                        };
-                        self.gate.decide(access).await
-                    }
-                    Err(e) => self.rejected(http, CheckError::from(e), parent),
+        let mut claims = None;
+        let outcome = match self.translate(check, &mut claims) {
+            Err(e) => self.rejected(http.unwrap_or(&empty), e.to_string(), parent),
+            Ok((req, http)) => match self.mapper.map(&req) {
+                Err(e) => self.rejected(http, CheckError::from(e).to_string(), parent),
+                Ok(mapped) => {
+                    let token = req.headers.get(&self.settings.token_header);
+                    let token = token.map(String::as_str);
+                    let call = call_of(http, req.source_address, token, body_state(&req));
+                    let access = AccessRequest {
+                        call,
+                        mapped: &mapped,
+                        answer_by,
+                        parent,
+                    };
+                    self.gate.decide(access).await
                 }
-            }
-            Err(e) => self.rejected(http.unwrap_or(&empty), e, parent),
+            },
         };
         self.respond(&outcome, http.map_or("", request_id))
     }
 
-    fn rejected(
-        &self,
-        http: &EnvoyHttp,
-        e: CheckError,
-        parent: Option<opentelemetry::Context>,
-    ) -> Outcome {
-        tracing::debug!(error = ?e, "bad request");
+    /// A check that cannot be decided, and `why`.
+    fn rejected(&self, http: &EnvoyHttp, why: String, parent: Option<Context>) -> Outcome {
+        tracing::debug!(error = %why, "bad request");
         let call = call_of(http, "", None, BodyState::Complete);
-        self.gate.reject(&call, format!("bad request: {e}"), parent)
+        self.gate
+            .reject(&call, format!("bad request: {why}"), parent)
     }
 
-    fn token<'a>(&self, req: &HttpRequest<'a>) -> Option<&'a str> {
-        req.headers
-            .get(&self.settings.token_header)
-            .map(String::as_str)
-    }
-
-    /// The HTTP attributes and the verified JWT claims, or why a check
-    /// cannot be decided.
-    fn request_of<'a>(
+    /// The parts of a CheckRequest that mapping reads (the verified JWT
+    /// claims put in `claims`), or why it cannot be decided.
+    fn translate<'a>(
         &self,
         check: &'a CheckRequest,
-    ) -> Result<(&'a EnvoyHttp, Option<Claims>), CheckError> {
+        claims: &'a mut Option<Claims>,
+    ) -> Result<(HttpRequest<'a>, &'a EnvoyHttp), CheckError> {
         let attrs = check
             .attributes
             .as_ref()
@@ -189,26 +168,15 @@ impl AuthzService {
         if http.method.is_empty() {
             return Err(CheckError::Missing("HTTP method"));
         }
-        let claims = attrs
+        *claims = attrs
             .metadata_context
             .as_ref()
             .and_then(|m| m.filter_metadata.get(JWT_NAMESPACE))
             .and_then(|ns| ns.fields.get(&self.settings.jwt_metadata_key))
             .map(claims_object)
             .transpose()?;
-        Ok((http, claims))
-    }
-
-    /// The parts of a CheckRequest that mapping reads.
-    fn translate<'a>(
-        &self,
-        check: &'a CheckRequest,
-        http: &'a EnvoyHttp,
-        claims: Option<&'a Map<String, Value>>,
-    ) -> HttpRequest<'a> {
-        let attrs = check.attributes.as_ref();
-        let source = attrs.and_then(|a| a.source.as_ref());
-        HttpRequest {
+        let claims: &'a Option<Claims> = claims;
+        let request = HttpRequest {
             method: &http.method,
             path: &http.path,
             host: &http.host,
@@ -216,14 +184,16 @@ impl AuthzService {
             headers: &http.headers,
             body: body(http),
             source_address: source_address(check),
-            source_principal: source.map_or("", |s| s.principal.as_str()),
-            jwt_claims: claims,
+            source_principal: attrs.source.as_ref().map_or("", |s| s.principal.as_str()),
+            jwt_claims: claims.as_ref(),
             request_id: request_id(http),
             time: attrs
-                .and_then(|a| a.request.as_ref())
+                .request
+                .as_ref()
                 .and_then(|r| r.time.as_ref())
                 .map(|t| t.seconds),
-        }
+        };
+        Ok((request, http))
     }
 }
 
@@ -280,53 +250,6 @@ fn source_address(check: &CheckRequest) -> &str {
             _ => None,
         })
         .unwrap_or("")
-}
-
-/// gRPC metadata as a trace-context carrier.
-struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
-
-impl opentelemetry::propagation::Extractor for Metadata<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0
-            .keys()
-            .filter_map(|k| match k {
-                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
-                tonic::metadata::KeyRef::Binary(_) => None,
-            })
-            .collect()
-    }
-}
-
-/// No metadata (direct calls and tests).
-struct NoMetadata;
-
-impl opentelemetry::propagation::Extractor for NoMetadata {
-    fn get(&self, _key: &str) -> Option<&str> {
-        None
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        Vec::new()
-    }
-}
-
-/// gRPC's `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
-pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// Envoy's `x-request-id` (what its access log shows), else its stream id.

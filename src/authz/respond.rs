@@ -52,35 +52,37 @@ struct ApprovalRequired<'a> {
     token_header: Option<&'a str>,
 }
 
+/// The rpc code and HTTP status an outcome gives the caller.
+fn codes(o: &Outcome) -> (i32, HttpStatusCode) {
+    match o {
+        Outcome::Allow { .. } => (RPC_OK, HttpStatusCode::Ok),
+        Outcome::Deny { .. } | Outcome::ApprovalRequired { .. } => {
+            (RPC_PERMISSION_DENIED, HttpStatusCode::Forbidden)
+        }
+        Outcome::Unavailable { .. } => (RPC_UNAVAILABLE, HttpStatusCode::ServiceUnavailable),
+        Outcome::Invalid { .. } => (RPC_INVALID_ARGUMENT, HttpStatusCode::BadRequest),
+    }
+}
+
 /// The HTTP status an outcome gives the caller.
 pub(super) fn http_status(o: &Outcome) -> u16 {
-    let code = match o {
-        Outcome::Allow { .. } => return 200,
-        Outcome::Deny { .. } | Outcome::ApprovalRequired { .. } => HttpStatusCode::Forbidden,
-        Outcome::Unavailable { .. } => HttpStatusCode::ServiceUnavailable,
-        Outcome::Invalid { .. } => HttpStatusCode::BadRequest,
-    };
-    code as u16
+    codes(o).1 as u16
 }
 
 impl AuthzService {
     /// The answer Envoy gets.
     pub(super) fn respond(&self, outcome: &Outcome, request_id: &str) -> CheckResponse {
-        let (code, status) = match outcome {
+        let policies: &[String] = match outcome {
             Outcome::Allow { principal } => return self.allow(principal),
             Outcome::ApprovalRequired {
                 approval,
                 token,
                 reason,
             } => return self.approval_required(approval, token.as_deref(), reason, request_id),
-            Outcome::Deny { .. } => (RPC_PERMISSION_DENIED, HttpStatusCode::Forbidden),
-            Outcome::Unavailable { .. } => (RPC_UNAVAILABLE, HttpStatusCode::ServiceUnavailable),
-            Outcome::Invalid { .. } => (RPC_INVALID_ARGUMENT, HttpStatusCode::BadRequest),
-        };
-        let policies = match outcome {
             Outcome::Deny { policies, .. } | Outcome::Unavailable { policies, .. } => policies,
-            _ => &Vec::new(),
+            Outcome::Invalid { .. } => &[],
         };
+        let (code, status) = codes(outcome);
         deny(code, status, outcome.reason(), policies, request_id)
     }
 
@@ -112,7 +114,7 @@ impl AuthzService {
         reason: &str,
         request_id: &str,
     ) -> CheckResponse {
-        let body = ApprovalRequired {
+        let body = serde_json::to_string(&ApprovalRequired {
             decision: "approval_required",
             reason,
             approval_id: &a.id,
@@ -124,28 +126,20 @@ impl AuthzService {
             request_id,
             approval_token: token,
             token_header: token.map(|_| self.settings.token_header.as_str()),
-        };
-        let body = serde_json::to_string(&body)
-            .unwrap_or_else(|_| r#"{"decision":"approval_required"}"#.to_owned());
-        CheckResponse {
-            status: Some(rpc::Status {
-                code: RPC_PERMISSION_DENIED,
-                message: "approval required".into(),
-                ..Default::default()
-            }),
-            http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-                status: Some(HttpStatus {
-                    code: HttpStatusCode::Forbidden as i32,
-                }),
-                headers: vec![
-                    header("content-type", "application/json"),
-                    header(APPROVAL_ID_HEADER, &a.id),
-                    header("retry-after", RETRY_AFTER_SECONDS),
-                ],
-                body,
-            })),
-            ..Default::default()
-        }
+        })
+        .unwrap_or_else(|_| r#"{"decision":"approval_required"}"#.to_owned());
+        let headers = vec![
+            header(APPROVAL_ID_HEADER, &a.id),
+            header("retry-after", RETRY_AFTER_SECONDS),
+        ];
+        let message = "approval required";
+        denied(
+            RPC_PERMISSION_DENIED,
+            HttpStatusCode::Forbidden,
+            message,
+            headers,
+            body,
+        )
     }
 }
 
@@ -163,17 +157,30 @@ fn deny(
         request_id,
     })
     .unwrap_or_else(|_| r#"{"decision":"deny"}"#.to_owned());
+    denied(code, status, reason, Vec::new(), body)
+}
+
+/// A denied check: its rpc code and message, and the caller's status,
+/// JSON body and headers.
+fn denied(
+    code: i32,
+    status: HttpStatusCode,
+    message: &str,
+    mut headers: Vec<HeaderValueOption>,
+    body: String,
+) -> CheckResponse {
+    headers.insert(0, header("content-type", "application/json"));
     CheckResponse {
         status: Some(rpc::Status {
             code,
-            message: reason.to_owned(),
+            message: message.to_owned(),
             ..Default::default()
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
                 code: status as i32,
             }),
-            headers: vec![header("content-type", "application/json")],
+            headers,
             body,
         })),
         ..Default::default()

@@ -2,6 +2,7 @@
 //! over TLS, and the probes; drains on shutdown. [`run`] wires a whole
 //! sidecar from a configuration onto listeners the caller bound.
 
+pub mod check_wire;
 mod sidecar;
 
 pub use sidecar::{Listeners, Prepared, StartError, prepare as sidecar_prepare, run};
@@ -52,7 +53,7 @@ pub async fn serve(
     let holds = std::sync::Arc::clone(&authz);
     let server = tonic::transport::Server::builder()
         .add_service(health)
-        .add_service(crate::authz::wire::CheckServer(authz))
+        .add_service(check_wire::CheckServer(authz))
         .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = drain_rx.await;
         });

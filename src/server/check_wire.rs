@@ -15,7 +15,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 
-use super::AuthzService;
+use crate::authz::AuthzService;
 
 /// Serves `envoy.service.auth.v3.Authorization`.
 #[derive(Debug, Clone)]
@@ -57,8 +57,60 @@ impl UnaryService<Decoded> for Check {
 
     fn call(&mut self, request: tonic::Request<Decoded>) -> Self::Future {
         let svc = Arc::clone(&self.0);
-        Box::pin(async move { Ok(tonic::Response::new(svc.check(request).await)) })
+        Box::pin(async move { Ok(tonic::Response::new(check(&svc, request).await)) })
     }
+}
+
+/// One ext_authz call as it came off the wire.
+async fn check(svc: &AuthzService, request: tonic::Request<Decoded>) -> CheckResponse {
+    // Envoy says how long it will wait; a held call must answer before.
+    let envoy_waits = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    match request.get_ref() {
+        Ok(check) => {
+            let grpc = Metadata(request.metadata());
+            svc.decide_within(check, envoy_waits, &grpc).await
+        }
+        Err(e) => svc.undecodable(e),
+    }
+}
+
+/// gRPC metadata as a trace-context carrier.
+struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// gRPC's `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(v: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// A CheckRequest, or why the bytes were not one.
