@@ -9,9 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cedar_policy::Authorizer;
-use countersign::approval::Lifecycle;
-use countersign::approval::{ApprovalStore, Ruling as Vote};
-use countersign::approval::{RedisStore, StoreConfig};
+use countersign::approval::{ApprovalStore, Lifecycle, MemoryStore, RedisStore, Ruling as Vote};
 use countersign::audit::EventSink;
 use countersign::authz::{AuthzService, AuthzSettings};
 use countersign::config::Config;
@@ -53,13 +51,22 @@ fn fixture(total: usize, token_uses: Option<u32>) -> Fixture {
     }
 }
 
-fn service(f: &Fixture, redis_url: &str, telemetry: Option<Telemetry>) -> AuthzService {
+/// The Redis store at `url`.
+fn redis(url: &str) -> Arc<RedisStore> {
+    let mut store = config().store;
+    store.url = url.to_owned();
+    Arc::new(RedisStore::new(store).unwrap())
+}
+
+fn service(
+    f: &Fixture,
+    store: Arc<dyn ApprovalStore>,
+    telemetry: Option<Telemetry>,
+) -> AuthzService {
     let config = config();
     let settings = AuthzSettings::from_config(&config);
-    let mut store = config.store.clone();
-    store.url = redis_url.to_owned();
     let sink = EventSink::new(telemetry, Metrics::default(), None);
-    let approvals = Lifecycle::new(Arc::new(RedisStore::new(store).unwrap()), sink);
+    let approvals = Lifecycle::new(store, sink);
     let gate = Gate::new(
         f.policies.clone(),
         approvals,
@@ -82,7 +89,7 @@ fn decide(c: &mut Criterion) {
     for size in SIZES {
         let f = fixture(size, None);
         // Nothing listens on port 1: the allow path never calls Redis.
-        let svc = service(&f, "redis://127.0.0.1:1", None);
+        let svc = service(&f, redis("redis://127.0.0.1:1"), None);
         let seen = check::seen(&rt.block_on(svc.decide(&req)));
         assert_eq!(seen.http_status, 200, "{seen:?}");
         g.bench_with_input(BenchmarkId::new("allow", size), &req, |b, req| {
@@ -94,7 +101,7 @@ fn decide(c: &mut Criterion) {
     let svc = rt.block_on(async {
         service(
             &f,
-            "redis://127.0.0.1:1",
+            redis("redis://127.0.0.1:1"),
             Some(Telemetry::with_exporter(Discard)),
         )
     });
@@ -141,38 +148,40 @@ fn cedar(c: &mut Criterion) {
     g.finish();
 }
 
-/// The approval store: a retried call finding its approved request, a
-/// use taken by token, and the whole check that takes it.
+/// The approval path: a retried call finding its approved request, and the
+/// whole check that takes a use by token; on a real Redis (`approval`, the
+/// figures RESULTS.md quotes) and on the memory store (`approval-memory`:
+/// the path without the network).
 fn approvals(c: &mut Criterion) {
     let rt = runtime();
-    let redis = rt.block_on(common::Redis::start());
+    let redis_server = rt.block_on(common::Redis::start());
+    let stores: [(&str, Arc<dyn ApprovalStore>); 2] = [
+        ("approval", redis(&redis_server.url())),
+        ("approval-memory", Arc::new(MemoryStore::new())),
+    ];
     let f = fixture(100, Some(u32::MAX));
-    let svc = service(&f, &redis.url(), None);
-    let first = check::seen(&rt.block_on(svc.decide(&export(10, None))));
-    let body: serde_json::Value = serde_json::from_str(&first.body).unwrap();
-    let id = body["approval_id"]
-        .as_str()
-        .expect("approval required")
-        .to_owned();
-    let token = body["approval_token"].as_str().unwrap().to_owned();
-    let mut cfg: StoreConfig = config().store;
-    cfg.url = redis.url();
-    let store = RedisStore::new(cfg).unwrap();
-    rt.block_on(store.vote(&id, "dora", Vote::Approve, "benchmark"))
-        .unwrap();
-    let with_token = export(10, Some(&token));
-    let used = check::seen(&rt.block_on(svc.decide(&with_token)));
-    assert_eq!(used.http_status, 200, "{used:?}");
+    for (group, store) in stores {
+        let svc = service(&f, store.clone(), None);
+        let first = check::seen(&rt.block_on(svc.decide(&export(10, None))));
+        let body: serde_json::Value = serde_json::from_str(&first.body).unwrap();
+        let id = body["approval_id"].as_str().expect("approval required");
+        let token = body["approval_token"].as_str().unwrap().to_owned();
+        rt.block_on(store.vote(id, "dora", Vote::Approve, "benchmark"))
+            .unwrap();
+        let with_token = export(10, Some(&token));
+        let used = check::seen(&rt.block_on(svc.decide(&with_token)));
+        assert_eq!(used.http_status, 200, "{used:?}");
 
-    let mut g = c.benchmark_group("approval");
-    g.bench_function("check-with-token", |b| {
-        b.to_async(&rt).iter(|| svc.decide(&with_token));
-    });
-    let retry = export(10, None);
-    g.bench_function("check-retry-finds-request", |b| {
-        b.to_async(&rt).iter(|| svc.decide(&retry));
-    });
-    g.finish();
+        let mut g = c.benchmark_group(group);
+        g.bench_function("check-with-token", |b| {
+            b.to_async(&rt).iter(|| svc.decide(&with_token));
+        });
+        let retry = export(10, None);
+        g.bench_function("check-retry-finds-request", |b| {
+            b.to_async(&rt).iter(|| svc.decide(&retry));
+        });
+        g.finish();
+    }
 }
 
 /// Drops every span: measures making and queueing them, not the network.

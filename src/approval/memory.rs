@@ -385,7 +385,11 @@ impl ApprovalStore for MemoryStore {
             if let Some(r) = s.requests.get_mut(id) {
                 r.status = Status::Expired;
             }
-            s.event(id, EventKind::Expired, &[("status", "expired")]);
+            s.event(
+                id,
+                EventKind::Expired,
+                &[("status", Status::Expired.as_str())],
+            );
         }
         drop(s);
         for id in &due {

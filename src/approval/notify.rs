@@ -59,7 +59,7 @@ impl Notifier {
         tokio::spawn(async move {
             while let Some((event, approval)) = rx.recv().await {
                 for (index, hook) in hooks.iter().enumerate() {
-                    let body = payload(hook.format, event.as_str(), &approval);
+                    let body = payload(hook.format, event, &approval);
                     tokio::spawn(deliver(client.clone(), index, hook.url.clone(), body));
                 }
             }
@@ -106,11 +106,11 @@ async fn deliver(client: reqwest::Client, webhook: usize, url: String, body: Val
 
 /// What people are told. Built from the stored record, which never holds
 /// credentials, tokens or raw bodies.
-pub fn payload(format: Format, event: &str, a: &Approval) -> Value {
+pub fn payload(format: Format, event: EventKind, a: &Approval) -> Value {
     let approve = format!("countersign approvals approve {} --reason '...'", a.id);
     match format {
         Format::Json => json!({
-            "event": event,
+            "event": event.as_str(),
             "approval": {
                 "id": a.id, "status": a.status.as_str(),
                 "principal": a.info.principal, "on_behalf_of": a.info.on_behalf_of,
@@ -130,11 +130,11 @@ pub fn payload(format: Format, event: &str, a: &Approval) -> Value {
                 None => a.info.principal.clone(),
             };
             let title = match event {
-                "requested" => "Approval requested",
-                "approved" => "Approved",
-                "denied" => "Denied",
-                "revoked" => "Revoked",
-                other => other,
+                EventKind::Requested => "Approval requested",
+                EventKind::Approved => "Approved",
+                EventKind::Denied => "Denied",
+                EventKind::Revoked => "Revoked",
+                other => other.as_str(),
             };
             let mut lines = vec![
                 format!("*{title}* `{}`", a.id),
@@ -151,7 +151,7 @@ pub fn payload(format: Format, event: &str, a: &Approval) -> Value {
             let mut blocks = vec![
                 json!({"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}}),
             ];
-            if event == "requested" {
+            if event == EventKind::Requested {
                 blocks.push(json!({"type": "context", "elements": [
                     {"type": "mrkdwn", "text": format!("Approvers: {} · `{approve}`", a.info.approver_groups.join(", "))}
                 ]}));

@@ -64,7 +64,7 @@ impl Default for ApprovalParams {
 /// An annotation that cannot be used; names the annotation and the value.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("annotation `@{key}(\"{value}\")`: {expected}")]
-pub struct ParamError {
+pub struct AnnotationError {
     pub key: String,
     pub value: String,
     pub expected: &'static str,
@@ -86,7 +86,7 @@ impl ApprovalParams {
     /// when the policy is not guarded.
     pub fn from_annotations<'a>(
         mut get: impl FnMut(&str) -> Option<&'a str>,
-    ) -> Option<Result<Self, ParamError>> {
+    ) -> Option<Result<Self, AnnotationError>> {
         let mode = get("approval")?;
         Some(Self::parse(mode, get))
     }
@@ -94,8 +94,8 @@ impl ApprovalParams {
     fn parse<'a>(
         mode: &str,
         mut get: impl FnMut(&str) -> Option<&'a str>,
-    ) -> Result<Self, ParamError> {
-        let err = |key: &str, value: &str, expected| ParamError {
+    ) -> Result<Self, AnnotationError> {
+        let err = |key: &str, value: &str, expected| AnnotationError {
             key: key.into(),
             value: value.into(),
             expected,
@@ -202,7 +202,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn parse(pairs: &[(&str, &str)]) -> Option<Result<ApprovalParams, ParamError>> {
+    fn parse(pairs: &[(&str, &str)]) -> Option<Result<ApprovalParams, AnnotationError>> {
         let m: HashMap<&str, &str> = pairs.iter().copied().collect();
         ApprovalParams::from_annotations(|k| m.get(k).copied())
     }

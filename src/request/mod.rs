@@ -159,7 +159,7 @@ pub enum MappingError {
     )]
     PathNotNormalised(&'static str),
     #[error(transparent)]
-    Param(#[from] routes::ParamError),
+    Param(#[from] routes::PathParamError),
     #[error("query parameter `{0}` appears more than once")]
     DuplicateQuery(String),
     #[error("request body is {size} bytes; this route accepts at most {limit}")]

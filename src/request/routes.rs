@@ -39,7 +39,7 @@ pub enum RouteError {
 
 /// A path parameter that cannot name a resource.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum ParamError {
+pub enum PathParamError {
     #[error("path parameter `{0}` is not valid UTF-8 once percent-decoded")]
     NotUtf8(String),
     /// Upstreams read these differently (`;` starts a matrix parameter in
@@ -157,7 +157,7 @@ impl RouteTable {
     /// Resolves a path (query already split off). A method-specific route
     /// wins over an any-method route; no match gives the default route, whose
     /// resource is the path itself.
-    pub fn resolve(&self, method: &str, path: &str) -> Result<Resolved<'_>, ParamError> {
+    pub fn resolve(&self, method: &str, path: &str) -> Result<Resolved<'_>, PathParamError> {
         let hit = self
             .by_method
             .get(method)
@@ -165,7 +165,7 @@ impl RouteTable {
             .or_else(|| self.any_method.at(path).ok());
         let Some(hit) = hit else {
             if let Some(i) = self.resembled(method, path) {
-                return Err(ParamError::Resembles(self.routes[i].spec.path.clone()));
+                return Err(PathParamError::Resembles(self.routes[i].spec.path.clone()));
             }
             return Ok(Resolved {
                 action: &self.default_action,
@@ -185,14 +185,14 @@ impl RouteTable {
                     let raw = hit.params.get(name).unwrap_or_default();
                     let decoded = percent_decode_str(raw)
                         .decode_utf8()
-                        .map_err(|_| ParamError::NotUtf8(name.clone()))?;
+                        .map_err(|_| PathParamError::NotUtf8(name.clone()))?;
                     if decoded.is_empty() {
-                        return Err(ParamError::Empty(name.clone()));
+                        return Err(PathParamError::Empty(name.clone()));
                     }
                     let bad =
                         |c: char| c == ';' || c == '\\' || c == '\0' || (c == '/' && !catch_all);
                     if let Some(found) = decoded.chars().find(|&c| bad(c)) {
-                        return Err(ParamError::Separator {
+                        return Err(PathParamError::Separator {
                             name: name.clone(),
                             found,
                         });
@@ -467,7 +467,7 @@ mod tests {
         ] {
             assert_eq!(
                 t.resolve(m, p).unwrap_err(),
-                ParamError::Resembles(if p.contains("cme") {
+                PathParamError::Resembles(if p.contains("cme") {
                     "/acme.iam.v1.Roles/GrantRole".into()
                 } else {
                     "/admin".into()
@@ -512,7 +512,7 @@ mod tests {
         let t = table(vec![spec(None, "/v1/{id}", "a", "T", "{id}")]);
         assert_eq!(
             t.resolve("GET", "/v1/%ff").unwrap_err(),
-            ParamError::NotUtf8("id".into())
+            PathParamError::NotUtf8("id".into())
         );
         assert!(matches!(
             err(spec(None, "/v1/{{id}}", "a", "T", "{id}")),
@@ -535,7 +535,7 @@ mod tests {
         ] {
             assert_eq!(
                 t.resolve("GET", path).unwrap_err(),
-                ParamError::Separator {
+                PathParamError::Separator {
                     name: "id".into(),
                     found
                 },

@@ -7,18 +7,18 @@ use serde_json::{Value, json};
 
 use super::Output;
 use crate::admin::pb;
+use crate::approval::Status;
 use crate::cli::table::{Cell, Colour, Column, Layout, Table, ellipsize, paint};
 use crate::clock::rfc3339;
 
 /// The colour of a status on a terminal.
 fn status_colour(status: &str) -> Option<Colour> {
-    match status {
-        "pending" => Some(Colour::Yellow),
-        "approved" => Some(Colour::Green),
-        "denied" | "revoked" => Some(Colour::Red),
-        "consumed" | "expired" => Some(Colour::Dim),
-        _ => None,
-    }
+    Some(match Status::parse(status)? {
+        Status::Pending => Colour::Yellow,
+        Status::Approved => Colour::Green,
+        Status::Denied | Status::Revoked => Colour::Red,
+        Status::Consumed | Status::Expired => Colour::Dim,
+    })
 }
 
 /// One event of `watch`: event, id and status whole; the rest (principal,
