@@ -154,7 +154,13 @@ impl Lifecycle {
         deadline: Instant,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<Approval>, StoreError> {
-        let mut events = self.store.subscribe().await;
+        // Subscribing waits for a live subscription, but never past the
+        // deadline nor a drain.
+        let mut events = tokio::select! {
+            events = self.store.subscribe() => events,
+            () = tokio::time::sleep_until(deadline) => return Ok(None),
+            _ = stop.wait_for(|d| *d) => return Ok(None),
+        };
         let mut poll = tokio::time::interval(HOLD_POLL);
         loop {
             tokio::select! {
