@@ -337,6 +337,9 @@ impl Gate {
 
 pub use approvable::Note;
 
+#[cfg(test)]
+mod tests;
+
 impl GateSettings {
     pub fn from_config(c: &crate::config::Config) -> Self {
         Self {

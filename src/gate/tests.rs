@@ -1,0 +1,245 @@
+//! The gate and the lifecycle on the memory store, with the example
+//! policies: the whole approval story without a network or a transport.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::approval::approvers::{Approver, Approvers};
+use crate::approval::lifecycle::RuleError;
+use crate::approval::store::AuditCursor;
+use crate::approval::{ApprovalStore, MemoryStore, Ruling, Status};
+use crate::audit::EventSink;
+use crate::config::Config;
+use crate::request::{HttpRequest, Mapper};
+
+struct World {
+    gate: Gate,
+    approvals: Lifecycle,
+    store: Arc<MemoryStore>,
+    mapper: Mapper,
+}
+
+fn world() -> World {
+    let config = Config::load(None, &HashMap::new()).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let policies = Arc::new(PolicyStore::open(&dir, config.mapper.probes().unwrap()).unwrap());
+    let store = Arc::new(MemoryStore::new());
+    let identity = &config.mapper.identity;
+    let rules = Approvers::new(
+        policies.clone(),
+        identity.user_type.clone(),
+        identity.group_type.clone(),
+    );
+    let approvals = Lifecycle::new(store.clone(), EventSink::default()).with_approvers(rules);
+    let gate = Gate::new(
+        policies,
+        approvals.clone(),
+        GateSettings::from_config(&config),
+    );
+    World {
+        gate,
+        approvals,
+        store,
+        mapper: config.mapper,
+    }
+}
+
+fn status_of(o: &Outcome) -> u16 {
+    match o {
+        Outcome::Allow { .. } => 200,
+        _ => 403,
+    }
+}
+
+const EXPORT: &str = "/v1/datasets/sales/export";
+const BODY: &[u8] = br#"{"format":"csv","rows":10}"#;
+
+impl World {
+    /// Decides `POST path` with [`BODY`] for the JWT `claims`, presenting
+    /// `token` if given.
+    async fn decide(&self, path: &str, claims: Value, token: Option<&str>) -> Outcome {
+        self.decide_as("POST", path, claims, token).await
+    }
+
+    async fn decide_as(
+        &self,
+        method: &str,
+        path: &str,
+        claims: Value,
+        token: Option<&str>,
+    ) -> Outcome {
+        let headers = HashMap::from([("content-type".to_owned(), "application/json".to_owned())]);
+        let claims: Map<String, Value> = claims.as_object().unwrap().clone();
+        let req = HttpRequest {
+            method,
+            path,
+            host: "api",
+            scheme: "http",
+            headers: &headers,
+            body: BODY,
+            source_address: "10.0.0.7",
+            source_principal: "",
+            jwt_claims: Some(&claims),
+            request_id: "req-1",
+            time: None,
+        };
+        let mapped = self.mapper.map(&req).unwrap();
+        let call = Call {
+            method,
+            host: "api",
+            scheme: "http",
+            path,
+            body: BODY,
+            body_state: BodyState::Complete,
+            source_address: "10.0.0.7",
+            request_id: "req-1",
+            token,
+            status_of,
+        };
+        let access = AccessRequest {
+            call,
+            mapped: &mapped,
+            answer_by: None,
+            parent: None,
+        };
+        self.gate.decide(access).await
+    }
+
+    async fn audit_events(&self) -> Vec<String> {
+        let entries = self
+            .store
+            .audit_range(&mut AuditCursor::from("-"), "+", 100)
+            .await
+            .unwrap();
+        entries
+            .iter()
+            .map(|e| {
+                let get = |k: &str| {
+                    e.fields
+                        .iter()
+                        .find(|(f, _)| f == k)
+                        .map(|(_, v)| v.clone())
+                };
+                match get("event").as_deref() {
+                    Some("decision") => format!("decision:{}", get("decision").unwrap_or_default()),
+                    Some(other) => other.to_owned(),
+                    None => String::new(),
+                }
+            })
+            .collect()
+    }
+}
+
+fn agent() -> Value {
+    json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"})
+}
+
+fn approver(name: &str, groups: &[&str]) -> Approver {
+    Approver {
+        name: name.into(),
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn an_export_is_held_for_a_data_owner_then_allowed_once_with_its_token() {
+    let w = world();
+    let Outcome::ApprovalRequired {
+        approval, token, ..
+    } = w.decide(EXPORT, agent(), None).await
+    else {
+        panic!("an agent's export needs an approval")
+    };
+    assert_eq!(approval.status, Status::Pending);
+    assert_eq!(approval.info.parameters["body.format"], "csv");
+    let token = token.expect("the opening answer carries the token");
+
+    // Separation of duties and approver groups, then the reason rule.
+    let refused = w
+        .approvals
+        .rule(
+            &approver("alice", &["data-owners"]),
+            &approval.id,
+            Ruling::Approve,
+            "ok",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, RuleError::NotPermitted(ref why) if why.contains("on behalf of")),
+        "{refused:?}"
+    );
+    let refused = w
+        .approvals
+        .rule(
+            &approver("ivan", &["interns"]),
+            &approval.id,
+            Ruling::Approve,
+            "ok",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, RuleError::NotPermitted(_)), "{refused:?}");
+    let dora = approver("dora", &["data-owners"]);
+    let missing = w
+        .approvals
+        .rule(&dora, &approval.id, Ruling::Approve, " ")
+        .await;
+    assert_eq!(
+        missing.unwrap_err(),
+        RuleError::ReasonRequired(approval.id.clone())
+    );
+    let approved = w
+        .approvals
+        .rule(&dora, &approval.id, Ruling::Approve, "quarterly report")
+        .await
+        .unwrap();
+    assert_eq!(approved.status, Status::Approved);
+
+    let used = w.decide(EXPORT, agent(), Some(&token)).await;
+    assert!(matches!(used, Outcome::Allow { .. }), "{used:?}");
+    let replay = w.decide(EXPORT, agent(), Some(&token)).await;
+    assert!(
+        matches!(&replay, Outcome::Deny { reason, .. } if reason.contains("consumed")),
+        "{replay:?}"
+    );
+    assert_eq!(
+        w.audit_events().await,
+        [
+            "requested",
+            "decision:approval_required",
+            "approved",
+            "consumed",
+            "decision:allow",
+            "decision:deny"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_token_for_another_call_is_refused_and_an_unguarded_call_leaves_no_trail() {
+    let w = world();
+    let Outcome::ApprovalRequired { token, .. } = w.decide(EXPORT, agent(), None).await else {
+        panic!("approval required")
+    };
+    let other = w
+        .decide("/v1/datasets/hr/export", agent(), token.as_deref())
+        .await;
+    assert!(
+        matches!(&other, Outcome::Deny { reason, .. } if reason.contains("different request")),
+        "{other:?}"
+    );
+    let before = w.audit_events().await.len();
+    let read = json!({"sub": "alice", "groups": ["analysts"]});
+    let outcome = w.decide_as("GET", "/v1/datasets/sales", read, None).await;
+    assert!(matches!(outcome, Outcome::Allow { .. }), "{outcome:?}");
+    assert_eq!(
+        w.audit_events().await.len(),
+        before,
+        "unguarded: no audit entry"
+    );
+}
