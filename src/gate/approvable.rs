@@ -99,7 +99,7 @@ impl Gate {
         let approvals = &self.approvals;
 
         if let Some(token) = call.token {
-            let used = tokio::time::timeout(budget, async {
+            let used = within(budget, async {
                 let consumed = approvals
                     .consume(Some(token), None, &fingerprint, here, parties)
                     .await?;
@@ -112,8 +112,7 @@ impl Gate {
                 };
                 Ok::<_, StoreError>((consumed, pending))
             })
-            .await
-            .unwrap_or_else(|_| Err(StoreError::timed_out()));
+            .await;
             let outcome = match used {
                 Ok((Consumed::Used { id, uses_left, .. }, _)) => {
                     note.used = true;
@@ -168,10 +167,9 @@ impl Gate {
             },
             params,
         };
-        let opened = match tokio::time::timeout(budget, approvals.open(&new, here)).await {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => return (unavailable(e), note),
-            Err(_) => return (unavailable(StoreError::timed_out()), note),
+        let opened = match within(budget, approvals.open(&new, here)).await {
+            Ok(o) => o,
+            Err(e) => return (unavailable(e), note),
         };
         note.id.clone_from(&opened.approval.id);
         note.status = Some(opened.approval.status);
@@ -189,26 +187,25 @@ impl Gate {
                 Err(e) => return (unavailable(e), note),
             }
             if approval.status == Status::Approved {
-                let consumed = tokio::time::timeout(
+                let consumed = within(
                     budget,
                     approvals.consume(None, Some(&approval.id), &fingerprint, here, parties),
                 )
                 .await;
                 let outcome = match consumed {
-                    Ok(Ok(Consumed::Used { id, uses_left, .. })) => {
+                    Ok(Consumed::Used { id, uses_left, .. }) => {
                         tracing::info!(approval = %id, principal = %principal, "held call approved");
                         note.used = true;
                         note.status = Some(ApprovalEvent::status_after_use(uses_left));
                         allowed
                     }
                     // Approved, but another identical held call used it first.
-                    Ok(Ok(Consumed::NotUsable { id, status })) => refuse(not_usable(&id, status)),
-                    Ok(Ok(_)) => refuse(format!(
+                    Ok(Consumed::NotUsable { id, status }) => refuse(not_usable(&id, status)),
+                    Ok(_) => refuse(format!(
                         "approval `{}` could not be used for this call",
                         approval.id
                     )),
-                    Ok(Err(e)) => unavailable(e),
-                    Err(_) => unavailable(StoreError::timed_out()),
+                    Err(e) => unavailable(e),
                 };
                 return (outcome, note);
             }
@@ -246,6 +243,16 @@ impl Gate {
             None => deadline,
         }
     }
+}
+
+/// `op` within `budget`; past it, the store is unavailable.
+async fn within<T>(
+    budget: Duration,
+    op: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(budget, op)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::timed_out()))
 }
 
 /// A denied request in plain words, with who denied it and why.
