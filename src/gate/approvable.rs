@@ -15,7 +15,6 @@ use crate::approval::{
 use crate::audit::Trail;
 use crate::audit::trail::borrowed;
 use crate::metrics::DecisionKind;
-use crate::request::MappedRequest;
 
 /// What became of the approval side of a call, for its trail.
 #[derive(Debug, Clone, Default)]
@@ -274,26 +273,5 @@ fn not_usable(id: &str, status: Status) -> String {
         Status::Revoked => format!("approval `{id}` is revoked"),
         Status::Denied => format!("approval `{id}` was denied"),
         Status::Pending | Status::Approved => format!("approval `{id}` is {status}"),
-    }
-}
-
-impl MappedRequest {
-    /// Query parameters (allow-listed) and the body fields a guarded policy
-    /// names with `@show`: what an approver sees of the call's parameters.
-    pub fn shown_parameters(&self, show: &[String]) -> std::collections::BTreeMap<String, String> {
-        let mut out: std::collections::BTreeMap<String, String> =
-            self.query.iter().cloned().collect();
-        if let Some(body) = &self.body {
-            for field in show {
-                if let Some(v) = body.get(field) {
-                    let text = match v {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    out.insert(format!("body.{field}"), text);
-                }
-            }
-        }
-        out
     }
 }

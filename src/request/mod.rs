@@ -7,7 +7,7 @@ pub mod routes;
 pub mod value;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -94,6 +94,24 @@ impl MappedRequest {
             None,
         )
         .map_err(|e| MappingError::Context(e.to_string()))
+    }
+
+    /// Query parameters (allow-listed) and the body fields a guarded policy
+    /// names with `@show`: what an approver sees of the call's parameters.
+    pub fn shown_parameters(&self, show: &[String]) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = self.query.iter().cloned().collect();
+        if let Some(body) = &self.body {
+            for field in show {
+                if let Some(v) = body.get(field) {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    out.insert(format!("body.{field}"), text);
+                }
+            }
+        }
+        out
     }
 }
 
