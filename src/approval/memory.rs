@@ -2,9 +2,11 @@
 //! store (`tests/approval_store.rs` runs one test body against both), for
 //! unit tests, the fuzzer and the benches. Not for production: requests and
 //! the audit trail live and die with one process, and nothing is shared
-//! between sidecars. Records are kept for the process' life.
+//! between sidecars. It keeps the newest [`KEEP`] requests and audit
+//! entries (as the Redis store keeps its retention and stream length), so a
+//! long fuzzing or benchmark run stays bounded.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use tokio::sync::broadcast;
@@ -17,6 +19,9 @@ use super::{
     Approval, EventKind, NewApproval, Opened, RequestInfo, Ruling, Status, Vote, new_id, new_token,
     now_secs, shard_of, token_hash,
 };
+
+/// How many requests, and how many audit entries, the store keeps.
+pub const KEEP: usize = 10_000;
 
 /// An in-memory [`ApprovalStore`].
 #[derive(Debug)]
@@ -32,8 +37,10 @@ struct State {
     by_fingerprint: HashMap<String, (String, i64)>,
     /// Token hash -> id.
     tokens: HashMap<String, String>,
-    audit: Vec<AuditEntry>,
+    audit: VecDeque<AuditEntry>,
     last_id: StreamId,
+    /// Request ids, oldest first: the first to go past [`KEEP`].
+    order: VecDeque<String>,
 }
 
 #[derive(Debug)]
@@ -51,6 +58,8 @@ struct Record {
     voters: HashSet<String>,
     votes: Vec<Vote>,
     trace: String,
+    /// The hashes of the tokens issued for it.
+    tokens: Vec<String>,
 }
 
 impl Record {
@@ -120,8 +129,41 @@ impl State {
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        self.audit.push(AuditEntry::new(id.clone(), fields));
+        self.audit.push_back(AuditEntry::new(id.clone(), fields));
+        if self.audit.len() > KEEP {
+            self.audit.pop_front();
+        }
         id
+    }
+
+    /// A token for request `id`, by its hash.
+    fn issue(&mut self, id: &str, hash: String) {
+        if let Some(r) = self.requests.get_mut(id) {
+            r.tokens.push(hash.clone());
+            self.tokens.insert(hash, id.to_owned());
+        }
+    }
+
+    /// Drops the oldest requests past [`KEEP`], with their pointers.
+    fn forget_past_keep(&mut self) {
+        while self.order.len() > KEEP {
+            let Some(id) = self.order.pop_front() else {
+                return;
+            };
+            let Some(r) = self.requests.remove(&id) else {
+                continue;
+            };
+            for hash in &r.tokens {
+                self.tokens.remove(hash);
+            }
+            if self
+                .by_fingerprint
+                .get(&r.fingerprint)
+                .is_some_and(|(p, _)| *p == id)
+            {
+                self.by_fingerprint.remove(&r.fingerprint);
+            }
+        }
     }
 
     /// A lifecycle event's entry: who and what, then `extra`.
@@ -157,7 +199,7 @@ impl ApprovalStore for MemoryStore {
             let approval = r.approval(&existing, now);
             match approval.status {
                 Status::Pending | Status::Approved => {
-                    s.tokens.insert(hash, existing);
+                    s.issue(&existing, hash);
                     return Ok(Opened {
                         approval,
                         token: Some(token),
@@ -193,13 +235,15 @@ impl ApprovalStore for MemoryStore {
                 voters: HashSet::new(),
                 votes: Vec::new(),
                 trace: check.trace.to_owned(),
+                tokens: Vec::new(),
             },
         );
+        s.order.push_back(id.clone());
         s.by_fingerprint.insert(
             new.fingerprint.clone(),
             (id.clone(), now + pending_ttl + approval_ttl),
         );
-        s.tokens.insert(hash, id.clone());
+        s.issue(&id, hash);
         s.event(
             &id,
             EventKind::Requested,
@@ -210,6 +254,7 @@ impl ApprovalStore for MemoryStore {
             ],
         );
         let approval = s.requests[&id].approval(&id, now);
+        s.forget_past_keep();
         drop(s);
         self.publish(EventKind::Requested, &id);
         Ok(Opened {
@@ -458,7 +503,7 @@ impl ApprovalStore for MemoryStore {
 
     async fn audit_end(&self) -> Result<AuditCursor, StoreError> {
         let mut cursor = AuditCursor::from("-");
-        if let Some(e) = self.state().audit.last() {
+        if let Some(e) = self.state().audit.back() {
             cursor.after[0] = format!("({}", e.id);
         }
         Ok(cursor)
@@ -466,5 +511,54 @@ impl ApprovalStore for MemoryStore {
 
     async fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::{ApprovalParams, Mode};
+
+    fn new(fingerprint: &str) -> NewApproval {
+        let params = ApprovalParams::default();
+        NewApproval {
+            fingerprint: fingerprint.into(),
+            info: RequestInfo {
+                principal: r#"User::"agent-7""#.into(),
+                on_behalf_of: None,
+                action: r#"Action::"export""#.into(),
+                resource: r#"Dataset::"sales""#.into(),
+                method: "POST".into(),
+                path: "/v1/datasets/sales/export".into(),
+                host: "api".into(),
+                source_address: String::new(),
+                policies: vec![],
+                parameters: Default::default(),
+                approver_groups: vec![],
+                quorum: 1,
+                uses: 1,
+                reason_required: false,
+                mode: Mode::Deny,
+            },
+            params,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_requests_and_audit_entries_are_kept() {
+        let s = MemoryStore::new();
+        let first = s.open(&new("fp-0"), CheckRef::default()).await.unwrap();
+        for i in 1..=KEEP {
+            s.open(&new(&format!("fp-{i}")), CheckRef::default())
+                .await
+                .unwrap();
+        }
+        assert_eq!(s.get(&first.approval.id).await.unwrap(), None);
+        let token = first.token.unwrap();
+        let used = s.consume(Some(&token), None, "fp-0", CheckRef::default());
+        assert_eq!(used.await.unwrap(), Consumed::Unknown);
+        let state = s.state();
+        assert_eq!((state.requests.len(), state.audit.len()), (KEEP, KEEP));
+        assert_eq!(state.tokens.len(), KEEP);
     }
 }
