@@ -64,7 +64,8 @@ struct Record {
 
 impl Record {
     fn effective(&self, now: i64) -> Status {
-        self.status.effective(now, self.expires_at, self.use_until)
+        self.status
+            .effective(now, self.expires_at, self.use_until, self.uses_left)
     }
 
     fn approval(&self, id: &str, now: i64) -> Approval {

@@ -70,11 +70,13 @@ impl Status {
     ];
 
     /// The status as of `now` (Unix seconds): pending past `expires_at`, or
-    /// approved past `use_until`, is expired. The one rule; its Lua twin is
-    /// `effective` in `redis/lua/prelude.lua`.
-    pub fn effective(self, now: i64, expires_at: i64, use_until: i64) -> Status {
+    /// approved past `use_until`, is expired; approved with no use left is
+    /// consumed (whatever else says otherwise, it allows nothing more). The
+    /// one rule; its Lua twin is `effective` in `redis/lua/prelude.lua`.
+    pub fn effective(self, now: i64, expires_at: i64, use_until: i64, uses_left: i64) -> Status {
         match self {
             Status::Pending if now > expires_at => Status::Expired,
+            Status::Approved if uses_left <= 0 => Status::Consumed,
             Status::Approved if now > use_until => Status::Expired,
             s => s,
         }
@@ -197,13 +199,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn past_its_deadline_a_pending_or_approved_request_is_expired() {
-        assert_eq!(Status::Pending.effective(10, 10, 0), Status::Pending);
-        assert_eq!(Status::Pending.effective(11, 10, 0), Status::Expired);
-        assert_eq!(Status::Approved.effective(20, 10, 20), Status::Approved);
-        assert_eq!(Status::Approved.effective(21, 10, 20), Status::Expired);
-        assert_eq!(Status::Denied.effective(99, 10, 20), Status::Denied);
-        assert_eq!(Status::Consumed.effective(99, 10, 20), Status::Consumed);
+    fn past_its_deadline_a_request_is_expired_and_with_no_use_left_consumed() {
+        assert_eq!(Status::Pending.effective(10, 10, 0, 1), Status::Pending);
+        assert_eq!(Status::Pending.effective(11, 10, 0, 1), Status::Expired);
+        assert_eq!(Status::Approved.effective(20, 10, 20, 1), Status::Approved);
+        assert_eq!(Status::Approved.effective(21, 10, 20, 1), Status::Expired);
+        assert_eq!(Status::Approved.effective(20, 10, 20, 0), Status::Consumed);
+        assert_eq!(Status::Denied.effective(99, 10, 20, 1), Status::Denied);
+        assert_eq!(Status::Consumed.effective(99, 10, 20, 0), Status::Consumed);
     }
 
     #[test]

@@ -10,10 +10,9 @@ use std::time::Duration;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest as EnvoyHttp;
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
-use opentelemetry::Context;
 use serde_json::{Map, Value};
 
-use crate::gate::{AccessRequest, BodyState, Call, Gate, Outcome};
+use crate::gate::{AccessRequest, Arrival, BodyState, Call, Gate, Outcome};
 use crate::request::{HttpRequest, Mapper, MappingError};
 
 pub use respond::APPROVAL_ID_HEADER;
@@ -85,7 +84,8 @@ impl AuthzService {
     /// complaint, like any other bad input.
     pub fn undecodable(&self, e: &prost::DecodeError) -> CheckResponse {
         let why = format!("the check request does not decode: {e}");
-        self.respond(&self.rejected(&EnvoyHttp::default(), why, None), "")
+        let rejected = self.rejected(&EnvoyHttp::default(), why, Arrival::now(None));
+        self.respond(&rejected, "")
     }
 
     /// Decides one check. Never fails: anything that prevents a decision is
@@ -107,8 +107,6 @@ impl AuthzService {
         caller_waits: Option<Duration>,
         grpc: &(dyn opentelemetry::propagation::Extractor + Sync),
     ) -> CheckResponse {
-        let answer_by =
-            caller_waits.map(|d| tokio::time::Instant::now() + d.saturating_sub(HOLD_MARGIN));
         let empty = EnvoyHttp::default();
         let http = check
             .attributes
@@ -119,20 +117,22 @@ impl AuthzService {
             .gate
             .traced()
             .then(|| crate::telemetry::parent_from(grpc, &http.unwrap_or(&empty).headers));
+        let arrival = Arrival::now(parent);
+        let answer_by = caller_waits.and_then(|d| arrival.at.checked_add(d - HOLD_MARGIN.min(d)));
         let mut claims = None;
         let outcome = match self.translate(check, &mut claims) {
-            Err(e) => self.rejected(http.unwrap_or(&empty), e.to_string(), parent),
+            Err(e) => self.rejected(http.unwrap_or(&empty), e.to_string(), arrival),
             Ok((req, http)) => match self.mapper.map(&req) {
-                Err(e) => self.rejected(http, CheckError::from(e).to_string(), parent),
+                Err(e) => self.rejected(http, CheckError::from(e).to_string(), arrival),
                 Ok(mapped) => {
                     let token = req.headers.get(&self.settings.token_header);
                     let token = token.map(String::as_str);
                     let call = call_of(http, req.source_address, token, body_state(&req));
                     let access = AccessRequest {
                         call,
+                        arrival,
                         mapped: &mapped,
                         answer_by,
-                        parent,
                     };
                     self.gate.decide(access).await
                 }
@@ -142,11 +142,11 @@ impl AuthzService {
     }
 
     /// A check that cannot be decided, and `why`.
-    fn rejected(&self, http: &EnvoyHttp, why: String, parent: Option<Context>) -> Outcome {
+    fn rejected(&self, http: &EnvoyHttp, why: String, arrival: Arrival) -> Outcome {
         tracing::debug!(error = %why, "bad request");
         let call = call_of(http, "", None, BodyState::Complete);
         self.gate
-            .reject(&call, format!("bad request: {why}"), parent)
+            .reject(&call, format!("bad request: {why}"), arrival)
     }
 
     /// The parts of a CheckRequest that mapping reads (the verified JWT

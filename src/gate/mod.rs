@@ -20,7 +20,8 @@ use crate::request::MappedRequest;
 
 /// What the gate is told about the call itself: what an approval binds
 /// (method, host, path with query, body) and what the trail records.
-#[derive(Debug, Clone, Copy)]
+/// `Debug` leaves out the token and the body.
+#[derive(Clone, Copy)]
 pub struct Call<'a> {
     pub method: &'a str,
     pub host: &'a str,
@@ -37,6 +38,20 @@ pub struct Call<'a> {
     /// How the front door will present an outcome, as a status code, for
     /// the trail (the audit entry and the span say what the caller got).
     pub status_of: fn(&Outcome) -> u16,
+}
+
+impl std::fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("path", &self.path_only())
+            .field("body_bytes", &self.body.len())
+            .field("body_state", &self.body_state)
+            .field("request_id", &self.request_id)
+            .field("token", &self.token.map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Call<'_> {
@@ -57,18 +72,37 @@ pub enum BodyState {
     Missing,
 }
 
-/// One call to decide.
-pub struct AccessRequest<'a> {
-    pub call: Call<'a>,
-    pub mapped: &'a MappedRequest,
-    /// Until when the caller waits for an answer, if it said.
-    pub answer_by: Option<Instant>,
+/// When a call arrived (its latency and its span start there) and in which
+/// trace.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub at: Instant,
+    pub wall: SystemTime,
     /// The caller's trace (only read when telemetry is on).
     pub parent: Option<opentelemetry::Context>,
 }
 
-/// What a call comes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Arrival {
+    pub fn now(parent: Option<opentelemetry::Context>) -> Self {
+        Self {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+            parent,
+        }
+    }
+}
+
+/// One call to decide.
+pub struct AccessRequest<'a> {
+    pub call: Call<'a>,
+    pub arrival: Arrival,
+    pub mapped: &'a MappedRequest,
+    /// Until when the caller waits for an answer, if it said.
+    pub answer_by: Option<Instant>,
+}
+
+/// What a call comes to. `Debug` leaves out the approval token.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Outcome {
     Allow {
         principal: String,
@@ -96,6 +130,41 @@ pub enum Outcome {
     Invalid {
         reason: String,
     },
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::ApprovalRequired {
+                approval,
+                token,
+                reason,
+            } => f
+                .debug_struct("ApprovalRequired")
+                .field("approval", &approval.id)
+                .field("status", &approval.status)
+                .field("token", &token.as_ref().map(|_| "***"))
+                .field("reason", reason)
+                .finish(),
+            Outcome::Allow { principal } => f
+                .debug_struct("Allow")
+                .field("principal", principal)
+                .finish(),
+            Outcome::Deny { reason, policies } => f
+                .debug_struct("Deny")
+                .field("reason", reason)
+                .field("policies", policies)
+                .finish(),
+            Outcome::Unavailable { reason, policies } => f
+                .debug_struct("Unavailable")
+                .field("reason", reason)
+                .field("policies", policies)
+                .finish(),
+            Outcome::Invalid { reason } => {
+                f.debug_struct("Invalid").field("reason", reason).finish()
+            }
+        }
+    }
 }
 
 impl Outcome {
@@ -180,8 +249,8 @@ impl Gate {
     /// Decides one call. Never fails: anything that prevents a decision is
     /// a denial.
     pub async fn decide(&self, mut req: AccessRequest<'_>) -> Outcome {
-        let started = Instant::now();
-        let mut trail = Trail::new(SystemTime::now(), req.parent.take());
+        let started = req.arrival.at;
+        let mut trail = Trail::new(req.arrival.wall, req.arrival.parent.take());
         let mapped = req.mapped;
         let decided = self.policies.decide_guarded(
             |granted| mapped.request(granted),
@@ -227,15 +296,10 @@ impl Gate {
 
     /// Records a call the front door could not turn into a request: it is
     /// refused as [`Outcome::Invalid`] with `reason`.
-    pub fn reject(
-        &self,
-        call: &Call<'_>,
-        reason: String,
-        parent: Option<opentelemetry::Context>,
-    ) -> Outcome {
+    pub fn reject(&self, call: &Call<'_>, reason: String, arrival: Arrival) -> Outcome {
         let outcome = Outcome::Invalid { reason };
-        let trail = Trail::new(SystemTime::now(), parent);
-        self.record(trail, call, Instant::now(), &outcome, None, None);
+        let trail = Trail::new(arrival.wall, arrival.parent);
+        self.record(trail, call, arrival.at, &outcome, None, None);
         outcome
     }
 

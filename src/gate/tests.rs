@@ -102,9 +102,9 @@ impl World {
         };
         let access = AccessRequest {
             call,
+            arrival: Arrival::now(None),
             mapped: &mapped,
             answer_by: None,
-            parent: None,
         };
         self.gate.decide(access).await
     }

@@ -97,10 +97,14 @@ impl opentelemetry::propagation::Extractor for Metadata<'_> {
     }
 }
 
-/// gRPC's `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
+/// gRPC's `grpc-timeout` header: at most 8 digits and a unit (H, M, S, m,
+/// u, n).
 pub fn parse_grpc_timeout(v: &str) -> Option<std::time::Duration> {
     use std::time::Duration;
     let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    if n.len() > 8 {
+        return None;
+    }
     let n: u64 = n.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.saturating_mul(3600)),

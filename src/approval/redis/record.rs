@@ -27,7 +27,7 @@ pub(super) fn parse(
         .ok_or_else(|| corrupt("status"))?;
     let (expires_at, use_until, uses_left) =
         (num("expires_at")?, num("use_until")?, num("uses_left")?);
-    let status = stored.effective(t, expires_at, use_until);
+    let status = stored.effective(t, expires_at, use_until, uses_left);
     Ok(Approval {
         id: id.into(),
         status,

@@ -16,7 +16,7 @@ local st = redis.call('HMGET', h, 'status', 'fingerprint', 'use_until', 'uses_le
 if not st[1] then return {'unknown', id} end
 if st[2] ~= ARGV[4] then return {'mismatch', id} end
 -- Past its deadline: refused here; the sweep records the expiry (once).
-local status = effective(st[1], now, st[5], st[3])
+local status = effective(st[1], now, st[5], st[3], st[4])
 if status ~= 'approved' then return {status, id} end
 local left = redis.call('HINCRBY', h, 'uses_left', -1)
 local after = 'approved'

@@ -6,9 +6,9 @@ local p = ARGV[1]
 local now = tonumber(redis.call('TIME')[1])
 local existing = redis.call('GET', KEYS[1])
 if existing then
-  local st = redis.call('HMGET', p .. 'a:' .. existing, 'status', 'expires_at', 'use_until')
+  local st = redis.call('HMGET', p .. 'a:' .. existing, 'status', 'expires_at', 'use_until', 'uses_left')
   if st[1] then
-    local status = effective(st[1], now, st[2], st[3])
+    local status = effective(st[1], now, st[2], st[3], st[4])
     if status == 'pending' or status == 'approved' then
       local ttl = redis.call('TTL', p .. 'a:' .. existing)
       if ttl > 0 then redis.call('SET', p .. 'tok:' .. ARGV[10], existing, 'EX', ttl) end

@@ -17,10 +17,15 @@ local function audit(p, maxlen, h, id, kind, extra)
   redis.call('XADD', unpack(args))
 end
 
--- Pending past its deadline, or approved past its use window, is expired.
--- Twin of `Status::effective` in Rust. A missing status stays missing.
-local function effective(status, now, expires_at, use_until)
+-- Pending past its deadline, or approved past its use window, is expired;
+-- approved with no use left is consumed. Twin of `Status::effective` in
+-- Rust. A missing status stays missing.
+local function effective(status, now, expires_at, use_until, uses_left)
   if status == 'pending' and now > tonumber(expires_at) then return 'expired' end
-  if status == 'approved' and now > tonumber(use_until) then return 'expired' end
+  if status == 'approved' then
+    local left = tonumber(uses_left)
+    if left and left <= 0 then return 'consumed' end
+    if now > tonumber(use_until) then return 'expired' end
+  end
   return status
 end

@@ -15,9 +15,11 @@ local out = {}
 for _, set in ipairs({'pending', 'approved'}) do
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', p .. set, '-inf', '(' .. now, 'LIMIT', 0, tonumber(ARGV[4]))) do
     local h = p .. 'a:' .. id
-    local st = redis.call('HMGET', h, 'status', 'expires_at', 'use_until')
+    local st = redis.call('HMGET', h, 'status', 'expires_at', 'use_until', 'uses_left')
     redis.call('ZREM', p .. set, id)
-    if st[1] and effective(st[1], now, st[2], st[3]) == 'expired' then
+    -- Only a live request expires, and so only once.
+    local live = st[1] == 'pending' or st[1] == 'approved'
+    if live and effective(st[1], now, st[2], st[3], st[4]) == 'expired' then
       expire(p, ARGV[2], h, id)
       out[#out + 1] = id
     end

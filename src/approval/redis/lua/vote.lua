@@ -6,7 +6,7 @@ local now = tonumber(redis.call('TIME')[1])
 local st = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'use_until', 'uses_left', 'quorum', 'approval_ttl')
 if not st[1] then return {'not_found'} end
 -- Past its deadline: refused here; the sweep records the expiry (once).
-local status = effective(st[1], now, st[2], st[3])
+local status = effective(st[1], now, st[2], st[3], st[4])
 local function event(kind, new_status)
   audit(p, ARGV[6], KEYS[1], id, kind, {status = new_status, approver = approver, reason = ARGV[7]})
 end
