@@ -380,11 +380,26 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// On a free port. A port free when picked can be taken before
+    /// redis-server binds it (by another test's server or an outgoing
+    /// connection): then it exits, and another port is tried.
     pub async fn start() -> Redis {
-        Self::start_on(free_port()).await
+        for _ in 0..5 {
+            if let Some(redis) = Self::try_start_on(free_port()).await {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
     pub async fn start_on(port: u16) -> Redis {
+        Self::try_start_on(port)
+            .await
+            .unwrap_or_else(|| panic!("redis-server did not start on port {port}"))
+    }
+
+    /// `None` if redis-server exits (its port was taken) or does not answer.
+    async fn try_start_on(port: u16) -> Option<Redis> {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
             .args([
@@ -403,19 +418,40 @@ impl Redis {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server not found: install the redis-server package");
-        let redis = Redis {
+        let mut redis = Redis {
             child: Some(child),
             port,
             _dir: dir,
         };
-        let up = eventually(
-            Duration::from_secs(10),
-            Duration::from_millis(50),
-            || async { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
-        )
-        .await;
-        assert!(up, "redis-server did not start on port {port}");
-        redis
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let exited = redis
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_some()));
+            if exited {
+                return None;
+            }
+            if redis.answers_ping() {
+                return Some(redis);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Whether what listens on the port is a Redis (not a connection that
+    /// happens to hold the port).
+    fn answers_ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut reply)
+                .is_ok_and(|n| reply[..n].starts_with(b"+PONG"))
     }
 
     pub fn url(&self) -> String {
