@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cedar_policy::Authorizer;
+use countersign::approval::approvers::Approvers;
 use countersign::approval::{ApprovalStore, Lifecycle, MemoryStore, RedisStore, Ruling as Vote};
 use countersign::audit::EventSink;
 use countersign::authz::{AuthzService, AuthzSettings};
@@ -66,7 +67,8 @@ fn service(
     let config = config();
     let settings = AuthzSettings::from_config(&config);
     let sink = EventSink::new(telemetry, Metrics::default(), None);
-    let approvals = Lifecycle::new(store, sink);
+    let approvers = Approvers::from_config(f.policies.clone(), &config);
+    let approvals = Lifecycle::new(store, sink, approvers);
     let gate = Gate::new(
         f.policies.clone(),
         approvals,

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 use countersign::approval::{Lifecycle, MemoryStore};
+use countersign::approval::approvers::Approvers;
 use countersign::audit::EventSink;
 use countersign::gate::{Gate, GateSettings};
 use countersign::authz::{AuthzService, AuthzSettings, JWT_NAMESPACE};
@@ -52,9 +53,11 @@ static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
     // so the approval path is fuzzed too.
     let store = Arc::new(MemoryStore::new());
     let gate_settings = GateSettings::from_config(&config);
+    let policies = Arc::new(policies);
+    let approvers = Approvers::from_config(policies.clone(), &config);
     let mapper = Arc::new(config.mapper);
-    let approvals = Lifecycle::new(store.clone(), EventSink::default());
-    let gate = Gate::new(Arc::new(policies), approvals, gate_settings);
+    let approvals = Lifecycle::new(store.clone(), EventSink::default(), approvers);
+    let gate = Gate::new(policies, approvals, gate_settings);
     let service = AuthzService::new(mapper.clone(), gate, settings.clone());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -36,8 +36,6 @@ pub struct AdminService {
 }
 
 impl AdminService {
-    /// `approvals` must carry the approver rules
-    /// ([`Lifecycle::with_approvers`]).
     pub fn new(approvals: Lifecycle, auth: Authenticator) -> Self {
         Self {
             approvals,

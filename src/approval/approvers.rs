@@ -31,15 +31,13 @@ pub struct Approvers {
 }
 
 impl Approvers {
-    pub fn new(
-        policies: Arc<PolicyStore>,
-        user_type: EntityTypeName,
-        group_type: EntityTypeName,
-    ) -> Self {
+    /// The rules with the configured user and group entity types.
+    pub fn from_config(policies: Arc<PolicyStore>, config: &crate::config::Config) -> Self {
+        let identity = &config.mapper.identity;
         Self {
             policies,
-            user_type,
-            group_type,
+            user_type: identity.user_type.clone(),
+            group_type: identity.group_type.clone(),
         }
     }
 

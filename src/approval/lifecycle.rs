@@ -37,22 +37,18 @@ const HOLD_POLL: Duration = Duration::from_secs(1);
 pub struct Lifecycle {
     store: Arc<dyn ApprovalStore>,
     sink: EventSink,
-    approvers: Option<Approvers>,
+    approvers: Approvers,
 }
 
 impl Lifecycle {
-    pub fn new(store: Arc<dyn ApprovalStore>, sink: EventSink) -> Self {
+    /// The lifecycle over `store`, its events going to `sink`, rulings
+    /// judged by `approvers`.
+    pub fn new(store: Arc<dyn ApprovalStore>, sink: EventSink, approvers: Approvers) -> Self {
         Self {
             store,
             sink,
-            approvers: None,
+            approvers,
         }
-    }
-
-    /// Who may rule; without it every ruling is refused.
-    pub fn with_approvers(mut self, approvers: Approvers) -> Self {
-        self.approvers = Some(approvers);
-        self
     }
 
     pub fn store(&self) -> &Arc<dyn ApprovalStore> {
@@ -124,11 +120,7 @@ impl Lifecycle {
         reason: &str,
     ) -> Result<Approval, RuleError> {
         let a = self.get(id).await?;
-        let refusal = match &self.approvers {
-            Some(rules) => rules.refusal(approver, &a),
-            None => Some("no approver rules are configured".into()),
-        };
-        if let Some(why) = refusal {
+        if let Some(why) = self.approvers.refusal(approver, &a) {
             return Err(RuleError::NotPermitted(why));
         }
         let reason = reason.trim();

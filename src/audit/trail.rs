@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use opentelemetry::trace::Span as _;
 use opentelemetry::{Context, KeyValue};
 
+use crate::approval::events::Parties;
 use crate::gate::{Call, Note, Outcome};
 use crate::metrics::DecisionKind;
 use crate::policy::{Decision, Verdict};
@@ -58,6 +59,16 @@ impl Trail {
 
     pub fn policies(&self) -> &[String] {
         &self.policies
+    }
+
+    /// Who asked for what; filled by [`Self::identify`] on guarded calls.
+    pub fn parties(&self) -> Parties<'_> {
+        Parties {
+            principal: &self.principal,
+            on_behalf_of: &self.on_behalf_of,
+            action: &self.action,
+            resource: &self.resource,
+        }
     }
 
     /// Who asked for what, and what the policies said; starts the span

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest as EnvoyHttp;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
 use serde_json::{Map, Value};
 
@@ -64,6 +65,9 @@ pub struct AuthzService {
     settings: Arc<AuthzSettings>,
 }
 
+/// How a CheckRequest without HTTP attributes is recorded (made once).
+static NO_HTTP: std::sync::LazyLock<EnvoyHttp> = std::sync::LazyLock::new(EnvoyHttp::default);
+
 /// Answer this long before the caller's (Envoy's) deadline.
 const HOLD_MARGIN: Duration = Duration::from_millis(50);
 
@@ -84,7 +88,7 @@ impl AuthzService {
     /// complaint, like any other bad input.
     pub fn undecodable(&self, e: &prost::DecodeError) -> CheckResponse {
         let why = format!("the check request does not decode: {e}");
-        let rejected = self.rejected(&EnvoyHttp::default(), why, Arrival::now(None));
+        let rejected = self.rejected(&NO_HTTP, why, Arrival::now(None));
         self.respond(&rejected, "")
     }
 
@@ -107,7 +111,7 @@ impl AuthzService {
         caller_waits: Option<Duration>,
         grpc: &(dyn opentelemetry::propagation::Extractor + Sync),
     ) -> CheckResponse {
-        let empty = EnvoyHttp::default();
+        let empty = &*NO_HTTP;
         let http = check
             .attributes
             .as_ref()
@@ -116,12 +120,12 @@ impl AuthzService {
         let parent = self
             .gate
             .traced()
-            .then(|| crate::telemetry::parent_from(grpc, &http.unwrap_or(&empty).headers));
+            .then(|| crate::telemetry::parent_from(grpc, &http.unwrap_or(empty).headers));
         let arrival = Arrival::now(parent);
         let answer_by = caller_waits.and_then(|d| arrival.at.checked_add(d - HOLD_MARGIN.min(d)));
         let mut claims = None;
         let outcome = match self.translate(check, &mut claims) {
-            Err(e) => self.rejected(http.unwrap_or(&empty), e.to_string(), arrival),
+            Err(e) => self.rejected(http.unwrap_or(empty), e.to_string(), arrival),
             Ok((req, http)) => match self.mapper.map(&req) {
                 Err(e) => self.rejected(http, CheckError::from(e).to_string(), arrival),
                 Ok(mapped) => {
@@ -183,7 +187,7 @@ impl AuthzService {
             scheme: &http.scheme,
             headers: &http.headers,
             body: body(http),
-            source_address: source_address(check),
+            source_address: source_address(attrs.source.as_ref()),
             source_principal: attrs.source.as_ref().map_or("", |s| s.principal.as_str()),
             jwt_claims: claims.as_ref(),
             request_id: request_id(http),
@@ -218,32 +222,28 @@ fn call_of<'a>(
     }
 }
 
-/// Whether Envoy sent the whole body an approval must bind.
+/// Whether Envoy sent the whole body an approval must bind, and if not,
+/// what to fix.
 fn body_state(req: &HttpRequest<'_>) -> BodyState {
-    let announced = req
-        .headers
-        .get("content-length")
-        .is_some_and(|v| v.trim() != "0")
-        || req.headers.contains_key("transfer-encoding");
-    if req
-        .headers
-        .get(crate::request::PARTIAL_BODY_HEADER)
-        .is_some_and(|v| v == "true")
-    {
-        BodyState::Partial
+    let header = |name: &str| req.headers.get(name).map(String::as_str);
+    let announced = header("content-length").is_some_and(|v| v.trim() != "0")
+        || header("transfer-encoding").is_some();
+    if header(crate::request::PARTIAL_BODY_HEADER) == Some("true") {
+        BodyState::Incomplete(
+            "this call needs an approval bound to its whole body, but Envoy sent only part of it: raise `with_request_body.max_request_bytes` on this route above the largest body it takes",
+        )
     } else if req.body.is_empty() && announced {
-        BodyState::Missing
+        BodyState::Incomplete(
+            "this call needs an approval bound to its body, but Envoy did not send the body: enable `with_request_body` on this route",
+        )
     } else {
         BodyState::Complete
     }
 }
 
-fn source_address(check: &CheckRequest) -> &str {
-    check
-        .attributes
-        .as_ref()
-        .and_then(|a| a.source.as_ref())
-        .and_then(|s| s.address.as_ref())
+/// The peer's socket address, "" when Envoy gave none.
+fn source_address(peer: Option<&Peer>) -> &str {
+    peer.and_then(|s| s.address.as_ref())
         .and_then(|a| a.address.as_ref())
         .and_then(|a| match a {
             envoy_types::ext_authz::v3::pb::Address::SocketAddress(s) => Some(s.address.as_str()),

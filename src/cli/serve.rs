@@ -31,7 +31,7 @@ pub fn run(config_path: Option<&Path>, log_format: Option<LogFormat>) -> ExitCod
         }
     }
 
-    let prepared = match crate::server::sidecar_prepare(config) {
+    let prepared = match crate::server::prepare(config) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("countersign: {e}");

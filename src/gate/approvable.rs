@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{AccessRequest, BodyState, Gate, Outcome, UNAVAILABLE};
-use crate::approval::events::{ApprovalEvent, Parties};
+use crate::approval::events::ApprovalEvent;
 use crate::approval::store::{CheckRef, Consumed, StoreError};
 use crate::approval::{
     Approval, ApprovalParams, FingerprintInput, Mode, NewApproval, RequestInfo, Ruling, Status,
@@ -49,26 +49,19 @@ impl Gate {
             Outcome::unavailable(UNAVAILABLE, &policies)
         };
         // The approval must bind the whole body.
-        match call.body_state {
-            BodyState::Partial => return (refuse(
-                "this call needs an approval bound to its whole body, but Envoy sent only part of it".into(),
-            ), note),
-            BodyState::Missing => return (refuse(
-                "this call needs an approval bound to its body, but Envoy did not send the body: enable `with_request_body` on this route".into(),
-            ), note),
-            BodyState::Complete => {}
+        if let BodyState::Incomplete(why) = call.body_state {
+            return (refuse(why.to_owned()), note);
         }
-        let mapped = req.mapped;
-        let principal = mapped.principal.to_string();
-        let action = mapped.action.to_string();
-        let resource = mapped.resource.to_string();
-        let on_behalf_of = mapped.on_behalf_of.as_ref().map(ToString::to_string);
+        // Identified by the trail: a guarded call always is.
+        let parties = trail.parties();
+        let (principal, action, resource) = (parties.principal, parties.action, parties.resource);
+        let on_behalf_of = Some(parties.on_behalf_of).filter(|o| !o.is_empty());
         let (path, query) = call.path.split_once('?').unwrap_or((call.path, ""));
         let fingerprint = FingerprintInput {
-            principal: &principal,
-            on_behalf_of: on_behalf_of.as_deref().unwrap_or_default(),
-            action: &action,
-            resource: &resource,
+            principal,
+            on_behalf_of: parties.on_behalf_of,
+            action,
+            resource,
             method: call.method,
             host: call.host,
             path,
@@ -76,17 +69,11 @@ impl Gate {
             body: call.body,
         }
         .digest();
-        let parties = Parties {
-            principal: &principal,
-            on_behalf_of: on_behalf_of.as_deref().unwrap_or_default(),
-            action: &action,
-            resource: &resource,
-        };
         let budget = self.settings.store_budget;
         // The allow a use of the approval leads to: recorded by the store
         // with the use it takes, so that a use is never spent unrecorded.
         let allowed = Outcome::Allow {
-            principal: principal.clone(),
+            principal: principal.to_owned(),
         };
         let allow = trail.decision_fields(DecisionKind::Allow, (call.status_of)(&allowed), call);
         let allow = borrowed(&allow);
@@ -148,16 +135,16 @@ impl Gate {
         let new = NewApproval {
             fingerprint: fingerprint.clone(),
             info: RequestInfo {
-                principal: principal.clone(),
-                on_behalf_of: on_behalf_of.clone(),
-                action: action.clone(),
-                resource: resource.clone(),
+                principal: principal.to_owned(),
+                on_behalf_of: on_behalf_of.map(str::to_owned),
+                action: action.to_owned(),
+                resource: resource.to_owned(),
                 method: call.method.to_owned(),
                 path: path.to_owned(),
                 host: call.host.to_owned(),
                 source_address: call.source_address.to_owned(),
                 policies: policies.clone(),
-                parameters: mapped.shown_parameters(&params.show),
+                parameters: req.mapped.shown_parameters(&params.show),
                 approver_groups: params.approver_groups.clone(),
                 quorum: params.quorum,
                 uses: params.uses,
@@ -192,8 +179,7 @@ impl Gate {
                 )
                 .await;
                 let outcome = match consumed {
-                    Ok(Consumed::Used { id, uses_left, .. }) => {
-                        tracing::info!(approval = %id, principal = %principal, "held call approved");
+                    Ok(Consumed::Used { uses_left, .. }) => {
                         note.used = true;
                         note.status = Some(ApprovalEvent::status_after_use(uses_left));
                         allowed

@@ -7,6 +7,8 @@
 
 mod approvable;
 
+pub use approvable::Note;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -66,10 +68,9 @@ impl Call<'_> {
 pub enum BodyState {
     /// All of it (or the call has none).
     Complete,
-    /// The front door got only part of it.
-    Partial,
-    /// The caller announced one, but the front door did not get it.
-    Missing,
+    /// Part or none of what the caller sent: an approvable call is refused
+    /// with this reason, in the front door's words (what to fix where).
+    Incomplete(&'static str),
 }
 
 /// When a call arrived (its latency and its span start there) and in which
@@ -214,6 +215,15 @@ pub struct GateSettings {
     pub store_budget: Duration,
 }
 
+impl GateSettings {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            hold_max: c.hold_max,
+            store_budget: c.store_budget,
+        }
+    }
+}
+
 /// The decision core. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Gate {
@@ -289,8 +299,7 @@ impl Gate {
             }
         };
         let answer_by = req.answer_by;
-        let budget = self.audit_budget(started, answer_by, note.as_ref());
-        self.finish_guarded(trail, &req.call, started, outcome, note, budget)
+        self.finish_guarded(trail, &req.call, started, answer_by, outcome, note)
             .await
     }
 
@@ -329,9 +338,9 @@ impl Gate {
         trail: Trail,
         call: &Call<'_>,
         started: Instant,
+        answer_by: Option<Instant>,
         mut outcome: Outcome,
         note: Option<approvable::Note>,
-        until: Instant,
     ) -> Outcome {
         let note_ref = note.as_ref();
         let mut audited = None;
@@ -346,6 +355,7 @@ impl Gate {
                 .map(|n| n.id.as_str())
                 .filter(|id| !id.is_empty())
                 .unwrap_or(call.request_id);
+            let until = self.audit_budget(started, answer_by, note_ref);
             let written = tokio::time::timeout_at(
                 until,
                 self.approvals
@@ -353,11 +363,18 @@ impl Gate {
                     .append_audit(place, &crate::audit::trail::borrowed(&fields)),
             )
             .await;
-            let written = match written {
-                Ok(Ok(_)) => true,
-                Ok(Err(e)) => self.audit_failed(&e.to_string()),
-                Err(_) => self.audit_failed("timed out"),
+            let failed = match written {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("timed out".to_owned()),
             };
+            if let Some(why) = &failed {
+                tracing::warn!("audit stream not written, guarded call refused: {why}");
+                let metrics = self.approvals.sink().metrics();
+                metrics.redis_error();
+                metrics.audit_failure();
+            }
+            let written = failed.is_none();
             // An audit device that cannot write refuses what it would allow.
             if !written && matches!(outcome, Outcome::Allow { .. }) {
                 outcome = Outcome::unavailable(AUDIT_UNAVAILABLE, trail.policies());
@@ -366,14 +383,6 @@ impl Gate {
         }
         self.record(trail, call, started, &outcome, note_ref, audited);
         outcome
-    }
-
-    fn audit_failed(&self, why: &str) -> bool {
-        tracing::warn!("audit stream not written, guarded call refused: {why}");
-        let metrics = self.approvals.sink().metrics();
-        metrics.redis_error();
-        metrics.audit_failure();
-        false
     }
 
     /// The metric, the log line and the span of one check.
@@ -399,16 +408,5 @@ impl Gate {
     }
 }
 
-pub use approvable::Note;
-
 #[cfg(test)]
 mod tests;
-
-impl GateSettings {
-    pub fn from_config(c: &crate::config::Config) -> Self {
-        Self {
-            hold_max: c.hold_max,
-            store_budget: c.store_budget,
-        }
-    }
-}

@@ -28,13 +28,8 @@ fn world() -> World {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let policies = Arc::new(PolicyStore::open(&dir, config.mapper.probes().unwrap()).unwrap());
     let store = Arc::new(MemoryStore::new());
-    let identity = &config.mapper.identity;
-    let rules = Approvers::new(
-        policies.clone(),
-        identity.user_type.clone(),
-        identity.group_type.clone(),
-    );
-    let approvals = Lifecycle::new(store.clone(), EventSink::default()).with_approvers(rules);
+    let rules = Approvers::from_config(policies.clone(), &config);
+    let approvals = Lifecycle::new(store.clone(), EventSink::default(), rules);
     let gate = Gate::new(
         policies,
         approvals.clone(),

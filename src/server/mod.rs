@@ -5,7 +5,7 @@
 pub mod check_wire;
 mod sidecar;
 
-pub use sidecar::{Listeners, Prepared, StartError, prepare as sidecar_prepare, run};
+pub use sidecar::{Listeners, Prepared, StartError, prepare, run};
 
 use std::future::Future;
 use std::time::Duration;

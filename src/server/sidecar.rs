@@ -189,12 +189,8 @@ impl Prepared {
         );
         let notifier = crate::approval::notify::Notifier::start(config.webhooks.clone());
         let sink = EventSink::new(telemetry.clone(), metrics.clone(), Some(notifier));
-        let identity = &config.mapper.identity;
-        let approvals = Lifecycle::new(store.clone(), sink).with_approvers(Approvers::new(
-            policies.clone(),
-            identity.user_type.clone(),
-            identity.group_type.clone(),
-        ));
+        let approvers = Approvers::from_config(policies.clone(), &config);
+        let approvals = Lifecycle::new(store.clone(), sink, approvers);
 
         // One signal stops every server.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(());

@@ -4,11 +4,9 @@
 //! their constructors is fixed here once.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cedar_policy::EntityTypeName;
 use countersign::admin::AdminService;
 use countersign::admin::auth::Authenticator;
 use countersign::approval::approvers::Approvers;
@@ -80,23 +78,24 @@ pub fn authz_service_with(
     let settings = AuthzSettings::from_config(&config);
     let mut gate_settings = GateSettings::from_config(&config);
     tune(&mut gate_settings);
-    let gate = Gate::new(policies, Lifecycle::new(store, sink), gate_settings);
+    let approvers = Approvers::from_config(policies.clone(), &config);
+    let gate = Gate::new(
+        policies,
+        Lifecycle::new(store, sink, approvers),
+        gate_settings,
+    );
     AuthzService::new(Arc::new(config.mapper), gate, settings)
 }
 
-/// The approval lifecycle on `store` with the approver rules `serve` uses:
-/// principals of type `User` in groups of type `Group` (as the example
-/// policies name them), and `policies`.
+/// The approval lifecycle on `store` with the approver rules `serve` uses
+/// for the example configuration and `policies`.
 pub fn lifecycle(
     policies: Arc<PolicyStore>,
     store: Arc<dyn ApprovalStore>,
     sink: EventSink,
 ) -> Lifecycle {
-    Lifecycle::new(store, sink).with_approvers(Approvers::new(
-        policies,
-        EntityTypeName::from_str("User").unwrap(),
-        EntityTypeName::from_str("Group").unwrap(),
-    ))
+    let approvers = Approvers::from_config(policies, &example_config());
+    Lifecycle::new(store, sink, approvers)
 }
 
 /// The approvers' service for `approvers`, on [`lifecycle`].

@@ -9,7 +9,8 @@
 //!
 //! - [`conn`]: connections (one node or a cluster), timeouts, WAIT.
 //! - [`keys`]: key and shard layout.
-//! - [`requests`]: opening, reading, listing, voting, consuming, sweeping.
+//! - [`requests`]: the [`crate::approval::ApprovalStore`] impl: opening, reading, listing,
+//!   voting, consuming, sweeping.
 //! - [`audit`]: the audit streams.
 //! - [`pubsub`]: change events over sharded pub/sub.
 //! - [`record`]: a stored request back into an [`Approval`].
@@ -25,10 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::{OnceCell, broadcast, watch};
 
-use super::store::{
-    ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, Event, ListFilter, StoreError,
-};
-use super::{Approval, NewApproval, Opened, Ruling};
+use super::store::Event;
 use conn::{Client, Conn};
 
 /// How to reach Redis and how long records live. `Debug` (in
@@ -121,78 +119,5 @@ impl RedisStore {
             live: watch::Sender::new(false),
             scripts: Scripts::load(),
         })
-    }
-}
-
-#[async_trait::async_trait]
-impl ApprovalStore for RedisStore {
-    async fn open(&self, new: &NewApproval, check: CheckRef<'_>) -> Result<Opened, StoreError> {
-        self.open_request(new, check).await
-    }
-
-    async fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
-        self.get_request(id).await
-    }
-
-    async fn list(&self, filter: &ListFilter) -> Result<Vec<Approval>, StoreError> {
-        self.list_requests(filter).await
-    }
-
-    async fn vote(
-        &self,
-        id: &str,
-        approver: &str,
-        ruling: Ruling,
-        reason: &str,
-    ) -> Result<Approval, StoreError> {
-        self.vote_on(id, approver, ruling, reason).await
-    }
-
-    async fn consume(
-        &self,
-        token: Option<&str>,
-        id: Option<&str>,
-        fingerprint: &str,
-        check: CheckRef<'_>,
-    ) -> Result<Consumed, StoreError> {
-        self.consume_use(token, id, fingerprint, check).await
-    }
-
-    async fn sweep(&self) -> (Vec<String>, Vec<StoreError>) {
-        self.sweep_shards().await
-    }
-
-    async fn pending_count(&self) -> Result<u64, StoreError> {
-        self.count_pending().await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
-            .await
-    }
-
-    async fn append_audit(
-        &self,
-        place: &str,
-        fields: &[(&str, &str)],
-    ) -> Result<String, StoreError> {
-        self.append_entry(place, fields).await
-    }
-
-    async fn audit_range(
-        &self,
-        cursor: &mut AuditCursor,
-        end: &str,
-        count: usize,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.read_range(cursor, end, count).await
-    }
-
-    async fn audit_end(&self) -> Result<AuditCursor, StoreError> {
-        self.end_cursor().await
-    }
-
-    async fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.subscribe_live().await
     }
 }

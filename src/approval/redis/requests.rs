@@ -1,12 +1,17 @@
-//! Requests in Redis: open, read, list, vote, consume, sweep. Each state
-//! change is one script; see `lua/`.
+//! The store's contract on Redis: open, read, list, vote, consume, sweep
+//! here (each state change is one script; see `lua/`); the audit streams
+//! and pub/sub in their own files.
 
 use std::collections::HashMap;
+
+use tokio::sync::broadcast;
 
 use super::RedisStore;
 use super::keys::fingerprint_shard;
 use super::record::parse;
-use crate::approval::store::{CheckRef, Consumed, ListFilter, StoreError};
+use crate::approval::store::{
+    ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, Event, ListFilter, StoreError,
+};
 use crate::approval::{
     Approval, NewApproval, Opened, Ruling, SHARDS, Status, Vote, new_id, new_token, now_secs,
     shard_of, shard_of_id, token_hash,
@@ -15,14 +20,11 @@ use crate::approval::{
 /// Requests expired per sweep call, so that one call stays short.
 const SWEEP_BATCH: usize = 500;
 
-impl RedisStore {
+#[async_trait::async_trait]
+impl ApprovalStore for RedisStore {
     /// Opens a request for an approvable call, or finds the one this exact
     /// call already opened (pending, approved, or denied).
-    pub(super) async fn open_request(
-        &self,
-        new: &NewApproval,
-        check: CheckRef<'_>,
-    ) -> Result<Opened, StoreError> {
+    async fn open(&self, new: &NewApproval, check: CheckRef<'_>) -> Result<Opened, StoreError> {
         let shard = fingerprint_shard(&new.fingerprint);
         let id = new_id(shard);
         let (token, hash) = new_token(shard);
@@ -60,7 +62,7 @@ impl RedisStore {
             other => return Err(StoreError::Corrupt(format!("open returned {other:?}"))),
         };
         let approval = self
-            .get_request(&id)
+            .get(&id)
             .await?
             .ok_or_else(|| StoreError::NotFound(id.clone()))?;
         Ok(Opened {
@@ -71,7 +73,7 @@ impl RedisStore {
     }
 
     /// One request, with its status as of now.
-    pub(super) async fn get_request(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+    async fn get(&self, id: &str) -> Result<Option<Approval>, StoreError> {
         let Some(key) = self.key(id) else {
             return Ok(None);
         };
@@ -96,10 +98,7 @@ impl RedisStore {
     }
 
     /// Requests, newest first.
-    pub(super) async fn list_requests(
-        &self,
-        filter: &ListFilter,
-    ) -> Result<Vec<Approval>, StoreError> {
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Approval>, StoreError> {
         let limit = filter.limit();
         // Filters apply after reading, so read a wider window than `limit`:
         // the newest 5,000 of each shard, merged by creation time.
@@ -119,7 +118,7 @@ impl RedisStore {
         let mut out = Vec::new();
         let mut gone = Vec::new();
         for (id, _) in ids {
-            match self.get_request(&id).await? {
+            match self.get(&id).await? {
                 None => gone.push(id),
                 Some(a) if filter.keeps(&a) => {
                     out.push(a);
@@ -150,7 +149,7 @@ impl RedisStore {
     /// Approve, deny or revoke, as `approver`. Separation of duties is
     /// checked by the caller; the store enforces distinct approvers, the
     /// quorum, and the lifecycle.
-    pub(super) async fn vote_on(
+    async fn vote(
         &self,
         id: &str,
         approver: &str,
@@ -215,14 +214,14 @@ impl RedisStore {
             }
             other => return Err(StoreError::Corrupt(format!("vote returned {other:?}"))),
         }
-        self.get_request(id)
+        self.get(id)
             .await?
             .ok_or_else(|| StoreError::NotFound(id.into()))
     }
 
     /// Takes one use of an approval for a call with `fingerprint`, found by
     /// the caller's token or (hold mode) by id.
-    pub(super) async fn consume_use(
+    async fn consume(
         &self,
         token: Option<&str>,
         id: Option<&str>,
@@ -290,7 +289,7 @@ impl RedisStore {
     /// Expires due requests (recording each in the audit stream once) and
     /// trims the streams by age, shard by shard. Returns the ids it expired
     /// and the errors of the shards it could not sweep.
-    pub(super) async fn sweep_shards(&self) -> (Vec<String>, Vec<StoreError>) {
+    async fn sweep(&self) -> (Vec<String>, Vec<StoreError>) {
         let min_id = self.cfg.audit_max_age.map_or(0, |age| {
             (now_millis() as u64).saturating_sub(age.as_millis() as u64)
         });
@@ -319,7 +318,7 @@ impl RedisStore {
     }
 
     /// Requests waiting for a decision (not yet expired).
-    pub(super) async fn count_pending(&self) -> Result<u64, StoreError> {
+    async fn pending_count(&self) -> Result<u64, StoreError> {
         let now = now_secs();
         let counts: Vec<u64> = self
             .each_shard(|sp| {
@@ -329,6 +328,36 @@ impl RedisStore {
             })
             .await?;
         Ok(counts.iter().sum())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+
+    async fn append_audit(
+        &self,
+        place: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<String, StoreError> {
+        self.append_entry(place, fields).await
+    }
+
+    async fn audit_range(
+        &self,
+        cursor: &mut AuditCursor,
+        end: &str,
+        count: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read_range(cursor, end, count).await
+    }
+
+    async fn audit_end(&self) -> Result<AuditCursor, StoreError> {
+        self.end_cursor().await
+    }
+
+    async fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.subscribe_live().await
     }
 }
 
