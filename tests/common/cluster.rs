@@ -22,26 +22,54 @@ struct Node {
 const NODE_TIMEOUT_MS: &str = "1000";
 
 impl Cluster {
+    /// Starts a cluster, on other ports if one node could not have its
+    /// own (a port can be taken between choosing and binding it).
     pub async fn start() -> Cluster {
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            match Cluster::try_start().await {
+                Ok(cluster) => return cluster,
+                Err(e) => {
+                    eprintln!("cluster start, attempt {attempt}: {e}");
+                    last = e;
+                }
+            }
+        }
+        panic!("the cluster did not start: {last}");
+    }
+
+    async fn try_start() -> Result<Cluster, String> {
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir,
         };
-        for _ in 0..6 {
-            let port = node_port();
+        for port in node_ports(6) {
             let child = cluster.spawn(port);
             cluster.nodes.push(Node {
                 port,
                 child: Some(child),
             });
         }
-        for n in &cluster.nodes {
-            assert!(
-                listening(n.port).await,
-                "cluster node did not start on {}",
-                n.port
-            );
+        for n in &mut cluster.nodes {
+            if !listening(n.port).await {
+                return Err(format!("node did not start on {}", n.port));
+            }
+            // Another process on the port answers too: only a node that is
+            // still running owns it.
+            if let Some(status) = n.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(format!("node on {} exited: {status}", n.port));
+            }
+        }
+        let mut ids: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| cli(n.port, &["CLUSTER", "MYID"]))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != cluster.nodes.len() || ids.iter().any(|id| id.trim().is_empty()) {
+            return Err(format!("nodes do not answer as six: {ids:?}"));
         }
         let addrs: Vec<String> = cluster
             .nodes
@@ -54,13 +82,19 @@ impl Cluster {
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .output()
             .expect("redis-cli not found: install the redis-server package");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        cluster.settle().await;
-        cluster
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+        if !cluster.settled().await {
+            return Err(format!(
+                "the cluster did not settle: {}",
+                cluster.nodes_text()
+            ));
+        }
+        Ok(cluster)
     }
 
     fn node_dir(&self, port: u16) -> PathBuf {
@@ -95,7 +129,15 @@ impl Cluster {
     /// has its replica and every replica has finished its initial sync (a
     /// primary reports a replica "online" before the replica holds the data).
     pub async fn settle(&self) {
-        let ok = eventually(
+        assert!(
+            self.settled().await,
+            "the cluster did not settle: {}",
+            self.nodes_text()
+        );
+    }
+
+    async fn settled(&self) -> bool {
+        eventually(
             Duration::from_secs(30),
             Duration::from_millis(100),
             || async {
@@ -113,8 +155,7 @@ impl Cluster {
                     })
             },
         )
-        .await;
-        assert!(ok, "the cluster did not settle: {}", self.nodes_text());
+        .await
     }
 
     /// Waits until `primary`'s replica has acknowledged everything written
@@ -274,15 +315,24 @@ impl Drop for Cluster {
     }
 }
 
-/// A free port for a cluster node: at most 55535, because the node also
-/// listens on its port + 10000 (the cluster bus), which must be free too.
-fn node_port() -> u16 {
-    loop {
+/// `count` free ports for cluster nodes, each at most 55535 because a node
+/// also listens on its port + 10000 (the cluster bus); no node's port is
+/// another's, nor another's bus port.
+fn node_ports(count: usize) -> Vec<u16> {
+    let mut taken: Vec<u16> = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < count {
         let port = free_port();
-        if port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
-            return port;
+        if port <= 55535
+            && !taken.contains(&port)
+            && !taken.contains(&(port + 10000))
+            && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok()
+        {
+            taken.extend([port, port + 10000]);
+            ports.push(port);
         }
     }
+    ports
 }
 
 /// Whether a node accepts connections on `port` within 10 s.
