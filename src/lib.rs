@@ -43,6 +43,7 @@ pub mod clock;
 pub mod config;
 pub mod gate;
 pub mod location;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod request;

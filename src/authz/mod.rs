@@ -131,14 +131,23 @@ impl AuthzService {
                 Ok(mapped) => {
                     let token = req.headers.get(&self.settings.token_header);
                     let token = token.map(String::as_str);
-                    let call = call_of(http, req.source_address, token, body_state(&req));
+                    let mut call = call_of(http, req.source_address, token, body_state(&req));
+                    if let Some(mcp) = &mapped.mcp {
+                        // The tool call, not the envelope whose `id` changes.
+                        call.body = &mcp.bound;
+                        call.status_of = respond::mcp_status_of(mcp);
+                    }
                     let access = AccessRequest {
                         call,
                         arrival,
                         mapped: &mapped,
                         answer_by,
                     };
-                    self.gate.decide(access).await
+                    let outcome = self.gate.decide(access).await;
+                    if let Some(mcp) = mapped.mcp.as_ref().filter(|m| m.id.is_some()) {
+                        return self.respond_mcp(&outcome, request_id(http), mcp);
+                    }
+                    outcome
                 }
             },
         };

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::AuthzService;
 use crate::approval::Approval;
 use crate::gate::Outcome;
+use crate::request::McpCall;
 
 /// Header naming the approval request in an `approval_required` answer.
 pub const APPROVAL_ID_HEADER: &str = "x-countersign-approval-id";
@@ -69,6 +70,16 @@ pub(super) fn http_status(o: &Outcome) -> u16 {
     codes(o).1 as u16
 }
 
+/// On an MCP request with an `id`, every answer is `200` with a JSON-RPC
+/// response: MCP clients raise on an HTTP error and lose its body.
+pub(super) fn mcp_status_of(call: &McpCall) -> fn(&Outcome) -> u16 {
+    if call.id.is_some() {
+        |_| 200
+    } else {
+        http_status
+    }
+}
+
 impl AuthzService {
     /// The answer Envoy gets.
     pub(super) fn respond(&self, outcome: &Outcome, request_id: &str) -> CheckResponse {
@@ -84,6 +95,26 @@ impl AuthzService {
         };
         let (code, status) = codes(outcome);
         deny(code, status, outcome.reason(), policies, request_id)
+    }
+
+    /// The answer to an MCP request with an `id`: a JSON-RPC response (see
+    /// [`crate::mcp`]), with the usual rpc code for Envoy's stats.
+    pub(super) fn respond_mcp(
+        &self,
+        outcome: &Outcome,
+        request_id: &str,
+        call: &McpCall,
+    ) -> CheckResponse {
+        if let Outcome::Allow { principal } = outcome {
+            return self.allow(principal);
+        }
+        let mut headers = Vec::new();
+        if let Outcome::ApprovalRequired { approval, .. } = outcome {
+            headers.push(header(APPROVAL_ID_HEADER, &approval.id));
+        }
+        let body = crate::mcp::answer(call, outcome, request_id);
+        let code = codes(outcome).0;
+        denied(code, HttpStatusCode::Ok, outcome.reason(), headers, body)
     }
 
     fn allow(&self, principal: &str) -> CheckResponse {

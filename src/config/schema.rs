@@ -27,6 +27,8 @@ pub(super) struct Raw {
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     #[serde(default)]
+    pub mcp: Vec<RawMcp>,
+    #[serde(default)]
     pub redis: RawRedis,
     #[serde(default)]
     pub approvals: RawApprovals,
@@ -51,6 +53,36 @@ impl Raw {
         {
             *path = base.join(&*path);
         }
+    }
+}
+
+/// An MCP server's Streamable HTTP endpoint (`[[mcp]]`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMcp {
+    pub path: String,
+    pub server: String,
+    #[serde(default = "RawMcp::default_resource_type")]
+    pub resource_type: String,
+    #[serde(default = "RawMcp::default_tool_action")]
+    pub tool_action: String,
+    #[serde(default = "RawMcp::default_protocol_action")]
+    pub protocol_action: String,
+    #[serde(default)]
+    pub methods: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub resources: std::collections::BTreeMap<String, String>,
+}
+
+impl RawMcp {
+    fn default_resource_type() -> String {
+        "McpServer".into()
+    }
+    fn default_tool_action() -> String {
+        "{tool}".into()
+    }
+    fn default_protocol_action() -> String {
+        "mcp_protocol".into()
     }
 }
 

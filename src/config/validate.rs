@@ -1,7 +1,7 @@
 //! Validation: the file's values (after the environment's) into the typed
 //! [`Config`], each error naming the origin, the field and what was expected.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
@@ -10,11 +10,14 @@ use std::time::Duration;
 use cedar_policy::{EntityTypeName, EntityUid};
 
 use super::env::Origins;
-use super::schema::{Raw, RawAdmin, RawRedis};
+use super::schema::{Raw, RawAdmin, RawMcp, RawRedis};
 use super::{AdminConfig, ApproverConfig, Config, ConfigError};
 use crate::approval::StoreConfig;
 use crate::approval::notify::Webhook;
-use crate::request::{ContextSettings, IdentitySettings, Mapper, RouteSpec, RouteTable};
+use crate::request::mcp::ResourceTemplate as McpResource;
+use crate::request::{
+    ContextSettings, IdentitySettings, Mapper, McpEndpoint, RouteSpec, RouteTable,
+};
 
 /// Headers that carry credentials; they never reach policies or logs.
 const SECRET_HEADERS: &[&str] = &[
@@ -137,6 +140,13 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
     let routes = RouteTable::new(specs, default_action, default_type)
         .map_err(|(i, e)| o.invalid(&format!("routes[{i}]"), &e.to_string()))?;
 
+    let mcp = raw
+        .mcp
+        .iter()
+        .enumerate()
+        .map(|(i, m)| validate_mcp(o, i, m, &routes))
+        .collect::<Result<Vec<_>, _>>()?;
+
     let mut store = validate_redis(&raw.redis, o)?;
     if raw.audit.max_entries == 0 {
         return Err(o.invalid("audit.max_entries", "expected a positive number of entries"));
@@ -203,6 +213,7 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
         principal_header,
         mapper: Mapper {
             routes,
+            mcp,
             identity,
             context: ContextSettings {
                 headers,
@@ -434,6 +445,85 @@ fn public_header(o: &Origins, field: &str, v: &str) -> Result<String, ConfigErro
         ));
     }
     Ok(name)
+}
+
+fn validate_mcp(
+    o: &Origins,
+    i: usize,
+    m: &RawMcp,
+    routes: &RouteTable,
+) -> Result<McpEndpoint, ConfigError> {
+    let f = |name: &str| format!("mcp[{i}].{name}");
+    if !m.path.starts_with('/') || m.path.contains(['{', '?', '#']) {
+        return Err(o.invalid(
+            &f("path"),
+            &format!("expected a literal path such as `/mcp`, got `{}`", m.path),
+        ));
+    }
+    if routes
+        .resolve("POST", &m.path)
+        .is_ok_and(|r| r.route.is_some())
+    {
+        return Err(o.invalid(
+            &f("path"),
+            &format!(
+                "`{}` is also a route's path: an MCP endpoint needs its own",
+                m.path
+            ),
+        ));
+    }
+    let server = non_empty(o, &f("server"), &m.server)?;
+    let resource_type = type_name(o, &f("resource_type"), &m.resource_type)?;
+    let tool_action = m
+        .tool_action
+        .split_once("{tool}")
+        .filter(|(a, b)| !a.contains(['{', '"']) && !b.contains(['{', '"']))
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .ok_or_else(|| {
+            o.invalid(
+                &f("tool_action"),
+                &format!(
+                    "expected a template with `{{tool}}` once, such as `{{tool}}` or `mcp_{{tool}}`, got `{}`",
+                    m.tool_action
+                ),
+            )
+        })?;
+    let mut methods = HashMap::new();
+    for (method, action) in &m.methods {
+        methods.insert(
+            method.clone(),
+            action_uid(o, &f(&format!("methods.{method}")), action)?,
+        );
+    }
+    let mut resources = HashMap::new();
+    for (tool, resource) in &m.resources {
+        let field = f(&format!("resources.{tool}"));
+        let parsed = split_resource(resource).and_then(|(ty, id)| {
+            let ty = EntityTypeName::from_str(ty).ok()?;
+            McpResource::parse(ty, id).ok()
+        });
+        let Some(parsed) = parsed else {
+            return Err(o.invalid(
+                &field,
+                &format!(
+                    r#"expected `Type::"id template"` with `{{arguments.NAME}}` placeholders, such as `Dataset::"{{arguments.dataset}}"`, got `{resource}`"#
+                ),
+            ));
+        };
+        resources.insert(tool.clone(), parsed);
+    }
+    Ok(McpEndpoint {
+        path: m.path.clone(),
+        server_resource: EntityUid::from_type_name_and_id(
+            resource_type,
+            cedar_policy::EntityId::new(&server),
+        ),
+        server,
+        tool_action,
+        protocol_action: action_uid(o, &f("protocol_action"), &m.protocol_action)?,
+        methods,
+        resources,
+    })
 }
 
 /// Splits `Type::"id"` into `Type` and `id`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{AccessRequest, BodyState, Gate, Outcome, UNAVAILABLE};
-use crate::approval::events::ApprovalEvent;
+use crate::approval::events::{ApprovalEvent, Parties};
 use crate::approval::store::{CheckRef, Consumed, StoreError};
 use crate::approval::{
     Approval, ApprovalParams, FingerprintInput, Mode, NewApproval, RequestInfo, Ruling, Status,
@@ -42,12 +42,7 @@ impl Gate {
             reason,
             policies: policies.clone(),
         };
-        let unavailable = |e: StoreError| {
-            // The detail (hosts, Redis errors) is for operators, not callers.
-            tracing::warn!("approval store: {e}");
-            self.approvals.sink().metrics().redis_error();
-            Outcome::unavailable(UNAVAILABLE, &policies)
-        };
+        let unavailable = |e: StoreError| self.store_unavailable(e, &policies);
         // The approval must bind the whole body.
         if let BodyState::Incomplete(why) = call.body_state {
             return (refuse(why.to_owned()), note);
@@ -173,27 +168,16 @@ impl Gate {
                 Err(e) => return (unavailable(e), note),
             }
             if approval.status == Status::Approved {
-                let consumed = within(
-                    budget,
-                    approvals.consume(None, Some(&approval.id), &fingerprint, here, parties),
-                )
-                .await;
-                let outcome = match consumed {
-                    Ok(Consumed::Used { uses_left, .. }) => {
-                        note.used = true;
-                        note.status = Some(ApprovalEvent::status_after_use(uses_left));
-                        allowed
-                    }
-                    // Approved, but another identical held call used it first.
-                    Ok(Consumed::NotUsable { id, status }) => refuse(not_usable(&id, status)),
-                    Ok(_) => refuse(format!(
-                        "approval `{}` could not be used for this call",
-                        approval.id
-                    )),
-                    Err(e) => unavailable(e),
-                };
-                return (outcome, note);
+                let used = self.use_approved(&approval.id, &fingerprint, here, parties);
+                return (used.finish(used.run().await, &policies, &mut note), note);
             }
+        }
+        // An MCP client cannot add a header to one tool call: there the
+        // identical call (same principal, on-behalf-of, server, tool and
+        // arguments) is the proof, and it takes the approved use itself.
+        if req.mapped.mcp.is_some() && approval.status == Status::Approved {
+            let used = self.use_approved(&approval.id, &fingerprint, here, parties);
+            return (used.finish(used.run().await, &policies, &mut note), note);
         }
         note.status = Some(approval.status);
         let outcome = match approval.status {
@@ -213,6 +197,30 @@ impl Gate {
         (outcome, note)
     }
 
+    /// The store failed: the detail (hosts, Redis errors) is for
+    /// operators, not callers.
+    fn store_unavailable(&self, e: StoreError, policies: &[String]) -> Outcome {
+        tracing::warn!("approval store: {e}");
+        self.approvals.sink().metrics().redis_error();
+        Outcome::unavailable(UNAVAILABLE, policies)
+    }
+
+    fn use_approved<'u>(
+        &'u self,
+        id: &'u str,
+        fingerprint: &'u str,
+        here: CheckRef<'u>,
+        parties: Parties<'u>,
+    ) -> UseApproved<'u> {
+        UseApproved {
+            gate: self,
+            id,
+            fingerprint,
+            here,
+            parties,
+        }
+    }
+
     /// Until when a held call waits: the hold limit, the request's own
     /// expiry, and room before the caller's deadline to consume the
     /// approval, record the decision and answer.
@@ -226,6 +234,61 @@ impl Gate {
                 deadline.min(by.checked_sub(reserve).unwrap_or(by))
             }
             None => deadline,
+        }
+    }
+}
+
+/// Taking one use of an approved request for the call that found it.
+struct UseApproved<'u> {
+    gate: &'u Gate,
+    id: &'u str,
+    fingerprint: &'u str,
+    here: CheckRef<'u>,
+    parties: Parties<'u>,
+}
+
+impl UseApproved<'_> {
+    async fn run(&self) -> Result<Consumed, StoreError> {
+        let g = self.gate;
+        within(
+            g.settings.store_budget,
+            g.approvals.consume(
+                None,
+                Some(self.id),
+                self.fingerprint,
+                self.here,
+                self.parties,
+            ),
+        )
+        .await
+    }
+
+    /// The outcome of the attempt, noted.
+    fn finish(
+        &self,
+        consumed: Result<Consumed, StoreError>,
+        policies: &[String],
+        note: &mut Note,
+    ) -> Outcome {
+        let refuse = |reason: String| Outcome::Deny {
+            reason,
+            policies: policies.to_vec(),
+        };
+        match consumed {
+            Ok(Consumed::Used { uses_left, .. }) => {
+                note.used = true;
+                note.status = Some(ApprovalEvent::status_after_use(uses_left));
+                Outcome::Allow {
+                    principal: self.parties.principal.to_owned(),
+                }
+            }
+            // Approved, but another identical call used it first.
+            Ok(Consumed::NotUsable { id, status }) => refuse(not_usable(&id, status)),
+            Ok(_) => refuse(format!(
+                "approval `{}` could not be used for this call",
+                self.id
+            )),
+            Err(e) => self.gate.store_unavailable(e, policies),
         }
     }
 }

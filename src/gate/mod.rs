@@ -286,13 +286,22 @@ impl Gate {
                 },
                 None,
             ),
-            Verdict::Deny(d) => (
-                Outcome::Deny {
-                    reason: d.reason(),
-                    policies: d.policies,
-                },
-                None,
-            ),
+            Verdict::Deny(d) => {
+                let undeclared = d.policies.is_empty()
+                    && d.errors.is_empty()
+                    && !self.policies.declares(&mapped.action);
+                let reason = if undeclared {
+                    // A tool name, say, that no one wrote policies for.
+                    format!(
+                        "no policy can allow {}: the policy schema does not declare it",
+                        mapped.action
+                    )
+                } else {
+                    d.reason()
+                };
+                let policies = d.policies;
+                (Outcome::Deny { reason, policies }, None)
+            }
             Verdict::Approvable { denial, params } => {
                 let (outcome, note) = self.approvable(&req, &trail, denial.policies, params).await;
                 (outcome, Some(note))

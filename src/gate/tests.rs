@@ -67,6 +67,23 @@ impl World {
         claims: Value,
         token: Option<&str>,
     ) -> Outcome {
+        self.decide_body(method, path, claims, token, BODY).await
+    }
+
+    /// `body` to the MCP endpoint, bound as the front door binds it.
+    async fn decide_mcp(&self, claims: Value, body: &str) -> Outcome {
+        self.decide_body("POST", "/mcp", claims, None, body.as_bytes())
+            .await
+    }
+
+    async fn decide_body(
+        &self,
+        method: &str,
+        path: &str,
+        claims: Value,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> Outcome {
         let headers = HashMap::from([("content-type".to_owned(), "application/json".to_owned())]);
         let claims: Map<String, Value> = claims.as_object().unwrap().clone();
         let req = HttpRequest {
@@ -75,7 +92,7 @@ impl World {
             host: "api",
             scheme: "http",
             headers: &headers,
-            body: BODY,
+            body,
             source_address: "10.0.0.7",
             source_principal: "",
             jwt_claims: Some(&claims),
@@ -83,12 +100,13 @@ impl World {
             time: None,
         };
         let mapped = self.mapper.map(&req).unwrap();
+        let bound = mapped.mcp.as_ref().map_or(body, |m| &m.bound[..]);
         let call = Call {
             method,
             host: "api",
             scheme: "http",
             path,
-            body: BODY,
+            body: bound,
             body_state: BodyState::Complete,
             source_address: "10.0.0.7",
             request_id: "req-1",
@@ -237,4 +255,102 @@ async fn a_token_for_another_call_is_refused_and_an_unguarded_call_leaves_no_tra
         before,
         "unguarded: no audit entry"
     );
+}
+
+fn tool_call(id: u32, tool: &str, arguments: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": arguments}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn an_approved_mcp_tool_call_runs_once_for_the_same_agent_and_arguments() {
+    let w = world();
+    let args = json!({"dataset": "sales", "format": "csv", "destination": "s3://reports"});
+    let export = |id| tool_call(id, "export_dataset", args.clone());
+    let Outcome::ApprovalRequired { approval, .. } = w.decide_mcp(agent(), &export(3)).await else {
+        panic!("an agent's MCP export needs an approval")
+    };
+    assert_eq!(approval.info.action, r#"Action::"export_dataset""#);
+    assert_eq!(approval.info.parameters["mcp.tool"], "export_dataset");
+    assert_eq!(
+        approval.info.parameters["arguments.destination"],
+        "s3://reports"
+    );
+    // The identical call before approval finds the same request.
+    let Outcome::ApprovalRequired {
+        approval: again, ..
+    } = w.decide_mcp(agent(), &export(4)).await
+    else {
+        panic!("still pending")
+    };
+    assert_eq!(again.id, approval.id);
+    let dora = approver("dora", &["data-owners"]);
+    w.approvals
+        .rule(&dora, &approval.id, Ruling::Approve, "quarterly")
+        .await
+        .unwrap();
+
+    // Another agent, and other arguments, are other calls.
+    let other_agent = json!({"sub": "agent-8", "groups": ["agents"], "on_behalf_of": "alice"});
+    let Outcome::ApprovalRequired { approval: a2, .. } =
+        w.decide_mcp(other_agent, &export(5)).await
+    else {
+        panic!("another agent needs its own approval")
+    };
+    assert_ne!(a2.id, approval.id);
+    let changed = tool_call(
+        6,
+        "export_dataset",
+        json!({"dataset": "sales", "format": "csv", "destination": "s3://elsewhere"}),
+    );
+    let Outcome::ApprovalRequired { approval: a3, .. } = w.decide_mcp(agent(), &changed).await
+    else {
+        panic!("changed arguments need their own approval")
+    };
+    assert_ne!(a3.id, approval.id);
+
+    // The identical call, with a new JSON-RPC id, runs once; a replay asks
+    // again.
+    let used = w.decide_mcp(agent(), &export(7)).await;
+    assert!(matches!(used, Outcome::Allow { .. }), "{used:?}");
+    let replay = w.decide_mcp(agent(), &export(8)).await;
+    assert!(
+        matches!(&replay, Outcome::ApprovalRequired { approval: a, .. } if a.id != approval.id && a.status == Status::Pending),
+        "{replay:?}"
+    );
+}
+
+#[tokio::test]
+async fn mcp_tools_are_allowed_forbidden_or_unknown_with_a_reason() {
+    let w = world();
+    let read = w
+        .decide_mcp(
+            agent(),
+            &tool_call(1, "read_dataset", json!({"dataset": "sales"})),
+        )
+        .await;
+    assert!(matches!(read, Outcome::Allow { .. }), "{read:?}");
+    let delete = w
+        .decide_mcp(
+            agent(),
+            &tool_call(2, "delete_dataset", json!({"dataset": "sales"})),
+        )
+        .await;
+    assert!(
+        matches!(&delete, Outcome::Deny { policies, .. } if policies == &["mcp-delete-tools-forbidden"]),
+        "{delete:?}"
+    );
+    let unknown = w
+        .decide_mcp(agent(), &tool_call(3, "drop_tables", json!({})))
+        .await;
+    assert!(
+        matches!(&unknown, Outcome::Deny { reason, .. } if reason.contains(r#"Action::"drop_tables""#) && reason.contains("does not declare")),
+        "{unknown:?}"
+    );
+    let list = r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#;
+    assert!(matches!(
+        w.decide_mcp(agent(), list).await,
+        Outcome::Allow { .. }
+    ));
 }

@@ -3,6 +3,8 @@
 //! [`HttpRequest`].
 
 pub mod identity;
+pub mod mcp;
+mod path;
 pub mod routes;
 pub mod value;
 
@@ -17,9 +19,11 @@ use cedar_policy::{
 use serde_json::{Map, Value};
 
 pub use identity::{Identity, IdentityError, IdentitySettings, Source};
+pub use mcp::{McpCall, McpEndpoint};
 pub use routes::{RouteSpec, RouteTable};
 
 use crate::policy::Probe;
+use path::{check_normalised, check_percent_encoding};
 
 /// Longest path (with query) accepted; Envoy's own limit on the request line
 /// is lower, so only a direct caller can exceed it.
@@ -63,8 +67,10 @@ pub struct MappedRequest {
     pub entities: Entities,
     /// Allow-listed query parameters, decoded.
     pub query: Vec<(String, String)>,
-    /// The JSON body, on routes that read it.
+    /// The JSON body, on routes that read it; a tool call's arguments.
     pub body: Option<Map<String, Value>>,
+    /// The JSON-RPC message, on an MCP endpoint.
+    pub mcp: Option<McpCall>,
     /// Built once, with `approval.granted == false`; shared (Arc) by clones.
     context: Context,
 }
@@ -100,6 +106,14 @@ impl MappedRequest {
     /// names with `@show`: what an approver sees of the call's parameters.
     pub fn shown_parameters(&self, show: &[String]) -> BTreeMap<String, String> {
         let mut out: BTreeMap<String, String> = self.query.iter().cloned().collect();
+        let mut label = "body";
+        if let Some(mcp) = &self.mcp {
+            label = "arguments";
+            out.insert("mcp.server".to_owned(), mcp.server.clone());
+            if let Some(tool) = &mcp.tool {
+                out.insert("mcp.tool".to_owned(), tool.clone());
+            }
+        }
         if let Some(body) = &self.body {
             for field in show {
                 if let Some(v) = body.get(field) {
@@ -107,7 +121,7 @@ impl MappedRequest {
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };
-                    out.insert(format!("body.{field}"), text);
+                    out.insert(format!("{label}.{field}"), text);
                 }
             }
         }
@@ -196,6 +210,8 @@ pub enum MappingError {
     BodyUnrepresentable(String),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Mcp(#[from] mcp::McpError),
     /// Only the fixed text reaches the caller: Cedar quotes values in the
     /// detail, which goes to the debug log.
     #[error("cannot build the Cedar request from this request")]
@@ -216,6 +232,8 @@ pub struct ContextSettings {
 #[derive(Debug)]
 pub struct Mapper {
     pub routes: RouteTable,
+    /// MCP endpoints, matched before the route table.
+    pub mcp: Vec<McpEndpoint>,
     pub identity: IdentitySettings,
     pub context: ContextSettings,
 }
@@ -236,25 +254,61 @@ impl Mapper {
         check_percent_encoding(query).map_err(|_| MappingError::BadPercentEncoding("query"))?;
         check_normalised(path).map_err(MappingError::PathNotNormalised)?;
 
-        let resolved = self.routes.resolve(req.method, path)?;
         let identity = self
             .identity
             .resolve(req.jwt_claims, req.source_principal, req.headers)?;
-        let wants_body = resolved.route.is_some_and(|r| r.body);
-        let parts = self.context(req, path, query, wants_body)?;
+        let (action, resource, parts, mcp) = match self.mcp_endpoint(path)? {
+            Some(endpoint) => {
+                let body = self.body_bytes(req)?.unwrap_or_default();
+                let resolved = endpoint.resolve(req.method, body)?;
+                let parts = self.context(req, path, query, Some(&resolved))?;
+                (
+                    resolved.action,
+                    resolved.resource,
+                    parts,
+                    Some(resolved.call),
+                )
+            }
+            None => {
+                let resolved = self.routes.resolve(req.method, path)?;
+                let wants_body = resolved.route.is_some_and(|r| r.body);
+                let mut parts = self.context(req, path, query, None)?;
+                if wants_body && let Some((body, json)) = self.body(req)? {
+                    parts.pairs.push(("body".to_owned(), body));
+                    parts.body = Some(json);
+                }
+                (resolved.action.clone(), resolved.resource, parts, None)
+            }
+        };
         // INVARIANT: one entity, so no duplicate; no schema, so no schema error.
         let entities = Entities::from_entities([identity.entity], None)
             .map_err(|e| MappingError::Context(e.to_string()))?;
         Ok(MappedRequest {
             principal: identity.uid,
             on_behalf_of: identity.on_behalf_of,
-            action: resolved.action.clone(),
-            resource: resolved.resource,
+            action,
+            resource,
             entities,
             query: parts.query,
             body: parts.body,
+            mcp,
             context: with_approval(parts.pairs, false)?,
         })
+    }
+
+    /// The MCP endpoint at `path`; a path that only resembles one is
+    /// refused, as for routes.
+    fn mcp_endpoint(&self, path: &str) -> Result<Option<&McpEndpoint>, MappingError> {
+        if let Some(e) = self.mcp.iter().find(|e| e.path == path) {
+            return Ok(Some(e));
+        }
+        if !self.mcp.is_empty() {
+            let loose = routes::loose(path);
+            if let Some(e) = self.mcp.iter().find(|e| routes::loose(&e.path) == loose) {
+                return Err(routes::PathParamError::Resembles(e.path.clone()).into());
+            }
+        }
+        Ok(None)
     }
 
     fn context(
@@ -262,7 +316,7 @@ impl Mapper {
         req: &HttpRequest<'_>,
         path: &str,
         query: &str,
-        wants_body: bool,
+        mcp: Option<&mcp::Resolved>,
     ) -> Result<ContextParts, MappingError> {
         let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
         let (query_record, query_pairs) = self.query_record(query)?;
@@ -295,15 +349,25 @@ impl Mapper {
         if !req.request_id.is_empty() {
             pairs.push(("request_id".to_owned(), s(req.request_id)));
         }
-        let mut body_json = None;
-        if wants_body && let Some((body, json)) = self.body(req)? {
-            pairs.push(("body".to_owned(), body));
-            body_json = Some(json);
+        let mut body = None;
+        if let Some(m) = mcp {
+            let mut fields = vec![
+                ("method".to_owned(), s(&m.call.method)),
+                ("server".to_owned(), s(&m.call.server)),
+            ];
+            if let Some(tool) = &m.call.tool {
+                fields.push(("tool".to_owned(), s(tool)));
+            }
+            pairs.push(("mcp".to_owned(), record(fields)?));
+            if let Some(arguments) = &m.arguments {
+                pairs.push(("arguments".to_owned(), mcp::arguments_record(arguments)?));
+                body = Some(arguments.clone());
+            }
         }
         Ok(ContextParts {
             pairs,
             query: query_pairs,
-            body: body_json,
+            body,
         })
     }
 
@@ -345,11 +409,9 @@ impl Mapper {
         Ok((record(fields)?, pairs))
     }
 
-    #[allow(clippy::type_complexity)]
-    fn body(
-        &self,
-        req: &HttpRequest<'_>,
-    ) -> Result<Option<(RestrictedExpression, Map<String, Value>)>, MappingError> {
+    /// The body as sent, `None` if there is none; refused if Envoy sent
+    /// only part of it, or announced one and did not send it.
+    fn body_bytes<'r>(&self, req: &HttpRequest<'r>) -> Result<Option<&'r [u8]>, MappingError> {
         if req
             .headers
             .get(PARTIAL_BODY_HEADER)
@@ -378,8 +440,19 @@ impl Mapper {
                 limit,
             });
         }
+        Ok(Some(req.body))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn body(
+        &self,
+        req: &HttpRequest<'_>,
+    ) -> Result<Option<(RestrictedExpression, Map<String, Value>)>, MappingError> {
+        let Some(bytes) = self.body_bytes(req)? else {
+            return Ok(None);
+        };
         let json =
-            value::parse_strict(req.body).map_err(|e| MappingError::BodyNotJson(e.to_string()))?;
+            value::parse_strict(bytes).map_err(|e| MappingError::BodyNotJson(e.to_string()))?;
         let Value::Object(map) = json else {
             return Err(MappingError::BodyNotObject);
         };
@@ -423,10 +496,10 @@ impl Mapper {
                 &sample(&full_headers, "https", "127.0.0.1", "probe"),
                 "/",
                 &full_query,
-                false,
+                None,
             )?
             .pairs,
-            self.context(&sample(&no_headers, "", "", ""), "/", "", false)?
+            self.context(&sample(&no_headers, "", "", ""), "/", "", None)?
                 .pairs,
         ];
         let contexts = samples
@@ -472,6 +545,29 @@ impl Mapper {
                 }
             }
         }
+        // An MCP endpoint's protocol messages (tool calls take their actions
+        // from the call, so only the schema can say which exist).
+        for endpoint in &self.mcp {
+            let message =
+                endpoint.resolve("POST", br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)?;
+            let sample = sample(&full_headers, "https", "127.0.0.1", "probe");
+            let parts = self.context(&sample, &endpoint.path, "", Some(&message))?;
+            let context = with_approval(parts.pairs, false)?;
+            let label = format!("MCP endpoint `{}`", endpoint.path);
+            let actions =
+                std::iter::once(&endpoint.protocol_action).chain(endpoint.methods.values());
+            for action in actions {
+                for principal in &principals {
+                    probes.push(Probe {
+                        label: label.clone(),
+                        principal: principal.clone(),
+                        action: action.clone(),
+                        resource: endpoint.server_resource.clone(),
+                        context: context.clone(),
+                    });
+                }
+            }
+        }
         Ok(probes)
     }
 }
@@ -480,66 +576,6 @@ fn record(
     fields: Vec<(String, RestrictedExpression)>,
 ) -> Result<RestrictedExpression, MappingError> {
     RestrictedExpression::new_record(fields).map_err(|e| MappingError::Context(e.to_string()))
-}
-
-/// Every `%` must start a two-digit hex escape.
-fn check_percent_encoding(s: &str) -> Result<(), ()> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    while let Some(off) = b[i..].iter().position(|&c| c == b'%') {
-        let at = i + off;
-        let ok = b.len() > at + 2 && b[at + 1].is_ascii_hexdigit() && b[at + 2].is_ascii_hexdigit();
-        if !ok {
-            return Err(());
-        }
-        i = at + 3;
-    }
-    Ok(())
-}
-
-/// What a normalising Envoy never forwards (see
-/// [`MappingError::PathNotNormalised`]); `Err` says which. Expects a path
-/// whose percent-encoding was checked.
-fn check_normalised(path: &str) -> Result<(), &'static str> {
-    let mut segments = path.split('/').skip(1).peekable();
-    while let Some(segment) = segments.next() {
-        // A trailing `/` is an empty last segment, which Envoy keeps.
-        if segment.is_empty() && segments.peek().is_some() {
-            return Err("an empty segment (`//`)");
-        }
-        if segment.contains('\\') {
-            return Err("a backslash");
-        }
-        let b = segment.as_bytes();
-        let escaped = |w: &[u8]| {
-            w[0] == b'%'
-                && ((w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
-                    || (w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c')))
-        };
-        if b.windows(3).any(escaped) {
-            return Err("an encoded slash or backslash (`%2F`, `%5C`)");
-        }
-        if is_dot_segment(segment) {
-            return Err("a dot segment (`.` or `..`)");
-        }
-    }
-    Ok(())
-}
-
-/// `.` or `..`, any dot possibly written `%2e` or `%2E`.
-fn is_dot_segment(s: &str) -> bool {
-    fn dot(s: &str) -> Option<&str> {
-        s.strip_prefix('.').or_else(|| {
-            s.get(..3)
-                .filter(|p| p.eq_ignore_ascii_case("%2e"))
-                .and_then(|_| s.get(3..))
-        })
-    }
-    match dot(s) {
-        Some("") => true,
-        Some(rest) => dot(rest) == Some(""),
-        None => false,
-    }
 }
 
 #[cfg(test)]

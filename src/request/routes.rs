@@ -250,7 +250,7 @@ fn is_loose(path: &str) -> bool {
 /// A path as the most lenient upstream might read it: percent-decoded, `\`
 /// as `/`, `;` parameters dropped, dot segments resolved, empty segments and
 /// the trailing `/` removed, lower case.
-fn loose(path: &str) -> String {
+pub(crate) fn loose(path: &str) -> String {
     let decoded = percent_decode_str(path).decode_utf8_lossy();
     let mut segments: Vec<String> = Vec::new();
     for segment in decoded.split(['/', '\\']) {

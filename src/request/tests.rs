@@ -219,12 +219,17 @@ fn unmatched_requests_get_the_default_action_and_path_resource() {
 fn probes_cover_every_route_and_principal_type() {
     let probes = mapper().probes().unwrap();
     // 11 routes + the default, each for User, Workload and Anonymous, each
-    // with every optional context part and with none.
-    assert_eq!(probes.len(), 12 * 3 * 2);
+    // with every optional context part and with none; and the MCP
+    // endpoint's protocol action for each principal type.
+    assert_eq!(probes.len(), 12 * 3 * 2 + 3);
     assert!(
         probes
             .iter()
             .any(|p| p.label == "route `POST /v1/datasets/{id}/export`")
+    );
+    assert!(
+        probes.iter().any(|p| p.label == "MCP endpoint `/mcp`"
+            && p.action.to_string() == r#"Action::"mcp_protocol""#)
     );
 }
 

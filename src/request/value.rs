@@ -141,7 +141,13 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
         let mut out = serde_json::Map::new();
         let mut seen = std::collections::HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.to_lowercase()) {
+            // Upper then lower case also folds `ß`/`SS` and `ſ`/`s` alike.
+            let folded = if key.is_ascii() {
+                key.to_ascii_lowercase()
+            } else {
+                key.to_uppercase().to_lowercase()
+            };
+            if !seen.insert(folded) {
                 // The key itself is body text: it stays out of the reason,
                 // which reaches logs and spans.
                 return Err(serde::de::Error::custom(
@@ -219,6 +225,9 @@ mod tests {
             r#"{"format":"xml","format":"csv"}"#,
             r#"{"x":{"k":1,"k":2}}"#,
             r#"{"format":"xml","FORMAT":"csv"}"#,
+            // Equal once case-folded: the long s, the sharp s.
+            "{\"dest\":1,\"de\u{17f}t\":2}",
+            "{\"stra\u{df}e\":1,\"STRASSE\":2}",
         ] {
             let err = parse_strict(body.as_bytes()).unwrap_err().to_string();
             assert!(err.starts_with("duplicate key"), "{body}: {err}");
