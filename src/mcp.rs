@@ -17,6 +17,8 @@ use crate::request::McpCall;
 pub const REFUSED: i64 = -32001;
 /// JSON-RPC error code of a request that cannot be decided as sent.
 pub const INVALID_PARAMS: i64 = -32602;
+/// JSON-RPC error code of a body that is not one readable message.
+pub const INVALID_REQUEST: i64 = -32600;
 /// Key of countersign's data in a tool result's `_meta`.
 pub const META_KEY: &str = "countersign/decision";
 
@@ -46,6 +48,20 @@ pub fn answer(call: &McpCall, outcome: &Outcome, request_id: &str) -> String {
         }),
     };
     message.to_string()
+}
+
+/// The JSON-RPC error for a request that is not one countersign can read
+/// (its `id` unknown, so `null`).
+pub fn invalid(reason: &str, request_id: &str) -> String {
+    json!({
+        "jsonrpc": "2.0", "id": null,
+        "error": {
+            "code": INVALID_REQUEST,
+            "message": format!("countersign cannot decide this request: {reason} (request {request_id})"),
+            "data": { "decision": "invalid", "reason": reason, "request_id": request_id },
+        },
+    })
+    .to_string()
 }
 
 /// What a program reads: the decision, and for an approval its handle.

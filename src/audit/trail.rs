@@ -30,6 +30,8 @@ pub struct Trail {
     resource: String,
     policies: Vec<String>,
     error_policies: Vec<String>,
+    /// On an MCP endpoint: server, JSON-RPC method, tool ("" if none).
+    mcp: Option<[String; 3]>,
 }
 
 impl Trail {
@@ -46,6 +48,7 @@ impl Trail {
             resource: String::new(),
             policies: Vec::new(),
             error_policies: Vec::new(),
+            mcp: None,
         }
     }
 
@@ -91,6 +94,10 @@ impl Trail {
             if let Some(o) = &mapped.on_behalf_of {
                 self.on_behalf_of = o.to_string();
             }
+            self.mcp = mapped.mcp.as_ref().map(|m| {
+                let tool = m.tool.clone().unwrap_or_default();
+                [m.server.clone(), m.method.clone(), tool]
+            });
             // Policy ids only: Cedar's error text can quote request values.
             let d = decision_of(verdict);
             self.policies.clone_from(&d.policies);
@@ -125,6 +132,13 @@ impl Trail {
         if !self.on_behalf_of.is_empty() {
             attributes.push(KeyValue::new(attr::ON_BEHALF_OF, self.on_behalf_of.clone()));
         }
+        if let Some([server, method, tool]) = &self.mcp {
+            attributes.push(KeyValue::new(attr::MCP_SERVER, server.clone()));
+            attributes.push(KeyValue::new(attr::MCP_METHOD, method.clone()));
+            if !tool.is_empty() {
+                attributes.push(KeyValue::new(attr::MCP_TOOL, tool.clone()));
+            }
+        }
         let parent = self.parent.take().unwrap_or_default();
         let span = t.start_check(&parent, self.started, self.guarded, attributes);
         self.traceparent = crate::telemetry::traceparent(span.span_context());
@@ -138,7 +152,7 @@ impl Trail {
         status_code: u16,
         call: &Call<'_>,
     ) -> Vec<(&'static str, String)> {
-        vec![
+        let mut fields = vec![
             ("event", "decision".to_owned()),
             ("decision", kind.as_str().to_owned()),
             ("status_code", status_code.to_string()),
@@ -151,7 +165,15 @@ impl Trail {
             ("path", call.path_only().to_owned()),
             ("request_id", call.request_id.to_owned()),
             ("trace", self.traceparent.clone()),
-        ]
+        ];
+        if let Some([server, method, tool]) = &self.mcp {
+            fields.push(("mcp_server", server.clone()));
+            fields.push(("mcp_method", method.clone()));
+            if !tool.is_empty() {
+                fields.push(("mcp_tool", tool.clone()));
+            }
+        }
+        fields
     }
 
     /// As [`Self::decision_fields`], with the approval's.

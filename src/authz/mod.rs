@@ -127,7 +127,13 @@ impl AuthzService {
         let outcome = match self.translate(check, &mut claims) {
             Err(e) => self.rejected(http.unwrap_or(empty), e.to_string(), arrival),
             Ok((req, http)) => match self.mapper.map(&req) {
-                Err(e) => self.rejected(http, CheckError::from(e).to_string(), arrival),
+                Err(e) => {
+                    let outcome = self.rejected(http, CheckError::from(e).to_string(), arrival);
+                    if self.mapper.is_mcp(req.path) {
+                        return self.respond_mcp_invalid(&outcome, request_id(http));
+                    }
+                    outcome
+                }
                 Ok(mapped) => {
                     let token = req.headers.get(&self.settings.token_header);
                     let token = token.map(String::as_str);

@@ -117,6 +117,14 @@ impl AuthzService {
         denied(code, HttpStatusCode::Ok, outcome.reason(), headers, body)
     }
 
+    /// A request to an MCP endpoint that cannot be decided: 400 with a
+    /// JSON-RPC error, which MCP clients read.
+    pub(super) fn respond_mcp_invalid(&self, outcome: &Outcome, request_id: &str) -> CheckResponse {
+        let body = crate::mcp::invalid(outcome.reason(), request_id);
+        let (code, status) = codes(outcome);
+        denied(code, status, outcome.reason(), Vec::new(), body)
+    }
+
     fn allow(&self, principal: &str) -> CheckResponse {
         let headers = match &self.settings.principal_header {
             // Overwrite, so a client-sent copy never reaches the upstream.

@@ -328,3 +328,48 @@ fn an_error_names_the_variable_only_for_the_field_it_set() {
         );
     }
 }
+
+#[test]
+fn mcp_endpoints_are_checked_field_by_field() {
+    let mcp = |extra: &str| format!("[[mcp]]\npath = \"/mcp\"\nserver = \"datasets\"\n{extra}");
+    for (text, words) in [
+        (
+            "[[mcp]]\npath = \"mcp\"\nserver = \"s\"\n".to_owned(),
+            "field `mcp[0].path`: expected a literal path",
+        ),
+        (
+            "[[mcp]]\npath = \"/mcp\"\nserver = \"\"\n".to_owned(),
+            "field `mcp[0].server`: expected a non-empty string",
+        ),
+        (
+            mcp("tool_action = \"mcp_tool\"\n"),
+            "field `mcp[0].tool_action`: expected a template with `{tool}`",
+        ),
+        (
+            mcp("[mcp.resources]\nexport = 'Dataset::\"{dataset}\"'\n"),
+            "field `mcp[0].resources.export`: expected `Type::\"id template\"` with `{arguments.NAME}`",
+        ),
+        (
+            mcp("[mcp.methods]\n\"tools/list\" = 'Action::\"unclosed'\n"),
+            "field `mcp[0].methods.tools/list`",
+        ),
+        (
+            "[[routes]]\npath = \"/mcp\"\naction = \"read\"\nresource = 'Dataset::\"x\"'\n\n[[mcp]]\npath = \"/mcp\"\nserver = \"s\"\n".to_owned(),
+            "`/mcp` is also a route's path",
+        ),
+    ] {
+        let e = err(&text);
+        assert!(e.contains(words), "{text}\n=> {e}");
+    }
+    let (_d, p) = file(&mcp(
+        "tool_action = \"mcp_{tool}\"\n[mcp.methods]\n\"tools/list\" = \"list_tools\"\n[mcp.resources]\nexport = 'Dataset::\"ds/{arguments.dataset}\"'\n",
+    ));
+    let c = Config::load(Some(&p), &env(&[])).unwrap();
+    let e = &c.mapper.mcp[0];
+    assert_eq!(e.tool_action, ("mcp_".to_owned(), String::new()));
+    assert_eq!(e.server_resource.to_string(), r#"McpServer::"datasets""#);
+    assert_eq!(
+        e.methods["tools/list"].to_string(),
+        r#"Action::"list_tools""#
+    );
+}

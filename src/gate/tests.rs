@@ -319,6 +319,27 @@ async fn an_approved_mcp_tool_call_runs_once_for_the_same_agent_and_arguments() 
         matches!(&replay, Outcome::ApprovalRequired { approval: a, .. } if a.id != approval.id && a.status == Status::Pending),
         "{replay:?}"
     );
+    // The trail names the server and the tool of each decision.
+    let entries = w
+        .store
+        .audit_range(&mut AuditCursor::from("-"), "+", 100)
+        .await
+        .unwrap();
+    let allowed = entries
+        .iter()
+        .find(|e| e.fields.contains(&("decision".into(), "allow".into())))
+        .expect("the allowed call is audited");
+    for pair in [
+        ("mcp_server", "datasets"),
+        ("mcp_tool", "export_dataset"),
+        ("path", "/mcp"),
+    ] {
+        assert!(
+            allowed.fields.contains(&(pair.0.into(), pair.1.into())),
+            "{pair:?} in {:?}",
+            allowed.fields
+        );
+    }
 }
 
 #[tokio::test]

@@ -296,6 +296,12 @@ impl Mapper {
         })
     }
 
+    /// Whether `path` (query allowed) is an MCP endpoint's.
+    pub fn is_mcp(&self, path: &str) -> bool {
+        let path = path.split_once('?').map_or(path, |p| p.0);
+        self.mcp.iter().any(|e| e.path == path)
+    }
+
     /// The MCP endpoint at `path`; a path that only resembles one is
     /// refused, as for routes.
     fn mcp_endpoint(&self, path: &str) -> Result<Option<&McpEndpoint>, MappingError> {

@@ -52,6 +52,10 @@ pub mod attr {
     pub const USES_LEFT: &str = "countersign.approval.uses_left";
     /// Prefix of the shown parameters (`@show` body fields, allow-listed query).
     pub const PARAMETER: &str = "countersign.approval.parameter.";
+    /// On MCP endpoints: the server, the JSON-RPC method and the tool.
+    pub const MCP_SERVER: &str = "countersign.mcp.server";
+    pub const MCP_METHOD: &str = "countersign.mcp.method";
+    pub const MCP_TOOL: &str = "countersign.mcp.tool";
     pub const METHOD: &str = "http.request.method";
     pub const PATH: &str = "url.path";
     pub const SCHEME: &str = "url.scheme";

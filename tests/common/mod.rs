@@ -235,11 +235,21 @@ impl Envoy {
 
     /// With Envoy's spans sent to an OTLP/gRPC receiver on `otlp_port`.
     pub async fn start_traced(authz_port: u16, otlp_port: u16) -> Envoy {
+        Self::start_full(authz_port, otlp_port, free_port()).await
+    }
+
+    /// With `/mcp` routed to an MCP server on `mcp_port`.
+    pub async fn start_mcp(authz_port: u16, mcp_port: u16) -> Envoy {
+        Self::start_full(authz_port, free_port(), mcp_port).await
+    }
+
+    async fn start_full(authz_port: u16, otlp_port: u16, mcp_port: u16) -> Envoy {
         let (port, upstream, admin) = (free_port(), free_port(), free_port());
         let mut yaml = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
         for (from, to) in [
             (10000, port),
             (8080, upstream),
+            (8000, mcp_port),
             (9191, authz_port),
             (9901, admin),
             (4317, otlp_port),

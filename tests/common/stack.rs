@@ -100,6 +100,27 @@ pub async fn stack_on(redis: Redis, url: &str, prefix: Option<&str>, otlp: Optio
     }
 }
 
+/// With `/mcp` routed to an MCP server on `mcp_port`, and `policies`.
+pub async fn stack_mcp(mcp_port: u16, policies: tempfile::TempDir) -> Stack {
+    let redis = Redis::start().await;
+    let pki = Pki::new();
+    let path = config(pki.dir(), &format!("url = \"{}\"", redis.url()), &pki);
+    let sidecar = Sidecar::start(
+        policies.path(),
+        &[("COUNTERSIGN_CONFIG", path.to_str().unwrap())],
+    );
+    let envoy = Envoy::start_mcp(sidecar.port(), mcp_port).await;
+    Stack {
+        envoy,
+        sidecar,
+        redis,
+        pki,
+        http: reqwest::Client::new(),
+        policies,
+        config: path,
+    }
+}
+
 pub struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
