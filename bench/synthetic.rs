@@ -43,6 +43,45 @@ pub fn export(rows: usize, token: Option<&str>) -> CheckRequest {
     c.build()
 }
 
+/// A JSON string of about `bytes` bytes, for 1 KiB bodies and arguments.
+fn filler(bytes: usize) -> String {
+    "x".repeat(bytes)
+}
+
+/// An analyst exports with a body of about 1 KiB: allowed by the
+/// benchmark's own `bench-analysts-export` (see [`write_body_permit`]).
+pub fn http_body_1k() -> CheckRequest {
+    crate::check::check("POST", "/v1/datasets/sales/export")
+        .claims(json!({"sub": "alice", "groups": ["analysts"]}))
+        .header("content-type", "application/json")
+        .body(&json!({"format": "csv", "rows": 10, "note": filler(990)}).to_string())
+        .build()
+}
+
+/// An agent's MCP `tools/call` with about 1 KiB of arguments: `read_dataset`
+/// is allowed by `agents-call-read-tools`, `export_dataset` guarded by
+/// `mcp-exports-need-approval`.
+pub fn mcp_call_1k(tool: &str, id: u64) -> CheckRequest {
+    let arguments = json!({"dataset": "sales", "format": "csv", "note": filler(930)});
+    crate::check::check("POST", "/mcp")
+        .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
+        .header("content-type", "application/json")
+        .body(
+            &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                    "params": {"name": tool, "arguments": arguments}})
+            .to_string(),
+        )
+        .build()
+}
+
+/// The export an HTTP body check above needs allowed, in its own file.
+pub fn write_body_permit(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(
+        dir.join("bench-body.cedar"),
+        "@id(\"bench-analysts-export\")\npermit (principal in Group::\"analysts\", action == Action::\"export\", resource is Dataset);\n",
+    )
+}
+
 /// Writes the example policies and schema plus `extra` generated policies
 /// into `dir`, which must exist. With `token_uses`, an approved agent export
 /// may be used that many times (the examples say once), so that a load test
@@ -53,8 +92,10 @@ pub fn write_policy_dir(dir: &Path, extra: usize, token_uses: Option<u32>) -> st
         let entry = entry?;
         let mut text = std::fs::read_to_string(entry.path())?;
         if let Some(uses) = token_uses {
-            let guard = "@id(\"agent-exports-need-approval\")";
-            text = text.replace(guard, &format!("{guard}\n@approval_uses(\"{uses}\")"));
+            for id in ["agent-exports-need-approval", "mcp-exports-need-approval"] {
+                let guard = format!("@id(\"{id}\")");
+                text = text.replace(&guard, &format!("{guard}\n@approval_uses(\"{uses}\")"));
+            }
         }
         std::fs::write(dir.join(entry.file_name()), text)?;
     }

@@ -27,10 +27,12 @@ mod common;
 mod synthetic;
 
 use common::check;
-use synthetic::{allowed, export};
+use synthetic::{allowed, export, http_body_1k, mcp_call_1k};
 
-/// Policy-set sizes: the 14 example policies alone, then with generated ones.
-const SIZES: [usize; 4] = [14, 100, 1_000, 10_000];
+/// Policy-set sizes: the 20 example policies alone, then with generated ones.
+const SIZES: [usize; 4] = [EXAMPLES, 100, 1_000, 10_000];
+/// How many policies `policies/` holds.
+const EXAMPLES: usize = 20;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -43,7 +45,8 @@ fn config() -> Config {
 
 fn fixture(total: usize, token_uses: Option<u32>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    synthetic::write_policy_dir(dir.path(), total.saturating_sub(14), token_uses).unwrap();
+    synthetic::write_policy_dir(dir.path(), total.saturating_sub(EXAMPLES), token_uses).unwrap();
+    synthetic::write_body_permit(dir.path()).unwrap();
     let probes = config().mapper.probes().unwrap();
     let policies = PolicyStore::open(dir.path(), probes).unwrap();
     Fixture {
@@ -186,6 +189,66 @@ fn approvals(c: &mut Criterion) {
     }
 }
 
+/// An MCP check against an HTTP-route check with a body of the same size
+/// (about 1 KiB): allowed, and guarded with a valid approval (the HTTP call
+/// presents its token, the MCP call is the identical tool call). On the
+/// memory store, so that both compare CPU, not Redis round trips.
+fn mcp(c: &mut Criterion) {
+    let rt = runtime();
+    let f = fixture(100, Some(u32::MAX));
+    let store = Arc::new(MemoryStore::new());
+    let svc = service(&f, store.clone(), None);
+    let mut g = c.benchmark_group("mcp");
+
+    let http = http_body_1k();
+    let mcp_read = mcp_call_1k("read_dataset", 1);
+    for (name, req) in [("http-body-1k-allow", &http), ("mcp-1k-allow", &mcp_read)] {
+        let seen = check::seen(&rt.block_on(svc.decide(req)));
+        assert_eq!(seen.rpc_code, 0, "{name}: {seen:?}");
+        g.bench_function(name, |b| b.to_async(&rt).iter(|| svc.decide(req)));
+    }
+
+    // Approved once, used by every iteration (uses: u32::MAX).
+    let approve = |body: &str| {
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        let id = body["approval_id"]
+            .as_str()
+            .or_else(|| body["result"]["_meta"]["countersign/decision"]["approval_id"].as_str())
+            .expect("approval required")
+            .to_owned();
+        rt.block_on(store.vote(&id, "dora", Vote::Approve, "benchmark"))
+            .unwrap();
+        body["approval_token"].as_str().map(str::to_owned)
+    };
+    let body = format!(r#"{{"format":"csv","rows":10,"note":"{}"}}"#, "x".repeat(990));
+    let first = check::seen(&rt.block_on(svc.decide(&export_body(&body, None))));
+    let token = approve(&first.body).expect("the HTTP answer carries the token");
+    let http_used = export_body(&body, Some(&token));
+    let mcp_export = mcp_call_1k("export_dataset", 2);
+    approve(&check::seen(&rt.block_on(svc.decide(&mcp_export))).body);
+    for (name, req) in [
+        ("http-body-1k-approved", &http_used),
+        ("mcp-1k-approved", &mcp_export),
+    ] {
+        let seen = check::seen(&rt.block_on(svc.decide(req)));
+        assert_eq!(seen.rpc_code, 0, "{name}: {seen:?}");
+        g.bench_function(name, |b| b.to_async(&rt).iter(|| svc.decide(req)));
+    }
+    g.finish();
+}
+
+/// An agent's export with `body`, presenting `token` if given.
+fn export_body(body: &str, token: Option<&str>) -> envoy_types::ext_authz::v3::pb::CheckRequest {
+    let mut c = check::check("POST", "/v1/datasets/sales/export")
+        .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        c = c.header("x-countersign-approval", t);
+    }
+    c.build()
+}
+
 /// Drops every span: measures making and queueing them, not the network.
 #[derive(Debug)]
 struct Discard;
@@ -199,5 +262,5 @@ impl opentelemetry_sdk::trace::SpanExporter for Discard {
     }
 }
 
-criterion_group!(benches, decide, cedar, approvals);
+criterion_group!(benches, decide, cedar, approvals, mcp);
 criterion_main!(benches);
