@@ -183,20 +183,28 @@ def criterion_table(seconds):
 
     rows = ["| policies | check, allow path µs | Cedar on the whole set µs | Cedar on the action's slice µs |",
             "|---:|---:|---:|---:|"]
-    sizes = [14, 100, 1000, 10000]
+    sizes = [20, 100, 1000, 10000]
     for n in sizes:
         rows.append(f"| {n} | {median_us('decide', 'allow', str(n)):.2f} | "
                     f"{median_us('cedar', 'whole-set', str(n)):.2f} | {median_us('cedar', 'slice', str(n)):.2f} |")
-    growth = median_us("decide", "allow", "1000") / median_us("decide", "allow", "14")
-    whole = median_us("cedar", "whole-set", "1000") / median_us("cedar", "whole-set", "14")
+    growth = median_us("decide", "allow", "1000") / median_us("decide", "allow", "20")
+    whole = median_us("cedar", "whole-set", "1000") / median_us("cedar", "whole-set", "20")
     traced = median_us("decide", "allow-traced", "100") / median_us("decide", "allow", "100")
     rows += ["", "| ratio | value | target |", "|---|---:|---|",
-             f"| check time, 1,000 / 14 policies | {growth:.2f} | < 2 |",
-             f"| (Cedar on the whole set, 1,000 / 14, before slicing) | {whole:.2f} | |",
+             f"| check time, 1,000 / 20 policies | {growth:.2f} | < 2 |",
+             f"| (Cedar on the whole set, 1,000 / 20, before slicing) | {whole:.2f} | |",
              f"| check with telemetry / without, 100 policies | {traced:.2f} | |",
              "", "| approval store (real Redis) | µs |", "|---|---:|",
              f"| check with a valid token (consume script) | {median_us('approval', 'check-with-token'):.1f} |",
              f"| retried call finds its approved request | {median_us('approval', 'check-retry-finds-request'):.1f} |"]
+    mcp = {k: median_us("mcp", k) for k in
+           ["http-body-1k-allow", "mcp-1k-allow", "http-body-1k-approved", "mcp-1k-approved"]}
+    rows += ["", "| MCP check vs HTTP-route check, ~1 KiB body (memory store) | HTTP µs | MCP µs | MCP / HTTP | target |",
+             "|---|---:|---:|---:|---|",
+             f"| allowed | {mcp['http-body-1k-allow']:.1f} | {mcp['mcp-1k-allow']:.1f} | "
+             f"{mcp['mcp-1k-allow'] / mcp['http-body-1k-allow']:.2f} | ≤ 1.3 |",
+             f"| guarded, with a valid approval | {mcp['http-body-1k-approved']:.1f} | {mcp['mcp-1k-approved']:.1f} | "
+             f"{mcp['mcp-1k-approved'] / mcp['http-body-1k-approved']:.2f} | ≤ 1.3 |"]
     return "\n".join(rows)
 
 
@@ -236,7 +244,7 @@ def run(args, tmp, procs):
         return procs.start(name, [str(RELEASE / "countersign"), "serve"], env=env, port=port), env
 
     p100 = Path(tmp) / "policies-100"
-    loadgen("policies", "--extra", "86", "--out", str(p100), "--token-uses", TOKEN_USES)
+    loadgen("policies", "--extra", "80", "--out", str(p100), "--token-uses", TOKEN_USES)
     cs, cs_env = sidecar("countersign", p100, cs_port)
 
     # Direct gRPC, no Envoy.
@@ -299,7 +307,7 @@ def run(args, tmp, procs):
     # Memory: 1,000 policies and 10,000 pending approvals.
     procs.stop(cs)
     p1000 = Path(tmp) / "policies-1000"
-    loadgen("policies", "--extra", "986", "--out", str(p1000))
+    loadgen("policies", "--extra", "980", "--out", str(p1000))
     big_port = free_port()
     big, big_env = sidecar("countersign-1000", p1000, big_port)
     loadgen("pending", "--target", f"http://127.0.0.1:{big_port}", "--count", "10000", env=big_env)
@@ -322,7 +330,7 @@ def report(args, r, direct, floor_cpu, cs_cpu, memory, bench):
           f"{version([str(ENVOY), '--version']).split('version: ')[-1]}; "
           f"{version(['redis-server', '--version'])}. Load runs of {args.seconds} s; "
           f"telemetry on throughout (Envoy and countersign export spans over OTLP to a local sink); "
-          f"countersign with 100 policies (14 examples + 86 generated, bench/synthetic.rs).\n")
+          f"countersign with 100 policies (20 examples + 80 generated, bench/synthetic.rs).\n")
     print(f"## Through Envoy (wrk -t1 -c{args.connections}, Envoy --concurrency 1, reference config)\n")
     print("| run | req/s | p50 ms | p90 ms | p99 ms | authz server CPU µs/req | Envoy CPU µs/req | non-2xx or errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

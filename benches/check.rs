@@ -220,7 +220,10 @@ fn mcp(c: &mut Criterion) {
             .unwrap();
         body["approval_token"].as_str().map(str::to_owned)
     };
-    let body = format!(r#"{{"format":"csv","rows":10,"note":"{}"}}"#, "x".repeat(990));
+    let body = format!(
+        r#"{{"format":"csv","rows":10,"note":"{}"}}"#,
+        "x".repeat(990)
+    );
     let first = check::seen(&rt.block_on(svc.decide(&export_body(&body, None))));
     let token = approve(&first.body).expect("the HTTP answer carries the token");
     let http_used = export_body(&body, Some(&token));

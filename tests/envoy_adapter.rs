@@ -314,3 +314,75 @@ fn grpc_timeouts_parse_in_every_unit() {
         assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
     }
 }
+
+/// A JSON-RPC message to `/mcp` from an agent (or anonymous).
+fn mcp(message: Value, claims: Option<Value>) -> CheckRequest {
+    let mut c = check("POST", "/mcp")
+        .header("content-type", "application/json")
+        .body(&message.to_string());
+    if let Some(claims) = claims {
+        c = c.claims(claims);
+    }
+    c.build()
+}
+
+#[tokio::test]
+async fn mcp_refusals_are_json_rpc_answers_echoing_the_id_and_notifications_get_an_http_error() {
+    let svc = service();
+    let agent = || Some(json!({"sub": "agent-7", "groups": ["agents"]}));
+    // A forbidden tool: a tool result the model reads, the string id echoed.
+    let call = json!({"jsonrpc": "2.0", "id": "call-9", "method": "tools/call",
+                      "params": {"name": "delete_dataset", "arguments": {"dataset": "sales"}}});
+    let s = seen(&svc.decide(&mcp(call, agent())).await);
+    assert_eq!(
+        (s.rpc_code, s.http_status),
+        (RPC_PERMISSION_DENIED, 200),
+        "{s:?}"
+    );
+    let b = body(&s);
+    assert_eq!(b["id"], "call-9");
+    assert_eq!(b["result"]["isError"], true);
+    assert_eq!(
+        b["result"]["_meta"]["countersign/decision"]["decision"],
+        "deny"
+    );
+    let text = b["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("mcp-delete-tools-forbidden"), "{text}");
+    // A guarded tool with the store down: unavailable, said the same way.
+    let export = json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call",
+                        "params": {"name": "export_dataset", "arguments": {"dataset": "sales"}}});
+    let b = body(&seen(&svc.decide(&mcp(export, agent())).await));
+    assert_eq!(b["id"], 10);
+    assert_eq!(
+        b["result"]["_meta"]["countersign/decision"]["decision"], "unavailable",
+        "{b}"
+    );
+    // Another refused request: JSON-RPC error -32001.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}});
+    let s = seen(&svc.decide(&mcp(init, None)).await);
+    assert_eq!(s.http_status, 200);
+    let b = body(&s);
+    assert_eq!(
+        (b["id"].clone(), b["error"]["code"].clone()),
+        (json!(1), json!(-32001)),
+        "{b}"
+    );
+    // A refused notification has no one waiting for a result: 403.
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let s = seen(&svc.decide(&mcp(note, None)).await);
+    assert_eq!(
+        (s.rpc_code, s.http_status),
+        (RPC_PERMISSION_DENIED, 403),
+        "{s:?}"
+    );
+    // Not one message: 400 with a JSON-RPC error an MCP client reads.
+    let s = seen(&svc.decide(&mcp(json!([]), agent())).await);
+    assert_eq!(
+        (s.rpc_code, s.http_status),
+        (RPC_INVALID_ARGUMENT, 400),
+        "{s:?}"
+    );
+    let b = body(&s);
+    assert_eq!(b["error"]["code"], -32600);
+    assert_eq!(b["id"], Value::Null);
+}
