@@ -167,17 +167,23 @@ impl Gate {
                 Ok(None) => {}
                 Err(e) => return (unavailable(e), note),
             }
-            if approval.status == Status::Approved {
-                let used = self.use_approved(&approval.id, &fingerprint, here, parties);
-                return (used.finish(used.run().await, &policies, &mut note), note);
-            }
         }
-        // An MCP client cannot add a header to one tool call: there the
-        // identical call (same principal, on-behalf-of, server, tool and
-        // arguments) is the proof, and it takes the approved use itself.
-        if req.mapped.mcp.is_some() && approval.status == Status::Approved {
-            let used = self.use_approved(&approval.id, &fingerprint, here, parties);
-            return (used.finish(used.run().await, &policies, &mut note), note);
+        // A held call released by an approval takes the use itself. So does
+        // an MCP tool call: an MCP client cannot add a header to one call,
+        // so the identical call (same principal, on-behalf-of, server, tool
+        // and arguments) is the proof.
+        if approval.status == Status::Approved && (note.held || req.mapped.mcp.is_some()) {
+            let outcome = self
+                .use_approved(
+                    &approval.id,
+                    &fingerprint,
+                    here,
+                    parties,
+                    &policies,
+                    &mut note,
+                )
+                .await;
+            return (outcome, note);
         }
         note.status = Some(approval.status);
         let outcome = match approval.status {
@@ -205,19 +211,38 @@ impl Gate {
         Outcome::unavailable(UNAVAILABLE, policies)
     }
 
-    fn use_approved<'u>(
-        &'u self,
-        id: &'u str,
-        fingerprint: &'u str,
-        here: CheckRef<'u>,
-        parties: Parties<'u>,
-    ) -> UseApproved<'u> {
-        UseApproved {
-            gate: self,
-            id,
-            fingerprint,
-            here,
-            parties,
+    /// Takes one use of the approved request `id` for this call.
+    async fn use_approved(
+        &self,
+        id: &str,
+        fingerprint: &str,
+        here: CheckRef<'_>,
+        parties: Parties<'_>,
+        policies: &[String],
+        note: &mut Note,
+    ) -> Outcome {
+        let consumed = within(
+            self.settings.store_budget,
+            self.approvals
+                .consume(None, Some(id), fingerprint, here, parties),
+        )
+        .await;
+        let refuse = |reason: String| Outcome::Deny {
+            reason,
+            policies: policies.to_vec(),
+        };
+        match consumed {
+            Ok(Consumed::Used { uses_left, .. }) => {
+                note.used = true;
+                note.status = Some(ApprovalEvent::status_after_use(uses_left));
+                Outcome::Allow {
+                    principal: parties.principal.to_owned(),
+                }
+            }
+            // Approved, but another identical call used it first.
+            Ok(Consumed::NotUsable { id, status }) => refuse(not_usable(&id, status)),
+            Ok(_) => refuse(format!("approval `{id}` could not be used for this call")),
+            Err(e) => self.store_unavailable(e, policies),
         }
     }
 
@@ -234,61 +259,6 @@ impl Gate {
                 deadline.min(by.checked_sub(reserve).unwrap_or(by))
             }
             None => deadline,
-        }
-    }
-}
-
-/// Taking one use of an approved request for the call that found it.
-struct UseApproved<'u> {
-    gate: &'u Gate,
-    id: &'u str,
-    fingerprint: &'u str,
-    here: CheckRef<'u>,
-    parties: Parties<'u>,
-}
-
-impl UseApproved<'_> {
-    async fn run(&self) -> Result<Consumed, StoreError> {
-        let g = self.gate;
-        within(
-            g.settings.store_budget,
-            g.approvals.consume(
-                None,
-                Some(self.id),
-                self.fingerprint,
-                self.here,
-                self.parties,
-            ),
-        )
-        .await
-    }
-
-    /// The outcome of the attempt, noted.
-    fn finish(
-        &self,
-        consumed: Result<Consumed, StoreError>,
-        policies: &[String],
-        note: &mut Note,
-    ) -> Outcome {
-        let refuse = |reason: String| Outcome::Deny {
-            reason,
-            policies: policies.to_vec(),
-        };
-        match consumed {
-            Ok(Consumed::Used { uses_left, .. }) => {
-                note.used = true;
-                note.status = Some(ApprovalEvent::status_after_use(uses_left));
-                Outcome::Allow {
-                    principal: self.parties.principal.to_owned(),
-                }
-            }
-            // Approved, but another identical call used it first.
-            Ok(Consumed::NotUsable { id, status }) => refuse(not_usable(&id, status)),
-            Ok(_) => refuse(format!(
-                "approval `{}` could not be used for this call",
-                self.id
-            )),
-            Err(e) => self.gate.store_unavailable(e, policies),
         }
     }
 }
