@@ -144,6 +144,11 @@ fn verify(
                 texts.extend(h.header.as_ref().map(|h| h.value.as_str()));
             }
         }
+        (Some(HttpResponse::DeniedResponse(denied)), _)
+            if answer != Answer::Allow && mcp_reply(h, req, denied, answer, &status.message) =>
+        {
+            texts.push(&denied.body);
+        }
         (Some(HttpResponse::DeniedResponse(denied)), _) if answer != Answer::Allow => {
             let http_status = denied.status.as_ref().map_or(0, |s| s.code);
             let want = match answer {
@@ -190,7 +195,7 @@ fn verify(
         Ok(m) => {
             assert_ne!(answer, Answer::BadRequest, "{}", status.message);
             let action = m.action.id().unescaped().to_owned();
-            let guarded = ["export", "grant_role"].contains(&action.as_str());
+            let guarded = ["export", "grant_role", "export_dataset"].contains(&action.as_str());
             match answer {
                 Answer::Allow => {
                     // `anonymous-denied` forbids anonymous callers all but
@@ -217,6 +222,57 @@ fn verify(
         }
     }
     answer
+}
+
+/// Whether `denied` answers a request to an MCP endpoint, which gets a
+/// JSON-RPC message instead of the JSON denial (and then checks it): 400
+/// with error -32600 for a request that is not one readable message; for a
+/// message with an `id`, 200 with that id and a tool result marked
+/// `isError` or a JSON-RPC error. A notification gets the usual denial.
+fn mcp_reply(
+    h: &Harness,
+    req: &CheckRequest,
+    denied: &envoy_types::ext_authz::v3::pb::DeniedHttpResponse,
+    answer: Answer,
+    message: &str,
+) -> bool {
+    let Some(http) = req
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+    else {
+        return false;
+    };
+    if !h.mapper.is_mcp(&http.path) {
+        return false;
+    }
+    let id = match expected(h, req) {
+        Ok(m) => match m.mcp.and_then(|c| c.id) {
+            Some(id) => Some(id),
+            None => return false,
+        },
+        Err(_) => None,
+    };
+    let body: Value = serde_json::from_str(&denied.body).expect("an MCP answer is JSON");
+    assert_eq!(body["jsonrpc"], "2.0", "{body}");
+    let http_status = denied.status.as_ref().map_or(0, |s| s.code);
+    match id {
+        None => {
+            assert_eq!((answer, http_status), (Answer::BadRequest, 400), "{body}");
+            assert_eq!(body["error"]["code"], -32600, "{body}");
+            assert_eq!(body["id"], Value::Null);
+            assert_eq!(body["error"]["data"]["reason"].as_str(), Some(message));
+        }
+        Some(id) => {
+            assert_eq!(http_status, 200, "{answer:?}: {body}");
+            assert_eq!(body["id"], id, "the id is echoed");
+            let refused = body["result"]["isError"] == true
+                || [-32001, -32602].contains(&body["error"]["code"].as_i64().unwrap_or(0));
+            assert!(refused, "{body}");
+        }
+    }
+    true
 }
 
 /// The upstream learns the principal (overwriting any client copy) and

@@ -158,6 +158,15 @@ fn to_pb(v: &serde_json::Value) -> Value {
     Value { kind: Some(kind) }
 }
 
+/// A `tools/call` to the MCP endpoint.
+fn mcp_call(id: u32, tool: &str, arguments: &str) -> Check {
+    check("POST", "/mcp")
+        .header("content-type", "application/json")
+        .body(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments}}}}}"#
+        ))
+}
+
 fn user(sub: &str, groups: &[&str]) -> serde_json::Value {
     json!({"iss": "countersign-demo", "sub": sub, "groups": groups,
            "iat": 1_767_225_000, "exp": 1_767_228_600})
@@ -316,6 +325,41 @@ pub fn all() -> Vec<Seed> {
             check("POST", EXPORT)
                 .jwt(dora())
                 .body(r#"{"format":"parquet","rows":1000,"filters":{"region":"eu","price":19.99}}"#)
+                .encode(),
+        ),
+        (
+            "mcp-allow-agent-read-tool",
+            Some(Allow),
+            mcp_call(1, "read_dataset", r#"{"dataset":"sales"}"#).jwt(agent()).encode(),
+        ),
+        (
+            // Opens an approval request: a tool result marked isError.
+            "mcp-guarded-agent-export-tool",
+            Some(Deny),
+            mcp_call(2, "export_dataset", r#"{"dataset":"sales","format":"csv","destination":"s3://x"}"#)
+                .jwt(agent())
+                .encode(),
+        ),
+        (
+            "mcp-deny-delete-tool",
+            Some(Deny),
+            mcp_call(3, "delete_dataset", r#"{"dataset":"sales"}"#).jwt(agent()).encode(),
+        ),
+        (
+            "mcp-deny-anonymous-initialize",
+            Some(Deny),
+            check("POST", "/mcp")
+                .header("content-type", "application/json")
+                .body(r#"{"jsonrpc":"2.0","id":"i-1","method":"initialize","params":{}}"#)
+                .encode(),
+        ),
+        (
+            "mcp-bad-batch",
+            Some(BadRequest),
+            check("POST", "/mcp")
+                .jwt(agent())
+                .header("content-type", "application/json")
+                .body(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#)
                 .encode(),
         ),
         (
