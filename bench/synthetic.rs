@@ -62,7 +62,11 @@ pub fn http_body_1k() -> CheckRequest {
 /// is allowed by `agents-call-read-tools`, `export_dataset` guarded by
 /// `mcp-exports-need-approval`.
 pub fn mcp_call_1k(tool: &str, id: u64) -> CheckRequest {
-    let arguments = json!({"dataset": "sales", "format": "csv", "note": filler(930)});
+    // Only declared arguments fit (policies/schema.cedarschema).
+    let arguments = match tool {
+        "read_dataset" => json!({"dataset": format!("sales-{}", filler(960))}),
+        _ => json!({"dataset": "sales", "format": "csv", "destination": filler(930)}),
+    };
     crate::check::check("POST", "/mcp")
         .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
         .header("content-type", "application/json")

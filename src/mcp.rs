@@ -103,7 +103,7 @@ fn text(call: &McpCall, outcome: &Outcome, request_id: &str) -> String {
     match outcome {
         Outcome::ApprovalRequired { approval, .. } => approval_text(&what, approval),
         Outcome::Deny { reason, policies } => format!(
-            "countersign refused {what}: {reason}.{} Nothing ran. Retrying the same call will be refused again. (request {request_id})",
+            "countersign refused {what}: {reason}.{} Nothing ran. (request {request_id})",
             policy_list(policies)
         ),
         Outcome::Unavailable { reason, .. } => format!(

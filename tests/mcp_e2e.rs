@@ -252,13 +252,21 @@ async fn callers_without_identity_and_bodies_that_are_not_one_message_are_refuse
         "{message}"
     );
 
-    // A tool no policy (nor the schema) knows.
+    // A tool no policy (nor the schema) knows; one named like a route's
+    // action; an argument of another type than declared.
     let out = client(
         &s,
         Some(&agent("agent-7")),
-        json!([{"op": "list"}, call("drop_tables", json!({}))]),
+        json!([
+            {"op": "list"},
+            call("drop_tables", json!({})),
+            call("read", json!({})),
+            call("export_dataset", json!({"dataset": "sales", "format": true, "destination": "x"})),
+        ]),
     );
     refused(&out[1], &[r#"Action::"drop_tables""#, "does not declare"]);
+    refused(&out[2], &["does not fit", r#"Action::"read""#]);
+    refused(&out[3], &["does not fit", "declare every argument"]);
 
     // What the SDK never sends, straight through Envoy.
     let bearer = agent("agent-7");

@@ -125,7 +125,13 @@ impl AuthzService {
         let answer_by = caller_waits.and_then(|d| arrival.at.checked_add(d - HOLD_MARGIN.min(d)));
         let mut claims = None;
         let outcome = match self.translate(check, &mut claims) {
-            Err(e) => self.rejected(http.unwrap_or(empty), e.to_string(), arrival),
+            Err(e) => {
+                let outcome = self.rejected(http.unwrap_or(empty), e.to_string(), arrival);
+                if let Some(http) = http.filter(|h| self.mapper.is_mcp(&h.path)) {
+                    return self.respond_mcp_invalid(&outcome, request_id(http));
+                }
+                outcome
+            }
             Ok((req, http)) => match self.mapper.map(&req) {
                 Err(e) => {
                     let outcome = self.rejected(http, CheckError::from(e).to_string(), arrival);

@@ -262,6 +262,14 @@ impl Gate {
         let started = req.arrival.at;
         let mut trail = Trail::new(req.arrival.wall, req.arrival.parent.take());
         let mapped = req.mapped;
+        if let Some(reason) = self.misfit(mapped) {
+            let outcome = Outcome::Deny {
+                reason,
+                policies: Vec::new(),
+            };
+            self.record(trail, &req.call, started, &outcome, None, None);
+            return outcome;
+        }
         let decided = self.policies.decide_guarded(
             |granted| mapped.request(granted),
             &mapped.entities,
@@ -286,22 +294,13 @@ impl Gate {
                 },
                 None,
             ),
-            Verdict::Deny(d) => {
-                let undeclared = d.policies.is_empty()
-                    && d.errors.is_empty()
-                    && !self.policies.declares(&mapped.action);
-                let reason = if undeclared {
-                    // A tool name, say, that no one wrote policies for.
-                    format!(
-                        "no policy can allow {}: the policy schema does not declare it",
-                        mapped.action
-                    )
-                } else {
-                    d.reason()
-                };
-                let policies = d.policies;
-                (Outcome::Deny { reason, policies }, None)
-            }
+            Verdict::Deny(d) => (
+                Outcome::Deny {
+                    reason: d.reason(),
+                    policies: d.policies,
+                },
+                None,
+            ),
             Verdict::Approvable { denial, params } => {
                 let (outcome, note) = self.approvable(&req, &trail, denial.policies, params).await;
                 (outcome, Some(note))
@@ -310,6 +309,30 @@ impl Gate {
         let answer_by = req.answer_by;
         self.finish_guarded(trail, &req.call, started, answer_by, outcome, note)
             .await
+    }
+
+    /// Why a call whose action and context the caller chose (an MCP tool
+    /// call) cannot be decided: its action must be declared, apply to its
+    /// principal and resource, and its arguments fit the declaration. The
+    /// route table's requests were checked against the schema at load.
+    /// Without it a tool named like another action (`read`) would meet
+    /// that action's policies, and an argument of another type (`"true"`
+    /// for `true`) would pass a condition the server then reads otherwise.
+    fn misfit(&self, mapped: &MappedRequest) -> Option<String> {
+        let tool = mapped.mcp.as_ref()?.tool.as_ref()?;
+        let loaded = self.policies.current();
+        if mapped.fits(&loaded.schema) {
+            return None;
+        }
+        let action = &mapped.action;
+        Some(if loaded.schema.actions().any(|a| a == action) {
+            format!(
+                "the call to tool `{tool}` does not fit {action} in the policy schema: the action must apply to {} and declare every argument with its type",
+                mapped.resource.type_name()
+            )
+        } else {
+            format!("no policy can allow {action}: the policy schema does not declare it")
+        })
     }
 
     /// Records a call the front door could not turn into a request: it is

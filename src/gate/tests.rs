@@ -375,3 +375,37 @@ async fn mcp_tools_are_allowed_forbidden_or_unknown_with_a_reason() {
         Outcome::Allow { .. }
     ));
 }
+
+#[tokio::test]
+async fn a_tool_call_must_fit_its_declaration_so_no_tool_borrows_another_actions_policies() {
+    let w = world();
+    let refused = |o: &Outcome, words: &str| {
+        assert!(
+            matches!(o, Outcome::Deny { reason, .. } if reason.contains(words)),
+            "{words}: {o:?}"
+        );
+    };
+    // Tools named like a route's action, the protocol action or an action
+    // group: declared, but not for a tool call on the server.
+    for tool in ["read", "mcp_protocol", "mcp_read_tools"] {
+        let o = w.decide_mcp(agent(), &tool_call(1, tool, json!({}))).await;
+        refused(&o, "does not fit");
+    }
+    // Arguments: an undeclared one, or one of another type than declared.
+    for args in [
+        json!({"dataset": "sales", "limit": 5}),
+        json!({"dataset": "sales", "format": true}),
+        json!({"dataset": "sales", "destination": ["s3://a"]}),
+    ] {
+        let o = w
+            .decide_mcp(agent(), &tool_call(2, "export_dataset", args.clone()))
+            .await;
+        refused(&o, "declare every argument");
+    }
+    // As declared: it reaches the policies (and asks for an approval).
+    let ok = json!({"dataset": "sales", "format": "csv"});
+    let o = w
+        .decide_mcp(agent(), &tool_call(3, "export_dataset", ok))
+        .await;
+    assert!(matches!(o, Outcome::ApprovalRequired { .. }), "{o:?}");
+}

@@ -247,12 +247,6 @@ impl PolicyStore {
         })
     }
 
-    /// Whether the schema in force declares `action` (read on denials only:
-    /// it walks the declared actions).
-    pub fn declares(&self, action: &EntityUid) -> bool {
-        self.current.load().schema.actions().any(|a| a == action)
-    }
-
     /// Decides. Cedar skips a policy whose evaluation fails, which would let
     /// a broken `forbid` turn a deny into an allow; so any error denies.
     pub fn evaluate(&self, request: &Request, entities: &Entities) -> Decision {

@@ -102,6 +102,26 @@ impl MappedRequest {
         .map_err(|e| MappingError::Context(e.to_string()))
     }
 
+    /// Whether the request fits `schema`: its action declared, applying to
+    /// its principal and resource types, its context exactly as declared.
+    /// Cedar's reason quotes values, so it goes to the debug log only.
+    pub fn fits(&self, schema: &cedar_policy::Schema) -> bool {
+        let checked = Request::new(
+            self.principal.clone(),
+            self.action.clone(),
+            self.resource.clone(),
+            self.context.clone(),
+            Some(schema),
+        );
+        match checked {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "request does not fit the schema");
+                false
+            }
+        }
+    }
+
     /// Query parameters (allow-listed) and the body fields a guarded policy
     /// names with `@show`: what an approver sees of the call's parameters.
     pub fn shown_parameters(&self, show: &[String]) -> BTreeMap<String, String> {

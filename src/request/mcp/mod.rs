@@ -114,6 +114,12 @@ pub enum McpError {
     NotJson(String),
     #[error("the body is not a JSON-RPC 2.0 message: {0}")]
     NotJsonRpc(&'static str),
+    #[error("an MCP endpoint takes POST (one JSON-RPC message), GET and DELETE")]
+    HttpMethod,
+    #[error(
+        "`{0}` is not an MCP method countersign knows: name its action in `[mcp.methods]` to allow it"
+    )]
+    UnknownMethod(String),
     #[error("`tools/call` needs `params.name`, the tool's name as a string")]
     NoToolName,
     #[error(
@@ -165,9 +171,16 @@ impl McpEndpoint {
     /// Reads the request: a POST carries one message, any other method
     /// (the event stream's GET, the session's DELETE) none.
     pub fn resolve(&self, method: &str, body: &[u8]) -> Result<Resolved, McpError> {
-        if method != "POST" {
-            let method = format!("http/{}", method.to_ascii_lowercase());
-            return Ok(self.protocol(method, None, Map::new()));
+        match method {
+            "POST" => {}
+            // The event stream and the session's end carry no message.
+            "GET" | "DELETE" => {
+                let method = format!("http/{}", method.to_ascii_lowercase());
+                return Ok(self.protocol(method, None, Map::new()));
+            }
+            // A server that reads a body whatever the method would run
+            // what no one decided on.
+            _ => return Err(McpError::HttpMethod),
         }
         let json = value::parse_strict(body).map_err(|e| McpError::NotJson(e.to_string()))?;
         let mut message = match json {
@@ -189,16 +202,36 @@ impl McpEndpoint {
             Some(_) => return Err(McpError::NotJsonRpc("`params` must be an object")),
         };
         let method = match message.get("method") {
-            Some(Value::String(m)) if !m.is_empty() => m.clone(),
-            Some(_) => return Err(McpError::NotJsonRpc("`method` must be a non-empty string")),
-            // A client's answer to a request from the server.
+            Some(Value::String(m)) if is_method_name(m) => m.clone(),
+            Some(_) => {
+                return Err(McpError::NotJsonRpc(
+                    "`method` must be a string of 1 to 128 printable ASCII characters",
+                ));
+            }
+            // A client's answer to a request from the server: bound with
+            // what it answers, and answered like a notification (its `id` is
+            // the server's, not the client's).
             None if message.contains_key("result") || message.contains_key("error") => {
-                "response".to_owned()
+                let answer = ["result", "error"]
+                    .into_iter()
+                    .filter_map(|k| message.remove(k).map(|v| (k.to_owned(), v)))
+                    .collect();
+                return Ok(self.protocol("response".to_owned(), None, answer));
             }
             None => return Err(McpError::NotJsonRpc("it has no `method`")),
         };
         if method != TOOLS_CALL {
+            if !self.methods.contains_key(&method) && !is_known_method(&method) {
+                return Err(McpError::UnknownMethod(method));
+            }
             return Ok(self.protocol(method, id, params));
+        }
+        // A notification is never run: deciding (and approving) it would
+        // spend an approval on nothing.
+        if id.is_none() {
+            return Err(McpError::NotJsonRpc(
+                "`tools/call` needs an `id`: a notification is never run",
+            ));
         }
         let tool = match params.get("name") {
             Some(Value::String(t)) => t.clone(),
@@ -257,6 +290,37 @@ impl McpEndpoint {
             arguments: None,
         }
     }
+}
+
+/// A method name that can be quoted in answers, logs and spans.
+fn is_method_name(m: &str) -> bool {
+    (1..=128).contains(&m.len()) && m.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The protocol's own methods (MCP 2025-11-25 and 2026-07-28) other than
+/// `tools/call`. Anything else is refused unless `[mcp.methods]` names it,
+/// so a method a later revision adds is not allowed by a rule written
+/// before it.
+fn is_known_method(m: &str) -> bool {
+    const KNOWN: &[&str] = &[
+        "initialize",
+        "ping",
+        "tools/list",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "tasks/get",
+        "tasks/list",
+        "tasks/result",
+        "tasks/cancel",
+    ];
+    KNOWN.contains(&m) || m.starts_with("notifications/")
 }
 
 /// `Action`, the type of every action.

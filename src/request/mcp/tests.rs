@@ -250,3 +250,44 @@ fn approvers_see_the_server_the_tool_and_the_shown_arguments() {
     assert_eq!(shown["arguments.format"], "csv");
     assert!(!shown.values().any(|v| v == "s3cr3t"), "{shown:?}");
 }
+
+#[test]
+fn only_post_carries_a_message_and_only_known_methods_and_real_calls_are_decided() {
+    let m = mapper();
+    let body = call(1, "delete_dataset", json!({"dataset": "a"}));
+    for method in ["PUT", "PATCH", "OPTIONS", "post"] {
+        let r = map_on(&m, method, "/mcp", body.as_bytes());
+        assert!(
+            matches!(r, Err(MappingError::Mcp(McpError::HttpMethod))),
+            "{method}: {r:?}"
+        );
+    }
+    assert_eq!(
+        refusal(
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"read_dataset","arguments":{"dataset":"a"}}}"#
+        ),
+        McpError::NotJsonRpc("`tools/call` needs an `id`: a notification is never run")
+    );
+    assert_eq!(
+        refusal(r#"{"jsonrpc":"2.0","id":1,"method":"admin/shutdown"}"#),
+        McpError::UnknownMethod("admin/shutdown".into())
+    );
+    for method in ["ping\n", "p\u{1b}[2J", &"m".repeat(129)] {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method}).to_string();
+        assert!(
+            matches!(refusal(&body), McpError::NotJsonRpc(_)),
+            "{method:?}"
+        );
+    }
+    // A client's answer to the server: no id of the client's to echo, and
+    // bound with what it answers.
+    let answer = |v: u32| {
+        post(&format!(
+            r#"{{"jsonrpc":"2.0","id":7,"result":{{"v":{v}}}}}"#
+        ))
+        .unwrap()
+    };
+    let a = answer(1).mcp.unwrap();
+    assert_eq!((a.method.as_str(), a.id.clone()), ("response", None));
+    assert_ne!(a.bound, answer(2).mcp.unwrap().bound);
+}
