@@ -71,6 +71,31 @@ async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once(
     assert_ne!(other.approval.id, first.approval.id);
 }
 
+/// Where the caller cannot present a token (MCP), none is issued, on
+/// opening or on finding: the identical call takes the use by id.
+async fn a_request_opened_without_a_token_is_used_by_id(s: Arc<dyn ApprovalStore>) {
+    let mut quiet = new("fp-quiet", params());
+    quiet.issue_token = false;
+    let first = s.open(&quiet, CheckRef::default()).await.unwrap();
+    let again = s.open(&quiet, CheckRef::default()).await.unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(again.approval.id, first.approval.id);
+    assert_eq!((first.token, again.token), (None, None));
+    let id = first.approval.id;
+    s.vote(&id, "dora", Verdict::Approve, "").await.unwrap();
+    let found = s.open(&quiet, CheckRef::default()).await.unwrap();
+    assert_eq!(
+        (found.approval.status, found.token),
+        (Status::Approved, None)
+    );
+    assert!(matches!(
+        s.consume(None, Some(&id), "fp-quiet", CheckRef::default())
+            .await
+            .unwrap(),
+        Consumed::Used { .. }
+    ));
+}
+
 async fn an_approval_is_used_once_by_the_identical_call_only(s: Arc<dyn ApprovalStore>) {
     let opened = open(&*s, "fp", params()).await;
     let (id, token) = (opened.approval.id.clone(), opened.token.unwrap());
@@ -522,6 +547,7 @@ macro_rules! contract {
 
 contract!(
     opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once,
+    a_request_opened_without_a_token_is_used_by_id,
     an_approval_is_used_once_by_the_identical_call_only,
     a_policy_may_allow_several_uses,
     a_hundred_concurrent_uses_of_a_single_use_approval_succeed_exactly_once,

@@ -200,10 +200,12 @@ impl ApprovalStore for MemoryStore {
             let approval = r.approval(&existing, now);
             match approval.status {
                 Status::Pending | Status::Approved => {
-                    s.issue(&existing, hash);
+                    if new.issue_token {
+                        s.issue(&existing, hash);
+                    }
                     return Ok(Opened {
                         approval,
-                        token: Some(token),
+                        token: new.issue_token.then_some(token),
                         created: false,
                     });
                 }
@@ -244,7 +246,9 @@ impl ApprovalStore for MemoryStore {
             new.fingerprint.clone(),
             (id.clone(), now + pending_ttl + approval_ttl),
         );
-        s.issue(&id, hash);
+        if new.issue_token {
+            s.issue(&id, hash);
+        }
         s.event(
             &id,
             EventKind::Requested,
@@ -260,7 +264,7 @@ impl ApprovalStore for MemoryStore {
         self.publish(EventKind::Requested, &id);
         Ok(Opened {
             approval,
-            token: Some(token),
+            token: new.issue_token.then_some(token),
             created: true,
         })
     }
@@ -523,6 +527,7 @@ mod tests {
     fn new(fingerprint: &str) -> NewApproval {
         let params = ApprovalParams::default();
         NewApproval {
+            issue_token: true,
             fingerprint: fingerprint.into(),
             info: RequestInfo {
                 principal: r#"User::"agent-7""#.into(),

@@ -178,6 +178,10 @@ pub struct NewApproval {
     pub fingerprint: String,
     pub info: RequestInfo,
     pub params: ApprovalParams,
+    /// Whether the answer carries a token for the retry. Not where the
+    /// caller cannot present one (MCP): each would live, unused, as long as
+    /// the record.
+    pub issue_token: bool,
 }
 
 /// The store's answer to an approvable call without a token.

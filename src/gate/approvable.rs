@@ -128,6 +128,9 @@ impl Gate {
         }
 
         let new = NewApproval {
+            // An MCP client cannot present a token: its identical call is
+            // the proof (see `use_approved`).
+            issue_token: req.mapped.mcp.is_none(),
             fingerprint: fingerprint.clone(),
             info: RequestInfo {
                 principal: principal.to_owned(),

@@ -268,9 +268,13 @@ async fn an_approved_mcp_tool_call_runs_once_for_the_same_agent_and_arguments() 
     let w = world();
     let args = json!({"dataset": "sales", "format": "csv", "destination": "s3://reports"});
     let export = |id| tool_call(id, "export_dataset", args.clone());
-    let Outcome::ApprovalRequired { approval, .. } = w.decide_mcp(agent(), &export(3)).await else {
+    let Outcome::ApprovalRequired {
+        approval, token, ..
+    } = w.decide_mcp(agent(), &export(3)).await
+    else {
         panic!("an agent's MCP export needs an approval")
     };
+    assert_eq!(token, None, "an MCP client could not present it");
     assert_eq!(approval.info.action, r#"Action::"export_dataset""#);
     assert_eq!(approval.info.parameters["mcp.tool"], "export_dataset");
     assert_eq!(

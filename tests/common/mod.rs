@@ -517,6 +517,7 @@ pub fn export_request(
         fingerprint: fingerprint.into(),
         info,
         params,
+        issue_token: true,
     }
 }
 

@@ -49,7 +49,8 @@ impl ApprovalStore for RedisStore {
                     .arg(p.approval_ttl.as_secs())
                     .arg(p.uses)
                     .arg(p.quorum)
-                    .arg(&hash)
+                    // No hash: no token is issued.
+                    .arg(if new.issue_token { hash.as_str() } else { "" })
                     .arg(self.audit_len())
                     .arg(check.request_id)
                     .arg(check.trace)

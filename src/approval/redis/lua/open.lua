@@ -1,7 +1,8 @@
 -- Opens a request, or finds the one this exact call opened.
 -- KEYS: fingerprint pointer, index. ARGV: shard prefix, id, info json,
 -- fingerprint, pending ttl, retention, approval ttl, uses, quorum, token
--- hash, audit max length, opening check's request id, its traceparent.
+-- hash ('' to issue none), audit max length, opening check's request id,
+-- its traceparent.
 local p = ARGV[1]
 local now = tonumber(redis.call('TIME')[1])
 local existing = redis.call('GET', KEYS[1])
@@ -10,6 +11,7 @@ if existing then
   if st[1] then
     local status = effective(st[1], now, st[2], st[3], st[4])
     if status == 'pending' or status == 'approved' then
+      if ARGV[10] == '' then return {'existing', existing, ''} end
       local ttl = redis.call('TTL', p .. 'a:' .. existing)
       if ttl > 0 then redis.call('SET', p .. 'tok:' .. ARGV[10], existing, 'EX', ttl) end
       return {'existing', existing, 'token'}
@@ -29,7 +31,7 @@ redis.call('HSET', h, 'info', ARGV[3], 'fingerprint', ARGV[4], 'status', 'pendin
 redis.call('EXPIRE', h, ttl)
 -- The same call finds this request while it can be decided or used.
 redis.call('SET', KEYS[1], id, 'EX', pending_ttl + tonumber(ARGV[7]))
-redis.call('SET', p .. 'tok:' .. ARGV[10], id, 'EX', ttl)
+if ARGV[10] ~= '' then redis.call('SET', p .. 'tok:' .. ARGV[10], id, 'EX', ttl) end
 redis.call('HSET', h, 'trace', ARGV[13])
 redis.call('ZADD', KEYS[2], now, id)
 redis.call('ZADD', p .. 'pending', now + pending_ttl, id)
@@ -37,4 +39,5 @@ redis.call('ZADD', p .. 'pending', now + pending_ttl, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl * 2)
 audit(p, ARGV[11], h, id, 'requested', {status = 'pending', request_id = ARGV[12], trace = ARGV[13]})
 redis.call('SPUBLISH', p .. 'events', 'requested ' .. id)
+if ARGV[10] == '' then return {'created', id, ''} end
 return {'created', id, 'token'}
