@@ -73,7 +73,7 @@ async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once(
 
 /// Where the caller cannot present a token (MCP), none is issued, on
 /// opening or on finding: the identical call takes the use by id.
-async fn a_request_opened_without_a_token_is_used_by_id(s: Arc<dyn ApprovalStore>) {
+async fn a_request_opened_without_a_token_is_used_by_id_or_fingerprint(s: Arc<dyn ApprovalStore>) {
     let mut quiet = new("fp-quiet", params());
     quiet.issue_token = false;
     let first = s.open(&quiet, CheckRef::default()).await.unwrap();
@@ -93,6 +93,50 @@ async fn a_request_opened_without_a_token_is_used_by_id(s: Arc<dyn ApprovalStore
             .await
             .unwrap(),
         Consumed::Used { .. }
+    ));
+    // With neither token nor id, the fingerprint finds its request.
+    let mut twice = new(
+        "fp-twice",
+        ApprovalParams {
+            uses: 2,
+            ..params()
+        },
+    );
+    twice.issue_token = false;
+    let none = s.consume(None, None, "fp-twice", CheckRef::default()).await;
+    assert_eq!(none.unwrap(), Consumed::Unknown, "nothing opened yet");
+    let id = s
+        .open(&twice, CheckRef::default())
+        .await
+        .unwrap()
+        .approval
+        .id;
+    let pending = s.consume(None, None, "fp-twice", CheckRef::default()).await;
+    assert!(
+        matches!(
+            pending.unwrap(),
+            Consumed::NotUsable {
+                status: Status::Pending,
+                ..
+            }
+        ),
+        "not before approval"
+    );
+    s.vote(&id, "dora", Verdict::Approve, "").await.unwrap();
+    for left in [1, 0] {
+        let used = s.consume(None, None, "fp-twice", CheckRef::default()).await;
+        assert!(
+            matches!(used.unwrap(), Consumed::Used { uses_left, .. } if uses_left == left),
+            "{left}"
+        );
+    }
+    let spent = s.consume(None, None, "fp-twice", CheckRef::default()).await;
+    assert!(matches!(
+        spent.unwrap(),
+        Consumed::NotUsable {
+            status: Status::Consumed,
+            ..
+        }
     ));
 }
 
@@ -547,7 +591,7 @@ macro_rules! contract {
 
 contract!(
     opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once,
-    a_request_opened_without_a_token_is_used_by_id,
+    a_request_opened_without_a_token_is_used_by_id_or_fingerprint,
     an_approval_is_used_once_by_the_identical_call_only,
     a_policy_may_allow_several_uses,
     a_hundred_concurrent_uses_of_a_single_use_approval_succeed_exactly_once,

@@ -376,7 +376,10 @@ impl ApprovalStore for MemoryStore {
                 Some(id) => id.clone(),
                 None => return Ok(Consumed::Unknown),
             },
-            (None, None) => return Ok(Consumed::Unknown),
+            (None, None) => match s.by_fingerprint.get(fingerprint) {
+                Some((id, until)) if *until >= now => id.clone(),
+                _ => return Ok(Consumed::Unknown),
+            },
         };
         let Some(r) = s.requests.get_mut(&id) else {
             return Ok(Consumed::Unknown);

@@ -182,7 +182,8 @@ pub trait ApprovalStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Approval, StoreError>;
 
     /// Takes one use of an approval for a call with `fingerprint`, found by
-    /// the caller's token or (hold mode) by id.
+    /// the caller's token, by id (hold mode), or with neither by the
+    /// fingerprint itself (MCP: the identical call is the proof).
     async fn consume(
         &self,
         token: Option<&str>,

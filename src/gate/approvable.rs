@@ -127,6 +127,26 @@ impl Gate {
             return (outcome, note);
         }
 
+        // On MCP the identical call is the proof: an approved request is
+        // used at once, in one store step, before anything is opened.
+        if req.mapped.mcp.is_some() {
+            let used = within(
+                budget,
+                approvals.consume(None, None, &fingerprint, here, parties),
+            )
+            .await;
+            match used {
+                Ok(Consumed::Used { id, uses_left, .. }) => {
+                    note.used = true;
+                    note.id = id;
+                    note.status = Some(ApprovalEvent::status_after_use(uses_left));
+                    return (allowed, note);
+                }
+                // Not approved (yet): find or open its request below.
+                Ok(_) => {}
+                Err(e) => return (unavailable(e), note),
+            }
+        }
         let new = NewApproval {
             // An MCP client cannot present a token: its identical call is
             // the proof (see `use_approved`).
@@ -172,9 +192,9 @@ impl Gate {
             }
         }
         // A held call released by an approval takes the use itself. So does
-        // an MCP tool call: an MCP client cannot add a header to one call,
-        // so the identical call (same principal, on-behalf-of, server, tool
-        // and arguments) is the proof.
+        // an MCP tool call approved since the step above: an MCP client
+        // cannot add a header to one call, so the identical call (same
+        // principal, on-behalf-of, server, tool and arguments) is the proof.
         if approval.status == Status::Approved && (note.held || req.mapped.mcp.is_some()) {
             let outcome = self
                 .use_approved(

@@ -234,7 +234,7 @@ impl ApprovalStore for RedisStore {
         let shard = match (token, id) {
             (Some(t), _) => shard_of(t),
             (None, Some(id)) => shard_of_id(id),
-            (None, None) => None,
+            (None, None) => Some(fingerprint_shard(fingerprint)),
         };
         let Some(shard) = shard else {
             return Ok(Consumed::Unknown);

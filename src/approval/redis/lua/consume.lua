@@ -1,12 +1,16 @@
 -- Takes one use of an approval, and records it with the allow it leads to.
 -- KEYS: the shard's `approved` set (routes the script to the shard).
--- ARGV: shard prefix, id or "", token hash or "", fingerprint, audit max
+-- ARGV: shard prefix, id or "", token hash or "" (neither: the request
+-- this fingerprint opened), fingerprint, audit max
 -- length, the consuming check's request id and traceparent, then the
 -- field/value pairs of its decision entry. Returns the status and id, plus,
 -- when used, the uses left and the opening check's traceparent.
 local p = ARGV[1]
 local id = ARGV[2]
-if id == '' then
+if id == '' and ARGV[3] == '' then
+  id = redis.call('GET', p .. 'fp:' .. ARGV[4])
+  if not id then return {'unknown', ''} end
+elseif id == '' then
   id = redis.call('GET', p .. 'tok:' .. ARGV[3])
   if not id then return {'unknown', ''} end
 end
