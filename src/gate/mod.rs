@@ -197,6 +197,37 @@ impl Outcome {
     }
 }
 
+thread_local! {
+    /// Per worker thread, so that checks take no lock.
+    static FITTING: std::cell::RefCell<Fitting> = std::cell::RefCell::new(Fitting::default());
+}
+
+/// Tool-call shapes (action, principal and resource types, the context's
+/// optional parts and argument types) seen to fit a policy set's schema.
+#[derive(Default)]
+struct Fitting {
+    /// Held, so that a set's address is never another's while remembered.
+    set: Option<Arc<crate::policy::Loaded>>,
+    shapes: std::collections::HashSet<String>,
+}
+
+impl Fitting {
+    const KEEP: usize = 1024;
+
+    fn fits(&self, set: &Arc<crate::policy::Loaded>, key: &str) -> bool {
+        self.set.as_ref().is_some_and(|s| Arc::ptr_eq(s, set)) && self.shapes.contains(key)
+    }
+
+    fn remember(&mut self, set: &Arc<crate::policy::Loaded>, key: String) {
+        let same = self.set.as_ref().is_some_and(|s| Arc::ptr_eq(s, set));
+        if !same || self.shapes.len() >= Self::KEEP {
+            self.shapes.clear();
+            self.set = Some(set.clone());
+        }
+        self.shapes.insert(key);
+    }
+}
+
 /// What a caller is told when the audit stream cannot be written.
 pub const AUDIT_UNAVAILABLE: &str =
     "the audit trail cannot be written, so guarded calls are refused; retry later";
@@ -319,9 +350,24 @@ impl Gate {
     /// that action's policies, and an argument of another type (`"true"`
     /// for `true`) would pass a condition the server then reads otherwise.
     fn misfit(&self, mapped: &MappedRequest) -> Option<String> {
-        let tool = mapped.mcp.as_ref()?.tool.as_ref()?;
+        let call = mapped.mcp.as_ref()?;
+        let tool = call.tool.as_ref()?;
         let loaded = self.policies.current();
+        // Whether a request fits depends on its types, not its values: a
+        // shape seen to fit this policy set fits again. Asking Cedar was
+        // most of an MCP check's extra cost.
+        let key = format!(
+            "{}|{}|{}|{}",
+            mapped.action,
+            mapped.principal.type_name(),
+            mapped.resource.type_name(),
+            call.shape
+        );
+        if FITTING.with_borrow(|f| f.fits(&loaded, &key)) {
+            return None;
+        }
         if mapped.fits(&loaded.schema) {
+            FITTING.with_borrow_mut(|f| f.remember(&loaded, key));
             return None;
         }
         let action = &mapped.action;

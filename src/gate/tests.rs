@@ -412,4 +412,16 @@ async fn a_tool_call_must_fit_its_declaration_so_no_tool_borrows_another_actions
         .decide_mcp(agent(), &tool_call(3, "export_dataset", ok))
         .await;
     assert!(matches!(o, Outcome::ApprovalRequired { .. }), "{o:?}");
+    // Once a shape is known to fit, the same names with another type still
+    // do not, and the same types with other values still do.
+    let retyped = json!({"dataset": "sales", "format": 1});
+    let o = w
+        .decide_mcp(agent(), &tool_call(4, "export_dataset", retyped))
+        .await;
+    refused(&o, "declare every argument");
+    let other = json!({"dataset": "hr", "format": "xml"});
+    let o = w
+        .decide_mcp(agent(), &tool_call(5, "export_dataset", other))
+        .await;
+    assert!(matches!(o, Outcome::ApprovalRequired { .. }), "{o:?}");
 }

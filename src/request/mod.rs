@@ -5,6 +5,7 @@
 pub mod identity;
 pub mod mcp;
 mod path;
+mod probes;
 pub mod routes;
 pub mod value;
 
@@ -13,16 +14,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cedar_policy::{
-    Context, Entities, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
-};
+use cedar_policy::{Context, Entities, EntityUid, Request, RestrictedExpression};
 use serde_json::{Map, Value};
 
 pub use identity::{Identity, IdentityError, IdentitySettings, Source};
 pub use mcp::{McpCall, McpEndpoint};
 pub use routes::{RouteSpec, RouteTable};
 
-use crate::policy::Probe;
 use path::{check_normalised, check_percent_encoding};
 
 /// Longest path (with query) accepted; Envoy's own limit on the request line
@@ -280,8 +278,11 @@ impl Mapper {
         let (action, resource, parts, mcp) = match self.mcp_endpoint(path)? {
             Some(endpoint) => {
                 let body = self.body_bytes(req)?.unwrap_or_default();
-                let resolved = endpoint.resolve(req.method, body)?;
+                let mut resolved = endpoint.resolve(req.method, body)?;
                 let parts = self.context(req, path, query, Some(&resolved))?;
+                if let Some(arguments) = &parts.body {
+                    resolved.call.shape = self.shape(req, &parts.query, arguments);
+                }
                 (
                     resolved.action,
                     resolved.resource,
@@ -314,6 +315,32 @@ impl Mapper {
             mcp,
             context: with_approval(parts.pairs, false)?,
         })
+    }
+
+    /// The shape of a tool call's context: which optional parts
+    /// [`Self::context`] put in, and the arguments' names and types.
+    fn shape(
+        &self,
+        req: &HttpRequest<'_>,
+        query: &[(String, String)],
+        arguments: &Map<String, Value>,
+    ) -> String {
+        let mut out = String::with_capacity(64);
+        let present = |yes: bool| if yes { '1' } else { '0' };
+        out.push(present(!req.scheme.is_empty()));
+        out.push(present(req.source_address.parse::<IpAddr>().is_ok()));
+        out.push(present(!req.request_id.is_empty()));
+        for (name, _) in query {
+            out.push_str(name);
+            out.push('&');
+        }
+        out.push('|');
+        for name in &self.context.headers {
+            out.push(present(req.headers.contains_key(name)));
+        }
+        out.push('|');
+        value::record_shape(arguments, &mut out);
+        out
     }
 
     /// Whether `path` (query allowed) is an MCP endpoint's.
@@ -485,116 +512,6 @@ impl Mapper {
         let record = value::record(&map, 1)
             .map_err(|e| MappingError::BodyUnrepresentable(identity::describe(&e)))?;
         Ok(Some((record, map)))
-    }
-
-    /// Sample requests per route and principal type, with every optional
-    /// part present and with none, for the policy loader to check against the
-    /// schema before any real request arrives.
-    pub fn probes(&self) -> Result<Vec<Probe>, MappingError> {
-        let full_headers: HashMap<String, String> = self
-            .context
-            .headers
-            .iter()
-            .map(|h| (h.clone(), "x".to_owned()))
-            .collect();
-        let full_query = self
-            .context
-            .query
-            .iter()
-            .map(|q| format!("{q}=x&"))
-            .collect::<String>();
-        let no_headers = HashMap::new();
-        let sample = |headers, scheme, source_address, request_id| HttpRequest {
-            method: "GET",
-            path: "/",
-            host: "localhost",
-            scheme,
-            headers,
-            body: b"",
-            source_address,
-            source_principal: "",
-            jwt_claims: None,
-            request_id,
-            time: Some(0),
-        };
-        let samples = [
-            self.context(
-                &sample(&full_headers, "https", "127.0.0.1", "probe"),
-                "/",
-                &full_query,
-                None,
-            )?
-            .pairs,
-            self.context(&sample(&no_headers, "", "", ""), "/", "", None)?
-                .pairs,
-        ];
-        let contexts = samples
-            .into_iter()
-            .map(|pairs| with_approval(pairs, false))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut principal_types = vec![&self.identity.user_type, &self.identity.workload_type];
-        if let Some((_, ty)) = &self.identity.trusted_header {
-            principal_types.push(ty);
-        }
-        let mut principals: Vec<EntityUid> = principal_types
-            .into_iter()
-            .map(|ty| EntityUid::from_type_name_and_id(ty.clone(), EntityId::new("probe")))
-            .collect();
-        principals.push(self.identity.anonymous.clone());
-
-        let mut targets: Vec<(String, &EntityUid, &EntityTypeName)> = self
-            .routes
-            .specs()
-            .map(|r| {
-                let label = format!("route `{} {}`", r.method.as_deref().unwrap_or("*"), r.path);
-                (label, &r.action, &r.resource_type)
-            })
-            .collect();
-        targets.push((
-            "the default route".to_owned(),
-            self.routes.default_action(),
-            self.routes.default_resource_type(),
-        ));
-        let mut probes = Vec::new();
-        for (label, action, resource_type) in targets {
-            let resource =
-                EntityUid::from_type_name_and_id(resource_type.clone(), EntityId::new("probe"));
-            for principal in &principals {
-                for context in &contexts {
-                    probes.push(Probe {
-                        label: label.clone(),
-                        principal: principal.clone(),
-                        action: action.clone(),
-                        resource: resource.clone(),
-                        context: context.clone(),
-                    });
-                }
-            }
-        }
-        // An MCP endpoint's protocol messages (tool calls take their actions
-        // from the call, so only the schema can say which exist).
-        for endpoint in &self.mcp {
-            let message =
-                endpoint.resolve("POST", br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)?;
-            let sample = sample(&full_headers, "https", "127.0.0.1", "probe");
-            let parts = self.context(&sample, &endpoint.path, "", Some(&message))?;
-            let context = with_approval(parts.pairs, false)?;
-            let label = format!("MCP endpoint `{}`", endpoint.path);
-            let actions =
-                std::iter::once(&endpoint.protocol_action).chain(endpoint.methods.values());
-            for action in actions {
-                for principal in &principals {
-                    probes.push(Probe {
-                        label: label.clone(),
-                        principal: principal.clone(),
-                        action: action.clone(),
-                        resource: endpoint.server_resource.clone(),
-                        context: context.clone(),
-                    });
-                }
-            }
-        }
-        Ok(probes)
     }
 }
 

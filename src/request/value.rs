@@ -58,15 +58,57 @@ pub fn record(
     RestrictedExpression::new_record(fields).map_err(|e| ValueError::DuplicateKey(e.to_string()))
 }
 
-fn number(n: &serde_json::Number) -> Result<RestrictedExpression, ValueError> {
+/// Appends the Cedar type [`to_cedar`] gives `value` (its shape: member
+/// names and types, never values) to `out`: values of one shape fit a
+/// schema type alike. Only for values [`to_cedar`] accepts.
+pub fn shape(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push('_'),
+        Value::Bool(_) => out.push('b'),
+        Value::String(_) => out.push('s'),
+        Value::Number(n) => out.push(if long(n).is_some() { 'l' } else { 'd' }),
+        Value::Array(items) => {
+            out.push('[');
+            for item in items.iter().filter(|v| !v.is_null()) {
+                shape(item, out);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        Value::Object(map) => record_shape(map, out),
+    }
+}
+
+/// [`shape`] of a record: members in name order, `null` ones left out as
+/// [`record`] leaves them out.
+pub fn record_shape(map: &serde_json::Map<String, Value>, out: &mut String) {
+    let mut names: Vec<&String> = map.keys().filter(|k| !map[*k].is_null()).collect();
+    names.sort_unstable();
+    out.push('{');
+    for name in names {
+        // JSON-quoted, so that no name can forge the punctuation.
+        out.push_str(&Value::String(name.clone()).to_string());
+        out.push(':');
+        shape(&map[name], out);
+        out.push(',');
+    }
+    out.push('}');
+}
+
+/// The `Long` a JSON number becomes, if it is one.
+fn long(n: &serde_json::Number) -> Option<i64> {
     if let Some(i) = n.as_i64() {
-        return Ok(RestrictedExpression::new_long(i));
+        return Some(i);
     }
     let f = n.as_f64().unwrap_or(f64::NAN);
     // Protobuf `Struct` (how Envoy hands over JWT claims) carries every
     // number as a double, so `exp: 1700000000` arrives as 1.7e9.
-    if f.fract() == 0.0 && f.abs() < 9.0e15 {
-        return Ok(RestrictedExpression::new_long(f as i64));
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+}
+
+fn number(n: &serde_json::Number) -> Result<RestrictedExpression, ValueError> {
+    if let Some(i) = long(n) {
+        return Ok(RestrictedExpression::new_long(i));
     }
     // Decide on the shortest text form, not on binary arithmetic: 19.99 is
     // not a whole number of ten-thousandths as a double.
@@ -212,6 +254,34 @@ mod tests {
                 to_cedar(&nest(MAX_DEPTH + 1, array), 0).unwrap_err(),
                 ValueError::TooDeep
             );
+        }
+    }
+
+    #[test]
+    fn a_shape_names_every_member_and_type_and_no_value() {
+        let shape_of = |v: Value| {
+            let mut out = String::new();
+            shape(&v, &mut out);
+            out
+        };
+        let base = shape_of(json!({"a": 1, "b": "x", "c": [true], "d": {"e": 1.5}}));
+        assert_eq!(
+            base,
+            shape_of(json!({"d": {"e": 2.25}, "c": [false], "b": "y", "a": 7}))
+        );
+        assert_eq!(
+            base,
+            shape_of(json!({"a": 1, "b": "x", "c": [true, null], "d": {"e": 1.5}, "z": null}))
+        );
+        for other in [
+            json!({"a": "1", "b": "x", "c": [true], "d": {"e": 1.5}}),
+            json!({"a": 1.5, "b": "x", "c": [true], "d": {"e": 1.5}}),
+            json!({"a": 1, "b": "x", "c": [true, true], "d": {"e": 1.5}}),
+            json!({"a": 1, "b": "x", "c": [true], "d": {"e": 1}}),
+            json!({"a": 1, "b": "x", "c": [true], "d": {"e": 1.5}, "f": 0}),
+            json!({"a": 1, "b,\"c\":s": "x", "c": [true], "d": {"e": 1.5}}),
+        ] {
+            assert_ne!(base, shape_of(other.clone()), "{other}");
         }
     }
 

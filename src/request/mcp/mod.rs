@@ -149,6 +149,10 @@ pub struct McpCall {
     /// What an approval binds: the method and its parameters in canonical
     /// JSON, without `id` and `_meta`, which change on every retry.
     pub bound: Vec<u8>,
+    /// On a tool call: the shape of its Cedar context (optional parts
+    /// present, every argument's name and type; no value), to know it fits
+    /// the schema without asking Cedar each time.
+    pub shape: String,
 }
 
 impl McpCall {
@@ -263,6 +267,7 @@ impl McpEndpoint {
                 tool: Some(tool),
                 server: self.server.clone(),
                 bound,
+                shape: String::new(),
             },
             action,
             resource,
@@ -284,6 +289,7 @@ impl McpEndpoint {
                 tool: None,
                 server: self.server.clone(),
                 bound,
+                shape: String::new(),
             },
             action,
             resource: self.server_resource.clone(),
