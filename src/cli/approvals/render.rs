@@ -21,11 +21,36 @@ fn status_colour(status: &str) -> Option<Colour> {
     })
 }
 
+/// `s` as a terminal shows it: control characters (C0, DEL, C1) and
+/// bidirectional overrides escaped as `\u{..}`, so that a value an agent
+/// chose (an argument, a path) cannot move the cursor, recolour, hide or
+/// reorder what an approver reads.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if hidden(c) {
+                    format!("\\u{{{:x}}}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
 /// One event of `watch`: event, id and status whole; the rest (principal,
 /// action, resource) cut to the width, if one applies.
 pub(super) fn watch_line(kind: &str, a: &pb::Approval, layout: Layout) -> String {
-    let head = format!("{kind:<10} {}  ", a.id);
-    let tail = format!("  {} {} on {}", a.principal, a.action, a.resource);
+    let head = format!("{kind:<10} {}  ", printable(&a.id));
+    let tail = printable(&format!("  {} {} on {}", a.principal, a.action, a.resource)).into_owned();
     let fixed = head.chars().count() + a.status.chars().count();
     match layout.width {
         // Not even the id fits: the whole line, cut, without colour.
@@ -48,11 +73,12 @@ pub(super) fn print_one(a: &pb::Approval, out: Output, layout: Layout) {
         println!("{}", to_json(a));
         return;
     }
-    let row = |k: &str, v: &str| println!("{k:<15} {v}");
+    let row = |k: &str, v: &str| println!("{k:<15} {}", printable(v));
     row("id", &a.id);
-    row(
+    println!(
+        "{:<15} {}",
         "status",
-        &paint(&a.status, status_colour(&a.status), layout),
+        paint(&printable(&a.status), status_colour(&a.status), layout)
     );
     row("principal", &a.principal);
     if !a.on_behalf_of.is_empty() {
@@ -129,14 +155,14 @@ pub(super) fn print_table(list: &[pb::Approval], layout: Layout) {
     for a in list {
         let votes = a.votes.iter().filter(|v| v.verdict == "approve").count();
         table.push(vec![
-            a.id.clone().into(),
+            printable(&a.id).into_owned().into(),
             Cell {
-                text: a.status.clone(),
+                text: printable(&a.status).into_owned(),
                 colour: status_colour(&a.status),
             },
-            a.principal.clone().into(),
-            a.action.clone().into(),
-            a.resource.clone().into(),
+            printable(&a.principal).into_owned().into(),
+            printable(&a.action).into_owned().into(),
+            printable(&a.resource).into_owned().into(),
             format!("{votes}/{}", a.quorum).into(),
         ]);
     }
@@ -204,5 +230,19 @@ mod tests {
             colour: true,
         };
         assert!(watch_line("opened", &a, coloured).contains("\x1b[33mpending\x1b[0m"));
+    }
+
+    #[test]
+    fn what_an_agent_chose_cannot_drive_the_approvers_terminal() {
+        assert_eq!(printable("s3://reports"), "s3://reports");
+        assert_eq!(
+            printable("s3://evil\u{1b}[2K\rs3://reports\nparameter x = y"),
+            "s3://evil\\u{1b}[2K\\u{d}s3://reports\\u{a}parameter x = y"
+        );
+        assert_eq!(
+            printable("a\u{202e}gpj.exe\u{9b}"),
+            "a\\u{202e}gpj.exe\\u{9b}"
+        );
+        assert_eq!(printable("straße ✓"), "straße ✓", "printable text stays");
     }
 }
