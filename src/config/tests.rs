@@ -347,7 +347,7 @@ fn mcp_endpoints_are_checked_field_by_field() {
         ),
         (
             mcp("[mcp.resources]\nexport = 'Dataset::\"{dataset}\"'\n"),
-            "field `mcp[0].resources.export`: expected `Type::\"id template\"` with `{arguments.NAME}`",
+            "`Dataset::\"{dataset}\"`: `{dataset}` is not `{arguments.NAME}`",
         ),
         (
             mcp("[mcp.methods]\n\"tools/list\" = 'Action::\"unclosed'\n"),

@@ -460,10 +460,13 @@ fn validate_mcp(
             &format!("expected a literal path such as `/mcp`, got `{}`", m.path),
         ));
     }
-    if routes
-        .resolve("POST", &m.path)
-        .is_ok_and(|r| r.route.is_some())
-    {
+    // Matched first, the endpoint would hide a route on its path.
+    let shadowed = ["POST", "GET", "DELETE"].into_iter().any(|method| {
+        routes
+            .resolve(method, &m.path)
+            .is_ok_and(|r| r.route.is_some())
+    });
+    if shadowed {
         return Err(o.invalid(
             &f("path"),
             &format!(
@@ -498,18 +501,17 @@ fn validate_mcp(
     let mut resources = HashMap::new();
     for (tool, resource) in &m.resources {
         let field = f(&format!("resources.{tool}"));
-        let parsed = split_resource(resource).and_then(|(ty, id)| {
-            let ty = EntityTypeName::from_str(ty).ok()?;
-            McpResource::parse(ty, id).ok()
-        });
-        let Some(parsed) = parsed else {
-            return Err(o.invalid(
+        let expected = |why: &str| {
+            o.invalid(
                 &field,
                 &format!(
-                    r#"expected `Type::"id template"` with `{{arguments.NAME}}` placeholders, such as `Dataset::"{{arguments.dataset}}"`, got `{resource}`"#
+                    r#"expected `Type::"id template"` with `{{arguments.NAME}}` placeholders, such as `Dataset::"{{arguments.dataset}}"`, got `{resource}`{why}"#
                 ),
-            ));
+            )
         };
+        let (ty, id) = split_resource(resource).ok_or_else(|| expected(""))?;
+        let ty = type_name(o, &field, ty)?;
+        let parsed = McpResource::parse(ty, id).map_err(|e| expected(&format!(": {e}")))?;
         resources.insert(tool.clone(), parsed);
     }
     Ok(McpEndpoint {

@@ -28,6 +28,15 @@ pub struct Note {
     pub used: bool,
 }
 
+impl Note {
+    /// The call took a use of request `id`, which has `uses_left`.
+    fn took(&mut self, id: String, uses_left: u32) {
+        self.used = true;
+        self.id = id;
+        self.status = Some(ApprovalEvent::status_after_use(uses_left));
+    }
+}
+
 impl Gate {
     pub(super) async fn approvable(
         &self,
@@ -96,9 +105,7 @@ impl Gate {
             .await;
             let outcome = match used {
                 Ok((Consumed::Used { id, uses_left, .. }, _)) => {
-                    note.used = true;
-                    note.id = id;
-                    note.status = Some(ApprovalEvent::status_after_use(uses_left));
+                    note.took(id, uses_left);
                     allowed
                 }
                 Ok((Consumed::Unknown, _)) => refuse("the approval token is not valid".into()),
@@ -137,9 +144,7 @@ impl Gate {
             .await;
             match used {
                 Ok(Consumed::Used { id, uses_left, .. }) => {
-                    note.used = true;
-                    note.id = id;
-                    note.status = Some(ApprovalEvent::status_after_use(uses_left));
+                    note.took(id, uses_left);
                     return (allowed, note);
                 }
                 // Not approved (yet): find or open its request below.
@@ -255,9 +260,8 @@ impl Gate {
             policies: policies.to_vec(),
         };
         match consumed {
-            Ok(Consumed::Used { uses_left, .. }) => {
-                note.used = true;
-                note.status = Some(ApprovalEvent::status_after_use(uses_left));
+            Ok(Consumed::Used { id, uses_left, .. }) => {
+                note.took(id, uses_left);
                 Outcome::Allow {
                     principal: parties.principal.to_owned(),
                 }

@@ -356,18 +356,11 @@ impl Gate {
         // Whether a request fits depends on its types, not its values: a
         // shape seen to fit this policy set fits again. Asking Cedar was
         // most of an MCP check's extra cost.
-        let key = format!(
-            "{}|{}|{}|{}",
-            mapped.action,
-            mapped.principal.type_name(),
-            mapped.resource.type_name(),
-            call.shape
-        );
-        if FITTING.with_borrow(|f| f.fits(&loaded, &key)) {
+        if FITTING.with_borrow(|f| f.fits(&loaded, &call.shape)) {
             return None;
         }
         if mapped.fits(&loaded.schema) {
-            FITTING.with_borrow_mut(|f| f.remember(&loaded, key));
+            FITTING.with_borrow_mut(|f| f.remember(&loaded, call.shape.clone()));
             return None;
         }
         let action = &mapped.action;

@@ -279,9 +279,11 @@ impl Mapper {
             Some(endpoint) => {
                 let body = self.body_bytes(req)?.unwrap_or_default();
                 let mut resolved = endpoint.resolve(req.method, body)?;
-                let parts = self.context(req, path, query, Some(&resolved))?;
-                if let Some(arguments) = &parts.body {
-                    resolved.call.shape = self.shape(req, &parts.query, arguments);
+                let mut parts = self.context(req, path, query, Some(&resolved))?;
+                if let Some(arguments) = resolved.arguments.take() {
+                    resolved.call.shape =
+                        self.shape(req, &identity.uid, &resolved, &parts.query, &arguments);
+                    parts.body = Some(arguments);
                 }
                 (
                     resolved.action,
@@ -317,15 +319,27 @@ impl Mapper {
         })
     }
 
-    /// The shape of a tool call's context: which optional parts
-    /// [`Self::context`] put in, and the arguments' names and types.
+    /// The shape of a tool call's request: its action, principal and
+    /// resource types, which optional parts [`Self::context`] put in, and
+    /// the arguments' names and types; no value.
     fn shape(
         &self,
         req: &HttpRequest<'_>,
+        principal: &EntityUid,
+        resolved: &mcp::Resolved,
         query: &[(String, String)],
         arguments: &Map<String, Value>,
     ) -> String {
-        let mut out = String::with_capacity(64);
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(128);
+        // INVARIANT: writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "{}|{}|{}|",
+            resolved.action,
+            principal.type_name(),
+            resolved.resource.type_name()
+        );
         let present = |yes: bool| if yes { '1' } else { '0' };
         out.push(present(!req.scheme.is_empty()));
         out.push(present(req.source_address.parse::<IpAddr>().is_ok()));
@@ -356,8 +370,8 @@ impl Mapper {
             return Ok(Some(e));
         }
         if !self.mcp.is_empty() {
-            let loose = routes::loose(path);
-            if let Some(e) = self.mcp.iter().find(|e| routes::loose(&e.path) == loose) {
+            let loose = routes::loosened(path);
+            if let Some(e) = self.mcp.iter().find(|e| routes::loosened(&e.path) == loose) {
                 return Err(routes::PathParamError::Resembles(e.path.clone()).into());
             }
         }
@@ -402,7 +416,6 @@ impl Mapper {
         if !req.request_id.is_empty() {
             pairs.push(("request_id".to_owned(), s(req.request_id)));
         }
-        let mut body = None;
         if let Some(m) = mcp {
             let mut fields = vec![
                 ("method".to_owned(), s(&m.call.method)),
@@ -414,13 +427,12 @@ impl Mapper {
             pairs.push(("mcp".to_owned(), record(fields)?));
             if let Some(arguments) = &m.arguments {
                 pairs.push(("arguments".to_owned(), mcp::arguments_record(arguments)?));
-                body = Some(arguments.clone());
             }
         }
         Ok(ContextParts {
             pairs,
             query: query_pairs,
-            body,
+            body: None,
         })
     }
 

@@ -216,13 +216,7 @@ impl RouteTable {
     /// The route a path that matched none would match in loose form.
     fn resembled(&self, method: &str, path: &str) -> Option<usize> {
         use std::borrow::Cow;
-        // Every default-route check comes here (`/healthz` included): only
-        // a path that loosening would change pays for a copy.
-        let path = if is_loose(path) {
-            Cow::Borrowed(path)
-        } else {
-            Cow::Owned(loose(path))
-        };
+        let path = loosened(path);
         let method = if method.bytes().any(|b| b.is_ascii_lowercase()) {
             Cow::Owned(method.to_ascii_uppercase())
         } else {
@@ -233,6 +227,16 @@ impl RouteTable {
             .and_then(|r| r.at(&path).ok())
             .or_else(|| self.loose_any_method.at(&path).ok())
             .map(|hit| *hit.value)
+    }
+}
+
+/// [`loose`], without a copy for a path it would leave unchanged: every
+/// default-route check comes here (`/healthz` included).
+pub(crate) fn loosened(path: &str) -> std::borrow::Cow<'_, str> {
+    if is_loose(path) {
+        std::borrow::Cow::Borrowed(path)
+    } else {
+        std::borrow::Cow::Owned(loose(path))
     }
 }
 
@@ -250,7 +254,7 @@ fn is_loose(path: &str) -> bool {
 /// A path as the most lenient upstream might read it: percent-decoded, `\`
 /// as `/`, `;` parameters dropped, dot segments resolved, empty segments and
 /// the trailing `/` removed, lower case.
-pub(crate) fn loose(path: &str) -> String {
+fn loose(path: &str) -> String {
     let decoded = percent_decode_str(path).decode_utf8_lossy();
     let mut segments: Vec<String> = Vec::new();
     for segment in decoded.split(['/', '\\']) {

@@ -238,12 +238,9 @@ impl Envoy {
         Self::start_full(authz_port, otlp_port, free_port()).await
     }
 
-    /// With `/mcp` routed to an MCP server on `mcp_port`.
-    pub async fn start_mcp(authz_port: u16, mcp_port: u16) -> Envoy {
-        Self::start_full(authz_port, free_port(), mcp_port).await
-    }
-
-    async fn start_full(authz_port: u16, otlp_port: u16, mcp_port: u16) -> Envoy {
+    /// With spans to `otlp_port` and `/mcp` routed to an MCP server on
+    /// `mcp_port`.
+    pub async fn start_full(authz_port: u16, otlp_port: u16, mcp_port: u16) -> Envoy {
         let (port, upstream, admin) = (free_port(), free_port(), free_port());
         let mut yaml = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
         for (from, to) in [

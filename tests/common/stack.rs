@@ -75,41 +75,42 @@ pub async fn stack_traced(otlp: Option<u16>) -> Stack {
 
 /// With countersign reaching `redis` through `url` (a proxy, a user).
 pub async fn stack_on(redis: Redis, url: &str, prefix: Option<&str>, otlp: Option<u16>) -> Stack {
-    let pki = Pki::new();
-    let policies = policy_copy();
     let prefix = prefix.map_or(String::new(), |p| format!("prefix = \"{p}\""));
-    let path = config(pki.dir(), &format!("url = \"{url}\"\n{prefix}"), &pki);
+    let table = format!("url = \"{url}\"\n{prefix}");
+    assemble(redis, &table, policy_copy(), otlp, None).await
+}
+
+/// With `/mcp` routed to an MCP server on `mcp_port`, and `policies`.
+pub async fn stack_mcp(mcp_port: u16, policies: tempfile::TempDir) -> Stack {
+    let redis = Redis::start().await;
+    let table = format!("url = \"{}\"", redis.url());
+    assemble(redis, &table, policies, None, Some(mcp_port)).await
+}
+
+/// countersign with the `[redis]` table `redis_table` and `policies`, and
+/// its Envoy; spans to `otlp`, `/mcp` to `mcp`, if given.
+async fn assemble(
+    redis: Redis,
+    redis_table: &str,
+    policies: tempfile::TempDir,
+    otlp: Option<u16>,
+    mcp: Option<u16>,
+) -> Stack {
+    let pki = Pki::new();
+    let path = config(pki.dir(), redis_table, &pki);
     let endpoint = otlp.map(|p| format!("http://127.0.0.1:{p}"));
     let mut env = vec![("COUNTERSIGN_CONFIG", path.to_str().unwrap())];
     if let Some(e) = &endpoint {
         env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", e));
     }
     let sidecar = Sidecar::start(policies.path(), &env);
-    let envoy = match otlp {
-        Some(p) => Envoy::start_traced(sidecar.port(), p).await,
-        None => Envoy::start(sidecar.port()).await,
-    };
-    Stack {
-        envoy,
-        sidecar,
-        redis,
-        pki,
-        http: reqwest::Client::new(),
-        policies,
-        config: path,
-    }
-}
-
-/// With `/mcp` routed to an MCP server on `mcp_port`, and `policies`.
-pub async fn stack_mcp(mcp_port: u16, policies: tempfile::TempDir) -> Stack {
-    let redis = Redis::start().await;
-    let pki = Pki::new();
-    let path = config(pki.dir(), &format!("url = \"{}\"", redis.url()), &pki);
-    let sidecar = Sidecar::start(
-        policies.path(),
-        &[("COUNTERSIGN_CONFIG", path.to_str().unwrap())],
-    );
-    let envoy = Envoy::start_mcp(sidecar.port(), mcp_port).await;
+    let free = super::free_port;
+    let envoy = Envoy::start_full(
+        sidecar.port(),
+        otlp.unwrap_or_else(free),
+        mcp.unwrap_or_else(free),
+    )
+    .await;
     Stack {
         envoy,
         sidecar,

@@ -149,9 +149,10 @@ pub struct McpCall {
     /// What an approval binds: the method and its parameters in canonical
     /// JSON, without `id` and `_meta`, which change on every retry.
     pub bound: Vec<u8>,
-    /// On a tool call: the shape of its Cedar context (optional parts
-    /// present, every argument's name and type; no value), to know it fits
-    /// the schema without asking Cedar each time.
+    /// On a tool call: the shape of its Cedar request (action, principal
+    /// and resource types, optional context parts, every argument's name
+    /// and type; no value), to know it fits the schema without asking Cedar
+    /// each time.
     pub shape: String,
 }
 
@@ -200,7 +201,7 @@ impl McpEndpoint {
             Some(id @ (Value::String(_) | Value::Number(_))) => Some(id),
             Some(_) => return Err(McpError::NotJsonRpc("`id` must be a string or a number")),
         };
-        let params = match message.remove("params") {
+        let mut params = match message.remove("params") {
             None => Map::new(),
             Some(Value::Object(p)) => p,
             Some(_) => return Err(McpError::NotJsonRpc("`params` must be an object")),
@@ -245,10 +246,16 @@ impl McpEndpoint {
         if tool.is_empty() || tool.len() > MAX_TOOL_NAME || !tool.chars().all(valid) {
             return Err(McpError::BadToolName);
         }
-        let arguments = match params.get("arguments") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(a)) => a.clone(),
-            Some(_) => return Err(McpError::ArgumentsNotObject),
+        if !matches!(
+            params.get("arguments"),
+            None | Some(Value::Null | Value::Object(_))
+        ) {
+            return Err(McpError::ArgumentsNotObject);
+        }
+        let bound = bound(&method, &params);
+        let arguments = match params.remove("arguments") {
+            Some(Value::Object(a)) => a,
+            _ => Map::new(),
         };
         let resource = match self.resources.get(&tool) {
             Some(t) => t.resolve(&tool, &arguments)?,
@@ -256,10 +263,9 @@ impl McpEndpoint {
         };
         let (prefix, suffix) = &self.tool_action;
         let action = EntityUid::from_type_name_and_id(
-            action_type(),
+            ACTION.clone(),
             EntityId::new(format!("{prefix}{tool}{suffix}")),
         );
-        let bound = bound(&method, params);
         Ok(Resolved {
             call: McpCall {
                 id,
@@ -281,7 +287,7 @@ impl McpEndpoint {
             .get(&method)
             .unwrap_or(&self.protocol_action)
             .clone();
-        let bound = bound(&method, params);
+        let bound = bound(&method, &params);
         Resolved {
             call: McpCall {
                 id,
@@ -329,43 +335,44 @@ fn is_known_method(m: &str) -> bool {
     KNOWN.contains(&m) || m.starts_with("notifications/")
 }
 
-/// `Action`, the type of every action.
-fn action_type() -> EntityTypeName {
+/// `Action`, the type of every action (parsed once).
+static ACTION: std::sync::LazyLock<EntityTypeName> =
     // INVARIANT: a valid type name.
-    "Action".parse().expect("`Action` is a type name")
+    std::sync::LazyLock::new(|| "Action".parse().expect("`Action` is a type name"));
+
+/// `{"method":…,"params":{…}}` without `params._meta` (progress tokens,
+/// client hints), in canonical JSON: object keys sorted at every depth.
+fn bound(method: &str, params: &Map<String, Value>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"{\"method\":");
+    // INVARIANT: a string always serialises.
+    let _ = serde_json::to_writer(&mut out, method);
+    out.extend_from_slice(b",\"params\":");
+    object(params, |k| k != "_meta", &mut out);
+    out.push(b'}');
+    out
 }
 
-/// The method and parameters, without `_meta` (progress tokens, client
-/// hints), in canonical JSON: object keys sorted at every depth.
-fn bound(method: &str, mut params: Map<String, Value>) -> Vec<u8> {
-    params.remove("_meta");
-    let mut out = Vec::with_capacity(64);
-    canonical(
-        &Value::Object(Map::from_iter([
-            ("method".to_owned(), Value::String(method.to_owned())),
-            ("params".to_owned(), Value::Object(params)),
-        ])),
-        &mut out,
-    );
-    out
+/// An object's members that `keep`, keys sorted.
+fn object(m: &Map<String, Value>, keep: impl Fn(&str) -> bool, out: &mut Vec<u8>) {
+    let mut keys: Vec<&String> = m.keys().filter(|k| keep(k)).collect();
+    keys.sort_unstable();
+    out.push(b'{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // INVARIANT: a string always serialises.
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        canonical(&m[k], out);
+    }
+    out.push(b'}');
 }
 
 fn canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort_unstable();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical(&Value::String(k.clone()), out);
-                out.push(b':');
-                canonical(&m[k], out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(m) => object(m, |_| true, out),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -377,7 +384,9 @@ fn canonical(v: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         // INVARIANT: a scalar always serialises.
-        scalar => out.extend(serde_json::to_vec(scalar).unwrap_or_default()),
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
 }
 

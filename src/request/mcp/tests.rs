@@ -112,6 +112,11 @@ fn an_approval_binds_tool_and_exact_arguments_but_not_the_id_meta_or_key_order()
     ));
     let retry = r#"{"params":{"_meta":{"progressToken":7},"arguments":{"format":"csv","dataset":"sales"},"name":"export_dataset"},"method":"tools/call","id":99,"jsonrpc":"2.0"}"#;
     assert_eq!(base, bound(retry));
+    assert_eq!(
+        String::from_utf8(base.clone()).unwrap(),
+        r#"{"method":"tools/call","params":{"arguments":{"dataset":"sales","format":"csv"},"name":"export_dataset"}}"#,
+        "canonical: keys sorted at every depth, no id, no _meta"
+    );
     for changed in [
         call(
             1,
