@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/install-envoy.sh
 # The MCP end-to-end tests run the official MCP Python SDK (server and client).
 scripts/install-mcp.sh
+# `policy test --output junit` is read back with junitparser (pinned).
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/policy/requirements.txt
 # Approval tests start their own redis-server on a free port.
 if ! command -v redis-server >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

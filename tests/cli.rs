@@ -4,15 +4,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-fn countersign(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(args)
-        .current_dir(common::repo())
-        .env_remove("COUNTERSIGN_CONFIG")
-        .env_remove("COUNTERSIGN_POLICY_DIR")
-        .output()
-        .unwrap()
-}
+use common::countersign;
 
 fn policy_check(args: &[&str]) -> Output {
     countersign(&[&["policy", "check"], args].concat())
@@ -61,7 +53,7 @@ fn policy_check_exit_code_follows_the_decision() {
     let bad = policy_check(&["--principal", "alice", "--action", "x", "--resource", "y"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(
-        text(&bad).contains("--principal: expected an entity"),
+        text(&bad).contains("principal: expected an entity"),
         "{}",
         text(&bad)
     );

@@ -1,17 +1,20 @@
-//! `countersign policy validate|check`: what a team runs in its own CI.
+//! `countersign policy validate|check|test|diff`: what a team runs in its own CI.
 
-use std::collections::HashMap;
+mod report;
+mod sample;
+mod suite;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::str::FromStr;
 
-use cedar_policy::{Context, Entities, Entity, EntityUid, Request};
+use cedar_policy::EntityUid;
 use clap::{Args, Subcommand};
 
 use super::EXIT_CONFIG;
 use crate::config::{Config, ProcessEnv};
-use crate::policy::{Decision, Outcome, PolicyError, PolicyStore, Problem, Verdict};
-use crate::request::HttpRequest;
+use crate::policy::{Decision, PolicyError, PolicyStore, Problem, Verdict};
+pub use sample::{Body, Decided, Sample};
 
 /// Exit code of `policy check` for a deny.
 pub const EXIT_DENY: u8 = 1;
@@ -45,6 +48,35 @@ Exit codes: 0 valid, 1 invalid (each problem printed as file:line:col), 64 bad c
 
 Exit codes: 0 allow, 1 deny, 2 input that cannot be evaluated, 3 approval required, 64 bad configuration or policies."#)]
     Check(Box<CheckArgs>),
+    /// Run the policy test suite: cases in `tests/*.toml` beside the policies.
+    #[command(after_help = r#"Examples:
+  countersign policy test
+  countersign policy test ./policies --output junit > policy-tests.xml
+  countersign policy test --tests ./policies/tests/exports.toml --output json
+
+A test file holds `[[case]]` tables: a `name`, an `expect` (allow, deny or
+approval_required), optionally the exact `policies` that decide, `approvers`,
+`quorum` and text the `reason` contains, and a `[case.request]`: `method`,
+`path`, `claims`, `headers`, `body`, `peer`, `host` (an HTTP request the
+route table maps) or `principal`, `parents`, `action`, `resource`, `context`
+(a Cedar request). See docs/rollout.md.
+
+Exit codes: 0 every case passed, 1 a case failed, 2 a test file cannot be read, 64 bad configuration or policies."#)]
+    Test(TestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Policy directory; defaults to the configured one (./policies).
+    dir: Option<PathBuf>,
+    /// Test file, or directory of `*.toml` test files; defaults to DIR/tests.
+    #[arg(long, value_name = "PATH")]
+    tests: Option<PathBuf>,
+    /// `text` for people, `json`, or `junit` (JUnit XML) for CI systems.
+    #[arg(long, value_enum, default_value_t = report::Output::Text)]
+    output: report::Output,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +137,7 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
     match cmd {
         PolicyCommand::Validate { dir, config } => validate(dir, config.config.as_deref()),
         PolicyCommand::Check(args) => check(*args),
+        PolicyCommand::Test(args) => test(args),
     }
 }
 
@@ -200,39 +233,65 @@ fn policy_hint(e: &PolicyError, flag: &str) -> String {
     }
 }
 
-fn check(args: CheckArgs) -> ExitCode {
-    let config = match load_config(args.config.config.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let store = match open_store(&config, args.dir.clone(), true) {
-        Ok(s) => s,
+/// The configuration and its policies (or those in `dir`), with the route
+/// table checked; `flag` is how the command takes a policy directory.
+fn config_and_policies(
+    config: &ConfigArg,
+    dir: Option<PathBuf>,
+    flag: &str,
+) -> Result<(Config, PolicyStore), ExitCode> {
+    let config = load_config(config.config.as_deref())?;
+    match open_store(&config, dir, true) {
+        Ok(store) => Ok((config, store)),
         Err((e, dir)) => {
             eprintln!(
                 "countersign: cannot load policies from `{}`: {e} ({})",
-                dir.display(),
-                policy_hint(&e, "--dir")
+                std::path::absolute(&dir).unwrap_or(dir).display(),
+                policy_hint(&e, flag)
             );
-            return ExitCode::from(EXIT_CONFIG);
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let (config, store) = match config_and_policies(&args.config, args.dir.clone(), "--dir") {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let sample = match args.sample() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("countersign: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    // `Ok(None)`: the call needs an approval (already printed).
-    let evaluated = if args.principal.is_some() {
-        spelled_out(&args, &store)
-    } else if args.method.is_some() {
-        http(&args, &config, &store)
-    } else {
-        Err("nothing to decide: give either --principal, --action and --resource (a Cedar request) or --method and --path (an HTTP request); see `countersign policy check --help`".to_owned())
-    };
-    match evaluated {
-        Ok(Some((decision, principal, action, resource))) => {
-            print_decision(&decision, &principal, &action, &resource);
-            match decision.outcome {
-                Outcome::Allow => ExitCode::SUCCESS,
-                Outcome::Deny => ExitCode::from(EXIT_DENY),
+    if sample.principal.is_none() && sample.method.is_none() {
+        eprintln!(
+            "countersign: nothing to decide: give either --principal, --action and --resource (a Cedar request) or --method and --path (an HTTP request); see `countersign policy check --help`"
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    match sample.decide(&config, &store, false) {
+        Ok(Decided {
+            verdict,
+            principal,
+            action,
+            resource,
+        }) => match verdict {
+            Verdict::Allow(d) => {
+                print_decision(&d, &principal, &action, &resource);
+                ExitCode::SUCCESS
             }
-        }
-        Ok(None) => ExitCode::from(EXIT_APPROVAL),
+            Verdict::Deny(d) => {
+                print_decision(&d, &principal, &action, &resource);
+                ExitCode::from(EXIT_DENY)
+            }
+            Verdict::Approvable { denial, params } => {
+                print_approvable(&denial, &params, &principal, &action, &resource);
+                ExitCode::from(EXIT_APPROVAL)
+            }
+        },
         Err(e) => {
             eprintln!("countersign: {e}");
             ExitCode::from(EXIT_BAD_INPUT)
@@ -240,129 +299,80 @@ fn check(args: CheckArgs) -> ExitCode {
     }
 }
 
-type Evaluated = (Decision, EntityUid, EntityUid, EntityUid);
-
-fn uid(flag: &str, v: &str) -> Result<EntityUid, String> {
-    EntityUid::from_str(v)
-        .map_err(|_| format!(r#"--{flag}: expected an entity such as `User::"alice"`, got `{v}`"#))
-}
-
-fn spelled_out(args: &CheckArgs, store: &PolicyStore) -> Result<Option<Evaluated>, String> {
-    let principal = uid("principal", args.principal.as_deref().unwrap_or_default())?;
-    let action = uid("action", args.action.as_deref().unwrap_or_default())?;
-    let resource = uid("resource", args.resource.as_deref().unwrap_or_default())?;
-    let parents = args
-        .parent
-        .iter()
-        .map(|p| uid("parent", p))
-        .collect::<Result<_, _>>()?;
-    let loaded = store.current();
-    let context: serde_json::Value = match &args.context {
-        None => serde_json::json!({}),
-        Some(json) => serde_json::from_str(json).map_err(|e| {
-            format!(r#"--context: not JSON ({e}): give an object such as '{{"key":"value"}}'"#)
-        })?,
-    };
-    if !context.is_object() {
-        return Err(r#"--context: expected a JSON object such as '{"key":"value"}'"#.into());
-    }
-    // As the sidecar does: decide without an approval, then with one.
-    let request = |granted: bool| -> Result<Request, String> {
-        let mut ctx = context.clone();
-        if ctx.get("approval").is_none() {
-            ctx["approval"] = serde_json::json!({ "granted": granted });
+impl CheckArgs {
+    /// The flags as a [`Sample`].
+    fn sample(&self) -> Result<Sample, String> {
+        let mut headers = BTreeMap::new();
+        for h in &self.header {
+            let (k, v) = h
+                .split_once(':')
+                .ok_or_else(|| format!("--header: expected `name: value`, got `{h}`"))?;
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
         }
-        let ctx = Context::from_json_value(ctx, Some((&loaded.schema, &action)))
-            .map_err(|e| {
-                format!("--context: does not fit the schema: {e} (give the attributes the schema declares for this action's context)")
-            })?;
-        Request::new(principal.clone(), action.clone(), resource.clone(), ctx, Some(&loaded.schema)).map_err(|e| {
-            format!("the request does not fit the schema: {e} (give --context with the attributes the schema declares for this action, or describe an HTTP request with --method/--path)")
+        let claims = match &self.claims {
+            None => None,
+            Some(json) => match serde_json::from_str(json) {
+                Ok(serde_json::Value::Object(m)) => Some(m),
+                _ => {
+                    return Err(
+                        r#"--claims: expected a JSON object such as '{"sub":"alice"}'"#.into(),
+                    );
+                }
+            },
+        };
+        let context = match &self.context {
+            None => None,
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| {
+                format!(r#"--context: not JSON ({e}): give an object such as '{{"key":"value"}}'"#)
+            })?),
+        };
+        Ok(Sample {
+            principal: self.principal.clone(),
+            parents: self.parent.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            context,
+            method: self.method.clone(),
+            path: self.path.clone(),
+            host: Some(self.host.clone()),
+            headers,
+            claims,
+            peer: self.peer.clone(),
+            body: self.body.clone().map(Body::Text),
         })
-    };
-    let entities =
-        Entities::from_entities([Entity::new_no_attrs(principal.clone(), parents)], None)
-            .map_err(|e| e.to_string())?;
-    let decision = match store.decide(request, &entities)? {
-        Verdict::Allow(d) | Verdict::Deny(d) => d,
-        Verdict::Approvable { denial, params, .. } => {
-            print_approvable(&denial, &params, &principal, &action, &resource);
-            return Ok(None);
-        }
-    };
-    Ok(Some((decision, principal, action, resource)))
+    }
 }
 
-fn http(
-    args: &CheckArgs,
-    config: &Config,
-    store: &PolicyStore,
-) -> Result<Option<Evaluated>, String> {
-    let mut headers = HashMap::new();
-    for h in &args.header {
-        let (k, v) = h
-            .split_once(':')
-            .ok_or_else(|| format!("--header: expected `name: value`, got `{h}`"))?;
-        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-    }
-    let claims = match &args.claims {
-        None => None,
-        Some(json) => match serde_json::from_str(json) {
-            Ok(serde_json::Value::Object(m)) => Some(m),
-            _ => {
-                return Err(r#"--claims: expected a JSON object such as '{"sub":"alice"}'"#.into());
+fn test(args: TestArgs) -> ExitCode {
+    let (config, store) = match config_and_policies(&args.config, args.dir.clone(), "DIR") {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let tests = args.tests.unwrap_or_else(|| store.dir().join("tests"));
+    let loaded = suite::files(&tests)
+        .map_err(|m| vec![m])
+        .and_then(|f| suite::load(&f));
+    let suite = match loaded {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{}", p.0);
             }
-        },
-    };
-    let body = args.body.as_deref().unwrap_or_default();
-    if !body.is_empty() {
-        headers
-            .entry("content-type".into())
-            .or_insert_with(|| "application/json".into());
-    }
-    let req = HttpRequest {
-        method: args.method.as_deref().unwrap_or_default(),
-        path: args.path.as_deref().unwrap_or_default(),
-        host: &args.host,
-        scheme: "https",
-        headers: &headers,
-        body: body.as_bytes(),
-        source_address: "127.0.0.1",
-        source_principal: args.peer.as_deref().unwrap_or_default(),
-        jwt_claims: claims.as_ref(),
-        request_id: "",
-        time: None,
-    };
-    let mapped = config
-        .mapper
-        .map(&req)
-        .map_err(|e| {
-            format!("the sample request cannot be mapped: {e} (check --method, --path, --header, --claims and --body against the `routes` and `[identity]` of --config)")
-        })?;
-    let verdict = store
-        .decide(|granted| mapped.request(granted), &mapped.entities)
-        .map_err(|e| {
-            format!("the sample request cannot be mapped: {e} (check --method, --path, --header, --claims and --body against the `routes` and `[identity]` of --config)")
-        })?;
-    let decision = match verdict {
-        Verdict::Allow(d) | Verdict::Deny(d) => d,
-        Verdict::Approvable { denial, params, .. } => {
-            print_approvable(
-                &denial,
-                &params,
-                &mapped.principal,
-                &mapped.action,
-                &mapped.resource,
+            eprintln!(
+                "countersign: {} problem(s) in the test files; no case was run",
+                problems.len()
             );
-            return Ok(None);
+            return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    Ok(Some((
-        decision,
-        mapped.principal,
-        mapped.action,
-        mapped.resource,
-    )))
+    let results = suite::run(suite, &config, &store);
+    let uncovered = suite::uncovered(&results, &store);
+    print!("{}", report::render(args.output, &results, &uncovered));
+    if results.iter().all(|r| r.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn print_approvable(
@@ -391,8 +401,8 @@ fn print_approvable(
 
 fn print_decision(d: &Decision, principal: &EntityUid, action: &EntityUid, resource: &EntityUid) {
     let word = match d.outcome {
-        Outcome::Allow => "allow",
-        Outcome::Deny => "deny",
+        crate::policy::Outcome::Allow => "allow",
+        crate::policy::Outcome::Deny => "deny",
     };
     println!("decision:  {word}");
     println!("reason:    {}", d.reason());

@@ -1,0 +1,232 @@
+//! `countersign policy test` as a policy author's CI runs it: the example
+//! suite, a failing case, malformed files, and JUnit output read by a
+//! JUnit reader written by others (junitparser).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{countersign, output_text as text};
+
+/// A test file in its own directory.
+fn suite(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cases.toml"), text).unwrap();
+    dir
+}
+
+const WRONG: &str = r#"
+[[case]]
+name = "an analyst reads a dataset"
+expect = "allow"
+[case.request]
+method = "GET"
+path = "/v1/datasets/sales"
+claims = { sub = "alice", groups = ["analysts"] }
+
+[[case]]
+name = "an agent's export is allowed outright"
+expect = "allow"
+policies = ["agents-export-datasets"]
+[case.request]
+method = "POST"
+path = "/v1/datasets/sales/export"
+claims = { sub = "ci-agent", groups = ["agents"] }
+body = { format = "csv", rows = 10 }
+"#;
+
+#[test]
+fn the_example_suite_passes_and_decides_by_every_example_policy() {
+    let o = countersign(&["policy", "test"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+    assert!(
+        out.contains("ok    policies/tests/datasets.toml:4  an analyst reads a dataset"),
+        "{out}"
+    );
+    // Every example policy decides at least one case.
+    assert!(!out.contains("decided no case"), "{out}");
+}
+
+#[test]
+fn a_failing_case_says_what_differs_and_fails_the_run() {
+    let dir = suite(WRONG);
+    let o = countersign(&["policy", "test", "--tests", dir.path().to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("ok    "), "{out}");
+    assert!(out.contains("1 passed, 1 failed"), "{out}");
+    let file = dir.path().join("cases.toml");
+    assert!(
+        out.contains(&format!(
+            "FAIL  {}:10  an agent's export is allowed outright",
+            file.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("expected: allow by [agents-export-datasets]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("got:      approval_required by [agent-exports-need-approval], approvers [data-owners], quorum 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("- decision: expected allow, got approval_required"),
+        "{out}"
+    );
+    assert!(
+        out.contains("missing agents-export-datasets; unexpected agent-exports-need-approval"),
+        "{out}"
+    );
+}
+
+#[test]
+fn malformed_test_files_are_refused_with_file_and_line_and_nothing_runs() {
+    let cases = [
+        // A misspelt key is not silently ignored.
+        (
+            "[[case]]\nname = \"x\"\nexpcet = \"allow\"\n[case.request]\nmethod = \"GET\"\npath = \"/\"\n",
+            ":3:1: unknown field `expcet`, expected one of `name`, `request`",
+        ),
+        (
+            "[[case]]\nname = \"x\"\nexpect = \"permit\"\n[case.request]\nmethod = \"GET\"\npath = \"/\"\n",
+            ":3:10: unknown variant `permit`, expected one of `allow`, `deny`, `approval_required`",
+        ),
+        ("[[case]\nname = 1\n", ":1:"),
+        (
+            "[[case]]\nname = \"x\"\nexpect = \"deny\"\nquorum = 2\n[case.request]\nmethod = \"GET\"\npath = \"/\"\n",
+            ":1: case `x`: `approvers` and `quorum` belong to `expect = \"approval_required\"`",
+        ),
+        ("# nothing here\n", ": no `[[case]]` in the file"),
+    ];
+    for (body, message) in cases {
+        let dir = suite(body);
+        let o = countersign(&["policy", "test", "--tests", dir.path().to_str().unwrap()]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{body}: {out}");
+        let file = dir.path().join("cases.toml");
+        assert!(
+            out.contains(&format!("{}{message}", file.display())),
+            "{body}: {out}"
+        );
+        assert!(out.contains("no case was run"), "{out}");
+    }
+    let o = countersign(&["policy", "test", "--tests", "/nonexistent/tests"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("cannot read test directory `/nonexistent/tests`"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn json_output_carries_each_case_with_expected_and_got() {
+    let dir = suite(WRONG);
+    let o = countersign(&[
+        "policy",
+        "test",
+        "--tests",
+        dir.path().to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["passed"], 1);
+    assert_eq!(doc["failed"], 1);
+    let failed = &doc["cases"][1];
+    assert_eq!(failed["passed"], false);
+    assert_eq!(failed["line"], 10);
+    assert_eq!(failed["got"]["decision"], "approval_required");
+    assert_eq!(failed["got"]["approvers"][0], "data-owners");
+}
+
+#[test]
+fn junit_output_reads_back_with_a_junit_library() {
+    let python = common::repo().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run scripts/test.sh, which installs junitparser into .venv"
+    );
+    let dir = suite(WRONG);
+    let o = countersign(&[
+        "policy",
+        "test",
+        "--tests",
+        dir.path().to_str().unwrap(),
+        "--output",
+        "junit",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let xml = dir.path().join("report.xml");
+    std::fs::write(&xml, &o.stdout).unwrap();
+    let read = Command::new(&python)
+        .arg(common::repo().join("tests/policy/read_junit.py"))
+        .arg(&xml)
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", text(&read));
+    let doc: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(doc["tests"], 2, "{doc}");
+    assert_eq!(doc["failures"], 1, "{doc}");
+    let suite = &doc["suites"][0];
+    let file = dir.path().join("cases.toml");
+    assert_eq!(suite["name"], file.display().to_string());
+    let cases = suite["cases"].as_array().unwrap();
+    assert_eq!(cases[0]["results"].as_array().unwrap().len(), 0, "{doc}");
+    let failure = &cases[1]["results"][0];
+    assert_eq!(failure["kind"], "Failure", "{doc}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("decision: expected allow, got approval_required"),
+        "{doc}"
+    );
+    assert!(
+        failure["text"]
+            .as_str()
+            .unwrap()
+            .contains("got:      approval_required"),
+        "{doc}"
+    );
+    assert_eq!(
+        cases[1]["classname"],
+        format!("{}:10", file.display()),
+        "{doc}"
+    );
+}
+
+#[test]
+fn the_suite_runs_against_a_teams_own_directory() {
+    // A copy of the examples with one rule tightened: the suite catches it.
+    let dir = common::policy_copy();
+    let tests = common::repo().join("policies/tests");
+    let path = dir.path().join("datasets.cedar");
+    let cedar = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        cedar.replace(
+            "principal in Group::\"analysts\", action == Action::\"read\"",
+            "principal in Group::\"admins\", action == Action::\"read\"",
+        ),
+    )
+    .unwrap();
+    let o = countersign(&[
+        "policy",
+        "test",
+        dir.path().to_str().unwrap(),
+        "--tests",
+        tests.to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAIL  "), "{out}");
+    assert!(out.contains("an analyst reads a dataset"), "{out}");
+    assert!(Path::new(&tests).exists());
+}
