@@ -230,3 +230,135 @@ fn the_suite_runs_against_a_teams_own_directory() {
     assert!(out.contains("an analyst reads a dataset"), "{out}");
     assert!(Path::new(&tests).exists());
 }
+
+const SAMPLE: &str = r#"# recorded requests
+{"method":"GET","path":"/v1/datasets/sales","claims":{"sub":"alice","groups":["analysts"]}}
+{"method":"POST","path":"/v1/datasets/sales/export","claims":{"sub":"dora","groups":["data-owners"]},"body":{"format":"csv","rows":500000}}
+{"method":"POST","path":"/v1/datasets/sales/export","claims":{"sub":"ci-agent","groups":["agents"]},"body":{"format":"csv","rows":10}}
+{"method":"DELETE","path":"/v1/datasets/sales","claims":{"sub":"root","groups":["admins"]}}
+{"method":"DELETE","path":"/v1/datasets/old","claims":{"sub":"root","groups":["admins"]}}
+"#;
+
+/// The examples with the row limit tightened tenfold and deletes guarded.
+fn tightened() -> tempfile::TempDir {
+    let dir = common::policy_copy();
+    let path = dir.path().join("datasets.cedar");
+    let cedar = std::fs::read_to_string(&path).unwrap();
+    let cedar = cedar.replace("context.body.rows > 1000000", "context.body.rows > 100000");
+    let guard = r#"
+@id("deletes-need-approval")
+@approval("deny")
+@approvers("data-owners")
+forbid (principal, action == Action::"delete", resource)
+unless { context.approval.granted };
+"#;
+    std::fs::write(&path, cedar + guard).unwrap();
+    dir
+}
+
+#[test]
+fn diff_names_exactly_what_a_tightened_rule_and_a_new_guard_change() {
+    let new = tightened();
+    let sample = suite("");
+    let requests = sample.path().join("requests.jsonl");
+    std::fs::write(&requests, SAMPLE).unwrap();
+    let args = [
+        "policy",
+        "diff",
+        "--old",
+        "policies",
+        "--new",
+        new.path().to_str().unwrap(),
+        "--requests",
+        requests.to_str().unwrap(),
+    ];
+    let o = countersign(&args);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.starts_with("5 requests decided"), "{out}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| {
+            l.starts_with("allow") || l.starts_with("deny") || l.starts_with("approval_required ")
+        })
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                "allow",
+                "->",
+                "approval_required",
+                "2",
+                "User::\"root\"",
+                "(2)"
+            ],
+            vec!["allow", "->", "deny", "1", "User::\"dora\"", "(1)"],
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("line 3: POST /v1/datasets/sales/export by User::\"dora\": allow by [data-owners-export] -> deny by [export-row-limit]"),
+        "{out}"
+    );
+    assert_eq!(out.matches("  line ").count(), 3, "{out}");
+    assert!(
+        out.contains("data-owners                      1 -> 3"),
+        "{out}"
+    );
+
+    // For a pull request's CI: a change fails the step when asked to.
+    let o = countersign(&[&args[..], &["--fail-on-change"]].concat());
+    assert_eq!(o.status.code(), Some(1));
+    let o = countersign(&[&args[..], &["--output", "json"]].concat());
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["requests"], 5);
+    assert_eq!(doc["changed"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["changed"][0]["change"], "allow -> deny");
+    assert_eq!(doc["changed"][1]["new"]["approvers"][0], "data-owners");
+
+    // The same set twice changes nothing.
+    let same = diff_args("policies", &requests, &["--fail-on-change"]);
+    let same: Vec<&str> = same.iter().map(String::as_str).collect();
+    let o = countersign(&same);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("no decision changes"), "{}", text(&o));
+}
+
+#[test]
+fn diff_refuses_a_request_it_cannot_read_naming_the_line() {
+    let sample = suite("");
+    let requests = sample.path().join("requests.jsonl");
+    std::fs::write(
+        &requests,
+        "{\"method\":\"GET\",\"path\":\"/healthz\"}\n{\"method\":\"GET\",\"pth\":\"/\"}\n",
+    )
+    .unwrap();
+    let args = diff_args("policies", &requests, &[]);
+    let o = countersign(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!("{}:2: unknown field `pth`", requests.display())),
+        "{out}"
+    );
+}
+
+/// `policy diff` from the examples to `new`.
+fn diff_args(new: &str, requests: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "policy",
+        "diff",
+        "--old",
+        "policies",
+        "--new",
+        new,
+        "--requests",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(requests.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}

@@ -1,5 +1,6 @@
 //! `countersign policy validate|check|test|diff`: what a team runs in its own CI.
 
+mod diff;
 mod report;
 mod sample;
 mod suite;
@@ -63,6 +64,40 @@ route table maps) or `principal`, `parents`, `action`, `resource`, `context`
 
 Exit codes: 0 every case passed, 1 a case failed, 2 a test file cannot be read, 64 bad configuration or policies."#)]
     Test(TestArgs),
+    /// Decide a sample of requests with two policy sets and show what changes.
+    #[command(after_help = r#"Examples:
+  countersign policy diff --old ./policies-main --new ./policies --requests requests.jsonl
+  countersign policy diff --old ./policies-main --new ./policies --requests recorded.jsonl --fail-on-change
+
+Each line of the requests file is one JSON request, as in a test case's
+`[case.request]`: {"method":"POST","path":"/v1/datasets/sales/export",
+"claims":{"sub":"ci-agent","groups":["agents"]},"body":{"rows":10}}, or
+{"principal":"User::\"alice\"","action":"Action::\"read\"","resource":"Dataset::\"sales\""}.
+`serve --record FILE` writes such lines from live traffic.
+
+Exit codes: 0 compared (1 with --fail-on-change when a decision changes), 2 a request cannot be read or decided, 64 bad configuration or policies."#)]
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The policy set in force (e.g. a checkout of main).
+    #[arg(long, value_name = "DIR")]
+    old: PathBuf,
+    /// The proposed policy set.
+    #[arg(long, value_name = "DIR")]
+    new: PathBuf,
+    /// Requests to decide, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    requests: PathBuf,
+    /// `text` (a table) or `json`.
+    #[arg(long, value_enum, default_value_t = report::Output::Text)]
+    output: report::Output,
+    /// Exit 1 when any decision changes (for a policy pull request's CI).
+    #[arg(long)]
+    fail_on_change: bool,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +173,7 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
         PolicyCommand::Validate { dir, config } => validate(dir, config.config.as_deref()),
         PolicyCommand::Check(args) => check(*args),
         PolicyCommand::Test(args) => test(args),
+        PolicyCommand::Diff(args) => policy_diff(args),
     }
 }
 
@@ -241,17 +277,21 @@ fn config_and_policies(
     flag: &str,
 ) -> Result<(Config, PolicyStore), ExitCode> {
     let config = load_config(config.config.as_deref())?;
-    match open_store(&config, dir, true) {
-        Ok(store) => Ok((config, store)),
-        Err((e, dir)) => {
-            eprintln!(
-                "countersign: cannot load policies from `{}`: {e} ({})",
-                std::path::absolute(&dir).unwrap_or(dir).display(),
-                policy_hint(&e, flag)
-            );
-            Err(ExitCode::from(EXIT_CONFIG))
-        }
-    }
+    let store = policies(&config, dir, flag)?;
+    Ok((config, store))
+}
+
+/// The policies in `dir` (default: the configured ones), with the route
+/// table checked; a set that does not load is reported.
+fn policies(config: &Config, dir: Option<PathBuf>, flag: &str) -> Result<PolicyStore, ExitCode> {
+    open_store(config, dir, true).map_err(|(e, dir)| {
+        eprintln!(
+            "countersign: cannot load policies from `{}`: {e} ({})",
+            std::path::absolute(&dir).unwrap_or(dir).display(),
+            policy_hint(&e, flag)
+        );
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 fn check(args: CheckArgs) -> ExitCode {
@@ -372,6 +412,38 @@ fn test(args: TestArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn policy_diff(args: DiffArgs) -> ExitCode {
+    let (config, old) = match config_and_policies(&args.config, Some(args.old.clone()), "--old") {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let new = match policies(&config, Some(args.new.clone()), "--new") {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let compared = diff::read_requests(&args.requests)
+        .and_then(|r| diff::compare(&r, &config, &old, &new, &args.requests));
+    let compared = match compared {
+        Ok(c) => c,
+        Err(bad) => {
+            for b in &bad {
+                eprintln!("{}", b.0);
+            }
+            eprintln!("countersign: {} request(s) cannot be used", bad.len());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    match args.output {
+        report::Output::Json => print!("{}", diff::json(&compared, &args.old, &args.new)),
+        _ => print!("{}", diff::text(&compared, &args.old, &args.new)),
+    }
+    if args.fail_on_change && compared.iter().any(|c| c.change().is_some()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

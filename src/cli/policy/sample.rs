@@ -121,7 +121,7 @@ impl Sample {
             // Actions whose context declares no `approval` (`approve`
             // itself) are decided as given.
             let ctx = fit(with_approval)
-                .or_else(|_| fit(context.clone()))
+                .or_else(|first| fit(context.clone()).map_err(|_| first))
                 .map_err(|e| {
                     format!("context: does not fit the schema: {e} (give the attributes the schema declares for this action's context)")
                 })?;
