@@ -41,7 +41,8 @@ pub struct Metrics {
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
-    checks: [IntCounter; 4],
+    /// By shadow (false, true), then decision.
+    checks: [[IntCounter; 4]; 2],
     latency: Histogram,
     approvals: Vec<IntCounter>,
     redis_errors: IntCounter,
@@ -60,8 +61,11 @@ impl Metrics {
         let registry = Registry::new();
         // INVARIANT: names, labels and buckets below are constant and valid.
         let checks = IntCounterVec::new(
-            Opts::new("countersign_checks_total", "Checks decided, by decision."),
-            &["decision"],
+            Opts::new(
+                "countersign_checks_total",
+                "Checks decided, by decision; shadow=\"true\": the decision the policies made where shadow mode enforced another.",
+            ),
+            &["decision", "shadow"],
         )
         .expect("valid metric");
         let latency = Histogram::with_opts(
@@ -102,15 +106,18 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric");
         }
-        let by = |d: DecisionKind| checks.with_label_values(&[d.as_str()]);
+        let by = |shadow: &str| {
+            [
+                DecisionKind::Allow,
+                DecisionKind::Deny,
+                DecisionKind::ApprovalRequired,
+                DecisionKind::Error,
+            ]
+            .map(|d| checks.with_label_values(&[d.as_str(), shadow]))
+        };
         Self {
             inner: Arc::new(Inner {
-                checks: [
-                    by(DecisionKind::Allow),
-                    by(DecisionKind::Deny),
-                    by(DecisionKind::ApprovalRequired),
-                    by(DecisionKind::Error),
-                ],
+                checks: [by("false"), by("true")],
                 latency,
                 approvals: EventKind::ALL
                     .iter()
@@ -124,8 +131,9 @@ impl Metrics {
         }
     }
 
-    pub fn check(&self, decision: DecisionKind, took: Duration) {
-        self.inner.checks[decision as usize].inc();
+    /// Counts a check under `decision`; `shadow`: a shadow decision.
+    pub fn check(&self, decision: DecisionKind, shadow: bool, took: Duration) {
+        self.inner.checks[usize::from(shadow)][decision as usize].inc();
         self.inner.latency.observe(took.as_secs_f64());
     }
 

@@ -213,6 +213,7 @@ pub fn to_pb(a: Approval) -> pb::Approval {
         approver_groups: a.info.approver_groups,
         reason_required: a.info.reason_required,
         mode: a.info.mode.as_str().into(),
+        shadow: a.info.shadow,
         votes: a
             .votes
             .into_iter()

@@ -18,6 +18,9 @@ pub struct FingerprintInput<'a> {
     /// The raw query string; parameter order does not matter.
     pub query: &'a str,
     pub body: &'a [u8],
+    /// A shadow request binds apart from the enforced one, so that an
+    /// approval given for practice never allows a call once enforced.
+    pub shadow: bool,
 }
 
 impl FingerprintInput<'_> {
@@ -49,6 +52,9 @@ impl FingerprintInput<'_> {
         if !self.body.is_empty() {
             field(&Sha256::digest(self.body));
         }
+        if self.shadow {
+            field(b"shadow");
+        }
         hex::encode(h.finalize())
     }
 }
@@ -68,6 +74,7 @@ mod tests {
             path,
             query,
             body,
+            shadow: false,
         }
         .digest()
     }
@@ -93,11 +100,15 @@ mod tests {
             path: p,
             query: "a=1&b=2",
             body: b"{}",
+            shadow: false,
         };
         assert_ne!(base, other.digest(), "on behalf of someone else");
         other.on_behalf_of = r#"User::"alice""#;
         assert_eq!(base, other.digest());
         other.host = "other-api";
         assert_ne!(base, other.digest());
+        other.host = "api";
+        other.shadow = true;
+        assert_ne!(base, other.digest(), "a shadow request binds apart");
     }
 }

@@ -548,6 +548,7 @@ mod tests {
                 uses: 1,
                 reason_required: false,
                 mode: Mode::Deny,
+                shadow: false,
             },
             params,
         }

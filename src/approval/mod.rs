@@ -134,6 +134,9 @@ pub struct RequestInfo {
     pub uses: u32,
     pub reason_required: bool,
     pub mode: Mode,
+    /// Opened in shadow mode: for practice, never required and never used.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// One approver's act on a request, as recorded.

@@ -119,6 +119,7 @@ pub fn payload(format: Format, event: EventKind, a: &Approval) -> Value {
                 "source_address": a.info.source_address, "policies": a.info.policies,
                 "parameters": a.info.parameters, "approver_groups": a.info.approver_groups,
                 "quorum": a.info.quorum, "reason_required": a.info.reason_required,
+                "shadow": a.info.shadow,
                 "created_at": a.created_at, "expires_at": a.expires_at,
                 "votes": a.votes,
             },
@@ -136,12 +137,23 @@ pub fn payload(format: Format, event: EventKind, a: &Approval) -> Value {
                 EventKind::Revoked => "Revoked",
                 other => other.as_str(),
             };
+            // A shadow request is practice: said first, so nobody hurries.
+            let title = if a.info.shadow {
+                format!("[shadow] {title}")
+            } else {
+                title.to_owned()
+            };
             let mut lines = vec![
                 format!("*{title}* `{}`", a.id),
                 format!("*Who:* {who}"),
                 format!("*What:* {} on {}", a.info.action, a.info.resource),
                 format!("*Request:* {} {}", a.info.method, a.info.path),
             ];
+            if a.info.shadow {
+                lines.push(
+                    "*Shadow mode:* the call went through without an approval; approving is practice and allows nothing".into(),
+                );
+            }
             for (k, v) in &a.info.parameters {
                 lines.push(format!("*{k}:* {v}"));
             }

@@ -32,6 +32,9 @@ pub struct Trail {
     error_policies: Vec<String>,
     /// On an MCP endpoint: server, JSON-RPC method, tool ("" if none).
     mcp: Option<[String; 3]>,
+    /// What the whole policy set decided, and by which policies, where the
+    /// enforced answer is another (shadow mode, `@shadow` policies).
+    shadow: Option<(DecisionKind, Vec<String>)>,
 }
 
 impl Trail {
@@ -49,6 +52,26 @@ impl Trail {
             policies: Vec::new(),
             error_policies: Vec::new(),
             mcp: None,
+            shadow: None,
+        }
+    }
+
+    /// The whole policy set decides `would`, not what is enforced.
+    pub fn shadowed(&mut self, would: &Verdict) {
+        let kind = match would {
+            Verdict::Allow(_) => DecisionKind::Allow,
+            Verdict::Deny(_) => DecisionKind::Deny,
+            Verdict::Approvable { .. } => DecisionKind::ApprovalRequired,
+        };
+        self.shadow = Some((kind, decision_of(would).policies.clone()));
+    }
+
+    /// How the check is counted: under the decision the whole policy set
+    /// made, and whether that is a shadow decision.
+    pub fn counted_as(&self, enforced: DecisionKind) -> (DecisionKind, bool) {
+        match &self.shadow {
+            Some((kind, _)) => (*kind, true),
+            None => (enforced, false),
         }
     }
 
@@ -119,6 +142,13 @@ impl Trail {
             KeyValue::new(attr::REQUEST_ID, call.request_id.to_owned()),
             KeyValue::new(attr::GUARDED, self.guarded),
         ];
+        if let Some((kind, policies)) = &self.shadow {
+            attributes.extend([
+                KeyValue::new(attr::SHADOW, true),
+                KeyValue::new(attr::SHADOW_DECISION, kind.as_str()),
+                KeyValue::new(attr::SHADOW_POLICIES, crate::telemetry::strings(policies)),
+            ]);
+        }
         if !call.source_address.is_empty() {
             attributes.push(KeyValue::new(attr::CLIENT, call.source_address.to_owned()));
         }
@@ -140,7 +170,9 @@ impl Trail {
             }
         }
         let parent = self.parent.take().unwrap_or_default();
-        let span = t.start_check(&parent, self.started, self.guarded, attributes);
+        // A shadow decision is what a rollout is read from: never sampled out.
+        let kept = self.guarded || self.shadow.is_some();
+        let span = t.start_check(&parent, self.started, kept, attributes);
         self.traceparent = crate::telemetry::traceparent(span.span_context());
         self.span = Some(span);
     }
@@ -166,6 +198,11 @@ impl Trail {
             ("request_id", call.request_id.to_owned()),
             ("trace", self.traceparent.clone()),
         ];
+        if let Some((kind, policies)) = &self.shadow {
+            fields.push(("shadow", "true".to_owned()));
+            fields.push(("shadow_decision", kind.as_str().to_owned()));
+            fields.push(("shadow_policies", policies.join(",")));
+        }
         if let Some([server, method, tool]) = &self.mcp {
             fields.push(("mcp_server", server.clone()));
             fields.push(("mcp_method", method.clone()));
@@ -208,6 +245,7 @@ impl Trail {
             resource = %self.resource,
             decision = kind.as_str(),
             policies = ?self.policies,
+            shadow = ?self.shadow,
             request_id = call.request_id,
             "check"
         );

@@ -63,6 +63,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub policy_dir: PathBuf,
     pub watch_policies: bool,
+    /// `policy.enforcement`: the default of every route.
+    pub enforcement: Enforcement,
     pub jwt_metadata_key: String,
     /// Header naming the principal to the upstream; `None` when disabled.
     pub principal_header: Option<String>,
@@ -75,6 +77,18 @@ pub struct Config {
     pub webhooks: Vec<crate::approval::notify::Webhook>,
     /// `None` when no TLS certificate is configured: the admin API is off.
     pub admin: Option<AdminConfig>,
+}
+
+/// Whether decisions are enforced, or only decided and recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// Refusals refuse (the default).
+    Enforce,
+    /// Every call is let through unless an `@enforce("always")` forbid
+    /// refuses it; what would have been refused is recorded as a shadow
+    /// decision, and guarded calls open shadow approval requests.
+    Shadow,
 }
 
 /// How log lines look.

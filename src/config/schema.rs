@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::LogFormat;
+use super::{Enforcement, LogFormat};
 use crate::approval::notify::Format;
 
 #[derive(Deserialize)]
@@ -72,6 +72,8 @@ pub(super) struct RawMcp {
     pub methods: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub resources: std::collections::BTreeMap<String, String>,
+    /// Default: `policy.enforcement`.
+    pub enforcement: Option<Enforcement>,
 }
 
 impl RawMcp {
@@ -113,6 +115,7 @@ impl Default for RawServer {
 pub(super) struct RawPolicy {
     pub dir: PathBuf,
     pub watch: bool,
+    pub enforcement: Enforcement,
 }
 
 impl Default for RawPolicy {
@@ -120,6 +123,7 @@ impl Default for RawPolicy {
         Self {
             dir: "policies".into(),
             watch: true,
+            enforcement: Enforcement::Enforce,
         }
     }
 }
@@ -196,6 +200,8 @@ impl Default for RawResponse {
 pub(super) struct RawDefaultRoute {
     pub action: String,
     pub resource_type: String,
+    /// Default: `policy.enforcement`.
+    pub enforcement: Option<Enforcement>,
 }
 
 impl Default for RawDefaultRoute {
@@ -203,6 +209,7 @@ impl Default for RawDefaultRoute {
         Self {
             action: "http_request".into(),
             resource_type: "Path".into(),
+            enforcement: None,
         }
     }
 }
@@ -216,6 +223,8 @@ pub(super) struct RawRoute {
     pub resource: String,
     #[serde(default)]
     pub body: bool,
+    /// Default: `policy.enforcement`.
+    pub enforcement: Option<Enforcement>,
 }
 
 #[derive(Deserialize)]

@@ -11,7 +11,7 @@ use cedar_policy::{EntityTypeName, EntityUid};
 
 use super::env::Origins;
 use super::schema::{Raw, RawAdmin, RawMcp, RawRedis};
-use super::{AdminConfig, ApproverConfig, Config, ConfigError};
+use super::{AdminConfig, ApproverConfig, Config, ConfigError, Enforcement};
 use crate::approval::StoreConfig;
 use crate::approval::notify::Webhook;
 use crate::request::mcp::ResourceTemplate as McpResource;
@@ -135,16 +135,23 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
             resource_type: type_name(o, &f("resource"), resource_type)?,
             resource_id: resource_id.to_owned(),
             body: r.body,
+            shadow: r.enforcement.unwrap_or(raw.policy.enforcement) == Enforcement::Shadow,
         });
     }
-    let routes = RouteTable::new(specs, default_action, default_type)
+    let mut routes = RouteTable::new(specs, default_action, default_type)
         .map_err(|(i, e)| o.invalid(&format!("routes[{i}]"), &e.to_string()))?;
+    routes.set_default_shadow(
+        raw.default_route
+            .enforcement
+            .unwrap_or(raw.policy.enforcement)
+            == Enforcement::Shadow,
+    );
 
     let mcp = raw
         .mcp
         .iter()
         .enumerate()
-        .map(|(i, m)| validate_mcp(o, i, m, &routes))
+        .map(|(i, m)| validate_mcp(o, i, m, &routes, raw.policy.enforcement))
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut store = validate_redis(&raw.redis, o)?;
@@ -209,6 +216,7 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
         metrics_listen,
         policy_dir: raw.policy.dir,
         watch_policies: raw.policy.watch,
+        enforcement: raw.policy.enforcement,
         jwt_metadata_key,
         principal_header,
         mapper: Mapper {
@@ -452,6 +460,7 @@ fn validate_mcp(
     i: usize,
     m: &RawMcp,
     routes: &RouteTable,
+    enforcement: Enforcement,
 ) -> Result<McpEndpoint, ConfigError> {
     let f = |name: &str| format!("mcp[{i}].{name}");
     if !m.path.starts_with('/') || m.path.contains(['{', '?', '#']) {
@@ -525,6 +534,7 @@ fn validate_mcp(
         protocol_action: action_uid(o, &f("protocol_action"), &m.protocol_action)?,
         methods,
         resources,
+        shadow: m.enforcement.unwrap_or(enforcement) == Enforcement::Shadow,
     })
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{AccessRequest, BodyState, Gate, Outcome, UNAVAILABLE};
+use super::{AccessRequest, BodyState, Call, Gate, Outcome, UNAVAILABLE};
 use crate::approval::events::{ApprovalEvent, Parties};
 use crate::approval::store::{CheckRef, Consumed, StoreError};
 use crate::approval::{
@@ -56,42 +56,25 @@ impl Gate {
         if let BodyState::Incomplete(why) = call.body_state {
             return (refuse(why.to_owned()), note);
         }
-        // Identified by the trail: a guarded call always is.
         let parties = trail.parties();
-        let (principal, action, resource) = (parties.principal, parties.action, parties.resource);
-        let on_behalf_of = Some(parties.on_behalf_of).filter(|o| !o.is_empty());
-        let (path, query) = call.path.split_once('?').unwrap_or((call.path, ""));
-        let fingerprint = FingerprintInput {
-            principal,
-            on_behalf_of: parties.on_behalf_of,
-            action,
-            resource,
-            method: call.method,
-            host: call.host,
-            path,
-            query,
-            body: call.body,
-        }
-        .digest();
+        let principal = parties.principal;
+        let new = self.request_of(req, trail, &policies, params, false);
+        let fingerprint = new.fingerprint.as_str();
         let budget = self.settings.store_budget;
         // The allow a use of the approval leads to: recorded by the store
         // with the use it takes, so that a use is never spent unrecorded.
         let allowed = Outcome::Allow {
             principal: principal.to_owned(),
         };
-        let allow = trail.decision_fields(DecisionKind::Allow, (call.status_of)(&allowed), call);
+        let allow = allow_fields(trail, call, &allowed);
         let allow = borrowed(&allow);
-        let here = CheckRef {
-            request_id: call.request_id,
-            trace: trail.traceparent(),
-            decision: &allow,
-        };
+        let here = check_ref(trail, call, &allow);
         let approvals = &self.approvals;
 
         if let Some(token) = call.token {
             let used = within(budget, async {
                 let consumed = approvals
-                    .consume(Some(token), None, &fingerprint, here, parties)
+                    .consume(Some(token), None, fingerprint, here, parties)
                     .await?;
                 let pending = match &consumed {
                     Consumed::NotUsable {
@@ -139,7 +122,7 @@ impl Gate {
         if req.mapped.mcp.is_some() {
             let used = within(
                 budget,
-                approvals.consume(None, None, &fingerprint, here, parties),
+                approvals.consume(None, None, fingerprint, here, parties),
             )
             .await;
             match used {
@@ -152,30 +135,6 @@ impl Gate {
                 Err(e) => return (unavailable(e), note),
             }
         }
-        let new = NewApproval {
-            // An MCP client cannot present a token: its identical call is
-            // the proof (see `use_approved`).
-            issue_token: req.mapped.mcp.is_none(),
-            fingerprint: fingerprint.clone(),
-            info: RequestInfo {
-                principal: principal.to_owned(),
-                on_behalf_of: on_behalf_of.map(str::to_owned),
-                action: action.to_owned(),
-                resource: resource.to_owned(),
-                method: call.method.to_owned(),
-                path: path.to_owned(),
-                host: call.host.to_owned(),
-                source_address: call.source_address.to_owned(),
-                policies: policies.clone(),
-                parameters: req.mapped.shown_parameters(&params.show),
-                approver_groups: params.approver_groups.clone(),
-                quorum: params.quorum,
-                uses: params.uses,
-                reason_required: params.reason_required,
-                mode: params.mode,
-            },
-            params,
-        };
         let opened = match within(budget, approvals.open(&new, here)).await {
             Ok(o) => o,
             Err(e) => return (unavailable(e), note),
@@ -204,7 +163,7 @@ impl Gate {
             let outcome = self
                 .use_approved(
                     &approval.id,
-                    &fingerprint,
+                    fingerprint,
                     here,
                     parties,
                     &policies,
@@ -229,6 +188,97 @@ impl Gate {
             status => refuse(not_usable(&approval.id, status)),
         };
         (outcome, note)
+    }
+
+    /// The approval request a call would open, bound to it exactly; a
+    /// shadow request binds apart from the enforced one.
+    fn request_of(
+        &self,
+        req: &AccessRequest<'_>,
+        trail: &Trail,
+        policies: &[String],
+        params: ApprovalParams,
+        shadow: bool,
+    ) -> NewApproval {
+        let call = &req.call;
+        // Identified by the trail: a guarded call always is.
+        let parties = trail.parties();
+        let on_behalf_of = Some(parties.on_behalf_of).filter(|o| !o.is_empty());
+        let (path, query) = call.path.split_once('?').unwrap_or((call.path, ""));
+        let fingerprint = FingerprintInput {
+            principal: parties.principal,
+            on_behalf_of: parties.on_behalf_of,
+            action: parties.action,
+            resource: parties.resource,
+            method: call.method,
+            host: call.host,
+            path,
+            query,
+            body: call.body,
+            shadow,
+        }
+        .digest();
+        NewApproval {
+            // An MCP client cannot present a token: its identical call is
+            // the proof (see `use_approved`). A shadow request is never used.
+            issue_token: req.mapped.mcp.is_none() && !shadow,
+            fingerprint,
+            info: RequestInfo {
+                principal: parties.principal.to_owned(),
+                on_behalf_of: on_behalf_of.map(str::to_owned),
+                action: parties.action.to_owned(),
+                resource: parties.resource.to_owned(),
+                method: call.method.to_owned(),
+                path: path.to_owned(),
+                host: call.host.to_owned(),
+                source_address: call.source_address.to_owned(),
+                policies: policies.to_vec(),
+                parameters: req.mapped.shown_parameters(&params.show),
+                approver_groups: params.approver_groups.clone(),
+                quorum: params.quorum,
+                uses: params.uses,
+                reason_required: params.reason_required,
+                mode: params.mode,
+                shadow,
+            },
+            params,
+        }
+    }
+
+    /// A call that the whole policy set would hold for an approval, let
+    /// through in shadow: opens (or finds) its shadow request, so that
+    /// approvers see what enforcement would ask of them. Never held, never
+    /// used. A store that fails is logged; the answer does not depend on it.
+    pub(super) async fn shadow_approval(
+        &self,
+        req: &AccessRequest<'_>,
+        trail: &Trail,
+        policies: &[String],
+        params: ApprovalParams,
+    ) -> Note {
+        let mut note = Note::default();
+        if let BodyState::Incomplete(_) = req.call.body_state {
+            return note;
+        }
+        let new = self.request_of(req, trail, policies, params, true);
+        let call = &req.call;
+        let allowed = Outcome::Allow {
+            principal: new.info.principal.clone(),
+        };
+        let allow = allow_fields(trail, call, &allowed);
+        let allow = borrowed(&allow);
+        let here = check_ref(trail, call, &allow);
+        match within(self.settings.store_budget, self.approvals.open(&new, here)).await {
+            Ok(opened) => {
+                note.id = opened.approval.id;
+                note.status = Some(opened.approval.status);
+            }
+            Err(e) => {
+                tracing::warn!("approval store: shadow approval request not opened: {e}");
+                self.approvals.sink().metrics().redis_error();
+            }
+        }
+        note
     }
 
     /// The store failed: the detail (hosts, Redis errors) is for
@@ -287,6 +337,24 @@ impl Gate {
             }
             None => deadline,
         }
+    }
+}
+
+/// The audit fields of `allowed`, the allow an approval leads to.
+fn allow_fields(trail: &Trail, call: &Call<'_>, allowed: &Outcome) -> Vec<(&'static str, String)> {
+    trail.decision_fields(DecisionKind::Allow, (call.status_of)(allowed), call)
+}
+
+/// The check, for the store to record with what it does for it.
+fn check_ref<'a>(
+    trail: &'a Trail,
+    call: &Call<'a>,
+    decision: &'a [(&'static str, &'a str)],
+) -> CheckRef<'a> {
+    CheckRef {
+        request_id: call.request_id,
+        trace: trail.traceparent(),
+        decision,
     }
 }
 

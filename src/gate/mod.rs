@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::approval::{Approval, Lifecycle};
 use crate::audit::Trail;
 use crate::metrics::DecisionKind;
-use crate::policy::{PolicyStore, Verdict};
+use crate::policy::{Enforced, PolicyStore, Verdict};
 use crate::request::MappedRequest;
 
 /// What the gate is told about the call itself: what an approval binds
@@ -301,12 +301,17 @@ impl Gate {
             self.record(trail, &req.call, started, &outcome, None, None);
             return outcome;
         }
-        let decided = self.policies.decide_guarded(
+        let decided = self.policies.decide_enforced(
             |granted| mapped.request(granted),
             &mapped.entities,
             &mapped.action,
+            mapped.shadow,
         );
-        let (verdict, guarded) = match decided {
+        let Enforced {
+            verdict,
+            guarded,
+            would,
+        } = match decided {
             Ok(v) => v,
             Err(e) => {
                 let outcome = Outcome::Invalid {
@@ -317,8 +322,11 @@ impl Gate {
             }
         };
         let sink = self.approvals.sink();
+        if let Some(would) = &would {
+            trail.shadowed(would);
+        }
         trail.identify(sink.telemetry(), mapped, &verdict, guarded, &req.call);
-        let (outcome, note) = match verdict {
+        let (outcome, mut note) = match verdict {
             Verdict::Allow(_) => (
                 Outcome::Allow {
                     principal: mapped.principal.to_string(),
@@ -337,6 +345,14 @@ impl Gate {
                 (outcome, Some(note))
             }
         };
+        // What enforcement would hold for an approval opens a shadow
+        // request: approvers see what they would be asked.
+        if let Some(Verdict::Approvable { denial, params }) = would {
+            note = Some(
+                self.shadow_approval(&req, &trail, &denial.policies, params)
+                    .await,
+            );
+        }
         let answer_by = req.answer_by;
         self.finish_guarded(trail, &req.call, started, answer_by, outcome, note)
             .await
@@ -467,7 +483,8 @@ impl Gate {
         audited: Option<bool>,
     ) {
         let sink = self.approvals.sink();
-        sink.metrics().check(outcome.kind(), started.elapsed());
+        let (kind, shadow) = trail.counted_as(outcome.kind());
+        sink.metrics().check(kind, shadow, started.elapsed());
         trail.finish(
             sink.telemetry(),
             outcome,
@@ -479,5 +496,7 @@ impl Gate {
     }
 }
 
+#[cfg(test)]
+mod shadow_tests;
 #[cfg(test)]
 mod tests;

@@ -16,22 +16,27 @@ use crate::audit::EventSink;
 use crate::config::Config;
 use crate::request::{HttpRequest, Mapper};
 
-struct World {
-    gate: Gate,
-    approvals: Lifecycle,
-    store: Arc<MemoryStore>,
-    mapper: Mapper,
+pub(super) struct World {
+    pub gate: Gate,
+    pub approvals: Lifecycle,
+    pub store: Arc<MemoryStore>,
+    pub mapper: Mapper,
+    pub policies: Arc<PolicyStore>,
 }
 
 fn world() -> World {
     let config = Config::load(None, &HashMap::new()).unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let policies = Arc::new(PolicyStore::open(&dir, config.mapper.probes().unwrap()).unwrap());
-    let store = Arc::new(MemoryStore::new());
+    world_in(config, &dir, Arc::new(MemoryStore::new()))
+}
+
+/// The gate with `config`, the policies in `dir`, and `store`.
+pub(super) fn world_in(config: Config, dir: &Path, store: Arc<MemoryStore>) -> World {
+    let policies = Arc::new(PolicyStore::open(dir, config.mapper.probes().unwrap()).unwrap());
     let rules = Approvers::from_config(policies.clone(), &config);
     let approvals = Lifecycle::new(store.clone(), EventSink::default(), rules);
     let gate = Gate::new(
-        policies,
+        policies.clone(),
         approvals.clone(),
         GateSettings::from_config(&config),
     );
@@ -40,6 +45,7 @@ fn world() -> World {
         approvals,
         store,
         mapper: config.mapper,
+        policies,
     }
 }
 
@@ -50,8 +56,8 @@ fn status_of(o: &Outcome) -> u16 {
     }
 }
 
-const EXPORT: &str = "/v1/datasets/sales/export";
-const BODY: &[u8] = br#"{"format":"csv","rows":10}"#;
+pub(super) const EXPORT: &str = "/v1/datasets/sales/export";
+pub(super) const BODY: &[u8] = br#"{"format":"csv","rows":10}"#;
 
 impl World {
     /// Decides `POST path` with [`BODY`] for the JWT `claims`, presenting
@@ -60,7 +66,7 @@ impl World {
         self.decide_as("POST", path, claims, token).await
     }
 
-    async fn decide_as(
+    pub(super) async fn decide_as(
         &self,
         method: &str,
         path: &str,
@@ -76,7 +82,7 @@ impl World {
             .await
     }
 
-    async fn decide_body(
+    pub(super) async fn decide_body(
         &self,
         method: &str,
         path: &str,
@@ -122,7 +128,7 @@ impl World {
         self.gate.decide(access).await
     }
 
-    async fn audit_events(&self) -> Vec<String> {
+    pub(super) async fn audit_events(&self) -> Vec<String> {
         let entries = self
             .store
             .audit_range(&mut AuditCursor::from("-"), "+", 100)
@@ -147,11 +153,11 @@ impl World {
     }
 }
 
-fn agent() -> Value {
+pub(super) fn agent() -> Value {
     json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"})
 }
 
-fn approver(name: &str, groups: &[&str]) -> Approver {
+pub(super) fn approver(name: &str, groups: &[&str]) -> Approver {
     Approver {
         name: name.into(),
         groups: groups.iter().map(|g| (*g).to_owned()).collect(),

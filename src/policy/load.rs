@@ -14,6 +14,7 @@ use miette::Diagnostic;
 
 use crate::approval::ApprovalParams;
 
+use super::rollout::{Mark, Rollout};
 use super::{PolicyError, Probe};
 
 /// One located problem, printed as `file:line:col: [policy] message`.
@@ -52,6 +53,8 @@ pub struct Loaded {
     pub guarded_actions: GuardedActions,
     /// The policies each declared action can meet.
     pub slices: Slices,
+    /// Which policies are in shadow, and which are always enforced.
+    pub rollout: Rollout,
 }
 
 /// The set cut by action scope. Cedar evaluates every policy it is handed, so
@@ -68,7 +71,12 @@ pub struct Slices {
 }
 
 impl Slices {
-    fn of(set: &PolicySet, schema: &Schema) -> Self {
+    /// The slice of a declared action.
+    pub fn get(&self, action: &EntityUid) -> Option<&PolicySet> {
+        self.by_action.get(action)
+    }
+
+    pub(super) fn of(set: &PolicySet, schema: &Schema) -> Self {
         let mut out = Self::default();
         let members = schema.action_entities().ok();
         for action in schema.actions() {
@@ -110,6 +118,16 @@ impl Loaded {
     /// for an action the schema does not declare.
     pub fn policies_for(&self, action: &EntityUid) -> &PolicySet {
         self.slices.by_action.get(action).unwrap_or(&self.set)
+    }
+
+    /// The policies `action` can meet, without those in shadow; `None`
+    /// when no shadow policy can apply to it.
+    pub fn enforced_for(&self, action: &EntityUid) -> Option<&PolicySet> {
+        let declared = self.slices.by_action.contains_key(action);
+        if !self.rollout.shadows(action, declared) {
+            return None;
+        }
+        self.rollout.enforced_for(action)
     }
 
     /// `action` with its action-group ancestors, when it has any.
@@ -179,6 +197,7 @@ impl Loaded {
             guards: HashMap::new(),
             guarded_actions: GuardedActions::default(),
             slices: Slices::default(),
+            rollout: Rollout::default(),
         }
     }
 }
@@ -222,7 +241,7 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let schema = parse_schema(dir, &schemas, &mut problems, &mut warnings);
-    let (set, owner, guards) = parse_policies(dir, &sources, &mut problems);
+    let (set, owner, marked) = parse_policies(dir, &sources, &mut problems);
     // Validate what parsed even when some files did not, so that one run
     // reports every problem.
     let Some(schema) = schema else {
@@ -241,8 +260,14 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
     if !problems.is_empty() {
         return Err(PolicyError::Invalid(problems));
     }
+    let Marked {
+        guards,
+        shadow,
+        always,
+    } = marked;
     let guarded_actions = GuardedActions::of(&set, &guards, &schema);
     let slices = Slices::of(&set, &schema);
+    let rollout = Rollout::new(&set, &slices, &schema, shadow, always);
     Ok(Loaded {
         set,
         schema,
@@ -251,6 +276,7 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
         guards,
         guarded_actions,
         slices,
+        rollout,
     })
 }
 
@@ -321,19 +347,26 @@ fn parse_schema(
     }
 }
 
+/// What the annotations of a set ask for.
+#[derive(Default)]
+struct Marked {
+    /// Guarded policies (`@approval`) and what they ask.
+    guards: HashMap<String, ApprovalParams>,
+    /// `@shadow` policies.
+    shadow: HashSet<String>,
+    /// `@enforce("always")` forbids.
+    always: HashSet<String>,
+}
+
 /// Parses every file into one set. Policies are renamed to their `@id`
 /// annotation, or `file#n` without one, so that decisions name them.
 fn parse_policies(
     root: &Path,
     sources: &[Source],
     problems: &mut Vec<Problem>,
-) -> (
-    PolicySet,
-    HashMap<PolicyId, usize>,
-    HashMap<String, ApprovalParams>,
-) {
+) -> (PolicySet, HashMap<PolicyId, usize>, Marked) {
     let mut set = PolicySet::new();
-    let mut guards = HashMap::new();
+    let mut marked = Marked::default();
     let mut owner: HashMap<PolicyId, usize> = HashMap::new();
     for (i, src) in sources.iter().enumerate() {
         let parsed = match PolicySet::from_str(&src.text) {
@@ -396,13 +429,31 @@ fn parse_policies(
                     message: "`@approval` belongs on a `forbid` that an approval lifts (`unless { context.approval.granted }`), not on a `permit`".into(),
                 }),
                 Some(Ok(params)) => {
-                    guards.insert(name.clone(), params);
+                    marked.guards.insert(name.clone(), params);
                 }
                 Some(Err(e)) => problems.push(Problem {
                     file: src.path.clone(),
                     line: src.text.find(&format!("@{}(", e.key)).map(|o| crate::location::line_col(&src.text, o)),
                     policy: Some(name.clone()),
                     message: e.to_string(),
+                }),
+            }
+            match Mark::of(policy) {
+                Ok(Mark::Enforced) => {}
+                Ok(Mark::Shadow) => {
+                    marked.shadow.insert(name.clone());
+                }
+                Ok(Mark::Always) => {
+                    marked.always.insert(name.clone());
+                }
+                Err(message) => problems.push(Problem {
+                    file: src.path.clone(),
+                    line: ["@shadow", "@enforce"]
+                        .iter()
+                        .find_map(|a| src.text.find(a))
+                        .map(|o| crate::location::line_col(&src.text, o)),
+                    policy: Some(name.clone()),
+                    message,
                 }),
             }
             // INVARIANT: the id is new to the set (checked just above).
@@ -416,7 +467,7 @@ fn parse_policies(
             }
         }
     }
-    (set, owner, guards)
+    (set, owner, marked)
 }
 
 /// Checks that every request the route table can produce fits the schema, so

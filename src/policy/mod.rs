@@ -2,6 +2,7 @@
 //! atomic swap that keeps the last good set when a change is broken.
 
 pub mod load;
+pub mod rollout;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -97,6 +98,26 @@ pub enum Verdict {
         denial: Decision,
         params: ApprovalParams,
     },
+}
+
+/// A decision as enforced (see [`PolicyStore::decide_enforced`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enforced {
+    pub verdict: Verdict,
+    /// A guarded policy may apply: the decision is audited.
+    pub guarded: bool,
+    /// What the whole policy set decided, where shadow mode or a policy
+    /// in shadow made the enforced verdict another kind.
+    pub would: Option<Verdict>,
+}
+
+/// Which policies decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// All of them.
+    Full,
+    /// All but those in shadow.
+    Enforced,
 }
 
 /// Counters a reload leaves behind.
@@ -198,31 +219,64 @@ impl PolicyStore {
         request: impl Fn(bool) -> Result<Request, E>,
         entities: &Entities,
     ) -> Result<Verdict, E> {
-        self.decide_in(&self.current.load(), request, entities)
+        self.decide_in(&self.current.load(), View::Full, request, entities)
     }
 
-    /// As [`Self::decide`], and whether a guarded policy may apply to
-    /// `action` (so the decision is audited), from the same policy set.
-    pub fn decide_guarded<E>(
+    /// Decides a call as it is enforced: without the policies in shadow
+    /// and, for a call in shadow mode (`shadow`), letting it through unless
+    /// an always-enforced forbid takes part in its refusal. Says whether a
+    /// guarded policy may apply to `action` (so the decision is audited),
+    /// and what the whole set decided where that differs, from the same
+    /// policy set.
+    pub fn decide_enforced<E>(
         &self,
         request: impl Fn(bool) -> Result<Request, E>,
         entities: &Entities,
         action: &EntityUid,
-    ) -> Result<(Verdict, bool), E> {
+        shadow: bool,
+    ) -> Result<Enforced, E> {
         let current = self.current.load();
-        let verdict = self.decide_in(&current, request, entities)?;
-        let guarded = matches!(verdict, Verdict::Approvable { .. })
-            || current.guarded_actions.contains(action);
-        Ok((verdict, guarded))
+        let full = self.decide_in(&current, View::Full, &request, entities)?;
+        let shadowed = current.enforced_for(action).is_some();
+        let guarded = |v: &Verdict| {
+            matches!(v, Verdict::Approvable { .. }) || current.guarded_actions.contains(action)
+        };
+        // The common path: nothing in shadow, one evaluation.
+        if !shadow && !shadowed {
+            return Ok(Enforced {
+                guarded: guarded(&full),
+                verdict: full,
+                would: None,
+            });
+        }
+        let mut enforced = if shadowed {
+            self.decide_in(&current, View::Enforced, &request, entities)?
+        } else {
+            full.clone()
+        };
+        if shadow && !current.rollout.stands_in_shadow(&enforced) {
+            enforced = Verdict::Allow(Decision {
+                outcome: Outcome::Allow,
+                policies: Vec::new(),
+                errors: Vec::new(),
+            });
+        }
+        let differs = std::mem::discriminant(&full) != std::mem::discriminant(&enforced);
+        Ok(Enforced {
+            guarded: guarded(&full) || guarded(&enforced),
+            verdict: enforced,
+            would: differs.then_some(full),
+        })
     }
 
     fn decide_in<E>(
         &self,
         current: &Loaded,
+        view: View,
         request: impl Fn(bool) -> Result<Request, E>,
         entities: &Entities,
     ) -> Result<Verdict, E> {
-        let first = self.evaluate_in(current, &request(false)?, entities);
+        let first = self.evaluate_in(current, view, &request(false)?, entities);
         if first.outcome == Outcome::Allow {
             return Ok(Verdict::Allow(first));
         }
@@ -237,7 +291,7 @@ impl PolicyStore {
         let Some(guards) = guards else {
             return Ok(Verdict::Deny(first));
         };
-        let approved = self.evaluate_in(current, &request(true)?, entities);
+        let approved = self.evaluate_in(current, view, &request(true)?, entities);
         if approved.outcome != Outcome::Allow {
             return Ok(Verdict::Deny(approved));
         }
@@ -250,12 +304,27 @@ impl PolicyStore {
     /// Decides. Cedar skips a policy whose evaluation fails, which would let
     /// a broken `forbid` turn a deny into an allow; so any error denies.
     pub fn evaluate(&self, request: &Request, entities: &Entities) -> Decision {
-        self.evaluate_in(&self.current.load(), request, entities)
+        self.evaluate_in(&self.current.load(), View::Full, request, entities)
     }
 
-    fn evaluate_in(&self, current: &Loaded, request: &Request, entities: &Entities) -> Decision {
+    fn evaluate_in(
+        &self,
+        current: &Loaded,
+        view: View,
+        request: &Request,
+        entities: &Entities,
+    ) -> Decision {
         let (set, grouped) = match request.action() {
-            Some(a) => (current.policies_for(a), current.action_entity(a)),
+            Some(a) => {
+                let enforced = match view {
+                    View::Full => None,
+                    View::Enforced => current.enforced_for(a),
+                };
+                (
+                    enforced.unwrap_or_else(|| current.policies_for(a)),
+                    current.action_entity(a),
+                )
+            }
             None => (&current.set, None),
         };
         // Only actions in action groups pay for the copy.

@@ -99,6 +99,7 @@ fn an_erroring_forbid_with_a_matching_permit_denies() {
         guards: Default::default(),
         guarded_actions: Default::default(),
         slices: Default::default(),
+        rollout: Default::default(),
     }));
 
     let got = decide(&store, alice(), Context::empty());

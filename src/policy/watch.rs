@@ -66,6 +66,7 @@ pub fn spawn(store: Arc<PolicyStore>) -> notify::Result<WatchGuard> {
                         files = loaded.files.len(),
                         "policies reloaded"
                     );
+                    super::rollout::announce(&loaded, &[]);
                     for w in &loaded.warnings {
                         tracing::warn!("policy warning: {w}");
                     }

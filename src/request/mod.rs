@@ -69,6 +69,9 @@ pub struct MappedRequest {
     pub body: Option<Map<String, Value>>,
     /// The JSON-RPC message, on an MCP endpoint.
     pub mcp: Option<McpCall>,
+    /// The route (or MCP endpoint) is in shadow mode: its decisions are
+    /// recorded, and only always-enforced forbids refuse.
+    pub shadow: bool,
     /// Built once, with `approval.granted == false`; shared (Arc) by clones.
     context: Context,
 }
@@ -257,6 +260,18 @@ pub struct Mapper {
 }
 
 impl Mapper {
+    /// The routes and MCP endpoints in shadow mode, for the start-up log.
+    pub fn in_shadow(&self) -> Vec<String> {
+        let mut out = self.routes.in_shadow();
+        out.extend(
+            self.mcp
+                .iter()
+                .filter(|m| m.shadow)
+                .map(|m| format!("MCP {}", m.path)),
+        );
+        out
+    }
+
     pub fn map(&self, req: &HttpRequest<'_>) -> Result<MappedRequest, MappingError> {
         if req.headers.len() > MAX_HEADERS {
             return Err(MappingError::TooManyHeaders);
@@ -275,7 +290,7 @@ impl Mapper {
         let identity = self
             .identity
             .resolve(req.jwt_claims, req.source_principal, req.headers)?;
-        let (action, resource, parts, mcp) = match self.mcp_endpoint(path)? {
+        let (action, resource, parts, mcp, shadow) = match self.mcp_endpoint(path)? {
             Some(endpoint) => {
                 let body = self.body_bytes(req)?.unwrap_or_default();
                 let mut resolved = endpoint.resolve(req.method, body)?;
@@ -290,6 +305,7 @@ impl Mapper {
                     resolved.resource,
                     parts,
                     Some(resolved.call),
+                    endpoint.shadow,
                 )
             }
             None => {
@@ -300,7 +316,14 @@ impl Mapper {
                     parts.pairs.push(("body".to_owned(), body));
                     parts.body = Some(json);
                 }
-                (resolved.action.clone(), resolved.resource, parts, None)
+                let shadow = self.routes.shadow(resolved.route);
+                (
+                    resolved.action.clone(),
+                    resolved.resource,
+                    parts,
+                    None,
+                    shadow,
+                )
             }
         };
         // INVARIANT: one entity, so no duplicate; no schema, so no schema error.
@@ -315,6 +338,7 @@ impl Mapper {
             query: parts.query,
             body: parts.body,
             mcp,
+            shadow,
             context: with_approval(parts.pairs, false)?,
         })
     }

@@ -18,6 +18,8 @@ pub struct RouteSpec {
     pub resource_id: String,
     /// Whether the route asks for the request body as `context.body`.
     pub body: bool,
+    /// Whether the route's decisions are only recorded (shadow mode).
+    pub shadow: bool,
 }
 
 /// A route that cannot be added to the table.
@@ -95,6 +97,8 @@ pub struct RouteTable {
     routes: Vec<Route>,
     default_action: EntityUid,
     default_resource_type: EntityTypeName,
+    /// Whether the default route is in shadow mode.
+    default_shadow: bool,
 }
 
 impl RouteTable {
@@ -112,6 +116,7 @@ impl RouteTable {
             routes: Vec::with_capacity(specs.len()),
             default_action,
             default_resource_type,
+            default_shadow: false,
         };
         for (i, spec) in specs.into_iter().enumerate() {
             let id = parse_id_template(&spec).map_err(|e| (i, e))?;
@@ -148,6 +153,38 @@ impl RouteTable {
 
     pub fn default_action(&self) -> &EntityUid {
         &self.default_action
+    }
+
+    /// The routes in shadow mode, as `METHOD path` (`* path` for any
+    /// method) and `default route`.
+    pub fn in_shadow(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| r.spec.shadow)
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r.spec.method.as_deref().unwrap_or("*"),
+                    r.spec.path
+                )
+            })
+            .collect();
+        if self.default_shadow {
+            out.push("default route".into());
+        }
+        out
+    }
+
+    /// Puts the default route in shadow mode, or not.
+    pub fn set_default_shadow(&mut self, shadow: bool) {
+        self.default_shadow = shadow;
+    }
+
+    /// Whether the decisions of a call resolved to `route` (`None`: the
+    /// default route) are only recorded.
+    pub fn shadow(&self, route: Option<&RouteSpec>) -> bool {
+        route.map_or(self.default_shadow, |r| r.shadow)
     }
 
     pub fn default_resource_type(&self) -> &EntityTypeName {
@@ -322,6 +359,7 @@ mod tests {
             resource_type: EntityTypeName::from_str(res).unwrap(),
             resource_id: id.into(),
             body: false,
+            shadow: false,
         }
     }
 

@@ -187,6 +187,7 @@ impl Prepared {
             policy_dir = %policies.dir().display(),
             "countersign listening"
         );
+        crate::policy::rollout::announce(&loaded, &config.mapper.in_shadow());
         let notifier = crate::approval::notify::Notifier::start(config.webhooks.clone());
         let sink = EventSink::new(telemetry.clone(), metrics.clone(), Some(notifier));
         let approvers = Approvers::from_config(policies.clone(), &config);

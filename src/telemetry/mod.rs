@@ -56,6 +56,11 @@ pub mod attr {
     pub const MCP_SERVER: &str = "countersign.mcp.server";
     pub const MCP_METHOD: &str = "countersign.mcp.method";
     pub const MCP_TOOL: &str = "countersign.mcp.tool";
+    /// On a shadow decision: the call was let through (or refused) other
+    /// than the whole policy set decides; what it decides, and by which.
+    pub const SHADOW: &str = "countersign.shadow";
+    pub const SHADOW_DECISION: &str = "countersign.shadow.decision";
+    pub const SHADOW_POLICIES: &str = "countersign.shadow.policies";
     pub const METHOD: &str = "http.request.method";
     pub const PATH: &str = "url.path";
     pub const SCHEME: &str = "url.scheme";

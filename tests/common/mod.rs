@@ -512,6 +512,7 @@ pub fn export_request(
         uses: params.uses,
         reason_required: params.reason_required,
         mode: params.mode,
+        shadow: false,
     };
     countersign::approval::NewApproval {
         fingerprint: fingerprint.into(),

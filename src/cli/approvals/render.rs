@@ -46,6 +46,15 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
+/// A status as listed: a shadow request says so.
+fn status_label(a: &pb::Approval) -> std::borrow::Cow<'_, str> {
+    if a.shadow {
+        format!("{} (shadow)", a.status).into()
+    } else {
+        a.status.as_str().into()
+    }
+}
+
 /// One event of `watch`: event, id and status whole; the rest (principal,
 /// action, resource) cut to the width, if one applies.
 pub(super) fn watch_line(kind: &str, a: &pb::Approval, layout: Layout) -> String {
@@ -80,6 +89,12 @@ pub(super) fn print_one(a: &pb::Approval, out: Output, layout: Layout) {
         "status",
         paint(&printable(&a.status), status_colour(&a.status), layout)
     );
+    if a.shadow {
+        row(
+            "shadow",
+            "yes: opened in shadow mode, for practice; the call went through without it and approving it allows nothing",
+        );
+    }
     row("principal", &a.principal);
     if !a.on_behalf_of.is_empty() {
         row("on behalf of", &a.on_behalf_of);
@@ -157,7 +172,7 @@ pub(super) fn print_table(list: &[pb::Approval], layout: Layout) {
         table.push(vec![
             printable(&a.id).into_owned().into(),
             Cell {
-                text: printable(&a.status).into_owned(),
+                text: printable(&status_label(a)).into_owned(),
                 colour: status_colour(&a.status),
             },
             printable(&a.principal).into_owned().into(),
@@ -183,7 +198,7 @@ pub(super) fn to_json(a: &pb::Approval) -> Value {
         "parameters": a.parameters, "created_at": rfc3339(a.created_at), "expires_at": rfc3339(a.expires_at),
         "use_until": (a.use_until > 0).then(|| rfc3339(a.use_until)), "uses_left": a.uses_left,
         "quorum": a.quorum, "approver_groups": a.approver_groups, "reason_required": a.reason_required,
-        "mode": a.mode,
+        "mode": a.mode, "shadow": a.shadow,
         "votes": a.votes.iter().map(|v| json!({"approver": v.approver, "verdict": v.verdict, "reason": v.reason, "at": rfc3339(v.at)})).collect::<Vec<_>>(),
     })
 }

@@ -32,6 +32,8 @@ pub struct McpEndpoint {
     pub methods: HashMap<String, EntityUid>,
     /// Per tool: its resource, from its arguments.
     pub resources: HashMap<String, ResourceTemplate>,
+    /// Whether the endpoint's decisions are only recorded (shadow mode).
+    pub shadow: bool,
 }
 
 /// `Type::"…{arguments.NAME}…"`: a tool's resource from its arguments.

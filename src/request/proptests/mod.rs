@@ -41,6 +41,7 @@ static CUSTOM: LazyLock<Mapper> = LazyLock::new(|| {
         resource_type: EntityTypeName::from_str("File").unwrap(),
         resource_id: "{*rest}".into(),
         body: false,
+        shadow: false,
     });
     let table = RouteTable::new(
         specs,
