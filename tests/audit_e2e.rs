@@ -340,9 +340,9 @@ async fn metrics_move_as_requests_are_decided_and_readiness_follows_redis() {
     let mut s = stack_traced(None).await;
     let metrics = format!("http://{}/metrics", s.sidecar.metrics_addr);
     let scrape = || async { text(&metrics).await };
-    let allow = r#"countersign_checks_total{decision="allow"}"#;
-    let deny = r#"countersign_checks_total{decision="deny"}"#;
-    let required = r#"countersign_checks_total{decision="approval_required"}"#;
+    let allow = r#"countersign_checks_total{decision="allow",shadow="false"}"#;
+    let deny = r#"countersign_checks_total{decision="deny",shadow="false"}"#;
+    let required = r#"countersign_checks_total{decision="approval_required",shadow="false"}"#;
     let before = scrape().await;
     assert_eq!(metric(&before, allow), Some(0.0), "{before}");
 

@@ -77,14 +77,26 @@ pub async fn stack_traced(otlp: Option<u16>) -> Stack {
 pub async fn stack_on(redis: Redis, url: &str, prefix: Option<&str>, otlp: Option<u16>) -> Stack {
     let prefix = prefix.map_or(String::new(), |p| format!("prefix = \"{p}\""));
     let table = format!("url = \"{url}\"\n{prefix}");
-    assemble(redis, &table, policy_copy(), otlp, None).await
+    assemble(redis, &table, policy_copy(), otlp, None, &|t| t).await
+}
+
+/// With `policies`, spans to `otlp`, and the configuration passed through
+/// `edit` (to put routes in shadow mode, say).
+pub async fn stack_with(
+    policies: tempfile::TempDir,
+    otlp: Option<u16>,
+    edit: &dyn Fn(String) -> String,
+) -> Stack {
+    let redis = Redis::start().await;
+    let table = format!("url = \"{}\"", redis.url());
+    assemble(redis, &table, policies, otlp, None, edit).await
 }
 
 /// With `/mcp` routed to an MCP server on `mcp_port`, and `policies`.
 pub async fn stack_mcp(mcp_port: u16, policies: tempfile::TempDir) -> Stack {
     let redis = Redis::start().await;
     let table = format!("url = \"{}\"", redis.url());
-    assemble(redis, &table, policies, None, Some(mcp_port)).await
+    assemble(redis, &table, policies, None, Some(mcp_port), &|t| t).await
 }
 
 /// countersign with the `[redis]` table `redis_table` and `policies`, and
@@ -95,9 +107,11 @@ async fn assemble(
     policies: tempfile::TempDir,
     otlp: Option<u16>,
     mcp: Option<u16>,
+    edit: &dyn Fn(String) -> String,
 ) -> Stack {
     let pki = Pki::new();
     let path = config(pki.dir(), redis_table, &pki);
+    std::fs::write(&path, edit(std::fs::read_to_string(&path).unwrap())).unwrap();
     let endpoint = otlp.map(|p| format!("http://127.0.0.1:{p}"));
     let mut env = vec![("COUNTERSIGN_CONFIG", path.to_str().unwrap())];
     if let Some(e) = &endpoint {

@@ -49,9 +49,9 @@ use traffic::{approval_flow, mixed};
 const HANG: Duration = Duration::from_secs(5);
 
 const CHECKS: [&str; 3] = [
-    r#"countersign_checks_total{decision="allow"}"#,
-    r#"countersign_checks_total{decision="deny"}"#,
-    r#"countersign_checks_total{decision="approval_required"}"#,
+    r#"countersign_checks_total{decision="allow",shadow="false"}"#,
+    r#"countersign_checks_total{decision="deny",shadow="false"}"#,
+    r#"countersign_checks_total{decision="approval_required",shadow="false"}"#,
 ];
 
 /// An OTLP/gRPC receiver that counts spans by service and keeps none, so
