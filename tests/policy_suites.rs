@@ -242,9 +242,6 @@ const SAMPLE: &str = r#"# recorded requests
 /// The examples with the row limit tightened tenfold and deletes guarded.
 fn tightened() -> tempfile::TempDir {
     let dir = common::policy_copy();
-    let path = dir.path().join("datasets.cedar");
-    let cedar = std::fs::read_to_string(&path).unwrap();
-    let cedar = cedar.replace("context.body.rows > 1000000", "context.body.rows > 100000");
     let guard = r#"
 @id("deletes-need-approval")
 @approval("deny")
@@ -252,7 +249,9 @@ fn tightened() -> tempfile::TempDir {
 forbid (principal, action == Action::"delete", resource)
 unless { context.approval.granted };
 "#;
-    std::fs::write(&path, cedar + guard).unwrap();
+    common::edit_policy(dir.path(), "datasets.cedar", |cedar| {
+        cedar.replace("context.body.rows > 1000000", "context.body.rows > 100000") + guard
+    });
     dir
 }
 

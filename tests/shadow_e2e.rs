@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::otlp::{Collector, Received};
 use common::stack::stack_with;
-use common::{eventually, policy_copy, token, token_with};
+use common::{edit_policy, eventually, policy_copy, token, token_with};
 use serde_json::json;
 
 const EXPORT: &str = "/v1/datasets/sales/export";
@@ -33,23 +33,15 @@ fn shadow_routes(config: String) -> String {
 /// on one dataset is tried out in shadow on an enforced route.
 fn policies() -> tempfile::TempDir {
     let dir = policy_copy();
-    let audit = dir.path().join("audit-logging.cedar");
-    let text = std::fs::read_to_string(&audit).unwrap();
-    std::fs::write(
-        &audit,
+    edit_policy(dir.path(), "audit-logging.cedar", |text| {
         text.replace(
             "@id(\"audit-logging-stays-on\")",
             "@id(\"audit-logging-stays-on\")\n@enforce(\"always\")",
-        ),
-    )
-    .unwrap();
-    let datasets = dir.path().join("datasets.cedar");
-    let text = std::fs::read_to_string(&datasets).unwrap();
-    std::fs::write(
-        &datasets,
-        text + "\n@id(\"plans-are-secret\")\n@shadow\nforbid (principal, action == Action::\"read\", resource == Dataset::\"plans\");\n",
-    )
-    .unwrap();
+        )
+    });
+    edit_policy(dir.path(), "datasets.cedar", |text| {
+        text + "\n@id(\"plans-are-secret\")\n@shadow\nforbid (principal, action == Action::\"read\", resource == Dataset::\"plans\");\n"
+    });
     dir
 }
 
@@ -158,9 +150,9 @@ async fn shadow_mode_through_envoy_lets_refusals_through_and_records_them() {
     );
 
     // ...until the mark is dropped: enforced from the reload on.
-    let path = s.policies.path().join("datasets.cedar");
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("@shadow\n", "")).unwrap();
+    edit_policy(s.policies.path(), "datasets.cedar", |t| {
+        t.replace("@shadow\n", "")
+    });
     let enforced = eventually(Duration::from_secs(10), Duration::from_millis(100), || {
         let s = &s;
         let alice = &alice;

@@ -4,11 +4,14 @@
 //!   atomic step as the change it records).
 //! - [`trail`]: every check becomes its span, log line and, on guarded
 //!   actions, its audit-stream entry.
+//! - [`record`]: capture mode, a sample of checks as redacted request
+//!   descriptions for `policy diff`.
 //!
 //! Only the essentials are recorded: identities, action, resource, policy
 //! ids, approval id and status, shown parameters. Never headers, tokens or
 //! bodies.
 
+pub mod record;
 pub mod sink;
 pub mod trail;
 

@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
 use envoy_types::pb::google::protobuf::{Struct, Value as PbValue, value::Kind};
 use serde_json::{Map, Value};
 
+use crate::audit::record::Recorder;
 use crate::gate::{AccessRequest, Arrival, BodyState, Call, Gate, Outcome};
 use crate::request::{HttpRequest, Mapper, MappingError};
 
@@ -63,6 +64,8 @@ pub struct AuthzService {
     mapper: Arc<Mapper>,
     gate: Gate,
     settings: Arc<AuthzSettings>,
+    /// Capture mode, when on.
+    recorder: Option<Arc<Recorder>>,
 }
 
 /// How a CheckRequest without HTTP attributes is recorded (made once).
@@ -77,7 +80,14 @@ impl AuthzService {
             mapper,
             gate,
             settings: Arc::new(settings),
+            recorder: None,
         }
+    }
+
+    /// Records a sample of checks (`serve --record`).
+    pub fn with_recorder(mut self, recorder: Option<Arc<Recorder>>) -> Self {
+        self.recorder = recorder;
+        self
     }
 
     pub fn gate(&self) -> &Gate {
@@ -141,6 +151,9 @@ impl AuthzService {
                     outcome
                 }
                 Ok(mapped) => {
+                    if let Some(r) = &self.recorder {
+                        r.offer(&req, &mapped);
+                    }
                     let token = req.headers.get(&self.settings.token_header);
                     let token = token.map(String::as_str);
                     let mut call = call_of(http, req.source_address, token, body_state(&req));

@@ -42,6 +42,7 @@ pub enum Command {
   countersign serve
   countersign serve --config /etc/countersign/countersign.toml --log-format json
   COUNTERSIGN_LISTEN=0.0.0.0:9191 COUNTERSIGN_LOG=debug countersign serve
+  countersign serve --record requests.jsonl --record-rate 0.01
 
 Exit codes: 0 after a clean shutdown, 64 for a bad configuration or a missing policy directory, 1 otherwise.
 A policy set with errors does not stop the sidecar: it denies every check and /readyz says not ready until the files are fixed.")]
@@ -52,6 +53,12 @@ A policy set with errors does not stop the sidecar: it denies every check and /r
         /// Log lines as `text` or `json`; overrides `server.log_format` and $COUNTERSIGN_LOG_FORMAT.
         #[arg(long, value_enum, value_name = "FORMAT")]
         log_format: Option<crate::config::LogFormat>,
+        /// Append a sample of checks to FILE as redacted requests (JSON lines) for `policy diff --requests`.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+        /// The share of checks --record writes, above 0 and at most 1.
+        #[arg(long, value_name = "RATE", default_value_t = 0.01, requires = "record")]
+        record_rate: f64,
     },
     /// Tools for policy authors: validate a policy directory, try a request.
     #[command(
@@ -107,7 +114,18 @@ fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve { config, log_format } => serve::run(config.as_deref(), log_format),
+        Command::Serve {
+            config,
+            log_format,
+            record,
+            record_rate,
+        } => {
+            let record = record.map(|path| crate::audit::record::RecordConfig {
+                path,
+                rate: record_rate,
+            });
+            serve::run(config.as_deref(), log_format, record)
+        }
         Command::Policy(cmd) => policy::run(cmd),
         Command::Approvals(args) => approvals::run(args),
         Command::DevCerts(args) => devcerts::run(args),

@@ -7,17 +7,23 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 use super::EXIT_CONFIG;
+use crate::audit::record::RecordConfig;
 use crate::config::{Config, LogFormat, ProcessEnv};
 use crate::server::Listeners;
 
-pub fn run(config_path: Option<&Path>, log_format: Option<LogFormat>) -> ExitCode {
-    let config = match Config::load(config_path, &ProcessEnv) {
+pub fn run(
+    config_path: Option<&Path>,
+    log_format: Option<LogFormat>,
+    record: Option<RecordConfig>,
+) -> ExitCode {
+    let mut config = match Config::load(config_path, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("countersign: {}", super::config_problem(&e));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    config.record = record;
     // INVARIANT: the filter was validated by Config::load.
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()

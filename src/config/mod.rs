@@ -77,6 +77,8 @@ pub struct Config {
     pub webhooks: Vec<crate::approval::notify::Webhook>,
     /// `None` when no TLS certificate is configured: the admin API is off.
     pub admin: Option<AdminConfig>,
+    /// Capture mode: set by `serve --record`, never by the file.
+    pub record: Option<crate::audit::record::RecordConfig>,
 }
 
 /// Whether decisions are enforced, or only decided and recorded.

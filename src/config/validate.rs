@@ -208,6 +208,7 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
         store_budget,
         webhooks,
         admin,
+        record: None,
         origin: o.file.clone(),
         listen,
         shutdown_grace: grace,

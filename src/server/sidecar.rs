@@ -17,6 +17,7 @@ use crate::admin::auth::Authenticator;
 use crate::approval::approvers::Approvers;
 use crate::approval::{ApprovalStore, Lifecycle, RedisStore};
 use crate::audit::EventSink;
+use crate::audit::record::Recorder;
 use crate::authz::{AuthzService, AuthzSettings};
 use crate::config::Config;
 use crate::gate::{Gate, GateSettings};
@@ -232,6 +233,15 @@ impl Prepared {
             }
         };
 
+        let recorder = match &config.record {
+            Some(r) => {
+                let recorder = Recorder::open(r, policies.clone(), &config.mapper)
+                    .map_err(|e| StartError::Config(e.to_string()))?;
+                tracing::info!(file = %r.path.display(), rate = r.rate, "recording a sample of checks (redacted) for `policy diff`");
+                Some(Arc::new(recorder))
+            }
+            None => None,
+        };
         let gate = Gate::new(policies, approvals, GateSettings::from_config(&config));
         let authz = AuthzService::new(
             Arc::new(config.mapper),
@@ -241,7 +251,8 @@ impl Prepared {
                 principal_header: config.principal_header,
                 token_header: config.token_header,
             },
-        );
+        )
+        .with_recorder(recorder);
         super::serve(
             listeners.authz,
             authz,

@@ -62,6 +62,13 @@ pub fn policy_copy() -> tempfile::TempDir {
     dir
 }
 
+/// Rewrites policy file `file` in `dir` with `edit`.
+pub fn edit_policy(dir: &Path, file: &str, edit: impl FnOnce(String) -> String) {
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(text)).unwrap();
+}
+
 /// The `countersign serve` process; killed on drop.
 pub struct Sidecar {
     child: Child,
@@ -80,8 +87,19 @@ impl Sidecar {
     }
 
     pub fn start_on(listen: &str, policy_dir: &Path, env: &[(&str, &str)]) -> Sidecar {
+        Self::start_with(listen, policy_dir, env, &[])
+    }
+
+    /// As [`Self::start_on`], with more `serve` arguments.
+    pub fn start_with(
+        listen: &str,
+        policy_dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Sidecar {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_countersign"));
         cmd.arg("serve")
+            .args(args)
             .current_dir(repo())
             .env_remove("COUNTERSIGN_CONFIG")
             .env("COUNTERSIGN_LISTEN", listen)
