@@ -136,6 +136,11 @@ fn countersign_config_loads_from_the_pod_mounts() {
         let mut expected = Data::new();
         for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
             let p = entry.unwrap().path();
+            // The policy test suite (`countersign policy test`) runs in CI,
+            // not in the pods: the ConfigMap leaves it out.
+            if p.is_dir() && p.file_name().is_some_and(|n| n == "tests") {
+                continue;
+            }
             assert!(
                 p.is_file(),
                 "policies/{} is not a file: kubectl create configmap --from-file skips directories, so the pods would not get it",
