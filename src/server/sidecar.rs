@@ -94,16 +94,20 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
         .mapper
         .probes()
         .map_err(|e| invalid(format!("{}: {e}", config.origin)))?;
-    if !config.policy_dir.is_dir() {
+    // Absolute, so that every message says where it looked whatever the
+    // working directory was.
+    let policy_dir =
+        std::path::absolute(&config.policy_dir).unwrap_or_else(|_| config.policy_dir.clone());
+    if !policy_dir.is_dir() {
         return Err(StartError::Config(format!(
             "cannot load policies: `{}` does not exist or is not a directory (set `policy.dir` in the configuration, or COUNTERSIGN_POLICY_DIR, to the directory of your *.cedar files)",
-            config.policy_dir.display()
+            policy_dir.display()
         )));
     }
-    let (policies, problem) = PolicyStore::open_or_deny_all(&config.policy_dir, probes);
+    let (policies, problem) = PolicyStore::open_or_deny_all(&policy_dir, probes);
     if let Some(e) = problem {
         tracing::error!(
-            policy_dir = %config.policy_dir.display(),
+            policy_dir = %policy_dir.display(),
             "no valid policy set, denying every request and reporting not ready until the policies are fixed: {e}"
         );
     }
