@@ -3,9 +3,135 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::{countersign, output_text as text};
+
+/// A configuration file in `dir` holding `body` and the repository's
+/// policies (absolute, since a relative `policy.dir` is the file's).
+fn config_file(dir: &Path, body: &str) -> String {
+    let path = dir.join("countersign.toml");
+    let policies = common::repo().join("policies");
+    let text = format!("[policy]\ndir = {:?}\n\n{body}", policies.display());
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn policy_validate_counts_routes_and_names_guarded_actions_no_route_maps() {
+    // The embedded configuration routes every guarded example action.
+    let o = countersign(&["policy", "validate"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("and the route table (11 routes, 1 MCP endpoint)"),
+        "{out}"
+    );
+    assert!(!out.contains("warning"), "{out}");
+
+    // A file without `[[routes]]`: the export falls to the default route.
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "");
+    let o = countersign(&["policy", "validate", "--config", &config]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("and the route table (0 routes)"), "{out}");
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: guarded action"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{out}");
+    let (routable, names) = (warnings[0], named(warnings[0]));
+    assert_eq!(
+        names, "bind_role, delete_deployment, deploy, export, grant_role, rotate, scale",
+        "{routable}"
+    );
+    for action in names.split(", ") {
+        assert!(
+            routable.contains(&format!("`action = \"{action}\"`")),
+            "{routable}"
+        );
+    }
+    assert!(
+        routable.contains("decided as the default route's `http_request`"),
+        "{routable}"
+    );
+    assert!(
+        routable.contains(&format!("`{config}`, which has no `[[routes]]` at all")),
+        "{routable}"
+    );
+    // A tool's action: a route cannot carry its context, an endpoint can.
+    assert_eq!(named(warnings[1]), "export_dataset", "{}", warnings[1]);
+    assert!(
+        warnings[1].contains("add an `[[mcp]]` endpoint"),
+        "{}",
+        warnings[1]
+    );
+
+    // An MCP endpoint reaches the tools whose calls fit the schema, not a
+    // route action such as `export` (its call would get McpServer).
+    let mcp = "[[mcp]]\npath = \"/mcp\"\nserver = \"datasets\"\n\n[mcp.resources]\nexport_dataset = 'Dataset::\"{arguments.dataset}\"'\n";
+    let config = config_file(dir.path(), mcp);
+    let o = countersign(&["policy", "validate", "--config", &config]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("(0 routes, 1 MCP endpoint)"), "{out}");
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: guarded action"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(named(warnings[0]).contains("export"), "{}", warnings[0]);
+    assert!(!warnings[0].contains("export_dataset"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("(nor does any MCP tool call)"),
+        "{}",
+        warnings[0]
+    );
+}
+
+/// The actions a warning names, before ` is declared` / ` are declared`:
+/// `a, b`.
+fn named(warning: &str) -> String {
+    let list = warning
+        .split(" declared in the schema")
+        .next()
+        .unwrap()
+        .trim_start_matches('s')
+        .trim_end_matches(" are")
+        .trim_end_matches(" is");
+    list.replace('`', "").trim().to_owned()
+}
+
+#[test]
+fn serve_logs_routes_guarded_actions_and_the_unrouted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "");
+    let sidecar = common::Sidecar::start(
+        &common::repo().join("policies"),
+        &[("COUNTERSIGN_CONFIG", config.as_str())],
+    );
+    let log = sidecar.log();
+    let listening = log
+        .lines()
+        .find(|l| l.contains("countersign listening"))
+        .unwrap();
+    assert!(listening.contains("routes=0"), "{listening}");
+    assert!(
+        listening.contains("guarded_actions=bind_role,delete_deployment,deploy,export,"),
+        "{listening}"
+    );
+    // Logged right after the line the harness waits for.
+    let warned = |log: &str| {
+        log.contains("guarded actions `bind_role`") && log.contains("no route maps to them")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !warned(&sidecar.log()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(warned(&sidecar.log()), "{}", sidecar.log());
+}
 
 #[test]
 fn policy_dir_errors_name_the_absolute_directory() {

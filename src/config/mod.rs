@@ -24,6 +24,8 @@ use crate::request::Mapper;
 
 /// The configuration used when no file is given.
 pub const EMBEDDED: &str = include_str!("../default-config.toml");
+/// [`Config::origin`] of the embedded default.
+pub const EMBEDDED_ORIGIN: &str = "embedded default config";
 
 /// A configuration that cannot be used. Each message names where the value
 /// came from, the field, and what was expected.
@@ -150,7 +152,7 @@ impl Config {
                 (p.display().to_string(), text, base)
             }
             None => (
-                "embedded default config".to_owned(),
+                EMBEDDED_ORIGIN.to_owned(),
                 EMBEDDED.to_owned(),
                 PathBuf::new(),
             ),

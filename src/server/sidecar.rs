@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::gate::{Gate, GateSettings};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyStore, watch};
+use crate::request::RouteCoverage;
 use crate::telemetry::Telemetry;
 
 /// Why the sidecar did not start or stopped.
@@ -181,6 +182,7 @@ impl Prepared {
             None
         };
         let loaded = policies.current();
+        let coverage = RouteCoverage::of(&config.mapper, &loaded);
         tracing::info!(
             %addr,
             %metrics_addr,
@@ -189,8 +191,14 @@ impl Prepared {
             policies = loaded.set.policies().count(),
             guarded = loaded.guards.len(),
             policy_dir = %policies.dir().display(),
+            routes = coverage.routes,
+            mcp_endpoints = config.mapper.mcp.len(),
+            guarded_actions = %list_or_none(&coverage.guarded),
             "countersign listening"
         );
+        for w in coverage.warnings(&config.origin) {
+            tracing::warn!("{w}");
+        }
         let notifier = crate::approval::notify::Notifier::start(config.webhooks.clone());
         let sink = EventSink::new(telemetry.clone(), metrics.clone(), Some(notifier));
         let approvers = Approvers::from_config(policies.clone(), &config);
@@ -264,6 +272,15 @@ impl Prepared {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// `a,b,c`, or `none`: one log field without spaces.
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(",")
     }
 }
 

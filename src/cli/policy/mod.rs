@@ -14,6 +14,7 @@ use clap::{Args, Subcommand};
 use super::EXIT_CONFIG;
 use crate::config::{Config, ProcessEnv};
 use crate::policy::{Decision, PolicyError, PolicyStore, Problem, Verdict};
+use crate::request::RouteCoverage;
 pub use sample::{Body, Decided, Sample};
 
 /// Exit code of `policy check` for a deny.
@@ -185,14 +186,17 @@ fn validate(dir: Option<PathBuf>, config_path: Option<&Path>) -> ExitCode {
             for w in &loaded.warnings {
                 println!("warning: {w}");
             }
+            let routes = with_routes.then(|| RouteCoverage::of(&config.mapper, &loaded));
+            for w in routes.iter().flat_map(|r| r.warnings(&config.origin)) {
+                println!("warning: {w}");
+            }
             println!(
                 "ok: {} policies in {} files, valid against the schema{}",
                 loaded.set.policies().count(),
                 loaded.files.len(),
-                if with_routes {
-                    " and the route table"
-                } else {
-                    " (route table not checked: pass --config to check yours)"
+                match routes {
+                    Some(r) => format!(" and the route table ({})", r.counted()),
+                    None => " (route table not checked: pass --config to check yours)".to_owned(),
                 }
             );
             ExitCode::SUCCESS
