@@ -133,6 +133,26 @@ fn serve_logs_routes_guarded_actions_and_the_unrouted_ones() {
     assert!(warned(&sidecar.log()), "{}", sidecar.log());
 }
 
+#[tokio::test]
+async fn serve_warns_once_of_an_unreachable_store_without_its_password() {
+    let port = common::free_port();
+    let url = format!("redis://countersign:s3cret-pw@127.0.0.1:{port}/");
+    let sidecar = common::Sidecar::start(
+        &common::repo().join("policies"),
+        &[("COUNTERSIGN_REDIS_URL", url.as_str())],
+    );
+    let redacted =
+        format!("approval store at `redis://countersign:***@127.0.0.1:{port}/` is unreachable: ");
+    assert!(sidecar.logged(&redacted).await, "{}", sidecar.log());
+    let log = sidecar.log();
+    assert!(
+        log.contains("guarded calls are refused until it is reachable"),
+        "{log}"
+    );
+    assert!(!log.contains("s3cret-pw"), "{log}");
+    assert_eq!(log.matches("is unreachable").count(), 1, "{log}");
+}
+
 #[test]
 fn policy_dir_errors_name_the_absolute_directory() {
     let missing = common::repo().join("no-such-policies");

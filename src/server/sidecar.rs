@@ -15,7 +15,7 @@ use tonic::transport::ServerTlsConfig;
 use crate::admin::AdminService;
 use crate::admin::auth::Authenticator;
 use crate::approval::approvers::Approvers;
-use crate::approval::{ApprovalStore, Lifecycle, RedisStore};
+use crate::approval::{ApprovalStore, Lifecycle, RedisStore, StoreError, redacted_url};
 use crate::audit::EventSink;
 use crate::authz::{AuthzService, AuthzSettings};
 use crate::config::Config;
@@ -199,6 +199,15 @@ impl Prepared {
         for w in coverage.warnings(&config.origin) {
             tracing::warn!("{w}");
         }
+        if !loaded.guards.is_empty() {
+            // Said once, in the log, rather than only on `/readyz`: the
+            // store connects lazily, so nothing else would show it before
+            // the first guarded call is refused.
+            tokio::spawn(warn_if_unreachable(
+                store.clone(),
+                redacted_url(&config.store.url),
+            ));
+        }
         let notifier = crate::approval::notify::Notifier::start(config.webhooks.clone());
         let sink = EventSink::new(telemetry.clone(), metrics.clone(), Some(notifier));
         let approvers = Approvers::from_config(policies.clone(), &config);
@@ -272,6 +281,19 @@ impl Prepared {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Pings the approval store once; `url` has its credentials redacted.
+async fn warn_if_unreachable(store: Arc<dyn ApprovalStore>, url: String) {
+    if let Err(e) = store.ping().await {
+        let why = match e {
+            StoreError::Unavailable(why) => why,
+            other => other.to_string(),
+        };
+        tracing::warn!(
+            "approval store at `{url}` is unreachable: {why}; guarded calls are refused until it is reachable"
+        );
     }
 }
 
