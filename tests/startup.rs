@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -179,4 +180,46 @@ fn policy_dir_errors_name_the_absolute_directory() {
         "{}",
         text(&o)
     );
+}
+
+#[test]
+fn serve_help_lists_the_ports_and_every_environment_override() {
+    let o = countersign(&["serve", "--help"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+
+    // The ports are the embedded configuration's.
+    let embedded = countersign::config::Config::load(None, &HashMap::new()).unwrap();
+    let probes = embedded.metrics_listen.unwrap().to_string();
+    for (addr, what) in [
+        (embedded.listen.to_string(), "ext_authz"),
+        (probes, "/healthz, /readyz and /metrics"),
+    ] {
+        let line = help.lines().find(|l| l.contains(&addr));
+        assert!(
+            line.is_some_and(|l| l.contains(what)),
+            "`{addr}` ({what}) not in:\n{help}"
+        );
+    }
+    assert!(
+        help.contains("127.0.0.1:9192  the approvers' admin API"),
+        "{help}"
+    );
+
+    // Every variable the configuration reads, from its table and from the
+    // source (a variable read outside the table would be missed otherwise).
+    let env_rs = std::fs::read_to_string(common::repo().join("src/config/env.rs")).unwrap();
+    let in_source = env_rs
+        .split('"')
+        .filter(|w| w.starts_with("COUNTERSIGN_") && !w.contains(' '));
+    let mut vars: Vec<&str> = countersign::config::overrides().map(|(v, _)| v).collect();
+    vars.extend(in_source);
+    vars.push("COUNTERSIGN_CONFIG");
+    assert!(vars.len() > 10, "{vars:?}");
+    for var in vars {
+        assert!(
+            help.contains(&format!("  {var} ")),
+            "`{var}` not in:\n{help}"
+        );
+    }
 }

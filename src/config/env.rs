@@ -108,6 +108,12 @@ const OVERRIDES: &[Override] = &[
     }),
 ];
 
+/// Every variable that overrides a field, and that field, in the order
+/// applied (for `serve --help`, so that it cannot fall out of step).
+pub fn overrides() -> impl Iterator<Item = (&'static str, &'static str)> {
+    OVERRIDES.iter().map(|&(var, field, _)| (var, field))
+}
+
 /// Where each value came from: the file (or the embedded default), unless
 /// an environment variable replaced it.
 pub(super) struct Origins {

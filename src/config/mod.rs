@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use env::{Env, ProcessEnv};
+pub use env::{Env, ProcessEnv, overrides};
 
 use crate::request::Mapper;
 
