@@ -223,3 +223,79 @@ fn serve_help_lists_the_ports_and_every_environment_override() {
         );
     }
 }
+
+/// The variables `eval "$(countersign dev-certs ARGS)"` sets, as a shell
+/// sees them.
+fn evaluated(args: &str) -> HashMap<String, String> {
+    let bin = env!("CARGO_BIN_EXE_countersign");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("eval \"$('{bin}' dev-certs {args})\" && env"))
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("COUNTERSIGN_"))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn dev_certs_with_groups_sets_the_approvers_for_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("my certs");
+    let vars = evaluated(&format!(
+        "'{}' --approver dora --approver sam --group dora=data-owners --group sam=security,on-call",
+        certs.display()
+    ));
+    assert_eq!(
+        vars["COUNTERSIGN_ADMIN_APPROVERS"],
+        "dora=data-owners,sam=security+on-call"
+    );
+    // What `countersign serve` makes of them.
+    let config = countersign::config::Config::load(None, &vars).unwrap();
+    let admin = config.admin.expect("the admin API is on");
+    let groups: Vec<(&str, Vec<&str>)> = admin
+        .approvers
+        .iter()
+        .map(|a| {
+            (
+                a.name.as_str(),
+                a.groups.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("dora", vec!["data-owners"]),
+            ("sam", vec!["security", "on-call"])
+        ]
+    );
+    assert_eq!(
+        vars["COUNTERSIGN_ADMIN_CERT"],
+        certs.join("dora.pem").display().to_string()
+    );
+
+    // A group for someone without a certificate, and a malformed one.
+    let o = countersign(&[
+        "dev-certs",
+        dir.path().to_str().unwrap(),
+        "--approver",
+        "dora",
+        "--group",
+        "sara=security",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("add `--approver sara`"), "{}", text(&o));
+    let o = countersign(&["dev-certs", "x", "--group", "dora"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("expected `NAME=GROUP[,GROUP]` such as `dora=data-owners`, got `dora`"),
+        "{}",
+        text(&o)
+    );
+}
