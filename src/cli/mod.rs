@@ -38,14 +38,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the ext_authz sidecar (gRPC, with grpc.health.v1 on the same port).
-    #[command(after_help = "Examples:
-  countersign serve
-  countersign serve --config /etc/countersign/countersign.toml --log-format json
-  COUNTERSIGN_LISTEN=0.0.0.0:9191 COUNTERSIGN_LOG=debug countersign serve
-  countersign serve --record requests.jsonl --record-rate 0.01
-
-Exit codes: 0 after a clean shutdown, 64 for a bad configuration or a missing policy directory, 1 otherwise.
-A policy set with errors does not stop the sidecar: it denies every check and /readyz says not ready until the files are fixed.")]
+    #[command(after_help = serve::after_help())]
     Serve {
         /// TOML configuration file; defaults to $COUNTERSIGN_CONFIG, else the embedded default.
         #[arg(long, value_name = "PATH")]

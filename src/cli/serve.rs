@@ -11,6 +11,37 @@ use crate::audit::record::RecordConfig;
 use crate::config::{Config, LogFormat, ProcessEnv};
 use crate::server::Listeners;
 
+/// `serve --help` after the options: examples, ports, the environment
+/// (from the overrides' own table) and exit codes.
+pub fn after_help() -> String {
+    let mut vars = vec![("COUNTERSIGN_CONFIG", "the configuration file, as --config")];
+    vars.extend(crate::config::overrides());
+    let width = vars.iter().map(|(v, _)| v.len()).max().unwrap_or(0);
+    let vars: String = vars
+        .iter()
+        .map(|(var, field)| format!("  {var:width$}  {field}\n"))
+        .collect();
+    format!(
+        "Examples:
+  countersign serve
+  countersign serve --config /etc/countersign/countersign.toml --log-format json
+  COUNTERSIGN_LISTEN=0.0.0.0:9191 COUNTERSIGN_LOG=debug countersign serve
+  countersign serve --record requests.jsonl --record-rate 0.01
+
+Ports (the embedded configuration's defaults):
+  127.0.0.1:9191  ext_authz and grpc.health.v1, for Envoy (server.listen)
+  127.0.0.1:9193  /healthz, /readyz and /metrics, plain HTTP (server.metrics_listen; `off` disables)
+  127.0.0.1:9192  the approvers' admin API over TLS, only when admin.tls_cert and admin.tls_key are set (admin.listen)
+
+Environment (each replaces the configuration field named):
+{vars}  OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_* variables: span export (docs/operations.md#traces)
+  NO_COLOR: plain log lines even on a terminal
+
+Exit codes: 0 after a clean shutdown, 64 for a bad configuration or a missing policy directory, 1 otherwise.
+A policy set with errors does not stop the sidecar: it denies every check and /readyz says not ready until the files are fixed."
+    )
+}
+
 pub fn run(
     config_path: Option<&Path>,
     log_format: Option<LogFormat>,

@@ -108,6 +108,12 @@ const OVERRIDES: &[Override] = &[
     }),
 ];
 
+/// Every variable that overrides a field, and that field, in the order
+/// applied (for `serve --help`, so that it cannot fall out of step).
+pub fn overrides() -> impl Iterator<Item = (&'static str, &'static str)> {
+    OVERRIDES.iter().map(|&(var, field, _)| (var, field))
+}
+
 /// Where each value came from: the file (or the embedded default), unless
 /// an environment variable replaced it.
 pub(super) struct Origins {
@@ -158,15 +164,23 @@ impl Origins {
     }
 }
 
-/// `name=group+group,name=group`: approvers and their groups.
+/// `name=group+group,name=group`: approvers and their groups (`name=` for
+/// none). An entry without `=` is refused rather than taken for an approver
+/// without groups: it is most often a group written after a `,` instead of
+/// a `+`, which would make a group name an approver.
 fn parse_approvers(v: &str) -> Result<Vec<RawApprover>, String> {
+    let expected = "expected `name=group+group,name=group` (approvers separated by `,`, an approver's groups by `+`)";
     v.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(|entry| {
-            let (name, groups) = entry.split_once('=').unwrap_or((entry, ""));
-            if name.trim().is_empty() {
-                return Err(format!("expected `name=group+group,...`, got `{entry}`"));
+            let Some((name, groups)) = entry.split_once('=') else {
+                return Err(format!(
+                    "{expected}, got `{entry}` without `=` in `{v}`: if it is a group, join it to the one before with `+`"
+                ));
+            };
+            if name.trim().is_empty() || groups.contains(['=', ';']) {
+                return Err(format!("{expected}, got `{entry}`"));
             }
             Ok(RawApprover {
                 name: name.trim().to_owned(),

@@ -18,12 +18,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use env::{Env, ProcessEnv};
+pub use env::{Env, ProcessEnv, overrides};
 
 use crate::request::Mapper;
 
 /// The configuration used when no file is given.
 pub const EMBEDDED: &str = include_str!("../default-config.toml");
+/// [`Config::origin`] of the embedded default.
+pub const EMBEDDED_ORIGIN: &str = "embedded default config";
 
 /// A configuration that cannot be used. Each message names where the value
 /// came from, the field, and what was expected.
@@ -166,7 +168,7 @@ impl Config {
                 (p.display().to_string(), text, base)
             }
             None => (
-                "embedded default config".to_owned(),
+                EMBEDDED_ORIGIN.to_owned(),
                 EMBEDDED.to_owned(),
                 PathBuf::new(),
             ),

@@ -373,3 +373,24 @@ fn mcp_endpoints_are_checked_field_by_field() {
         r#"Action::"list_tools""#
     );
 }
+
+#[test]
+fn approvers_from_the_environment_refuse_a_group_taken_for_an_approver() {
+    let load = |v: &str| {
+        Config::load(None, &env(&[("COUNTERSIGN_ADMIN_APPROVERS", v)]))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    // `,` separates approvers: `on-call` would have been an approver.
+    let e = load("sam=security,on-call").unwrap_err();
+    assert!(
+        e.starts_with("environment variable COUNTERSIGN_ADMIN_APPROVERS: field `admin.approvers`: expected `name=group+group,name=group`"),
+        "{e}"
+    );
+    assert!(e.contains("got `on-call` without `=`"), "{e}");
+    assert!(e.contains("join it to the one before with `+`"), "{e}");
+    let e = load("dora=data-owners;sam=security").unwrap_err();
+    assert!(e.contains("got `dora=data-owners;sam=security`"), "{e}");
+    // No admin TLS: the approvers parse, and the admin API stays off.
+    load("dora=data-owners, sam=security+on-call, ops=").unwrap();
+}

@@ -214,17 +214,20 @@ struct Source {
 /// Loads and validates `dir`. Every problem found is reported, not only the
 /// first, so that one `policy validate` run lists them all.
 pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
+    // A directory that is missing or lacks files is named absolute: a
+    // relative one leaves the reader guessing which working directory.
+    let looked_in = || std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
     if !dir.is_dir() {
-        return Err(PolicyError::NotADirectory(dir.to_owned()));
+        return Err(PolicyError::NotADirectory(looked_in()));
     }
     let mut policy_files = Vec::new();
     let mut schema_files = Vec::new();
     collect(dir, &mut policy_files, &mut schema_files)?;
     if schema_files.is_empty() {
-        return Err(PolicyError::NoSchema(dir.to_owned()));
+        return Err(PolicyError::NoSchema(looked_in()));
     }
     if policy_files.is_empty() {
-        return Err(PolicyError::NoPolicies(dir.to_owned()));
+        return Err(PolicyError::NoPolicies(looked_in()));
     }
     let read = |p: PathBuf| -> Result<Source, PolicyError> {
         let text = std::fs::read_to_string(&p).map_err(|source| PolicyError::Io {

@@ -6,6 +6,7 @@ pub mod identity;
 pub mod mcp;
 mod path;
 mod probes;
+pub mod reach;
 pub mod routes;
 pub mod value;
 
@@ -19,6 +20,7 @@ use serde_json::{Map, Value};
 
 pub use identity::{Identity, IdentityError, IdentitySettings, Source};
 pub use mcp::{McpCall, McpEndpoint};
+pub use reach::RouteCoverage;
 pub use routes::{RouteSpec, RouteTable};
 
 use path::{check_normalised, check_percent_encoding};

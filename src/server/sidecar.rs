@@ -15,7 +15,7 @@ use tonic::transport::ServerTlsConfig;
 use crate::admin::AdminService;
 use crate::admin::auth::Authenticator;
 use crate::approval::approvers::Approvers;
-use crate::approval::{ApprovalStore, Lifecycle, RedisStore};
+use crate::approval::{ApprovalStore, Lifecycle, RedisStore, StoreError, redacted_url};
 use crate::audit::EventSink;
 use crate::audit::record::Recorder;
 use crate::authz::{AuthzService, AuthzSettings};
@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::gate::{Gate, GateSettings};
 use crate::metrics::Metrics;
 use crate::policy::{PolicyStore, watch};
+use crate::request::RouteCoverage;
 use crate::telemetry::Telemetry;
 
 /// Why the sidecar did not start or stopped.
@@ -95,16 +96,20 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
         .mapper
         .probes()
         .map_err(|e| invalid(format!("{}: {e}", config.origin)))?;
-    if !config.policy_dir.is_dir() {
+    // Absolute, so that every message says where it looked whatever the
+    // working directory was.
+    let policy_dir =
+        std::path::absolute(&config.policy_dir).unwrap_or_else(|_| config.policy_dir.clone());
+    if !policy_dir.is_dir() {
         return Err(StartError::Config(format!(
             "cannot load policies: `{}` does not exist or is not a directory (set `policy.dir` in the configuration, or COUNTERSIGN_POLICY_DIR, to the directory of your *.cedar files)",
-            config.policy_dir.display()
+            policy_dir.display()
         )));
     }
-    let (policies, problem) = PolicyStore::open_or_deny_all(&config.policy_dir, probes);
+    let (policies, problem) = PolicyStore::open_or_deny_all(&policy_dir, probes);
     if let Some(e) = problem {
         tracing::error!(
-            policy_dir = %config.policy_dir.display(),
+            policy_dir = %policy_dir.display(),
             "no valid policy set, denying every request and reporting not ready until the policies are fixed: {e}"
         );
     }
@@ -178,6 +183,7 @@ impl Prepared {
             None
         };
         let loaded = policies.current();
+        let coverage = RouteCoverage::of(&config.mapper, &loaded);
         tracing::info!(
             %addr,
             %metrics_addr,
@@ -186,8 +192,23 @@ impl Prepared {
             policies = loaded.set.policies().count(),
             guarded = loaded.guards.len(),
             policy_dir = %policies.dir().display(),
+            routes = coverage.routes,
+            mcp_endpoints = config.mapper.mcp.len(),
+            guarded_actions = %list_or_none(&coverage.guarded),
             "countersign listening"
         );
+        for w in coverage.warnings(&config.origin) {
+            tracing::warn!("{w}");
+        }
+        if !loaded.guards.is_empty() {
+            // Said once, in the log, rather than only on `/readyz`: the
+            // store connects lazily, so nothing else would show it before
+            // the first guarded call is refused.
+            tokio::spawn(warn_if_unreachable(
+                store.clone(),
+                redacted_url(&config.store.url),
+            ));
+        }
         crate::policy::rollout::announce(&loaded, &config.mapper.in_shadow());
         let notifier = crate::approval::notify::Notifier::start(config.webhooks.clone());
         let sink = EventSink::new(telemetry.clone(), metrics.clone(), Some(notifier));
@@ -272,6 +293,28 @@ impl Prepared {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Pings the approval store once; `url` has its credentials redacted.
+async fn warn_if_unreachable(store: Arc<dyn ApprovalStore>, url: String) {
+    if let Err(e) = store.ping().await {
+        let why = match e {
+            StoreError::Unavailable(why) => why,
+            other => other.to_string(),
+        };
+        tracing::warn!(
+            "approval store at `{url}` is unreachable: {why}; guarded calls are refused until it is reachable"
+        );
+    }
+}
+
+/// `a,b,c`, or `none`: one log field without spaces.
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(",")
     }
 }
 

@@ -15,6 +15,7 @@ use clap::{Args, Subcommand};
 use super::EXIT_CONFIG;
 use crate::config::{Config, ProcessEnv};
 use crate::policy::{Decision, PolicyError, PolicyStore, Problem, Verdict};
+use crate::request::RouteCoverage;
 pub use sample::{Body, Decided, Sample};
 
 /// Exit code of `policy check` for a deny.
@@ -221,14 +222,22 @@ fn validate(dir: Option<PathBuf>, config_path: Option<&Path>) -> ExitCode {
             for w in &loaded.warnings {
                 println!("warning: {w}");
             }
+            let routes = with_routes.then(|| RouteCoverage::of(&config.mapper, &loaded));
+            for w in routes.iter().flat_map(|r| r.warnings(&config.origin)) {
+                println!("warning: {w}");
+            }
+            let rollout = &loaded.rollout;
+            let marked = match (rollout.shadow.len(), rollout.always.len()) {
+                (0, 0) => String::new(),
+                (s, a) => format!(" ({s} in shadow, {a} always enforced)"),
+            };
             println!(
-                "ok: {} policies in {} files, valid against the schema{}",
+                "ok: {} policies{marked} in {} files, valid against the schema{}",
                 loaded.set.policies().count(),
                 loaded.files.len(),
-                if with_routes {
-                    " and the route table"
-                } else {
-                    " (route table not checked: pass --config to check yours)"
+                match routes {
+                    Some(r) => format!(" and the route table ({})", r.counted()),
+                    None => " (route table not checked: pass --config to check yours)".to_owned(),
                 }
             );
             ExitCode::SUCCESS
@@ -285,9 +294,16 @@ fn config_and_policies(
 /// table checked; a set that does not load is reported.
 fn policies(config: &Config, dir: Option<PathBuf>, flag: &str) -> Result<PolicyStore, ExitCode> {
     open_store(config, dir, true).map_err(|(e, dir)| {
+        // Only problems in the files leave the directory unnamed.
+        let from = match &e {
+            PolicyError::Invalid(_) => format!(
+                " from `{}`",
+                std::path::absolute(&dir).unwrap_or(dir).display()
+            ),
+            _ => String::new(),
+        };
         eprintln!(
-            "countersign: cannot load policies from `{}`: {e} ({})",
-            std::path::absolute(&dir).unwrap_or(dir).display(),
+            "countersign: cannot load policies{from}: {e} ({})",
             policy_hint(&e, flag)
         );
         ExitCode::from(EXIT_CONFIG)

@@ -174,6 +174,12 @@ pub struct Resolved {
     pub arguments: Option<Map<String, Value>>,
 }
 
+/// Whether `tool` is a name a `tools/call` may carry.
+pub fn is_tool_name(tool: &str) -> bool {
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/');
+    !tool.is_empty() && tool.len() <= MAX_TOOL_NAME && tool.chars().all(valid)
+}
+
 impl McpEndpoint {
     /// Reads the request: a POST carries one message, any other method
     /// (the event stream's GET, the session's DELETE) none.
@@ -244,8 +250,7 @@ impl McpEndpoint {
             Some(Value::String(t)) => t.clone(),
             _ => return Err(McpError::NoToolName),
         };
-        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/');
-        if tool.is_empty() || tool.len() > MAX_TOOL_NAME || !tool.chars().all(valid) {
+        if !is_tool_name(&tool) {
             return Err(McpError::BadToolName);
         }
         if !matches!(
@@ -280,6 +285,27 @@ impl McpEndpoint {
             action,
             resource,
             arguments: Some(arguments),
+        })
+    }
+
+    /// The resource type of the tool call that would be decided as
+    /// `action`, if any: every tool name spells an action through
+    /// `tool_action`.
+    pub fn tool_resource_type(&self, action: &EntityUid) -> Option<&EntityTypeName> {
+        if action.type_name() != &*ACTION {
+            return None;
+        }
+        let (prefix, suffix) = &self.tool_action;
+        let id = action.id().unescaped();
+        let tool = id
+            .strip_prefix(prefix.as_str())?
+            .strip_suffix(suffix.as_str())?;
+        if !is_tool_name(tool) {
+            return None;
+        }
+        Some(match self.resources.get(tool) {
+            Some(t) => &t.entity_type,
+            None => self.server_resource.type_name(),
         })
     }
 
