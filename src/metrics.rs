@@ -33,6 +33,14 @@ impl DecisionKind {
     }
 }
 
+/// Every decision kind, in index order.
+const KINDS: [DecisionKind; 4] = [
+    DecisionKind::Allow,
+    DecisionKind::Deny,
+    DecisionKind::ApprovalRequired,
+    DecisionKind::Error,
+];
+
 #[derive(Debug, Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -43,6 +51,8 @@ struct Inner {
     registry: Registry,
     /// By shadow (false, true), then decision.
     checks: [[IntCounter; 4]; 2],
+    /// Shadow decisions, by what the policies decided.
+    shadow: [IntCounter; 4],
     latency: Histogram,
     approvals: Vec<IntCounter>,
     redis_errors: IntCounter,
@@ -63,9 +73,17 @@ impl Metrics {
         let checks = IntCounterVec::new(
             Opts::new(
                 "countersign_checks_total",
-                "Checks decided, by decision; shadow=\"true\": the decision the policies made where shadow mode enforced another.",
+                "Checks decided, by the decision the caller got; shadow=\"true\": the policies decided otherwise (shadow mode, @shadow policies).",
             ),
             &["decision", "shadow"],
+        )
+        .expect("valid metric");
+        let shadow = IntCounterVec::new(
+            Opts::new(
+                "countersign_shadow_decisions_total",
+                "Shadow decisions, by what the policies decided while the caller got another answer.",
+            ),
+            &["decision"],
         )
         .expect("valid metric");
         let latency = Histogram::with_opts(
@@ -99,6 +117,7 @@ impl Metrics {
         .expect("valid metric");
         for c in [
             Box::new(checks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(shadow.clone()),
             Box::new(latency.clone()),
             Box::new(approvals.clone()),
             Box::new(redis_errors.clone()),
@@ -106,18 +125,11 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric");
         }
-        let by = |shadow: &str| {
-            [
-                DecisionKind::Allow,
-                DecisionKind::Deny,
-                DecisionKind::ApprovalRequired,
-                DecisionKind::Error,
-            ]
-            .map(|d| checks.with_label_values(&[d.as_str(), shadow]))
-        };
+        let by = |shadow: &str| KINDS.map(|d| checks.with_label_values(&[d.as_str(), shadow]));
         Self {
             inner: Arc::new(Inner {
                 checks: [by("false"), by("true")],
+                shadow: KINDS.map(|d| shadow.with_label_values(&[d.as_str()])),
                 latency,
                 approvals: EventKind::ALL
                     .iter()
@@ -131,9 +143,13 @@ impl Metrics {
         }
     }
 
-    /// Counts a check under `decision`; `shadow`: a shadow decision.
-    pub fn check(&self, decision: DecisionKind, shadow: bool, took: Duration) {
-        self.inner.checks[usize::from(shadow)][decision as usize].inc();
+    /// Counts a check under the `decision` the caller got; `shadow`: what
+    /// the policies decided, where that differs.
+    pub fn check(&self, decision: DecisionKind, shadow: Option<DecisionKind>, took: Duration) {
+        self.inner.checks[usize::from(shadow.is_some())][decision as usize].inc();
+        if let Some(would) = shadow {
+            self.inner.shadow[would as usize].inc();
+        }
         self.inner.latency.observe(took.as_secs_f64());
     }
 

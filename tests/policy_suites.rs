@@ -361,3 +361,44 @@ fn diff_args(new: &str, requests: &Path, extra: &[&str]) -> Vec<String> {
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
+
+#[test]
+fn a_decision_from_an_evaluation_error_fails_a_case_that_does_not_expect_one() {
+    let dir = common::policy_copy();
+    common::edit_policy(dir.path(), "datasets.cedar", |text| {
+        text + "\n@id(\"overflowing\")\npermit (principal, action == Action::\"read\", resource)\nwhen { context.time * 9223372036854775807 > 0 };\n"
+    });
+    let cases = |errors: &str| {
+        format!(
+            "[[case]]\nname = \"an analyst reads\"\nexpect = \"deny\"\n{errors}\n[case.request]\nmethod = \"GET\"\npath = \"/v1/datasets/sales\"\nclaims = {{ sub = \"alice\", groups = [\"analysts\"] }}\n"
+        )
+    };
+    let quiet = suite(&cases(""));
+    let o = countersign(&[
+        "policy",
+        "test",
+        dir.path().to_str().unwrap(),
+        "--tests",
+        quiet.path().to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("- evaluation errors: "), "{out}");
+    assert!(out.contains("set `errors = true`"), "{out}");
+    // A failing policy decides nothing: not counted as covered.
+    let uncovered = out
+        .lines()
+        .find(|l| l.contains("decided no case"))
+        .unwrap_or("");
+    assert!(uncovered.contains("overflowing"), "{out}");
+
+    let expected = suite(&cases("errors = true"));
+    let o = countersign(&[
+        "policy",
+        "test",
+        dir.path().to_str().unwrap(),
+        "--tests",
+        expected.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -47,19 +47,39 @@ async fn recorded_checks_hold_no_secret_and_feed_policy_diff() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
+    // An agent's tool call (no MCP server answers: the check is what is
+    // recorded), and the agent's answer to a server request, which is not.
+    let agent = token("ci-agent", &["agents"]);
+    for body in [
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_dataset","arguments":{"dataset":"sales","note":"arg-secret-246"}}}"#,
+        r#"{"jsonrpc":"2.0","id":"s-1","result":{"secret":"result-secret-135"}}"#,
+    ] {
+        http.post(envoy.url("/mcp"))
+            .bearer_auth(&agent)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
     let read = || std::fs::read_to_string(&file).unwrap_or_default();
-    let two = eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+    let three = eventually(Duration::from_secs(10), Duration::from_millis(50), || {
         let lines = read().lines().count();
-        async move { lines == 2 }
+        async move { lines == 3 }
     })
     .await;
-    assert!(two, "{}\n{}", read(), sidecar.log());
+    assert!(three, "{}\n{}", read(), sidecar.log());
     let text = read();
     for secret in [
         "s3cr3t-query",
         "cookie-secret-123",
         "approval-secret-456",
         "body-secret-789",
+        "arg-secret-246",
+        "result-secret-135",
+        &agent,
         &alice,
         &owner,
     ] {
@@ -76,6 +96,12 @@ async fn recorded_checks_hold_no_secret_and_feed_policy_diff() {
     assert_eq!(
         lines[1]["body"],
         serde_json::json!({"format": "csv", "rows": 500000})
+    );
+    // The tool's resource is named from `dataset`: kept, so that the call
+    // can be decided again; the rest of the arguments are not shown.
+    assert_eq!(
+        lines[2]["body"]["params"],
+        serde_json::json!({"name": "read_dataset", "arguments": {"dataset": "sales"}})
     );
     #[cfg(unix)]
     {
@@ -101,11 +127,55 @@ async fn recorded_checks_hold_no_secret_and_feed_policy_diff() {
     ]);
     let out = output_text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.starts_with("2 requests decided"), "{out}");
+    assert!(out.starts_with("3 requests decided"), "{out}");
     assert!(
         out.contains("line 2: POST /v1/datasets/sales/export by User::\"dora\": allow by [data-owners-export] -> deny by [export-row-limit]"),
         "{out}"
     );
     drop(envoy);
     drop(redis);
+}
+
+#[test]
+fn a_record_file_others_may_read_or_a_link_is_refused_before_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open.jsonl");
+    std::fs::write(&open, "").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        for (file, why) in [
+            (
+                &open,
+                "others may read it; `chmod 600` it, or give a new file",
+            ),
+            (&link, "it is a symbolic link; give the file itself"),
+        ] {
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+                .args(["serve", "--record", file.to_str().unwrap()])
+                .current_dir(common::repo())
+                .env("COUNTERSIGN_LISTEN", "127.0.0.1:0")
+                .env("COUNTERSIGN_METRICS_LISTEN", "off")
+                .env_remove("COUNTERSIGN_CONFIG")
+                .output()
+                .unwrap();
+            let out = output_text(&o);
+            assert_eq!(o.status.code(), Some(64), "{out}");
+            assert!(
+                out.contains("refusing to record into") && out.contains(why),
+                "{out}"
+            );
+            assert!(!out.contains("countersign listening"), "{out}");
+        }
+    }
+    let o = countersign(&["serve", "--record", "x.jsonl", "--record-rate", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        output_text(&o).contains("expected a share above 0 and at most 1"),
+        "{}",
+        output_text(&o)
+    );
 }

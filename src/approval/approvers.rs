@@ -118,7 +118,8 @@ impl Approvers {
         else {
             return false;
         };
-        self.policies.evaluate(&request, &entities).outcome == Outcome::Allow
+        // A policy in shadow grants nothing and refuses nothing here.
+        self.policies.evaluate_enforced(&request, &entities).outcome == Outcome::Allow
     }
 }
 

@@ -4,14 +4,18 @@
 //!
 //! Redacted means: the method, the host, the path with only the
 //! allow-listed query parameters, the allow-listed headers (never
-//! `authorization` or `cookie`), the identity claims (`sub`, the groups
-//! claim, the on-behalf-of claim), the mTLS peer, and of the body only the
-//! fields some guarded policy shows approvers (`@show`). Never a token, a
-//! cookie, or body content no approver would see.
+//! `authorization`, `cookie` or the approval token's) and the trusted
+//! identity header, the identity claims (`sub`, the groups claim, the
+//! on-behalf-of claim), the mTLS peer, and of the body only the fields the
+//! guards of the call's action show approvers (`@show`), plus for a tool
+//! call the arguments its resource is named from. Never a token, a cookie,
+//! or body content no approver would see.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 
 use serde_json::{Map, Value, json};
@@ -32,6 +36,8 @@ pub enum RecordError {
     },
     #[error("--record-rate must be above 0 and at most 1, got `{0}`")]
     Rate(f64),
+    #[error("refusing to record into `{path}`: {why}")]
+    Unsafe { path: PathBuf, why: String },
 }
 
 /// Where and how often to record.
@@ -47,9 +53,16 @@ pub struct RecordConfig {
 pub struct Recorder {
     rate: f64,
     lines: SyncSender<String>,
+    /// The writer gave up (the file cannot be written): stop sampling.
+    stopped: Arc<AtomicBool>,
     policies: Arc<PolicyStore>,
+    /// Allow-listed headers, less the approval token's; the trusted
+    /// identity header, if configured.
     headers: Vec<String>,
     claims: [String; 3],
+    /// Per tool: the arguments its resource is named from (the resource
+    /// is shown to approvers, and the call cannot be decided without them).
+    resource_arguments: HashMap<String, Vec<String>>,
 }
 
 impl Recorder {
@@ -58,39 +71,66 @@ impl Recorder {
         config: &RecordConfig,
         policies: Arc<PolicyStore>,
         mapper: &Mapper,
+        token_header: &str,
     ) -> Result<Self, RecordError> {
         if !(config.rate > 0.0 && config.rate <= 1.0) {
             return Err(RecordError::Rate(config.rate));
         }
         let file = open(&config.path)?;
         let (lines, queue) = std::sync::mpsc::sync_channel::<String>(QUEUE);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let stop = stopped.clone();
         std::thread::spawn(move || {
             let mut out = std::io::LineWriter::new(file);
             for line in queue {
                 if let Err(e) = writeln!(out, "{line}") {
                     tracing::warn!("record file not written, recording stops: {e}");
+                    stop.store(true, Ordering::Relaxed);
                     return;
                 }
             }
         });
         let identity = &mapper.identity;
+        let mut headers: Vec<String> = mapper
+            .context
+            .headers
+            .iter()
+            .filter(|h| !h.eq_ignore_ascii_case(token_header))
+            .cloned()
+            .collect();
+        headers.extend(identity.trusted_header.as_ref().map(|(h, _)| h.clone()));
+        let mut resource_arguments: HashMap<String, Vec<String>> = HashMap::new();
+        for endpoint in &mapper.mcp {
+            for (tool, template) in &endpoint.resources {
+                resource_arguments
+                    .entry(tool.clone())
+                    .or_default()
+                    .extend(template.arguments().map(str::to_owned));
+            }
+        }
         Ok(Self {
             rate: config.rate,
             lines,
+            stopped,
             policies,
-            headers: mapper.context.headers.clone(),
+            headers,
             claims: [
                 "sub".to_owned(),
                 identity.groups_claim.clone(),
                 identity.on_behalf_of_claim.clone(),
             ],
+            resource_arguments,
         })
     }
 
     /// Records the check with probability `rate`. Takes no lock and does
     /// no I/O on the check's path: the line goes to the writer thread.
     pub fn offer(&self, req: &HttpRequest<'_>, mapped: &MappedRequest) {
-        if rand::random::<f64>() >= self.rate {
+        if rand::random::<f64>() >= self.rate || self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        // An MCP client's answer to the server is no call to decide again.
+        if mapped.mcp.as_ref().is_some_and(|m| m.method == "response") {
             return;
         }
         let line = self.describe(req, mapped).to_string();
@@ -139,17 +179,28 @@ impl Recorder {
         Value::Object(out)
     }
 
-    /// The body with only the fields some guarded policy shows; an MCP
-    /// message as its method and tool with the shown arguments.
+    /// The body with only the fields approvers of this action are shown
+    /// (`@show` of the guards that can apply to it: top-level fields, or a
+    /// tool's arguments), and for a tool call the arguments its resource
+    /// is named from; an MCP message as its method and tool.
     fn body(&self, mapped: &MappedRequest) -> Option<Value> {
-        let shown = mapped.body.as_ref().map(|b| {
+        let shown = mapped.body.as_ref().map(|body| {
             let loaded = self.policies.current();
-            let names: std::collections::BTreeSet<&str> = loaded
-                .guards
-                .values()
+            let mut names: BTreeSet<&str> = loaded
+                .policies_for(&mapped.action)
+                .policies()
+                .filter_map(|p| loaded.guards.get(p.id().as_ref() as &str))
                 .flat_map(|g| g.show.iter().map(String::as_str))
                 .collect();
-            shown_only(b, &names)
+            let tool = mapped.mcp.as_ref().and_then(|m| m.tool.as_deref());
+            if let Some(arguments) = tool.and_then(|t| self.resource_arguments.get(t)) {
+                names.extend(arguments.iter().map(String::as_str));
+            }
+            // Literal top-level keys, as approvers are shown them.
+            names
+                .into_iter()
+                .filter_map(|n| body.get(n).map(|v| (n.to_owned(), v.clone())))
+                .collect::<Map<String, Value>>()
         });
         match &mapped.mcp {
             Some(call) => {
@@ -165,55 +216,27 @@ impl Recorder {
     }
 }
 
-/// The members of `body` that `names` name (`a` or `a.b` for a member of
-/// an object member), at their place.
-fn shown_only(
-    body: &Map<String, Value>,
-    names: &std::collections::BTreeSet<&str>,
-) -> Map<String, Value> {
-    let mut out = Map::new();
-    for name in names {
-        let mut parts = name.trim_start_matches("arguments.").split('.');
-        let Some(first) = parts.next() else { continue };
-        let rest: Vec<&str> = parts.collect();
-        let Some(v) = body.get(first) else { continue };
-        if rest.is_empty() {
-            out.insert(first.to_owned(), v.clone());
-            continue;
+/// Appends; a new file is readable by its owner only (it names callers).
+/// A symbolic link, or a file others may read, is refused.
+fn open(path: &Path) -> Result<std::fs::File, RecordError> {
+    let refuse = |why: &str| RecordError::Unsafe {
+        path: std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
+        why: why.to_owned(),
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_symlink() {
+            return Err(refuse("it is a symbolic link; give the file itself"));
         }
-        // A member deeper in: copy only it, with the objects around it.
-        let mut value = v;
-        let mut found = true;
-        for p in &rest {
-            match value.get(p) {
-                Some(inner) => value = inner,
-                None => {
-                    found = false;
-                    break;
-                }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(refuse(
+                    "others may read it; `chmod 600` it, or give a new file",
+                ));
             }
         }
-        if !found {
-            continue;
-        }
-        let mut slot = out
-            .entry(first.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
-        for p in &rest[..rest.len() - 1] {
-            let Value::Object(m) = slot else { break };
-            slot = m
-                .entry((*p).to_owned())
-                .or_insert_with(|| Value::Object(Map::new()));
-        }
-        if let (Value::Object(m), Some(last)) = (slot, rest.last()) {
-            m.insert((*last).to_owned(), value.clone());
-        }
     }
-    out
-}
-
-/// Appends; a new file is readable by its owner only (it names callers).
-fn open(path: &Path) -> Result<std::fs::File, RecordError> {
     let mut options = std::fs::OpenOptions::new();
     options.create(true).append(true);
     #[cfg(unix)]

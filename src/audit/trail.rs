@@ -66,13 +66,10 @@ impl Trail {
         self.shadow = Some((kind, decision_of(would).policies.clone()));
     }
 
-    /// How the check is counted: under the decision the whole policy set
-    /// made, and whether that is a shadow decision.
-    pub fn counted_as(&self, enforced: DecisionKind) -> (DecisionKind, bool) {
-        match &self.shadow {
-            Some((kind, _)) => (*kind, true),
-            None => (enforced, false),
-        }
+    /// What the whole policy set decided, where the caller got another
+    /// answer.
+    pub fn shadow_kind(&self) -> Option<DecisionKind> {
+        self.shadow.as_ref().map(|(kind, _)| *kind)
     }
 
     pub fn guarded(&self) -> bool {

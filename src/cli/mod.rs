@@ -50,7 +50,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
         /// The share of checks --record writes, above 0 and at most 1.
-        #[arg(long, value_name = "RATE", default_value_t = 0.01, requires = "record")]
+        #[arg(long, value_name = "RATE", default_value_t = 0.01, requires = "record", value_parser = record_rate)]
         record_rate: f64,
     },
     /// Tools for policy authors: validate a policy directory, try a request.
@@ -72,6 +72,16 @@ Run `countersign policy validate --help` or `countersign policy check --help` fo
     DevCerts(devcerts::DevCertsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
+}
+
+/// A share of checks: above 0, at most 1.
+fn record_rate(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err(format!(
+            "expected a share above 0 and at most 1, such as `0.01` (1 %), got `{v}`"
+        )),
+    }
 }
 
 /// A configuration that cannot be loaded, as a sentence that says what to

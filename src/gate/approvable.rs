@@ -58,8 +58,7 @@ impl Gate {
         }
         let parties = trail.parties();
         let principal = parties.principal;
-        let new = self.request_of(req, trail, &policies, params, false);
-        let fingerprint = new.fingerprint.as_str();
+        let fingerprint = &self.fingerprint_of(req, trail, false);
         let budget = self.settings.store_budget;
         // The allow a use of the approval leads to: recorded by the store
         // with the use it takes, so that a use is never spent unrecorded.
@@ -135,6 +134,7 @@ impl Gate {
                 Err(e) => return (unavailable(e), note),
             }
         }
+        let new = self.request_of(req, trail, &policies, params, fingerprint.clone(), false);
         let opened = match within(budget, approvals.open(&new, here)).await {
             Ok(o) => o,
             Err(e) => return (unavailable(e), note),
@@ -190,22 +190,14 @@ impl Gate {
         (outcome, note)
     }
 
-    /// The approval request a call would open, bound to it exactly; a
-    /// shadow request binds apart from the enforced one.
-    fn request_of(
-        &self,
-        req: &AccessRequest<'_>,
-        trail: &Trail,
-        policies: &[String],
-        params: ApprovalParams,
-        shadow: bool,
-    ) -> NewApproval {
+    /// What binds an approval to the call exactly; a shadow request binds
+    /// apart from the enforced one.
+    fn fingerprint_of(&self, req: &AccessRequest<'_>, trail: &Trail, shadow: bool) -> String {
         let call = &req.call;
         // Identified by the trail: a guarded call always is.
         let parties = trail.parties();
-        let on_behalf_of = Some(parties.on_behalf_of).filter(|o| !o.is_empty());
         let (path, query) = call.path.split_once('?').unwrap_or((call.path, ""));
-        let fingerprint = FingerprintInput {
+        FingerprintInput {
             principal: parties.principal,
             on_behalf_of: parties.on_behalf_of,
             action: parties.action,
@@ -217,7 +209,23 @@ impl Gate {
             body: call.body,
             shadow,
         }
-        .digest();
+        .digest()
+    }
+
+    /// The approval request a call opens, with its `fingerprint`.
+    fn request_of(
+        &self,
+        req: &AccessRequest<'_>,
+        trail: &Trail,
+        policies: &[String],
+        params: ApprovalParams,
+        fingerprint: String,
+        shadow: bool,
+    ) -> NewApproval {
+        let call = &req.call;
+        let parties = trail.parties();
+        let on_behalf_of = Some(parties.on_behalf_of).filter(|o| !o.is_empty());
+        let path = call.path_only();
         NewApproval {
             // An MCP client cannot present a token: its identical call is
             // the proof (see `use_approved`). A shadow request is never used.
@@ -248,37 +256,41 @@ impl Gate {
     /// A call that the whole policy set would hold for an approval, let
     /// through in shadow: opens (or finds) its shadow request, so that
     /// approvers see what enforcement would ask of them. Never held, never
-    /// used. A store that fails is logged; the answer does not depend on it.
-    pub(super) async fn shadow_approval(
+    /// used, and off the call's path: the answer and its audit entry do
+    /// not wait for it or share its budget; a store that fails is logged.
+    pub(super) fn open_shadow(
         &self,
         req: &AccessRequest<'_>,
         trail: &Trail,
         policies: &[String],
         params: ApprovalParams,
-    ) -> Note {
-        let mut note = Note::default();
+    ) {
         if let BodyState::Incomplete(_) = req.call.body_state {
-            return note;
+            return;
         }
-        let new = self.request_of(req, trail, policies, params, true);
+        let fingerprint = self.fingerprint_of(req, trail, true);
+        let new = self.request_of(req, trail, policies, params, fingerprint, true);
         let call = &req.call;
         let allowed = Outcome::Allow {
             principal: new.info.principal.clone(),
         };
         let allow = allow_fields(trail, call, &allowed);
-        let allow = borrowed(&allow);
-        let here = check_ref(trail, call, &allow);
-        match within(self.settings.store_budget, self.approvals.open(&new, here)).await {
-            Ok(opened) => {
-                note.id = opened.approval.id;
-                note.status = Some(opened.approval.status);
-            }
-            Err(e) => {
+        let request_id = call.request_id.to_owned();
+        let trace = trail.traceparent().to_owned();
+        let approvals = self.approvals.clone();
+        let budget = self.settings.store_budget;
+        tokio::spawn(async move {
+            let decision = borrowed(&allow);
+            let here = CheckRef {
+                request_id: &request_id,
+                trace: &trace,
+                decision: &decision,
+            };
+            if let Err(e) = within(budget, approvals.open(&new, here)).await {
                 tracing::warn!("approval store: shadow approval request not opened: {e}");
-                self.approvals.sink().metrics().redis_error();
+                approvals.sink().metrics().redis_error();
             }
-        }
-        note
+        });
     }
 
     /// The store failed: the detail (hosts, Redis errors) is for

@@ -326,7 +326,7 @@ impl Gate {
             trail.shadowed(would);
         }
         trail.identify(sink.telemetry(), mapped, &verdict, guarded, &req.call);
-        let (outcome, mut note) = match verdict {
+        let (outcome, note) = match verdict {
             Verdict::Allow(_) => (
                 Outcome::Allow {
                     principal: mapped.principal.to_string(),
@@ -345,13 +345,12 @@ impl Gate {
                 (outcome, Some(note))
             }
         };
-        // What enforcement would hold for an approval opens a shadow
-        // request: approvers see what they would be asked.
-        if let Some(Verdict::Approvable { denial, params }) = would {
-            note = Some(
-                self.shadow_approval(&req, &trail, &denial.policies, params)
-                    .await,
-            );
+        // A call let through that enforcement would hold for an approval
+        // opens a shadow request: approvers see what they would be asked.
+        if let Some(Verdict::Approvable { denial, params }) = would
+            && matches!(outcome, Outcome::Allow { .. })
+        {
+            self.open_shadow(&req, &trail, &denial.policies, params);
         }
         let answer_by = req.answer_by;
         self.finish_guarded(trail, &req.call, started, answer_by, outcome, note)
@@ -483,8 +482,8 @@ impl Gate {
         audited: Option<bool>,
     ) {
         let sink = self.approvals.sink();
-        let (kind, shadow) = trail.counted_as(outcome.kind());
-        sink.metrics().check(kind, shadow, started.elapsed());
+        sink.metrics()
+            .check(outcome.kind(), trail.shadow_kind(), started.elapsed());
         trail.finish(
             sink.telemetry(),
             outcome,

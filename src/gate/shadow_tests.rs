@@ -65,6 +65,31 @@ impl World {
             .collect()
     }
 
+    /// The approval requests, once `n` are there (shadow requests open
+    /// off the check's path).
+    async fn requests(&self, n: usize) -> Vec<crate::approval::Approval> {
+        for _ in 0..200 {
+            let list = self.approvals.list(&all()).await.unwrap();
+            if list.len() >= n {
+                return list;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("fewer than {n} approval requests opened");
+    }
+
+    /// An admin turns audit logging off.
+    async fn audit_off(&self) -> Outcome {
+        self.decide_body(
+            "PUT",
+            "/v1/audit/settings",
+            json!({"sub": "root", "groups": ["admins"]}),
+            None,
+            br#"{"enabled":false}"#,
+        )
+        .await
+    }
+
     async fn metrics(&self) -> String {
         self.approvals
             .sink()
@@ -92,7 +117,7 @@ async fn shadow_mode_lets_refused_calls_through_and_records_what_enforcement_wou
     // A guarded export passes, and opens a shadow request for approvers.
     let got = w.decide_as("POST", EXPORT, agent(), None).await;
     assert!(matches!(got, Outcome::Allow { .. }), "{got:?}");
-    let opened = w.approvals.list(&all()).await.unwrap();
+    let opened = w.requests(1).await;
     assert_eq!(opened.len(), 1);
     let shadow = &opened[0];
     assert!(shadow.info.shadow);
@@ -101,6 +126,7 @@ async fn shadow_mode_lets_refused_calls_through_and_records_what_enforcement_wou
     // The identical call passes again and finds the same request.
     let again = w.decide_as("POST", EXPORT, agent(), None).await;
     assert!(matches!(again, Outcome::Allow { .. }), "{again:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(w.approvals.list(&all()).await.unwrap().len(), 1);
 
     let audit = w.audit().await;
@@ -112,37 +138,36 @@ async fn shadow_mode_lets_refused_calls_through_and_records_what_enforcement_wou
     assert_eq!(decision["shadow"], "true");
     assert_eq!(decision["shadow_decision"], "approval_required");
     assert_eq!(decision["shadow_policies"], "agent-exports-need-approval");
-    assert_eq!(decision["approval_id"], shadow.id);
+    // The shadow request is no approval of this call.
+    assert_eq!(
+        decision
+            .get("approval_id")
+            .map(String::as_str)
+            .unwrap_or(""),
+        ""
+    );
 
     // An anonymous read is let through too; turning audit logging off is not.
     let read = w
         .decide_as("GET", "/v1/datasets/sales", json!({"sub": "x"}), None)
         .await;
     assert!(matches!(read, Outcome::Allow { .. }), "{read:?}");
-    let off = w
-        .decide_body(
-            "PUT",
-            "/v1/audit/settings",
-            json!({"sub": "root", "groups": ["admins"]}),
-            None,
-            br#"{"enabled":false}"#,
-        )
-        .await;
+    let off = w.audit_off().await;
     let Outcome::Deny { policies, .. } = &off else {
         panic!("{off:?}")
     };
     assert_eq!(policies, &["audit-logging-stays-on"]);
 
+    // Counted as what the callers got, and as what the policies decided.
     let metrics = w.metrics().await;
-    assert!(
-        metrics
-            .contains(r#"countersign_checks_total{decision="approval_required",shadow="true"} 2"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"countersign_checks_total{decision="deny",shadow="false"} 1"#),
-        "{metrics}"
-    );
+    for line in [
+        r#"countersign_checks_total{decision="allow",shadow="true"} 3"#,
+        r#"countersign_checks_total{decision="deny",shadow="false"} 1"#,
+        r#"countersign_shadow_decisions_total{decision="approval_required"} 2"#,
+        r#"countersign_shadow_decisions_total{decision="deny"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
 
     // Approvers may practise on it; approving it allows nothing once
     // enforced: the enforced call opens its own request.
@@ -187,7 +212,7 @@ unless { context.approval.granted };
         .decide_as("DELETE", "/v1/datasets/old", admin(), None)
         .await;
     assert!(matches!(got, Outcome::Allow { .. }), "{got:?}");
-    let opened = w.approvals.list(&all()).await.unwrap();
+    let opened = w.requests(1).await;
     assert_eq!(opened.len(), 1);
     assert!(opened[0].info.shadow);
     assert_eq!(opened[0].info.policies, ["deletes-need-a-data-owner"]);
@@ -251,4 +276,101 @@ fn rollout_annotations_that_cannot_mean_anything_are_refused_at_load() {
             "{policy}: {err}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_policy_in_shadow_grants_no_approver_and_refuses_none() {
+    let dora = approver("dora", &["data-owners"]);
+    // The permit that lets data owners approve exports, put in shadow:
+    // nobody may approve.
+    let dir = policies(|_, text| {
+        text.replace(
+            "@id(\"data-owners-approve-exports\")\n",
+            "@id(\"data-owners-approve-exports\")\n@shadow\n",
+        )
+    });
+    let w = world_in(config("enforce"), dir.path(), Arc::new(MemoryStore::new()));
+    let got = w.decide_as("POST", EXPORT, agent(), None).await;
+    let Outcome::ApprovalRequired { approval, .. } = &got else {
+        panic!("{got:?}")
+    };
+    let refused = w
+        .approvals
+        .rule(&dora, &approval.id, Ruling::Approve, "Q3 report")
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    // A forbid in shadow refuses no data owner.
+    let forbid = "\n@id(\"no-data-owner-approves\")\n@shadow\nforbid (principal in Group::\"data-owners\", action == Action::\"approve\", resource);\n";
+    let dir = policies(|name, text| {
+        if name == "datasets.cedar" {
+            text + forbid
+        } else {
+            text
+        }
+    });
+    let w = world_in(config("enforce"), dir.path(), Arc::new(MemoryStore::new()));
+    let got = w.decide_as("POST", EXPORT, agent(), None).await;
+    let Outcome::ApprovalRequired { approval, .. } = &got else {
+        panic!("{got:?}")
+    };
+    let ruled = w
+        .approvals
+        .rule(&dora, &approval.id, Ruling::Approve, "Q3 report")
+        .await
+        .unwrap();
+    assert_eq!(ruled.status, Status::Approved);
+}
+
+#[tokio::test]
+async fn in_shadow_mode_an_always_enforced_forbid_stands_even_beside_a_failing_policy() {
+    // A permit whose evaluation overflows, next to the always-enforced
+    // forbid: Cedar then names only the failing policy.
+    let failing = r#"
+@id("overflowing-permit")
+permit (principal, action == Action::"configure_audit", resource)
+when { context.time * 9223372036854775807 > 0 };
+"#;
+    let dir = policies(|name, text| {
+        let text = always_enforced(name, text);
+        if name == "audit-logging.cedar" {
+            text + failing
+        } else {
+            text
+        }
+    });
+    let w = world_in(config("shadow"), dir.path(), Arc::new(MemoryStore::new()));
+    let off = w.audit_off().await;
+    assert!(matches!(off, Outcome::Deny { .. }), "{off:?}");
+}
+
+#[test]
+fn a_policy_set_that_does_not_load_denies_everything_in_shadow_mode_too() {
+    let dir = policies(|name, text| {
+        if name == "datasets.cedar" {
+            text + "\npermit (principal, action == Action::\"raed\", resource);\n"
+        } else {
+            text
+        }
+    });
+    let (store, problem) = crate::policy::PolicyStore::open_or_deny_all(dir.path(), vec![]);
+    assert!(problem.is_some());
+    let action: cedar_policy::EntityUid = r#"Action::"read""#.parse().unwrap();
+    let request = |_| {
+        cedar_policy::Request::new(
+            r#"User::"alice""#.parse().unwrap(),
+            action.clone(),
+            r#"Dataset::"sales""#.parse().unwrap(),
+            cedar_policy::Context::empty(),
+            None,
+        )
+        .map_err(|e| e.to_string())
+    };
+    let got = store
+        .decide_enforced(request, &cedar_policy::Entities::empty(), &action, true)
+        .unwrap();
+    assert!(
+        matches!(got.verdict, crate::policy::Verdict::Deny(_)),
+        "{got:?}"
+    );
 }

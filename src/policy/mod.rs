@@ -254,14 +254,24 @@ impl PolicyStore {
         } else {
             full.clone()
         };
-        if shadow && !current.rollout.stands_in_shadow(&enforced) {
+        // A set that did not load denies everything, in shadow mode too:
+        // its always-enforced forbids are not known.
+        let always_applies = || {
+            current
+                .policies_for(action)
+                .policies()
+                .any(|p| current.rollout.always.contains(p.id().as_ref() as &str))
+        };
+        if shadow && self.is_ready() && !current.rollout.stands_in_shadow(&enforced, always_applies)
+        {
             enforced = Verdict::Allow(Decision {
                 outcome: Outcome::Allow,
                 policies: Vec::new(),
                 errors: Vec::new(),
             });
         }
-        let differs = std::mem::discriminant(&full) != std::mem::discriminant(&enforced);
+        // Any difference: another kind, other policies, other approvers.
+        let differs = full != enforced;
         Ok(Enforced {
             guarded: guarded(&full) || guarded(&enforced),
             verdict: enforced,
@@ -305,6 +315,12 @@ impl PolicyStore {
     /// a broken `forbid` turn a deny into an allow; so any error denies.
     pub fn evaluate(&self, request: &Request, entities: &Entities) -> Decision {
         self.evaluate_in(&self.current.load(), View::Full, request, entities)
+    }
+
+    /// As [`Self::evaluate`], without the policies in shadow: what is
+    /// enforced (who may approve, say).
+    pub fn evaluate_enforced(&self, request: &Request, entities: &Entities) -> Decision {
+        self.evaluate_in(&self.current.load(), View::Enforced, request, entities)
     }
 
     fn evaluate_in(

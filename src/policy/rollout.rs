@@ -105,9 +105,13 @@ impl Rollout {
         }
         let mut enforced = PolicySet::new();
         for p in set.policies() {
-            if !out.shadow.contains(p.id().as_ref() as &str) {
-                // INVARIANT: ids are unique in `set`, so in any subset.
-                let _ = enforced.add(p.clone());
+            let kept =
+                out.shadow.contains(p.id().as_ref() as &str) || enforced.add(p.clone()).is_ok();
+            // Ids are unique in `set`, so this cannot fail; if it did, no
+            // policy would be left out of enforcement for want of a view.
+            if !kept {
+                out.shadow.clear();
+                return out;
             }
         }
         for action in schema.actions() {
@@ -137,9 +141,15 @@ impl Rollout {
     }
 
     /// Whether `verdict` stands in shadow mode: an allow, or a refusal
-    /// that an always-enforced forbid takes part in.
-    pub fn stands_in_shadow(&self, verdict: &Verdict) -> bool {
-        let decided_by = |d: &Decision| d.policies.iter().any(|p| self.always.contains(p));
+    /// that an always-enforced forbid takes part in. A decision with
+    /// evaluation errors names only the policies that failed, not the
+    /// forbids that matched: it stands whenever an always-enforced forbid
+    /// can apply at all (`always_applies`).
+    pub fn stands_in_shadow(&self, verdict: &Verdict, always_applies: impl Fn() -> bool) -> bool {
+        let decided_by = |d: &Decision| {
+            d.policies.iter().any(|p| self.always.contains(p))
+                || (!d.errors.is_empty() && always_applies())
+        };
         match verdict {
             Verdict::Allow(_) => true,
             Verdict::Deny(d) => decided_by(d),

@@ -271,6 +271,10 @@ impl Mapper {
                 .filter(|m| m.shadow)
                 .map(|m| format!("MCP {}", m.path)),
         );
+        // Every route, the default one and every endpoint: say so, once.
+        if out.len() == self.routes.specs().count() + 1 + self.mcp.len() {
+            return vec!["every route and MCP endpoint".to_owned()];
+        }
         out
     }
 

@@ -85,6 +85,8 @@ pub struct Prepared {
     policies: Arc<PolicyStore>,
     store: Arc<dyn ApprovalStore>,
     admin_tls: Option<ServerTlsConfig>,
+    /// `serve --record`: its file is opened before any port is bound.
+    recorder: Option<Arc<Recorder>>,
 }
 
 /// Loads the policies and checks the store URL and the admin TLS material.
@@ -129,11 +131,22 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
                 config.origin
             ))
         })?;
+    let policies = Arc::new(policies);
+    let recorder = match &config.record {
+        Some(r) => {
+            let recorder =
+                Recorder::open(r, policies.clone(), &config.mapper, &config.token_header)
+                    .map_err(|e| StartError::Config(e.to_string()))?;
+            Some(Arc::new(recorder))
+        }
+        None => None,
+    };
     Ok(Prepared {
         config,
-        policies: Arc::new(policies),
+        policies,
         store: Arc::new(store),
         admin_tls,
+        recorder,
     })
 }
 
@@ -163,7 +176,11 @@ impl Prepared {
             policies,
             store,
             admin_tls,
+            recorder,
         } = self;
+        if let Some(r) = &config.record {
+            tracing::info!(file = %r.path.display(), rate = r.rate, "recording a sample of checks (redacted) for `policy diff`");
+        }
         let addr = listeners.authz.local_addr()?;
         let metrics_addr = listeners
             .probes
@@ -254,15 +271,6 @@ impl Prepared {
             }
         };
 
-        let recorder = match &config.record {
-            Some(r) => {
-                let recorder = Recorder::open(r, policies.clone(), &config.mapper)
-                    .map_err(|e| StartError::Config(e.to_string()))?;
-                tracing::info!(file = %r.path.display(), rate = r.rate, "recording a sample of checks (redacted) for `policy diff`");
-                Some(Arc::new(recorder))
-            }
-            None => None,
-        };
         let gate = Gate::new(policies, approvals, GateSettings::from_config(&config));
         let authz = AuthzService::new(
             Arc::new(config.mapper),

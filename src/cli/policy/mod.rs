@@ -76,7 +76,7 @@ Each line of the requests file is one JSON request, as in a test case's
 {"principal":"User::\"alice\"","action":"Action::\"read\"","resource":"Dataset::\"sales\""}.
 `serve --record FILE` writes such lines from live traffic.
 
-Exit codes: 0 compared (1 with --fail-on-change when a decision changes), 2 a request cannot be read or decided, 64 bad configuration or policies."#)]
+Exit codes: 0 compared (1 with --fail-on-change when a decision changes), 2 a request cannot be read or decided (unless --skip-undecidable), 64 bad configuration or policies."#)]
     Diff(DiffArgs),
 }
 
@@ -92,11 +92,14 @@ pub struct DiffArgs {
     #[arg(long, value_name = "FILE")]
     requests: PathBuf,
     /// `text` (a table) or `json`.
-    #[arg(long, value_enum, default_value_t = report::Output::Text)]
-    output: report::Output,
+    #[arg(long, value_enum, default_value_t = diff::Output::Text)]
+    output: diff::Output,
     /// Exit 1 when any decision changes (for a policy pull request's CI).
     #[arg(long)]
     fail_on_change: bool,
+    /// Leave out (and count) requests either set cannot decide, instead of stopping.
+    #[arg(long)]
+    skip_undecidable: bool,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -440,21 +443,36 @@ fn policy_diff(args: DiffArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let compared = diff::read_requests(&args.requests)
-        .and_then(|r| diff::compare(&r, &config, &old, &new, &args.requests));
-    let compared = match compared {
-        Ok(c) => c,
+    let requests = match diff::read_requests(&args.requests) {
+        Ok(r) => r,
         Err(bad) => {
             for b in &bad {
                 eprintln!("{}", b.0);
             }
-            eprintln!("countersign: {} request(s) cannot be used", bad.len());
+            eprintln!("countersign: {} request(s) cannot be read", bad.len());
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    let (compared, bad) = diff::compare(&requests, &config, &old, &new, &args.requests);
+    for b in &bad {
+        eprintln!("{}", b.0);
+    }
+    if !bad.is_empty() {
+        if !args.skip_undecidable {
+            eprintln!(
+                "countersign: {} request(s) cannot be decided (--skip-undecidable leaves them out)",
+                bad.len()
+            );
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+        eprintln!(
+            "countersign: {} request(s) left out: they cannot be decided",
+            bad.len()
+        );
+    }
     match args.output {
-        report::Output::Json => print!("{}", diff::json(&compared, &args.old, &args.new)),
-        _ => print!("{}", diff::text(&compared, &args.old, &args.new)),
+        diff::Output::Json => print!("{}", diff::json(&compared, &args.old, &args.new)),
+        diff::Output::Text => print!("{}", diff::text(&compared, &args.old, &args.new)),
     }
     if args.fail_on_change && compared.iter().any(|c| c.change().is_some()) {
         ExitCode::FAILURE

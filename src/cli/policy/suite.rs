@@ -66,6 +66,10 @@ pub struct Case {
     quorum: Option<u32>,
     /// Text the reason must contain.
     reason: Option<String>,
+    /// The decision comes from evaluation errors (a deny); otherwise an
+    /// error fails the case.
+    #[serde(default)]
+    errors: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +89,10 @@ pub struct Got {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quorum: Option<u32>,
     pub reason: String,
+    /// Evaluation errors (`policy: message`): the policies named then are
+    /// those that failed, not those that decided.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 impl Got {
@@ -100,6 +108,7 @@ impl Got {
                 approvers: Vec::new(),
                 quorum: None,
                 reason: d.reason(),
+                errors: d.errors.clone(),
             },
             Verdict::Approvable { denial, params } => Self {
                 decision: Expect::ApprovalRequired,
@@ -107,6 +116,7 @@ impl Got {
                 approvers: params.approver_groups.clone(),
                 quorum: Some(params.quorum),
                 reason: denial.reason(),
+                errors: Vec::new(),
             },
         }
     }
@@ -294,6 +304,9 @@ fn expected(case: &Case) -> String {
     if let Some(r) = &case.reason {
         s.push_str(&format!(", reason containing `{r}`"));
     }
+    if case.errors {
+        s.push_str(", with evaluation errors");
+    }
     s
 }
 
@@ -342,6 +355,15 @@ fn differences(case: &Case, got: &Got) -> Vec<String> {
             got.quorum.map_or("none".to_owned(), |g| g.to_string())
         ));
     }
+    if !got.errors.is_empty() && !case.errors {
+        out.push(format!(
+            "evaluation errors: {} (set `errors = true` if the case expects them)",
+            got.errors.join("; ")
+        ));
+    }
+    if case.errors && got.errors.is_empty() {
+        out.push("errors: expected evaluation errors, got none".into());
+    }
     if let Some(r) = &case.reason
         && !got.reason.contains(r.as_str())
     {
@@ -355,9 +377,11 @@ fn differences(case: &Case, got: &Got) -> Vec<String> {
 
 /// Policies of the set that decided no case.
 pub fn uncovered(results: &[CaseResult], store: &PolicyStore) -> Vec<String> {
+    // A policy that failed decided nothing.
     let hit: BTreeSet<&str> = results
         .iter()
         .filter_map(|r| r.got.as_ref())
+        .filter(|g| g.errors.is_empty())
         .flat_map(|g| g.policies.iter().map(String::as_str))
         .collect();
     let loaded = store.current();

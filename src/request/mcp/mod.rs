@@ -81,6 +81,14 @@ impl ResourceTemplate {
         Ok(Self { entity_type, parts })
     }
 
+    /// The arguments the template reads.
+    pub fn arguments(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Arg(name) => Some(name.as_str()),
+            Part::Lit(_) => None,
+        })
+    }
+
     fn resolve(&self, tool: &str, arguments: &Map<String, Value>) -> Result<EntityUid, McpError> {
         let mut id = String::new();
         for part in &self.parts {
