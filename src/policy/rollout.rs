@@ -13,10 +13,13 @@ use super::{Decision, Verdict};
 /// the caller, from the configuration) and the policies in shadow.
 pub fn announce(loaded: &super::Loaded, shadow_routes: &[String]) {
     if !shadow_routes.is_empty() {
+        let what = match shadow_routes {
+            [every] if every == crate::request::EVERY_ROUTE => format!("{every} is"),
+            _ => format!("calls on {} route(s) are", shadow_routes.len()),
+        };
         tracing::warn!(
             routes = ?shadow_routes,
-            "SHADOW MODE: calls on {} route(s) are NOT ENFORCED: what the policies would refuse is let through and recorded with shadow=true; only `@enforce(\"always\")` forbids refuse",
-            shadow_routes.len()
+            "SHADOW MODE: {what} NOT ENFORCED: what the policies would refuse is let through and recorded with shadow=true; only `@enforce(\"always\")` forbids refuse"
         );
     }
     let shadow = &loaded.rollout.shadow;

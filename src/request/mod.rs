@@ -251,6 +251,9 @@ pub struct ContextSettings {
     pub max_body_bytes: usize,
 }
 
+/// What [`Mapper::in_shadow`] says when nothing is enforced.
+pub const EVERY_ROUTE: &str = "every route and MCP endpoint";
+
 /// Maps requests; built once at start-up and shared.
 #[derive(Debug)]
 pub struct Mapper {
@@ -273,7 +276,7 @@ impl Mapper {
         );
         // Every route, the default one and every endpoint: say so, once.
         if out.len() == self.routes.specs().count() + 1 + self.mcp.len() {
-            return vec!["every route and MCP endpoint".to_owned()];
+            return vec![EVERY_ROUTE.to_owned()];
         }
         out
     }
