@@ -172,3 +172,58 @@ pub fn payload(format: Format, event: EventKind, a: &Approval) -> Value {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::{Mode, RequestInfo, Status};
+
+    fn shadow_request() -> Approval {
+        Approval {
+            id: "ap-1".into(),
+            status: Status::Pending,
+            info: RequestInfo {
+                principal: r#"User::"agent-7""#.into(),
+                on_behalf_of: None,
+                action: r#"Action::"export""#.into(),
+                resource: r#"Dataset::"sales""#.into(),
+                method: "POST".into(),
+                path: "/v1/datasets/sales/export".into(),
+                host: "api".into(),
+                source_address: "10.0.0.7".into(),
+                policies: vec!["agent-exports-need-approval".into()],
+                parameters: Default::default(),
+                approver_groups: vec!["data-owners".into()],
+                quorum: 1,
+                uses: 1,
+                reason_required: true,
+                mode: Mode::Deny,
+                shadow: true,
+            },
+            created_at: 0,
+            expires_at: 60,
+            use_until: 0,
+            uses_left: 1,
+            votes: vec![],
+            opened_by: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_shadow_request_says_so_in_every_format() {
+        let a = shadow_request();
+        let json = payload(Format::Json, EventKind::Requested, &a);
+        assert_eq!(json["approval"]["shadow"], true);
+        let slack = payload(Format::Slack, EventKind::Requested, &a);
+        let text = slack["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(text.starts_with("*[shadow] Approval requested*"), "{text}");
+        assert!(
+            text.contains("*Shadow mode:* the call went through"),
+            "{text}"
+        );
+        let mut enforced = a;
+        enforced.info.shadow = false;
+        let slack = payload(Format::Slack, EventKind::Requested, &enforced);
+        assert!(!slack.to_string().contains("shadow"), "{slack}");
+    }
+}
