@@ -94,6 +94,10 @@ pub fn write_policy_dir(dir: &Path, extra: usize, token_uses: Option<u32>) -> st
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     for entry in std::fs::read_dir(examples)? {
         let entry = entry?;
+        // The policy files and the schema, not the test suite in tests/.
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
         let mut text = std::fs::read_to_string(entry.path())?;
         if let Some(uses) = token_uses {
             for id in ["agent-exports-need-approval", "mcp-exports-need-approval"] {
