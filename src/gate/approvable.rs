@@ -67,7 +67,11 @@ impl Gate {
         };
         let allow = allow_fields(trail, call, &allowed);
         let allow = borrowed(&allow);
-        let here = check_ref(trail, call, &allow);
+        let here = CheckRef {
+            request_id: call.request_id,
+            trace: trail.traceparent(),
+            decision: &allow,
+        };
         let approvals = &self.approvals;
 
         if let Some(token) = call.token {
@@ -355,19 +359,6 @@ impl Gate {
 /// The audit fields of `allowed`, the allow an approval leads to.
 fn allow_fields(trail: &Trail, call: &Call<'_>, allowed: &Outcome) -> Vec<(&'static str, String)> {
     trail.decision_fields(DecisionKind::Allow, (call.status_of)(allowed), call)
-}
-
-/// The check, for the store to record with what it does for it.
-fn check_ref<'a>(
-    trail: &'a Trail,
-    call: &Call<'a>,
-    decision: &'a [(&'static str, &'a str)],
-) -> CheckRef<'a> {
-    CheckRef {
-        request_id: call.request_id,
-        trace: trail.traceparent(),
-        decision,
-    }
 }
 
 /// `op` within `budget`; past it, the store is unavailable.

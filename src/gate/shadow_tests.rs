@@ -101,10 +101,8 @@ impl World {
 
 fn all() -> ListFilter {
     ListFilter {
-        status: None,
-        principal: None,
-        action: None,
         limit: 100,
+        ..ListFilter::default()
     }
 }
 
