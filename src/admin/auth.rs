@@ -51,11 +51,13 @@ impl Authenticator {
     }
 
     /// A certificate holder, with the groups the configuration gives them.
+    /// An entry with `token_sha256` is a token's: a certificate that names
+    /// it gets none of its groups.
     fn approver(&self, name: String) -> Approver {
         let groups = self
             .approvers
             .iter()
-            .find(|a| a.name == name)
+            .find(|a| a.name == name && a.token_sha256.is_none())
             .map(|a| a.groups.clone())
             .unwrap_or_default();
         Approver { name, groups }
@@ -81,4 +83,27 @@ pub fn cert_name(der: &[u8]) -> Option<String> {
         }
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, group: &str, token: Option<&str>) -> ApproverConfig {
+        ApproverConfig {
+            name: name.into(),
+            groups: vec![group.into()],
+            token_sha256: token.map(|t| hex::encode(Sha256::digest(t.as_bytes()))),
+        }
+    }
+
+    #[test]
+    fn a_certificate_gets_the_groups_of_certificate_entries_only() {
+        let auth = Authenticator::new(vec![
+            entry("ci-bot", "on-call", Some("s3cret")),
+            entry("dora", "data-owners", None),
+        ]);
+        assert!(auth.approver("ci-bot".into()).groups.is_empty());
+        assert_eq!(auth.approver("dora".into()).groups, ["data-owners"]);
+    }
 }

@@ -48,7 +48,15 @@ impl Approvers {
     /// Why `approver` may not rule on `a`, if they may not.
     pub fn refusal(&self, approver: &Approver, a: &Approval) -> Option<String> {
         let me = self.uid(approver).to_string();
-        if me == a.info.principal {
+        // By id whatever the type: a workload (`Workload::"spiffe://…"`)
+        // whose certificate names it on the admin API is the requester too.
+        let requester_id = a
+            .info
+            .principal
+            .parse::<EntityUid>()
+            .ok()
+            .map(|u| u.id().unescaped().to_owned());
+        if me == a.info.principal || requester_id.as_deref() == Some(approver.name.as_str()) {
             return Some(format!(
                 "`{me}` asked for this call and cannot decide its approval; another approver must"
             ));

@@ -51,6 +51,12 @@ pub enum IdentityError {
     BadGroups(String),
     #[error("JWT claim `{claim}` cannot be represented in Cedar: {reason}")]
     BadClaim { claim: String, reason: String },
+    /// Treating it as absent would let the human behind the agent approve
+    /// the agent's own call.
+    #[error(
+        "JWT claim `{0}` must name one user: a non-empty string, or an object with a non-empty string `sub` and no nested `act`"
+    )]
+    BadOnBehalfOf(String),
     #[error("trusted identity header `{0}` is empty")]
     EmptyHeader(String),
     /// Envoy joins a repeated header's values with `,`, so a value with a
@@ -151,18 +157,40 @@ impl IdentitySettings {
                 claim: "*".into(),
                 reason: e.to_string(),
             })?;
-        let on_behalf_of = match claims.get(&self.on_behalf_of_claim) {
-            Some(Value::String(h)) => Some(h.as_str()),
-            Some(Value::Object(o)) => o.get("sub").and_then(Value::as_str),
-            _ => None,
-        }
-        .map(|h| self::uid(&self.user_type, h));
+        let on_behalf_of = self
+            .on_behalf_of(claims)?
+            .map(|h| self::uid(&self.user_type, h));
         Ok(Identity {
             uid,
             source: Source::Jwt,
             entity,
             on_behalf_of,
         })
+    }
+}
+
+impl IdentitySettings {
+    /// The human an agent acts for. A claim that is present must name one
+    /// user (absent and `null` name nobody); a delegation chain is refused,
+    /// for its links could not all be kept from approving.
+    fn on_behalf_of<'c>(
+        &self,
+        claims: &'c Map<String, Value>,
+    ) -> Result<Option<&'c str>, IdentityError> {
+        let named = match claims.get(&self.on_behalf_of_claim) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(h)) => Some(h.as_str()),
+            Some(Value::Object(o)) if !o.contains_key("act") => {
+                o.get("sub").and_then(Value::as_str)
+            }
+            Some(_) => None,
+        };
+        match named {
+            Some(h) if !h.trim().is_empty() => Ok(Some(h)),
+            _ => Err(IdentityError::BadOnBehalfOf(
+                self.on_behalf_of_claim.clone(),
+            )),
+        }
     }
 }
 
@@ -250,6 +278,32 @@ mod tests {
         assert_eq!(err.unwrap_err(), IdentityError::BadGroups("groups".into()));
         let err = s.resolve(json!({"name": "no sub"}).as_object(), "", &headers(&[]));
         assert_eq!(err.unwrap_err(), IdentityError::MissingSub);
+    }
+
+    #[test]
+    fn an_on_behalf_of_claim_that_names_nobody_clearly_is_refused_not_ignored() {
+        let s = settings(None);
+        let human = |claim: Value| {
+            let mut claims = json!({"sub": "agent-7"});
+            claims["on_behalf_of"] = claim;
+            s.resolve(claims.as_object(), "", &headers(&[]))
+                .map(|id| id.on_behalf_of.map(|u| u.id().unescaped().to_owned()))
+        };
+        assert_eq!(human(json!("alice")), Ok(Some("alice".to_owned())));
+        assert_eq!(human(json!({"sub": "alice"})), Ok(Some("alice".to_owned())));
+        assert_eq!(human(Value::Null), Ok(None));
+        let refused = Err(IdentityError::BadOnBehalfOf("on_behalf_of".into()));
+        for malformed in [
+            json!(["alice", "bob"]),
+            json!({"email": "alice@example.com"}),
+            json!({"sub": "alice", "act": {"sub": "bob"}}),
+            json!({"sub": 7}),
+            json!(""),
+            json!(" "),
+            json!(true),
+        ] {
+            assert_eq!(human(malformed.clone()), refused, "{malformed}");
+        }
     }
 
     #[test]
