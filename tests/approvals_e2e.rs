@@ -127,12 +127,29 @@ async fn an_approval_is_bound_to_the_exact_request() {
     );
     refused(
         &s.post(
-            &format!("{EXPORT}?dest=elsewhere"),
+            &format!("{EXPORT}?format=parquet"),
             &agent,
             BODY,
             Some(&token),
         )
         .await,
+    );
+    // What an approver was not shown never reaches the approval at all.
+    let unshown = s
+        .post(
+            &format!("{EXPORT}?dest=elsewhere"),
+            &agent,
+            r#"{"format":"csv","rows":10,"note":"x"}"#,
+            Some(&token),
+        )
+        .await;
+    let reason = unshown.body["reason"].as_str().unwrap_or_default();
+    assert_eq!(unshown.status, 403, "{:?}", unshown.body);
+    assert!(
+        reason.contains("cannot be approved")
+            && reason.contains("query parameter `dest`")
+            && reason.contains("body field `note`"),
+        "{reason}"
     );
     let other_caller = token_with("agent-8", &["agents"], json!({}));
     refused(&s.post(EXPORT, &other_caller, BODY, Some(&token)).await);

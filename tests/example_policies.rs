@@ -140,6 +140,12 @@ async fn a_role_binding_is_held_until_two_members_of_security_approve() {
             .is_some_and(|r| r.contains("cluster-admin")),
         "approvers see which role: {a}"
     );
+    assert!(
+        a["parameters"]["body.subjects"]
+            .as_str()
+            .is_some_and(|r| r.contains("agent-7")),
+        "approvers see to whom: {a}"
+    );
     let (code, out) = s.cli("dora", &["approve", &id, "--reason", "ok"]);
     assert_ne!(code, 0, "a data owner approved a role binding: {out}");
     let (code, out) = s.cli("sara", &["approve", &id, "--reason", "incident 7"]);

@@ -21,6 +21,9 @@ pub struct FingerprintInput<'a> {
     /// A shadow request binds apart from the enforced one, so that an
     /// approval given for practice never allows a call once enforced.
     pub shadow: bool,
+    /// The rules it is approved under ([`super::ApprovalParams::rules`]):
+    /// a changed guard needs a new approval.
+    pub rules: &'a str,
 }
 
 impl FingerprintInput<'_> {
@@ -55,6 +58,7 @@ impl FingerprintInput<'_> {
         if self.shadow {
             field(b"shadow");
         }
+        field(self.rules.as_bytes());
         hex::encode(h.finalize())
     }
 }
@@ -75,6 +79,7 @@ mod tests {
             query,
             body,
             shadow: false,
+            rules: "quorum=1",
         }
         .digest()
     }
@@ -101,6 +106,7 @@ mod tests {
             query: "a=1&b=2",
             body: b"{}",
             shadow: false,
+            rules: "quorum=1",
         };
         assert_ne!(base, other.digest(), "on behalf of someone else");
         other.on_behalf_of = r#"User::"alice""#;
@@ -110,5 +116,9 @@ mod tests {
         other.host = "api";
         other.shadow = true;
         assert_ne!(base, other.digest(), "a shadow request binds apart");
+        other.shadow = false;
+        assert_eq!(base, other.digest());
+        other.rules = "quorum=2";
+        assert_ne!(base, other.digest(), "a changed guard binds apart");
     }
 }

@@ -549,6 +549,7 @@ mod tests {
                 reason_required: false,
                 mode: Mode::Deny,
                 shadow: false,
+                rules: String::new(),
             },
             params,
         }

@@ -137,6 +137,10 @@ pub struct RequestInfo {
     /// Opened in shadow mode: for practice, never required and never used.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+    /// The guarding policies and parameters it was opened under
+    /// ([`ApprovalParams::rules`]); "" for requests opened before they were kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rules: String,
 }
 
 /// One approver's act on a request, as recorded.

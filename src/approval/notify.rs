@@ -199,6 +199,7 @@ mod tests {
                 reason_required: true,
                 mode: Mode::Deny,
                 shadow: true,
+                rules: String::new(),
             },
             created_at: 0,
             expires_at: 60,

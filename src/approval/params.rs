@@ -163,6 +163,29 @@ impl ApprovalParams {
         Ok(p)
     }
 
+    /// The rules an approval is given under, in one canonical line: bound
+    /// into its fingerprint and kept with it, so that an approval is never
+    /// used once the policies that required it, or their parameters, changed.
+    pub fn rules(&self, policies: &[String]) -> String {
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v.join(",")
+        };
+        format!(
+            "policies={} mode={} approvers={} quorum={} pending_ttl={}s approval_ttl={}s uses={} reason_required={} show={}",
+            sorted(policies),
+            self.mode.as_str(),
+            sorted(&self.approver_groups),
+            self.quorum,
+            self.pending_ttl.as_secs(),
+            self.approval_ttl.as_secs(),
+            self.uses,
+            self.reason_required,
+            sorted(&self.show),
+        )
+    }
+
     /// Several guarded policies applying to one call: the strictest of each
     /// parameter wins, and an approver must satisfy every policy's groups.
     pub fn merge(all: &[&ApprovalParams]) -> ApprovalParams {

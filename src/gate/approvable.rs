@@ -15,6 +15,7 @@ use crate::approval::{
 use crate::audit::Trail;
 use crate::audit::trail::borrowed;
 use crate::metrics::DecisionKind;
+use crate::request::Shown;
 
 /// What became of the approval side of a call, for its trail.
 #[derive(Debug, Clone, Default)]
@@ -56,9 +57,18 @@ impl Gate {
         if let BodyState::Incomplete(why) = call.body_state {
             return (refuse(why.to_owned()), note);
         }
+        // Approvers approve only what they can see: a call carrying more
+        // than its guard shows is refused before any approval is used.
+        let shown = req
+            .mapped
+            .shown(&params.show, call.query(), call.body.len());
+        if !shown.unshown.is_empty() {
+            return (refuse(unshown(&shown.unshown)), note);
+        }
         let parties = trail.parties();
         let principal = parties.principal;
-        let fingerprint = &self.fingerprint_of(req, trail, false);
+        let rules = params.rules(&policies);
+        let fingerprint = &self.fingerprint_of(req, trail, &rules, false);
         let budget = self.settings.store_budget;
         // The allow a use of the approval leads to: recorded by the store
         // with the use it takes, so that a use is never spent unrecorded.
@@ -79,14 +89,17 @@ impl Gate {
                 let consumed = approvals
                     .consume(Some(token), None, fingerprint, here, parties)
                     .await?;
-                let pending = match &consumed {
+                // A pending request is answered as one; a denied one names
+                // who denied it and why, as the token-less retry does.
+                let found = match &consumed {
                     Consumed::NotUsable {
                         id,
-                        status: Status::Pending,
-                    } => approvals.store().get(id).await?,
+                        status: Status::Pending | Status::Denied,
+                    }
+                    | Consumed::Mismatch { id } => approvals.store().get(id).await?,
                     _ => None,
                 };
-                Ok::<_, StoreError>((consumed, pending))
+                Ok::<_, StoreError>((consumed, found))
             })
             .await;
             let outcome = match used {
@@ -95,22 +108,30 @@ impl Gate {
                     allowed
                 }
                 Ok((Consumed::Unknown, _)) => refuse("the approval token is not valid".into()),
-                Ok((Consumed::Mismatch { id }, _)) => {
-                    let reason = format!(
-                        "approval `{id}` was granted for a different request: principal, method, host, path, query and body must be identical"
-                    );
+                Ok((Consumed::Mismatch { id }, found)) => {
+                    let reason = match found.filter(|a| a.info.rules != rules) {
+                        Some(a) => changed_rules(&id, &a.info.rules, &rules),
+                        None => format!(
+                            "approval `{id}` was granted for a different request: principal, method, host, path, query and body must be identical"
+                        ),
+                    };
                     note.id = id;
                     refuse(reason)
                 }
-                Ok((Consumed::NotUsable { id, status }, pending)) => {
+                Ok((Consumed::NotUsable { id, status }, found)) => {
                     note.status = Some(status);
-                    let outcome = match pending {
-                        Some(approval) => Outcome::ApprovalRequired {
-                            approval: Box::new(approval),
-                            token: None,
-                            reason: "the approval is still pending".into(),
-                        },
-                        None => refuse(not_usable(&id, status)),
+                    let outcome = match found {
+                        Some(approval) if approval.status == Status::Denied => {
+                            refuse(denied(&approval))
+                        }
+                        Some(approval) if approval.status == Status::Pending => {
+                            Outcome::ApprovalRequired {
+                                approval: Box::new(approval),
+                                token: None,
+                                reason: "the approval is still pending".into(),
+                            }
+                        }
+                        _ => refuse(not_usable(&id, status)),
                     };
                     note.id = id;
                     outcome
@@ -138,7 +159,8 @@ impl Gate {
                 Err(e) => return (unavailable(e), note),
             }
         }
-        let new = self.request_of(req, trail, &policies, params, fingerprint.clone(), false);
+        let binding = (fingerprint.clone(), rules);
+        let new = self.request_of(req, trail, &policies, params, binding, shown, false);
         let opened = match within(budget, approvals.open(&new, here)).await {
             Ok(o) => o,
             Err(e) => return (unavailable(e), note),
@@ -196,11 +218,17 @@ impl Gate {
 
     /// What binds an approval to the call exactly; a shadow request binds
     /// apart from the enforced one.
-    fn fingerprint_of(&self, req: &AccessRequest<'_>, trail: &Trail, shadow: bool) -> String {
+    fn fingerprint_of(
+        &self,
+        req: &AccessRequest<'_>,
+        trail: &Trail,
+        rules: &str,
+        shadow: bool,
+    ) -> String {
         let call = &req.call;
         // Identified by the trail: a guarded call always is.
         let parties = trail.parties();
-        let (path, query) = call.path.split_once('?').unwrap_or((call.path, ""));
+        let (path, query) = (call.path_only(), call.query());
         FingerprintInput {
             principal: parties.principal,
             on_behalf_of: parties.on_behalf_of,
@@ -212,18 +240,22 @@ impl Gate {
             query,
             body: call.body,
             shadow,
+            rules,
         }
         .digest()
     }
 
-    /// The approval request a call opens, with its `fingerprint`.
+    /// The approval request a call opens, bound by `fingerprint` under
+    /// `rules`, showing what `shown` holds.
+    #[allow(clippy::too_many_arguments)]
     fn request_of(
         &self,
         req: &AccessRequest<'_>,
         trail: &Trail,
         policies: &[String],
         params: ApprovalParams,
-        fingerprint: String,
+        (fingerprint, rules): (String, String),
+        shown: Shown,
         shadow: bool,
     ) -> NewApproval {
         let call = &req.call;
@@ -245,13 +277,14 @@ impl Gate {
                 host: call.host.to_owned(),
                 source_address: call.source_address.to_owned(),
                 policies: policies.to_vec(),
-                parameters: req.mapped.shown_parameters(&params.show),
+                parameters: shown.parameters,
                 approver_groups: params.approver_groups.clone(),
                 quorum: params.quorum,
                 uses: params.uses,
                 reason_required: params.reason_required,
                 mode: params.mode,
                 shadow,
+                rules,
             },
             params,
         }
@@ -272,8 +305,17 @@ impl Gate {
         if let BodyState::Incomplete(_) = req.call.body_state {
             return;
         }
-        let fingerprint = self.fingerprint_of(req, trail, true);
-        let new = self.request_of(req, trail, policies, params, fingerprint, true);
+        // Enforced, the call would be refused, not asked about.
+        let shown = req
+            .mapped
+            .shown(&params.show, req.call.query(), req.call.body.len());
+        if !shown.unshown.is_empty() {
+            return;
+        }
+        let rules = params.rules(policies);
+        let fingerprint = self.fingerprint_of(req, trail, &rules, true);
+        let binding = (fingerprint, rules);
+        let new = self.request_of(req, trail, policies, params, binding, shown, true);
         let call = &req.call;
         let allowed = Outcome::Allow {
             principal: new.info.principal.clone(),
@@ -378,6 +420,35 @@ fn denied(a: &Approval) -> String {
         format!(" by {}: {}", v.approver, v.reason)
     });
     format!("approval `{}` was denied{why}", a.id)
+}
+
+/// A call that carries what an approver would not be shown, in plain words.
+fn unshown(what: &[String]) -> String {
+    const LISTED: usize = 5;
+    let mut list = what
+        .iter()
+        .take(LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if what.len() > LISTED {
+        list.push_str(&format!(" and {} more", what.len() - LISTED));
+    }
+    format!(
+        "this call cannot be approved: it carries what an approver would not be shown ({list}); the guarding policies show only their `@show` fields and the allow-listed query parameters (`@show(\"*\")` shows everything)"
+    )
+}
+
+/// An approval whose guard changed since it was opened, in plain words.
+fn changed_rules(id: &str, then: &str, now: &str) -> String {
+    let then = if then.is_empty() {
+        "not recorded"
+    } else {
+        then
+    };
+    format!(
+        "approval `{id}` was granted under other rules: the policies that require it or their approval parameters have changed since (then: {then}; now: {now}); ask for a new approval"
+    )
 }
 
 /// A refused approval in plain words.

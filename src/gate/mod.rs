@@ -61,6 +61,11 @@ impl Call<'_> {
     pub fn path_only(&self) -> &str {
         self.path.split_once('?').map_or(self.path, |p| p.0)
     }
+
+    /// The raw query string, "" when there is none.
+    pub fn query(&self) -> &str {
+        self.path.split_once('?').map_or("", |p| p.1)
+    }
 }
 
 /// Whether the body that an approval must bind is all there.
@@ -495,6 +500,8 @@ impl Gate {
     }
 }
 
+#[cfg(test)]
+mod binding_tests;
 #[cfg(test)]
 mod shadow_tests;
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::approval::{ApprovalStore, MemoryStore, Ruling, Status};
 use crate::config::{Config, EMBEDDED};
 
 /// The example policies, each file passed through `edit`.
-fn policies(edit: impl Fn(&str, String) -> String) -> tempfile::TempDir {
+pub(super) fn policies(edit: impl Fn(&str, String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     for entry in std::fs::read_dir(examples).unwrap() {
@@ -207,7 +207,7 @@ unless { context.approval.granted };
     let admin = || json!({"sub": "root", "groups": ["admins"]});
 
     let got = w
-        .decide_as("DELETE", "/v1/datasets/old", admin(), None)
+        .decide_body("DELETE", "/v1/datasets/old", admin(), None, b"")
         .await;
     assert!(matches!(got, Outcome::Allow { .. }), "{got:?}");
     let opened = w.requests(1).await;
@@ -230,7 +230,7 @@ unless { context.approval.granted };
     std::fs::write(&path, text.replace("@shadow\n", "")).unwrap();
     w.policies.reload().unwrap();
     let got = w
-        .decide_as("DELETE", "/v1/datasets/old", admin(), None)
+        .decide_body("DELETE", "/v1/datasets/old", admin(), None, b"")
         .await;
     let Outcome::ApprovalRequired { approval, .. } = &got else {
         panic!("{got:?}")

@@ -24,7 +24,7 @@ pub(super) struct World {
     pub policies: Arc<PolicyStore>,
 }
 
-fn world() -> World {
+pub(super) fn world() -> World {
     let config = Config::load(None, &HashMap::new()).unwrap();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     world_in(config, &dir, Arc::new(MemoryStore::new()))

@@ -14,6 +14,7 @@ use miette::Diagnostic;
 
 use crate::approval::ApprovalParams;
 
+use super::guards::{GuardedActions, check_unread_bodies};
 use super::rollout::{Mark, Rollout};
 use super::{PolicyError, Probe};
 
@@ -140,52 +141,6 @@ impl Loaded {
     }
 }
 
-/// The actions named in guarded policies' scopes.
-#[derive(Debug, Default)]
-pub struct GuardedActions {
-    /// A guarded policy constrains no action: every action is guarded.
-    pub all: bool,
-    pub actions: HashSet<EntityUid>,
-}
-
-impl GuardedActions {
-    pub fn contains(&self, action: &EntityUid) -> bool {
-        self.all || self.actions.contains(action)
-    }
-
-    /// From the guarded policies' action scopes; `action in [group]` covers
-    /// the group's member actions as the schema declares them.
-    fn of(set: &PolicySet, guards: &HashMap<String, ApprovalParams>, schema: &Schema) -> Self {
-        let mut out = Self::default();
-        let members = schema.action_entities().ok();
-        for policy in set
-            .policies()
-            .filter(|p| guards.contains_key::<str>(p.id().as_ref()))
-        {
-            match policy.action_constraint() {
-                ActionConstraint::Any => out.all = true,
-                ActionConstraint::Eq(uid) => {
-                    out.actions.insert(uid);
-                }
-                ActionConstraint::In(groups) => {
-                    for action in schema.actions() {
-                        let inside = groups.contains(action)
-                            || members.as_ref().is_some_and(|m| {
-                                m.ancestors(action)
-                                    .is_some_and(|mut a| a.any(|g| groups.contains(g)))
-                            });
-                        if inside {
-                            out.actions.insert(action.clone());
-                        }
-                    }
-                    out.actions.extend(groups);
-                }
-            }
-        }
-        out
-    }
-}
-
 impl Loaded {
     /// No policies: every request is denied. Served while no valid set has
     /// loaded, so that the sidecar answers (and reports not ready).
@@ -206,14 +161,34 @@ impl Loaded {
     }
 }
 
-struct Source {
-    path: PathBuf,
-    text: String,
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Source {
+    pub(super) path: PathBuf,
+    pub(super) text: String,
+}
+
+/// A policy directory's schema and policy files, as read.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Sources {
+    schemas: Vec<Source>,
+    policies: Vec<Source>,
+}
+
+impl Sources {
+    /// Every file, schemas first.
+    pub(super) fn files(&self) -> impl Iterator<Item = &Source> {
+        self.schemas.iter().chain(&self.policies)
+    }
 }
 
 /// Loads and validates `dir`. Every problem found is reported, not only the
 /// first, so that one `policy validate` run lists them all.
 pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
+    load_sources(dir, read_dir(dir)?, probes)
+}
+
+/// Reads the schema and policy files of `dir`.
+pub(super) fn read_dir(dir: &Path) -> Result<Sources, PolicyError> {
     // A directory that is missing or lacks files is named absolute: a
     // relative one leaves the reader guessing which working directory.
     let looked_in = || std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
@@ -240,11 +215,22 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
         .into_iter()
         .map(read)
         .collect::<Result<Vec<_>, _>>()?;
-    let sources = policy_files
+    let policies = policy_files
         .into_iter()
         .map(read)
         .collect::<Result<Vec<_>, _>>()?;
+    Ok(Sources { schemas, policies })
+}
 
+/// Validates what was read from `dir`.
+pub(super) fn load_sources(
+    dir: &Path,
+    Sources {
+        schemas,
+        policies: sources,
+    }: Sources,
+    probes: &[Probe],
+) -> Result<Loaded, PolicyError> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let schema = parse_schema(dir, &schemas, &mut problems, &mut warnings);
@@ -272,6 +258,19 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
         shadow,
         always,
     } = marked;
+    check_unread_bodies(
+        &set,
+        &guards,
+        &schema,
+        probes,
+        &owner,
+        &sources,
+        dir,
+        &mut problems,
+    );
+    if !problems.is_empty() {
+        return Err(PolicyError::Invalid(problems));
+    }
     let guarded_actions = GuardedActions::of(&set, &guards, &schema);
     let slices = Slices::of(&set, &schema);
     let rollout = Rollout::new(&set, &slices, &schema, shadow, always);

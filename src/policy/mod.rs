@@ -1,8 +1,10 @@
 //! Cedar policies: load and validate a directory, evaluate, reload with an
 //! atomic swap that keeps the last good set when a change is broken.
 
+mod guards;
 pub mod load;
 pub mod rollout;
+mod settle;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +27,9 @@ pub struct Probe {
     pub action: EntityUid,
     pub resource: EntityUid,
     pub context: Context,
+    /// The route takes methods that carry a body and does not read it: an
+    /// approver could not see that body, so no guard may apply here.
+    pub unread_body: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +47,11 @@ pub enum PolicyError {
     NoPolicies(PathBuf),
     #[error("{} problem(s) in the policies:\n{}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
+    #[error(
+        "the policy directory changed while it was read ({}): not reloaded; it is read again once it holds still (write each file elsewhere and rename it in, or swap a symlinked directory)",
+        .0.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", ")
+    )]
+    Changing(Vec<PathBuf>),
 }
 
 /// Allow or deny.
@@ -191,15 +201,27 @@ impl PolicyStore {
 
     /// Re-reads the directory. On success the new set replaces the old one in
     /// a single swap; on failure the old set stays and the failure is counted.
+    /// Only a directory that reads the same twice is loaded (see
+    /// [`settle`]); a reload that drops a forbid says which, loudly.
     pub fn reload(&self) -> Result<Arc<Loaded>, PolicyError> {
-        match load::load_dir(&self.dir, &self.probes) {
+        let read = settle::read_settled(&self.dir, settle::GAP);
+        match read.and_then(|sources| load::load_sources(&self.dir, sources, &self.probes)) {
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
+                let removed = settle::removed_forbids(&self.current(), &loaded);
+                if !removed.is_empty() {
+                    tracing::warn!(
+                        removed = %removed.join(", "),
+                        "policy reload removed forbid policies: check that this was meant"
+                    );
+                }
                 self.current.store(loaded.clone());
                 self.ready.store(true, Ordering::Relaxed);
                 self.stats.reloads.fetch_add(1, Ordering::Relaxed);
                 Ok(loaded)
             }
+            // Not a failure: the write that moved it brings another reload.
+            Err(e @ PolicyError::Changing(_)) => Err(e),
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 Err(e)

@@ -264,6 +264,7 @@ fn probes_that_do_not_fit_the_schema_fail_the_load() {
         action: uid(r#"Action::"write""#),
         resource: uid(r#"Doc::"p""#),
         context: Context::empty(),
+        unread_body: false,
     };
     let Err(PolicyError::Invalid(problems)) = PolicyStore::open(d.path(), vec![probe]) else {
         panic!("expected invalid");

@@ -71,6 +71,7 @@ pub fn spawn(store: Arc<PolicyStore>) -> notify::Result<WatchGuard> {
                         tracing::warn!("policy warning: {w}");
                     }
                 }
+                Ok((Err(e @ super::PolicyError::Changing(_)), _)) => tracing::info!("{e}"),
                 Ok((Err(e), failures)) => tracing::error!(
                     reload_failures_total = failures,
                     "policy reload failed, keeping the last good set: {e}"

@@ -8,10 +8,11 @@ mod path;
 mod probes;
 pub mod reach;
 pub mod routes;
+mod shown;
 pub mod value;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,7 @@ pub use identity::{Identity, IdentityError, IdentitySettings, Source};
 pub use mcp::{McpCall, McpEndpoint};
 pub use reach::RouteCoverage;
 pub use routes::{RouteSpec, RouteTable};
+pub use shown::{SHOW_ALL, Shown};
 
 use path::{check_normalised, check_percent_encoding};
 
@@ -123,32 +125,6 @@ impl MappedRequest {
                 false
             }
         }
-    }
-
-    /// Query parameters (allow-listed) and the body fields a guarded policy
-    /// names with `@show`: what an approver sees of the call's parameters.
-    pub fn shown_parameters(&self, show: &[String]) -> BTreeMap<String, String> {
-        let mut out: BTreeMap<String, String> = self.query.iter().cloned().collect();
-        let mut label = "body";
-        if let Some(mcp) = &self.mcp {
-            label = "arguments";
-            out.insert("mcp.server".to_owned(), mcp.server.clone());
-            if let Some(tool) = &mcp.tool {
-                out.insert("mcp.tool".to_owned(), tool.clone());
-            }
-        }
-        if let Some(body) = &self.body {
-            for field in show {
-                if let Some(v) = body.get(field) {
-                    let text = match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    out.insert(format!("{label}.{field}"), text);
-                }
-            }
-        }
-        out
     }
 }
 

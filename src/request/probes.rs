@@ -23,6 +23,7 @@ impl Samples {
         label: &'s str,
         action: &'s EntityUid,
         resource_type: &EntityTypeName,
+        unread_body: bool,
     ) -> impl Iterator<Item = Probe> + 's {
         let resource =
             EntityUid::from_type_name_and_id(resource_type.clone(), EntityId::new("probe"));
@@ -34,6 +35,7 @@ impl Samples {
                 action: action.clone(),
                 resource: resource.clone(),
                 context: context.clone(),
+                unread_body,
             })
         })
     }
@@ -45,22 +47,29 @@ impl Mapper {
     /// schema before any real request arrives.
     pub fn probes(&self) -> Result<Vec<Probe>, MappingError> {
         let samples = self.samples()?;
-        let mut targets: Vec<(String, &EntityUid, &EntityTypeName)> = self
+        let mut targets: Vec<(String, &EntityUid, &EntityTypeName, bool)> = self
             .routes
             .specs()
             .map(|r| {
                 let label = format!("route `{} {}`", r.method.as_deref().unwrap_or("*"), r.path);
-                (label, &r.action, &r.resource_type)
+                let carries = r
+                    .method
+                    .as_deref()
+                    .is_none_or(|m| matches!(m, "POST" | "PUT" | "PATCH"));
+                (label, &r.action, &r.resource_type, carries && !r.body)
             })
             .collect();
+        // The default route cannot read bodies; a body there is refused per
+        // call instead (see `Shown`).
         targets.push((
             "the default route".to_owned(),
             self.routes.default_action(),
             self.routes.default_resource_type(),
+            false,
         ));
         let mut probes = Vec::new();
-        for (label, action, resource_type) in &targets {
-            probes.extend(samples.for_route(label, action, resource_type));
+        for (label, action, resource_type, unread_body) in &targets {
+            probes.extend(samples.for_route(label, action, resource_type, *unread_body));
         }
         // An MCP endpoint's protocol messages (tool calls take their actions
         // from the call, so only the schema can say which exist).
@@ -82,6 +91,7 @@ impl Mapper {
                         action: action.clone(),
                         resource: endpoint.server_resource.clone(),
                         context: context.clone(),
+                        unread_body: false,
                     });
                 }
             }

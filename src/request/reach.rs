@@ -59,7 +59,7 @@ impl RouteCoverage {
             // As the loader checks a route: every probe must fit.
             let routable = samples.as_ref().is_none_or(|s| {
                 resources.iter().any(|ty| {
-                    s.for_route("", action, ty).all(|p| {
+                    s.for_route("", action, ty, false).all(|p| {
                         Request::new(p.principal, p.action, p.resource, p.context, Some(schema))
                             .is_ok()
                     })

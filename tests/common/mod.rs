@@ -531,6 +531,7 @@ pub fn export_request(
         reason_required: params.reason_required,
         mode: params.mode,
         shadow: false,
+        rules: String::new(),
     };
     countersign::approval::NewApproval {
         fingerprint: fingerprint.into(),

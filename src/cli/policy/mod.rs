@@ -278,6 +278,7 @@ fn policy_hint(e: &PolicyError, flag: &str) -> String {
             "fix them; `countersign policy validate DIR` lists every problem as file:line:col"
                 .to_owned()
         }
+        PolicyError::Changing(_) => "run it again once the files are written".to_owned(),
     }
 }
 

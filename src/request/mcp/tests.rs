@@ -249,11 +249,17 @@ fn approvers_see_the_server_the_tool_and_the_shown_arguments() {
         json!({"dataset": "sales", "format": "csv", "secret": "s3cr3t"}),
     ))
     .unwrap();
-    let shown = m.shown_parameters(&["dataset".into(), "format".into()]);
-    assert_eq!(shown["mcp.server"], "datasets");
-    assert_eq!(shown["mcp.tool"], "export_dataset");
-    assert_eq!(shown["arguments.format"], "csv");
-    assert!(!shown.values().any(|v| v == "s3cr3t"), "{shown:?}");
+    let shown = m.shown(&["dataset".into(), "format".into()], "", 1);
+    let p = &shown.parameters;
+    assert_eq!(p["mcp.server"], "datasets");
+    assert_eq!(p["mcp.tool"], "export_dataset");
+    assert_eq!(p["arguments.format"], "csv");
+    assert!(!p.values().any(|v| v == "s3cr3t"), "{p:?}");
+    // An argument not shown makes the call unapprovable, and is named.
+    assert_eq!(shown.unshown, ["argument `secret`"]);
+    let all = m.shown(&["*".into()], "", 1);
+    assert_eq!(all.parameters["arguments.secret"], "s3cr3t");
+    assert!(all.unshown.is_empty());
 }
 
 #[test]
