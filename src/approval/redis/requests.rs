@@ -266,7 +266,10 @@ impl ApprovalStore for RedisStore {
                     // the call goes ahead, or a failover could hand the use
                     // out again. If it does not come, the call is refused and
                     // the use is spent: closed, at the cost of a re-approval.
-                    self.confirmed(acks)?;
+                    if let Err(e) = self.confirmed(acks) {
+                        self.correct_unconfirmed(id, check, &e).await;
+                        return Err(e);
+                    }
                     Consumed::Used {
                         id: (*id).into(),
                         uses_left: left.parse().unwrap_or(0),
