@@ -257,3 +257,53 @@ async fn an_unconfirmed_use_is_corrected_in_the_trail_right_after_its_allow() {
     // Nothing after the correction claims otherwise.
     assert_eq!(trail.len(), allow + 2, "{trail:?}");
 }
+
+/// An agent that varies a body field the approvers are not shown opens one
+/// request per variant: past `approvals.max_pending_per_principal` it gets
+/// a refusal that says why, counted; its identical retry still finds its
+/// request.
+#[tokio::test]
+async fn past_its_cap_of_pending_requests_a_principal_is_refused_with_the_reason() {
+    let redis = Redis::start().await;
+    let config = example_config();
+    let policies = Arc::new(example_policies(&config));
+    let store = Arc::new(redis_store(StoreConfig {
+        max_pending_per_principal: 2,
+        ..store_config(&redis.url(), "cap:")
+    }));
+    let sink = EventSink::default();
+    let svc = authz_service_with(
+        config,
+        policies.clone(),
+        store.clone(),
+        sink.clone(),
+        |_| {},
+    );
+    let export = |note: &str| {
+        check("POST", "/v1/datasets/sales/export")
+            .claims(json!({"sub": "agent-7", "groups": ["agents"]}))
+            .body(&format!(r#"{{"format":"csv","note":"{note}"}}"#))
+            .build()
+    };
+    for note in ["a", "b", "a"] {
+        let (status, body) = answer(&svc, &export(note)).await;
+        assert_eq!(
+            (status, &body["decision"]),
+            (403, &json!("approval_required")),
+            "{body}"
+        );
+    }
+    let (status, body) = answer(&svc, &export("c")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["decision"], "deny", "{body}");
+    assert_eq!(
+        body["reason"],
+        "principal `User::\"agent-7\"` has 2 approval requests pending; no more are opened \
+         until approvers decide some or they expire (approvals.max_pending_per_principal)"
+    );
+    let scraped = sink.metrics().render(&policies, &*store).await;
+    assert!(
+        scraped.contains("countersign_approval_requests_refused_total 1"),
+        "{scraped}"
+    );
+}

@@ -170,6 +170,13 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
         return Err(o.invalid("audit.max_entries", "expected a positive number of entries"));
     }
     store.audit_max_len = raw.audit.max_entries;
+    if raw.approvals.max_pending_per_principal == 0 {
+        return Err(o.invalid(
+            "approvals.max_pending_per_principal",
+            "expected a positive number of requests",
+        ));
+    }
+    store.max_pending_per_principal = raw.approvals.max_pending_per_principal;
     store.audit_max_age = match raw.audit.max_age.as_str() {
         "off" => None,
         age => Some(duration(o, "audit.max_age", age)?),
@@ -312,6 +319,7 @@ fn validate_redis(r: &RawRedis, o: &Origins) -> Result<StoreConfig, ConfigError>
         },
         audit_max_len: 1_000_000,
         audit_max_age: None,
+        max_pending_per_principal: crate::approval::store::DEFAULT_MAX_PENDING_PER_PRINCIPAL,
     })
 }
 

@@ -28,12 +28,10 @@ impl RedisStore {
         let shard = shard_of_id(place).unwrap_or_else(|| spread(place));
         let key = format!("{}audit", self.shard(shard));
         self.run(|mut c| async move {
+            // No MAXLEN: a flood must not trim what came before it (the
+            // sweep trims by age, and past the memory guard by count).
             let mut cmd = redis::cmd("XADD");
-            cmd.arg(key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.audit_len())
-                .arg("*");
+            cmd.arg(key).arg("*");
             for (k, v) in fields.iter().filter(|(_, v)| !v.is_empty()) {
                 cmd.arg(*k).arg(*v);
             }
