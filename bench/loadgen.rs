@@ -26,7 +26,7 @@ mod check;
 #[path = "synthetic.rs"]
 mod synthetic;
 
-use synthetic::{allowed, denied, export};
+use synthetic::{allowed, denied, export, export_as};
 
 #[derive(Parser)]
 #[command(about = "Load generator for ext_authz Check (see bench/README.md)")]
@@ -364,8 +364,10 @@ async fn pending(target: &str, count: usize) -> Result<(), Box<dyn std::error::E
         set.spawn(async move {
             let mut opened = 0;
             for rows in (w..count).step_by(workers) {
-                // Each row count is a different call, so a different request.
-                let r = client.check(export(rows + 1, None)).await;
+                // Each row count is a different call, so a different
+                // request; each by its own agent, under the per-principal cap.
+                let agent = format!("agent-{rows}");
+                let r = client.check(export_as(&agent, rows + 1, None)).await;
                 if r.ok().is_some_and(|r| approval_of(r.get_ref()).is_some()) {
                     opened += 1;
                 }

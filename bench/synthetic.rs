@@ -33,8 +33,15 @@ pub fn denied() -> CheckRequest {
 /// An agent exports for alice: guarded by `agent-exports-need-approval`.
 /// Each `rows` is a different call, so a different approval request.
 pub fn export(rows: usize, token: Option<&str>) -> CheckRequest {
+    export_as("agent-7", rows, token)
+}
+
+/// As [`export`], by agent `sub`: a principal may have only so many
+/// requests pending (`approvals.max_pending_per_principal`), so a benchmark
+/// that keeps thousands pending spreads them over agents.
+pub fn export_as(sub: &str, rows: usize, token: Option<&str>) -> CheckRequest {
     let mut c = crate::check::check("POST", "/v1/datasets/sales/export")
-        .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
+        .claims(json!({"sub": sub, "groups": ["agents"], "on_behalf_of": "alice"}))
         .header("content-type", "application/json")
         .body(&format!(r#"{{"format": "csv", "rows": {rows}}}"#));
     if let Some(t) = token {

@@ -30,7 +30,8 @@
 //!   wires a whole sidecar onto listeners the caller bound.
 //! - [`telemetry`]: OpenTelemetry export and trace-context propagation.
 //! - [`metrics`]: Prometheus counters and the scrape text.
-//! - [`clock`], [`location`]: small shared helpers.
+//! - [`clock`], [`location`]: small shared helpers; [`text`]: values made
+//!   safe to show people (terminal escapes, Slack mrkdwn).
 //! - [`cli`]: the command-line subcommands.
 #![forbid(unsafe_code)]
 
@@ -49,3 +50,4 @@ pub mod policy;
 pub mod request;
 pub mod server;
 pub mod telemetry;
+pub mod text;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 use crate::approval::{ApprovalStore, EventKind};
 use crate::policy::PolicyStore;
@@ -57,6 +59,10 @@ struct Inner {
     approvals: Vec<IntCounter>,
     redis_errors: IntCounter,
     audit_failures: IntCounter,
+    audit_longest: IntGauge,
+    audit_guard: IntGauge,
+    audit_guard_trims: IntCounter,
+    pending_cap_refusals: IntCounter,
     spans_dropped: Option<Arc<AtomicU64>>,
 }
 
@@ -115,8 +121,32 @@ impl Metrics {
             "Guarded decisions denied because the audit stream could not be written.",
         )
         .expect("valid metric");
+        let audit_longest = IntGauge::new(
+            "countersign_audit_stream_entries",
+            "Entries in the longest audit stream (one per shard), as of the last sweep; compare with countersign_audit_stream_guard_entries.",
+        )
+        .expect("valid metric");
+        let audit_guard = IntGauge::new(
+            "countersign_audit_stream_guard_entries",
+            "The memory guard of one audit stream (audit.max_entries / 16): past it the oldest entries are trimmed whatever their age.",
+        )
+        .expect("valid metric");
+        let audit_guard_trims = IntCounter::new(
+            "countersign_audit_guard_trims_total",
+            "Audit entries trimmed by the memory guard before audit.max_age (alert on any).",
+        )
+        .expect("valid metric");
+        let pending_cap_refusals = IntCounter::new(
+            "countersign_approval_requests_refused_total",
+            "Approval requests not opened: the principal had approvals.max_pending_per_principal pending.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(checks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(audit_longest.clone()),
+            Box::new(audit_guard.clone()),
+            Box::new(audit_guard_trims.clone()),
+            Box::new(pending_cap_refusals.clone()),
             Box::new(shadow.clone()),
             Box::new(latency.clone()),
             Box::new(approvals.clone()),
@@ -137,6 +167,10 @@ impl Metrics {
                     .collect(),
                 redis_errors,
                 audit_failures,
+                audit_longest,
+                audit_guard,
+                audit_guard_trims,
+                pending_cap_refusals,
                 spans_dropped,
                 registry,
             }),
@@ -165,6 +199,21 @@ impl Metrics {
 
     pub fn audit_failure(&self) {
         self.inner.audit_failures.inc();
+    }
+
+    /// What a sweep found of the audit streams' size and memory guard.
+    pub fn audit_guard(&self, swept: &crate::approval::store::Swept) {
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        if swept.audit_guard > 0 {
+            self.inner.audit_longest.set(gauge(swept.audit_longest));
+            self.inner.audit_guard.set(gauge(swept.audit_guard));
+        }
+        self.inner.audit_guard_trims.inc_by(swept.audit_trimmed);
+    }
+
+    /// An approval request refused: its principal was at its cap.
+    pub fn pending_cap_refusal(&self) {
+        self.inner.pending_cap_refusals.inc();
     }
 
     /// The text exposition, with the values read at scrape time.

@@ -453,9 +453,9 @@ async fn a_store_that_cannot_be_reached_says_approvals_are_unavailable() {
 
 /// The ids a sweep expired; every shard swept.
 async fn sweep(s: &dyn ApprovalStore) -> Vec<String> {
-    let (ids, errors) = s.sweep().await;
-    assert!(errors.is_empty(), "{errors:?}");
-    ids
+    let swept = s.sweep().await;
+    assert!(swept.errors.is_empty(), "{:?}", swept.errors);
+    swept.expired
 }
 
 /// The fields of every audit entry, in stream order.
@@ -547,6 +547,50 @@ async fn the_sweep_records_each_expiry_once(s: Arc<dyn ApprovalStore>) {
     assert_eq!(events, ["requested", "expired"]);
 }
 
+/// Varying what the approver does not see cannot open requests without
+/// end: a principal has at most `max_pending_per_principal` (20 by
+/// default) pending at once, across every shard of the store.
+async fn a_principal_has_at_most_twenty_requests_pending(s: Arc<dyn ApprovalStore>) {
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(open(&*s, &format!("fp-{i}"), params()).await.approval.id);
+    }
+    // The identical call finds its request: never refused.
+    let again = open(&*s, "fp-7", params()).await;
+    assert_eq!((again.created, &again.approval.id), (false, &ids[7]));
+    let err = s
+        .open(&new("fp-21", params()), CheckRef::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "principal `User::\"agent-7\"` has 20 approval requests pending; no more are opened \
+         until approvers decide some or they expire (approvals.max_pending_per_principal)"
+    );
+    // Another principal is not held back by this one.
+    let mut other = new("fp-21", params());
+    other.info.principal = r#"User::"agent-8""#.into();
+    assert!(s.open(&other, CheckRef::default()).await.unwrap().created);
+    // Decided requests free their places.
+    s.vote(&ids[0], "dora", Verdict::Deny, "no").await.unwrap();
+    s.vote(&ids[1], "dora", Verdict::Approve, "ok")
+        .await
+        .unwrap();
+    assert!(open(&*s, "fp-22", params()).await.created);
+    assert!(open(&*s, "fp-23", params()).await.created);
+    let err = s
+        .open(&new("fp-24", params()), CheckRef::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("has 20 approval requests pending"),
+        "{err}"
+    );
+    // Finding a decided request is not opening one.
+    assert!(!open(&*s, "fp-0", params()).await.created);
+    assert!(!open(&*s, "fp-1", params()).await.created);
+}
+
 /// Runs each contract body against every store: in memory and on one Redis
 /// node, one test each; on a Redis Cluster, in one test that takes the
 /// bodies in turn, each under its own key prefix (a cluster takes seconds
@@ -602,4 +646,5 @@ contract!(
     events_announce_each_change,
     every_lifecycle_event_is_in_the_audit_stream_once_in_order,
     the_sweep_records_each_expiry_once,
+    a_principal_has_at_most_twenty_requests_pending,
 );

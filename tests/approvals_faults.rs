@@ -168,3 +168,142 @@ async fn a_hold_ends_before_the_callers_deadline() {
         (403, Some("approval_required"))
     );
 }
+
+/// `redis.replica_acks = 1` on a primary with no replica: the use is taken
+/// and recorded with its allow, WAIT confirms nothing and the caller gets
+/// 503. The entry right after the allow in the trail says so.
+#[tokio::test]
+async fn an_unconfirmed_use_is_corrected_in_the_trail_right_after_its_allow() {
+    #[allow(unused_imports)]
+    use countersign::approval::ApprovalStore;
+    use countersign::approval::store::AuditCursor;
+    let redis = Redis::start().await;
+    let config = example_config();
+    let store = Arc::new(redis_store(StoreConfig {
+        replica_acks: 1,
+        timeout: Duration::from_millis(400),
+        ..store_config(&redis.url(), "unconfirmed:")
+    }));
+    let policies = Arc::new(example_policies(&config));
+    let svc = authz_service_with(
+        config,
+        policies,
+        store.clone(),
+        EventSink::default(),
+        |_| {},
+    );
+    let (status, body) = answer(&svc, &export()).await;
+    assert_eq!(status, 403, "{body}");
+    let (id, token) = (
+        body["approval_id"].as_str().unwrap().to_owned(),
+        body["approval_token"].as_str().unwrap().to_owned(),
+    );
+    // An approval is not waited for (losing it only fails closed).
+    store
+        .vote(&id, "dora", countersign::approval::Ruling::Approve, "ok")
+        .await
+        .unwrap();
+    let retry = check("POST", "/v1/datasets/sales/export")
+        .claims(json!({"sub": "agent-7", "groups": ["agents"]}))
+        .header("x-countersign-approval", &token)
+        .body(r#"{"format":"csv"}"#)
+        .build();
+    let (status, body) = answer(&svc, &retry).await;
+    assert_eq!(status, 503, "{body}");
+
+    let trail = store
+        .audit_range(&mut AuditCursor::from("-"), "+", 100)
+        .await
+        .unwrap();
+    let field = |e: &countersign::approval::store::AuditEntry, k: &str| {
+        e.fields
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let allow = trail
+        .iter()
+        .position(|e| field(e, "event") == "decision" && field(e, "decision") == "allow")
+        .expect("the allow written with the use");
+    let next = trail.get(allow + 1).expect("an entry after the allow");
+    let fields: HashMap<&str, String> = [
+        "event",
+        "decision",
+        "status_code",
+        "approval_id",
+        "request_id",
+        "principal",
+        "action",
+        "resource",
+    ]
+    .into_iter()
+    .map(|k| (k, field(next, k)))
+    .collect();
+    assert_eq!(fields["event"], "use_unconfirmed", "{next:?}");
+    assert_eq!(fields["decision"], "error", "{next:?}");
+    assert_eq!(fields["status_code"], "503", "{next:?}");
+    assert_eq!(fields["approval_id"], id, "{next:?}");
+    assert_eq!(
+        fields["request_id"],
+        field(&trail[allow], "request_id"),
+        "{next:?}"
+    );
+    assert_eq!(fields["principal"], r#"User::"agent-7""#, "{next:?}");
+    assert!(
+        field(next, "reason").contains("got 0 of the 1 replica confirmation(s)"),
+        "{next:?}"
+    );
+    // Nothing after the correction claims otherwise.
+    assert_eq!(trail.len(), allow + 2, "{trail:?}");
+}
+
+/// An agent that varies a body field the approvers are not shown opens one
+/// request per variant: past `approvals.max_pending_per_principal` it gets
+/// a refusal that says why, counted; its identical retry still finds its
+/// request.
+#[tokio::test]
+async fn past_its_cap_of_pending_requests_a_principal_is_refused_with_the_reason() {
+    let redis = Redis::start().await;
+    let config = example_config();
+    let policies = Arc::new(example_policies(&config));
+    let store = Arc::new(redis_store(StoreConfig {
+        max_pending_per_principal: 2,
+        ..store_config(&redis.url(), "cap:")
+    }));
+    let sink = EventSink::default();
+    let svc = authz_service_with(
+        config,
+        policies.clone(),
+        store.clone(),
+        sink.clone(),
+        |_| {},
+    );
+    let export = |note: &str| {
+        check("POST", "/v1/datasets/sales/export")
+            .claims(json!({"sub": "agent-7", "groups": ["agents"]}))
+            .body(&format!(r#"{{"format":"csv","note":"{note}"}}"#))
+            .build()
+    };
+    for note in ["a", "b", "a"] {
+        let (status, body) = answer(&svc, &export(note)).await;
+        assert_eq!(
+            (status, &body["decision"]),
+            (403, &json!("approval_required")),
+            "{body}"
+        );
+    }
+    let (status, body) = answer(&svc, &export("c")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["decision"], "deny", "{body}");
+    assert_eq!(
+        body["reason"],
+        "principal `User::\"agent-7\"` has 2 approval requests pending; no more are opened \
+         until approvers decide some or they expire (approvals.max_pending_per_principal)"
+    );
+    let scraped = sink.metrics().render(&policies, &*store).await;
+    assert!(
+        scraped.contains("countersign_approval_requests_refused_total 1"),
+        "{scraped}"
+    );
+}

@@ -389,6 +389,23 @@ async fn sidecar_with_a_request() -> (
     common::Sidecar,
     String,
 ) {
+    let (redis, pki, policies, sidecar, _, id) =
+        sidecar_with(|new| new.info.resource = LONG_RESOURCE.into()).await;
+    (redis, pki, policies, sidecar, id)
+}
+
+/// A sidecar with the admin API and one pending request, changed by `edit`
+/// before it is opened; `(redis, pki, policies, sidecar, store, id)`.
+async fn sidecar_with(
+    edit: impl FnOnce(&mut countersign::approval::NewApproval),
+) -> (
+    common::Redis,
+    common::tls::Pki,
+    tempfile::TempDir,
+    common::Sidecar,
+    countersign::approval::RedisStore,
+    String,
+) {
     #[allow(unused_imports)]
     use countersign::approval::ApprovalStore;
     use countersign::approval::store::CheckRef;
@@ -407,14 +424,14 @@ async fn sidecar_with_a_request() -> (
             .unwrap();
     let store = common::services::redis_store(loaded.store);
     let mut new = common::export_request("cli-fp", &["data-owners"], Default::default());
-    new.info.resource = LONG_RESOURCE.into();
+    edit(&mut new);
     let id = store
         .open(&new, CheckRef::default())
         .await
         .unwrap()
         .approval
         .id;
-    (redis, pki, policies, sidecar, id)
+    (redis, pki, policies, sidecar, store, id)
 }
 
 const LONG_RESOURCE: &str = r#"Dataset::"quarterly-sales-by-region-and-product-line""#;
@@ -521,4 +538,81 @@ async fn approvals_list_fits_columns_and_colours_only_a_terminal_without_no_colo
         out.contains("countersign approvals list --status all"),
         "{out}"
     );
+}
+
+/// What an agent put in a parameter, and what a first approver put in a
+/// reason, reach the next approver's terminal as text: no escape sequence
+/// (CSI, OSC), bidi override or line break takes effect.
+#[tokio::test]
+async fn approvals_show_and_list_print_hostile_parameters_and_reasons_as_text() {
+    #[allow(unused_imports)]
+    use countersign::approval::ApprovalStore;
+    let hostile = [
+        ("body.destination", "s3://evil\u{1b}[2K\rs3://reports"),
+        (
+            "body.link",
+            "\u{1b}]8;;https://evil.example\u{7}report\u{1b}]8;;\u{7}",
+        ),
+        ("body.owner", "alice\u{202e}nimda\u{2066}x\u{2069}\u{200f}"),
+        ("body.rows", "10\nparameter       body.limit = 10"),
+        (
+            "body.format",
+            "csv\u{2028}parameter       body.safe = yes\u{61c}",
+        ),
+    ];
+    let (_redis, pki, _policies, sidecar, store, id) = sidecar_with(|new| {
+        new.params.quorum = 2;
+        new.info.quorum = 2;
+        new.info.resource = "Dataset::\"sales\u{9b}31m\"".into();
+        new.info.parameters = hostile
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    })
+    .await;
+    // The first of two approvers leaves a reason that would erase the line
+    // above it and print a benign one instead.
+    store
+        .vote(
+            &id,
+            "erin",
+            countersign::approval::Ruling::Approve,
+            "ok\u{1b}[1A\u{1b}[2K\rdecision        approve by security\u{2029}",
+        )
+        .await
+        .unwrap();
+    let cli = |args: &[&str]| common::approvals_cli(&sidecar, &pki, "dora", args);
+    for out in [
+        run(cli(&["show", &id])),
+        run(common::in_terminal(&cli(&["show", &id]))),
+        run(cli(&["list"])),
+    ]
+    .map(|(code, out)| {
+        assert_eq!(code, 0, "{out}");
+        // The status's own colour on a terminal is the only escape.
+        out.replace("\x1b[33m", "").replace("\x1b[0m", "")
+    }) {
+        for raw in [
+            '\u{1b}', '\u{9b}', '\u{7}', '\u{202e}', '\u{2066}', '\u{2028}', '\u{2029}', '\u{61c}',
+        ] {
+            assert!(!out.contains(raw), "{:?} in {out:?}", raw);
+        }
+        assert!(out.contains(r#"Dataset::"sales\u{9b}31m""#), "{out}");
+    }
+    let (_, show) = run(cli(&["show", &id]));
+    // One line per parameter and one per decision: none forged.
+    let count = |head: &str| show.lines().filter(|l| l.starts_with(head)).count();
+    assert_eq!(count("parameter "), hostile.len(), "{show}");
+    assert_eq!(count("decision "), 1, "{show}");
+    for shown in [
+        r"body.destination = s3://evil\u{1b}[2K\u{d}s3://reports",
+        r"body.link = \u{1b}]8;;https://evil.example\u{7}report\u{1b}]8;;\u{7}",
+        r"body.owner = alice\u{202e}nimda\u{2066}x\u{2069}\u{200f}",
+        r"body.rows = 10\u{a}parameter       body.limit = 10",
+        r"body.format = csv\u{2028}parameter       body.safe = yes\u{61c}",
+        r"by erin at ",
+        r": ok\u{1b}[1A\u{1b}[2K\u{d}decision        approve by security\u{2029}",
+    ] {
+        assert!(show.contains(shown), "`{shown}` not in {show}");
+    }
 }

@@ -184,6 +184,8 @@ fn store_status(e: StoreError) -> GrpcStatus {
             GrpcStatus::unavailable(e.to_string())
         }
         StoreError::NotFound(_) => GrpcStatus::not_found(e.to_string()),
+        // The admin API opens nothing; kept total for the compiler.
+        StoreError::TooManyPending { .. } => GrpcStatus::resource_exhausted(e.to_string()),
         StoreError::NotPending { .. } | StoreError::NotApproved { .. } => {
             GrpcStatus::failed_precondition(e.to_string())
         }

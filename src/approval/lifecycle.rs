@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::approvers::{Approver, Approvers};
 use super::events::{ApprovalEvent, Parties};
-use super::store::{ApprovalStore, CheckRef, Consumed, ListFilter, StoreError};
+use super::store::{ApprovalStore, CheckRef, Consumed, ListFilter, StoreError, Swept};
 use super::{Approval, NewApproval, Opened, Ruling, Status};
 use crate::audit::EventSink;
 
@@ -173,9 +173,15 @@ impl Lifecycle {
     }
 
     /// Expires what is due (each recorded once, whichever sidecar sweeps
-    /// first); returns the errors of the parts that could not be swept.
+    /// first), and says when the audit streams near or pass their memory
+    /// guard; returns the errors of the parts that could not be swept.
     pub async fn expire(&self) -> Vec<StoreError> {
-        let (expired, errors) = self.store.sweep().await;
+        let swept = self.store.sweep().await;
+        self.sink.metrics().audit_guard(&swept);
+        warn_of_guard(&swept);
+        let Swept {
+            expired, errors, ..
+        } = swept;
         for id in &expired {
             let approval = if self.sink.telemetry().is_some() {
                 self.store.get(id).await.ok().flatten()
@@ -188,5 +194,26 @@ impl Lifecycle {
             });
         }
         errors
+    }
+}
+/// The audit streams are trimmed by age; the count is only a memory guard.
+/// From 80% of it, a warning at each sweep; past it, the oldest entries go
+/// whatever their age, and the log says so loudly.
+fn warn_of_guard(swept: &Swept) {
+    let (longest, guard) = (swept.audit_longest, swept.audit_guard);
+    if swept.audit_trimmed > 0 {
+        tracing::error!(
+            trimmed = swept.audit_trimmed,
+            longest,
+            guard,
+            "audit stream past its memory guard: its {} oldest entries were trimmed before audit.max_age; raise audit.max_entries (and Redis memory) or lower audit.max_age",
+            swept.audit_trimmed
+        );
+    } else if guard > 0 && longest.saturating_mul(5) >= guard.saturating_mul(4) {
+        tracing::warn!(
+            longest,
+            guard,
+            "audit stream at {longest} of the {guard} entries its memory guard allows a shard: past it the oldest entries are trimmed whatever their age; raise audit.max_entries (and Redis memory) or lower audit.max_age"
+        );
     }
 }

@@ -126,9 +126,12 @@ pub fn payload(format: Format, event: EventKind, a: &Approval) -> Value {
             "approve_command": approve,
         }),
         Format::Slack => {
+            // Every value the agent or an approver chose is escaped: it
+            // cannot mention, link, or start a line of its own.
+            let m = crate::text::mrkdwn;
             let who = match &a.info.on_behalf_of {
-                Some(h) => format!("{} (on behalf of {h})", a.info.principal),
-                None => a.info.principal.clone(),
+                Some(h) => format!("{} (on behalf of {})", m(&a.info.principal), m(h)),
+                None => m(&a.info.principal),
             };
             let title = match event {
                 EventKind::Requested => "Approval requested",
@@ -143,11 +146,12 @@ pub fn payload(format: Format, event: EventKind, a: &Approval) -> Value {
             } else {
                 title.to_owned()
             };
+            let what = format!("{} on {}", m(&a.info.action), m(&a.info.resource));
             let mut lines = vec![
-                format!("*{title}* `{}`", a.id),
+                format!("*{title}* `{}`", m(&a.id)),
                 format!("*Who:* {who}"),
-                format!("*What:* {} on {}", a.info.action, a.info.resource),
-                format!("*Request:* {} {}", a.info.method, a.info.path),
+                format!("*What:* {what}"),
+                format!("*Request:* {} {}", m(&a.info.method), m(&a.info.path)),
             ];
             if a.info.shadow {
                 lines.push(
@@ -155,20 +159,26 @@ pub fn payload(format: Format, event: EventKind, a: &Approval) -> Value {
                 );
             }
             for (k, v) in &a.info.parameters {
-                lines.push(format!("*{k}:* {v}"));
+                lines.push(format!("*{}:* {}", m(k), m(v)));
             }
             if let Some(v) = a.votes.last() {
-                lines.push(format!("*{}* by {}: {}", v.verdict, v.approver, v.reason));
+                lines.push(format!(
+                    "*{}* by {}: {}",
+                    v.verdict,
+                    m(&v.approver),
+                    m(&v.reason)
+                ));
             }
             let mut blocks = vec![
                 json!({"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}}),
             ];
             if event == EventKind::Requested {
+                let groups: Vec<String> = a.info.approver_groups.iter().map(|g| m(g)).collect();
                 blocks.push(json!({"type": "context", "elements": [
-                    {"type": "mrkdwn", "text": format!("Approvers: {} · `{approve}`", a.info.approver_groups.join(", "))}
+                    {"type": "mrkdwn", "text": format!("Approvers: {} · `{}`", groups.join(", "), m(&approve))}
                 ]}));
             }
-            json!({"text": format!("{title}: {} {} on {}", who, a.info.action, a.info.resource), "blocks": blocks})
+            json!({"text": format!("{title}: {who} {what}"), "blocks": blocks})
         }
     }
 }
@@ -226,5 +236,52 @@ mod tests {
         enforced.info.shadow = false;
         let slack = payload(Format::Slack, EventKind::Requested, &enforced);
         assert!(!slack.to_string().contains("shadow"), "{slack}");
+    }
+
+    #[test]
+    fn what_an_agent_chose_cannot_forge_slack_lines_links_or_mentions() {
+        let mut a = shadow_request();
+        a.info.shadow = false;
+        a.info.resource = r#"Dataset::"sales <!channel>""#.into();
+        a.info.parameters = [
+            ("body.destination", "<http://evil.example|s3://reports>"),
+            ("body.note", "fine\n*Approved* by security: ok & done"),
+            (
+                "body.who",
+                "<@U024BE7LH> <!here> \u{1b}[2K\u{202e}x\u{2028}y",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        a.votes.push(crate::approval::Vote {
+            approver: "dora".into(),
+            verdict: crate::approval::Ruling::Deny,
+            reason: "no\n*Approved* by <!subteam^S1|security>".into(),
+            at: 1,
+        });
+        let slack = payload(Format::Slack, EventKind::Requested, &a);
+        let text = slack["blocks"][0]["text"]["text"].as_str().unwrap();
+        // One line per field: seven (title, who, what, request, three
+        // parameters) and the vote.
+        assert_eq!(text.lines().count(), 8, "{text}");
+        for raw in ["<!", "<@", "<http", "\u{1b}", "\u{202e}", "\u{2028}", " & "] {
+            assert!(!text.contains(raw), "`{raw}` in {text}");
+        }
+        for shown in [
+            "*body.destination:* &lt;http://evil.example|s3://reports&gt;",
+            r"*body.note:* fine\u{a}*Approved* by security: ok &amp; done",
+            r"*body.who:* &lt;@U024BE7LH&gt; &lt;!here&gt; \u{1b}[2K\u{202e}x\u{2028}y",
+            r"*deny* by dora: no\u{a}*Approved* by &lt;!subteam^S1|security&gt;",
+            r#"*What:* Action::"export" on Dataset::"sales &lt;!channel&gt;""#,
+        ] {
+            assert!(text.contains(shown), "`{shown}` not in {text}");
+        }
+        // The notification's plain text is mrkdwn too.
+        let fallback = slack["text"].as_str().unwrap();
+        assert!(
+            fallback.ends_with(r#"on Dataset::"sales &lt;!channel&gt;""#),
+            "{fallback}"
+        );
     }
 }

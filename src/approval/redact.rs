@@ -96,6 +96,7 @@ impl fmt::Debug for StoreConfig {
             .field("retention", &self.retention)
             .field("audit_max_len", &self.audit_max_len)
             .field("audit_max_age", &self.audit_max_age)
+            .field("max_pending_per_principal", &self.max_pending_per_principal)
             .finish()
     }
 }
@@ -163,6 +164,7 @@ mod tests {
             retention: Duration::from_secs(60),
             audit_max_len: 10,
             audit_max_age: None,
+            max_pending_per_principal: 20,
         };
         let shown = format!("{store:?}");
         assert!(!shown.contains("s3cret"), "{shown}");

@@ -29,6 +29,11 @@ pub enum StoreError {
          redis.replica_acks"
     )]
     NotReplicated { wanted: u32, got: u32 },
+    #[error(
+        "principal `{principal}` has {pending} approval requests pending; no more are opened \
+         until approvers decide some or they expire (approvals.max_pending_per_principal)"
+    )]
+    TooManyPending { principal: String, pending: u64 },
     #[error("the approval store returned something unexpected: {0}")]
     Corrupt(String),
 }
@@ -38,6 +43,27 @@ impl StoreError {
     pub fn timed_out() -> Self {
         StoreError::Unavailable("timed out".into())
     }
+}
+
+/// How many requests one principal may have pending at once, unless
+/// `approvals.max_pending_per_principal` says otherwise: an agent that
+/// varies what approvers do not see cannot flood them.
+pub const DEFAULT_MAX_PENDING_PER_PRINCIPAL: u32 = 20;
+
+/// What one sweep did.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// The requests it expired.
+    pub expired: Vec<String>,
+    /// The errors of the parts (shards) it could not sweep.
+    pub errors: Vec<StoreError>,
+    /// Entries in the longest audit stream (one per shard), before the
+    /// guard trimmed it.
+    pub audit_longest: u64,
+    /// The memory guard of one stream, in entries (0: none).
+    pub audit_guard: u64,
+    /// Entries the guard trimmed, the oldest, whatever their age.
+    pub audit_trimmed: u64,
 }
 
 /// The outcome of presenting an approval for a call.
@@ -162,7 +188,9 @@ const FOLLOW_POLL: Duration = Duration::from_millis(250);
 #[async_trait::async_trait]
 pub trait ApprovalStore: Send + Sync + std::fmt::Debug {
     /// Opens a request for an approvable call, or finds the one this exact
-    /// call already opened (pending, approved, or denied).
+    /// call already opened (pending, approved, or denied). Refuses to open
+    /// one more for a principal at its cap of pending requests
+    /// ([`StoreError::TooManyPending`]); finding is never refused.
     async fn open(&self, new: &NewApproval, check: CheckRef<'_>) -> Result<Opened, StoreError>;
 
     /// One request, with its status as of now.
@@ -193,10 +221,9 @@ pub trait ApprovalStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Consumed, StoreError>;
 
     /// Marks due requests expired (each once, whichever sidecar gets there
-    /// first, recorded in the audit stream) and trims the stream by age.
-    /// Returns the ids it expired and the errors of the parts it could not
-    /// sweep.
-    async fn sweep(&self) -> (Vec<String>, Vec<StoreError>);
+    /// first, recorded in the audit stream), trims the stream by age, and
+    /// by count only past its memory guard.
+    async fn sweep(&self) -> Swept;
 
     /// Requests waiting for a decision (not yet expired).
     async fn pending_count(&self) -> Result<u64, StoreError>;

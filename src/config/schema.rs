@@ -258,6 +258,7 @@ pub(super) struct RawApprovals {
     pub token_header: String,
     pub hold_max: String,
     pub store_budget: String,
+    pub max_pending_per_principal: u32,
     pub webhooks: Vec<RawWebhook>,
 }
 
@@ -267,6 +268,7 @@ impl Default for RawApprovals {
             token_header: "x-countersign-approval".into(),
             hold_max: "25s".into(),
             store_budget: "400ms".into(),
+            max_pending_per_principal: crate::approval::store::DEFAULT_MAX_PENDING_PER_PRINCIPAL,
             webhooks: vec![],
         }
     }

@@ -394,3 +394,29 @@ fn approvers_from_the_environment_refuse_a_group_taken_for_an_approver() {
     // No admin TLS: the approvers parse, and the admin API stays off.
     load("dora=data-owners, sam=security+on-call, ops=").unwrap();
 }
+
+#[test]
+fn the_approval_token_header_cannot_reach_the_policy_context() {
+    // The default name, in any case.
+    let e = err("[request]\nheaders = [\"user-agent\", \"X-Countersign-Approval\"]\n");
+    assert!(
+        e.contains(
+            "field `request.headers[1]`: `x-countersign-approval` is the approval token header \
+             (`approvals.token_header`): a token is a credential and never reaches policies"
+        ),
+        "{e}"
+    );
+    // A configured name, whichever table comes first in the file.
+    let e = err(
+        "[request]\nheaders = [\"x-approval\"]\n\n[approvals]\ntoken_header = \"x-approval\"\n",
+    );
+    assert!(
+        e.contains("field `request.headers[0]`: `x-approval` is the approval token header"),
+        "{e}"
+    );
+    // Renamed, the default name is an ordinary header again.
+    let (_d, p) = file(
+        "[request]\nheaders = [\"x-countersign-approval\"]\n\n[approvals]\ntoken_header = \"x-approval\"\n",
+    );
+    assert!(Config::load(Some(&p), &env(&[])).is_ok());
+}

@@ -67,10 +67,21 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
     };
     let jwt_metadata_key = non_empty(o, "identity.jwt_metadata_key", &id.jwt_metadata_key)?;
 
+    let token_header = public_header(o, "approvals.token_header", &raw.approvals.token_header)?;
     let mut headers = Vec::with_capacity(raw.request.headers.len());
     for (i, h) in raw.request.headers.iter().enumerate() {
         let field = format!("request.headers[{i}]");
         let name = public_header(o, &field, h)?;
+        // A token in the context would let a policy (or a policy author's
+        // log) see a credential that passes for the approval itself.
+        if name == token_header {
+            return Err(o.invalid(
+                &field,
+                &format!(
+                    "`{name}` is the approval token header (`approvals.token_header`): a token is a credential and never reaches policies"
+                ),
+            ));
+        }
         if headers.contains(&name) {
             return Err(o.invalid(&field, &format!("`{name}` is listed twice")));
         }
@@ -159,6 +170,13 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
         return Err(o.invalid("audit.max_entries", "expected a positive number of entries"));
     }
     store.audit_max_len = raw.audit.max_entries;
+    if raw.approvals.max_pending_per_principal == 0 {
+        return Err(o.invalid(
+            "approvals.max_pending_per_principal",
+            "expected a positive number of requests",
+        ));
+    }
+    store.max_pending_per_principal = raw.approvals.max_pending_per_principal;
     store.audit_max_age = match raw.audit.max_age.as_str() {
         "off" => None,
         age => Some(duration(o, "audit.max_age", age)?),
@@ -172,7 +190,6 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
             )
         })?),
     };
-    let token_header = public_header(o, "approvals.token_header", &raw.approvals.token_header)?;
     let hold_max = duration(o, "approvals.hold_max", &raw.approvals.hold_max)?;
     let store_budget = duration(o, "approvals.store_budget", &raw.approvals.store_budget)?;
     let grace = Duration::from_secs(raw.server.shutdown_grace_seconds);
@@ -302,6 +319,7 @@ fn validate_redis(r: &RawRedis, o: &Origins) -> Result<StoreConfig, ConfigError>
         },
         audit_max_len: 1_000_000,
         audit_max_age: None,
+        max_pending_per_principal: crate::approval::store::DEFAULT_MAX_PENDING_PER_PRINCIPAL,
     })
 }
 

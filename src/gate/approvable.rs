@@ -163,6 +163,11 @@ impl Gate {
         let new = self.request_of(req, trail, &policies, params, binding, shown, false);
         let opened = match within(budget, approvals.open(&new, here)).await {
             Ok(o) => o,
+            // A refusal the agent can act on, not an outage.
+            Err(e @ StoreError::TooManyPending { .. }) => {
+                approvals.sink().metrics().pending_cap_refusal();
+                return (refuse(e.to_string()), note);
+            }
             Err(e) => return (unavailable(e), note),
         };
         note.id.clone_from(&opened.approval.id);
@@ -332,9 +337,16 @@ impl Gate {
                 trace: &trace,
                 decision: &decision,
             };
-            if let Err(e) = within(budget, approvals.open(&new, here)).await {
-                tracing::warn!("approval store: shadow approval request not opened: {e}");
-                approvals.sink().metrics().redis_error();
+            match within(budget, approvals.open(&new, here)).await {
+                Ok(_) => {}
+                Err(e @ StoreError::TooManyPending { .. }) => {
+                    tracing::warn!("shadow approval request not opened: {e}");
+                    approvals.sink().metrics().pending_cap_refusal();
+                }
+                Err(e) => {
+                    tracing::warn!("approval store: shadow approval request not opened: {e}");
+                    approvals.sink().metrics().redis_error();
+                }
             }
         });
     }

@@ -115,7 +115,7 @@ pub async fn exercise_store(url: &str, admin: &mut MultiplexedConnection) -> Res
         .vote(&other.approval.id, "dora", Verdict::Deny, "no")
         .await
         .map_err(fail("deny"))?;
-    if let Some(e) = store.sweep().await.1.pop() {
+    if let Some(e) = store.sweep().await.errors.pop() {
         return Err(format!("sweep: {e}"));
     }
     store

@@ -36,9 +36,9 @@ pub fn example_policies(config: &Config) -> PolicyStore {
 }
 
 /// Store settings for one Redis node at `url`, keys under `prefix`: 2 s per
-/// operation, decided requests kept an hour, an audit stream of about
-/// 10,000 entries and no age limit. A test that needs other figures says
-/// which with `StoreConfig { timeout: ..., ..store_config(url, prefix) }`.
+/// operation, decided requests kept an hour, an audit guard of 10,000
+/// entries and no age limit, 20 pending requests per principal. A test
+/// that needs other figures says which with `StoreConfig { timeout: ..., ..store_config(url, prefix) }`.
 pub fn store_config(url: &str, prefix: &str) -> StoreConfig {
     StoreConfig {
         url: url.into(),
@@ -49,6 +49,7 @@ pub fn store_config(url: &str, prefix: &str) -> StoreConfig {
         retention: Duration::from_secs(3600),
         audit_max_len: 10_000,
         audit_max_age: None,
+        max_pending_per_principal: countersign::approval::store::DEFAULT_MAX_PENDING_PER_PRINCIPAL,
     }
 }
 

@@ -76,7 +76,13 @@ impl TraceService for SpanCounter {
 }
 
 fn agent() -> String {
-    token_with("agent-7", &["agents"], json!({"on_behalf_of": "alice"}))
+    agent_named("agent-7")
+}
+
+/// An agent of its own: each principal may have at most
+/// `approvals.max_pending_per_principal` requests pending.
+fn agent_named(sub: &str) -> String {
+    token_with(sub, &["agents"], json!({"on_behalf_of": "alice"}))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

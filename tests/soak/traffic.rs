@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent;
 use crate::common::token;
 use crate::kinds::Kind;
 use crate::run::{Soak, export, get};
+use crate::{agent, agent_named};
 
 /// Pause between two requests of one traffic task.
 const PACE: Duration = Duration::from_millis(10);
@@ -18,7 +18,8 @@ pub async fn mixed(soak: Arc<Soak>, worker: usize) {
     let alice = token("alice", &["analysts"]);
     let carol = token("carol", &["marketing"]);
     let dora = token("dora", &["data-owners"]);
-    let agent = agent();
+    // Its own agent: eight requests pending, under the per-principal cap.
+    let agent = agent_named(&format!("agent-m{worker}"));
     let pending = format!("/v1/datasets/pending-{worker}/export");
     let export_path = "/v1/datasets/sales/export";
     let csv = r#"{"format":"csv","rows":10}"#;

@@ -5,7 +5,18 @@
 use super::RedisStore;
 use super::keys::spread;
 use crate::approval::shard_of_id;
-use crate::approval::store::{AuditCursor, AuditEntry, StoreError, StreamId};
+use crate::approval::store::{AuditCursor, AuditEntry, CheckRef, StoreError, StreamId};
+
+/// Fields of the allow that its correction states anew.
+const CORRECTED: [&str; 7] = [
+    "event",
+    "decision",
+    "status_code",
+    "approval_id",
+    "request_id",
+    "trace",
+    "reason",
+];
 
 impl RedisStore {
     /// Appends one entry to the audit stream of the shard of `place`.
@@ -17,18 +28,53 @@ impl RedisStore {
         let shard = shard_of_id(place).unwrap_or_else(|| spread(place));
         let key = format!("{}audit", self.shard(shard));
         self.run(|mut c| async move {
+            // No MAXLEN: a flood must not trim what came before it (the
+            // sweep trims by age, and past the memory guard by count).
             let mut cmd = redis::cmd("XADD");
-            cmd.arg(key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.audit_len())
-                .arg("*");
+            cmd.arg(key).arg("*");
             for (k, v) in fields.iter().filter(|(_, v)| !v.is_empty()) {
                 cmd.arg(*k).arg(*v);
             }
             cmd.query_async(&mut c).await
         })
         .await
+    }
+
+    /// The consume script recorded a use of `id` and the allow it leads
+    /// to, but the replicas did not confirm it, so the caller is refused
+    /// (503). The entry right after that allow says so; if even this write
+    /// fails, the log does.
+    pub(super) async fn correct_unconfirmed(
+        &self,
+        id: &str,
+        check: CheckRef<'_>,
+        why: &StoreError,
+    ) {
+        let reason = format!(
+            "the use was not confirmed, so the caller was refused (503) and the use is spent: {why}"
+        );
+        let mut fields: Vec<(&str, &str)> = check
+            .decision
+            .iter()
+            .filter(|(k, _)| !CORRECTED.contains(k))
+            .copied()
+            .collect();
+        fields.extend([
+            ("event", "use_unconfirmed"),
+            ("decision", "error"),
+            ("status_code", "503"),
+            ("approval_id", id),
+            ("request_id", check.request_id),
+            ("trace", check.trace),
+            ("reason", reason.as_str()),
+        ]);
+        if let Err(e) = self.append_entry(id, &fields).await {
+            tracing::error!(
+                approval_id = id,
+                request_id = check.request_id,
+                "the audit trail shows an allow for approval `{id}` that the caller did not get (503: {reason}), and the correction could not be written: {e}"
+            );
+        }
     }
 
     /// The next audit entries after `cursor`, up to `end` (a stream id or

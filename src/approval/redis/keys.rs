@@ -3,7 +3,8 @@
 //! one cluster slot: `a:<id>` hash of the request, with `a:<id>:voters` set
 //! and `a:<id>:votes` list; `fp:<fingerprint>` and `tok:<token hash>`
 //! pointers to the id; `index` sorted by creation; `pending` and `approved`
-//! sorted by when those requests expire; the audit stream `audit`; and the
+//! sorted by when those requests expire; `pending_of:<principal>`, the
+//! fingerprints a principal has pending (on the principal's shard); the audit stream `audit`; and the
 //! sharded pub/sub channel `events` (`SPUBLISH <kind> <id>`). The shard
 //! comes from the fingerprint, and ids and tokens carry it.
 
@@ -22,9 +23,16 @@ impl RedisStore {
         shard_of_id(id).map(|s| format!("{}a:{id}", self.shard(s)))
     }
 
-    /// Each shard's stream keeps its share of `audit_max_len`.
+    /// Each shard's stream's share of the `audit_max_len` guard.
     pub(super) fn audit_len(&self) -> u64 {
         self.cfg.audit_max_len.div_ceil(u64::from(SHARDS)).max(1)
+    }
+
+    /// The set of `principal`'s pending fingerprints, on the principal's
+    /// own shard: requests of one principal spread over every shard, and a
+    /// count that each shard kept would not add up atomically.
+    pub(super) fn pending_of(&self, principal: &str) -> String {
+        format!("{}pending_of:{principal}", self.shard(spread(principal)))
     }
 }
 

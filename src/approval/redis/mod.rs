@@ -47,10 +47,14 @@ pub struct StoreConfig {
     pub timeout: Duration,
     /// How long decided requests stay readable.
     pub retention: Duration,
-    /// The audit stream keeps about this many entries...
+    /// The memory guard of the audit streams (all shards together): past
+    /// it the sweep trims the oldest entries whatever their age, after
+    /// warning from 80% of it. Never applied on writing.
     pub audit_max_len: u64,
-    /// ...and none older than this (`None`: no age limit).
+    /// Entries older than this are trimmed (`None`: no age limit).
     pub audit_max_age: Option<Duration>,
+    /// Requests one principal may have pending at once.
+    pub max_pending_per_principal: u32,
 }
 
 /// Approval requests in Redis. Connects lazily, so that a sidecar starts
@@ -77,6 +81,7 @@ struct Scripts {
     vote: redis::Script,
     consume: redis::Script,
     sweep: redis::Script,
+    admit: redis::Script,
 }
 
 impl Scripts {
@@ -89,11 +94,18 @@ impl Scripts {
             vote: script(include_str!("lua/vote.lua")),
             consume: script(include_str!("lua/consume.lua")),
             sweep: script(include_str!("lua/sweep.lua")),
+            admit: script(include_str!("lua/admit.lua")),
         }
     }
 
-    fn all(&self) -> [&redis::Script; 4] {
-        [&self.open, &self.vote, &self.consume, &self.sweep]
+    fn all(&self) -> [&redis::Script; 5] {
+        [
+            &self.open,
+            &self.vote,
+            &self.consume,
+            &self.sweep,
+            &self.admit,
+        ]
     }
 }
 

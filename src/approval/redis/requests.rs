@@ -11,6 +11,7 @@ use super::keys::fingerprint_shard;
 use super::record::parse;
 use crate::approval::store::{
     ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, Event, ListFilter, StoreError,
+    Swept,
 };
 use crate::approval::{
     Approval, NewApproval, Opened, Ruling, SHARDS, Status, Vote, new_id, new_token, now_secs,
@@ -34,6 +35,8 @@ impl ApprovalStore for RedisStore {
         let sp = self.shard(shard);
         let fp_key = format!("{sp}fp:{}", new.fingerprint);
         let index = format!("{sp}index");
+        // At its cap a principal's identical call still finds its request.
+        let full = self.admit(new).await?;
         let reply: Vec<String> = self
             .run(|mut c| async move {
                 self.scripts
@@ -54,11 +57,18 @@ impl ApprovalStore for RedisStore {
                     .arg(self.audit_len())
                     .arg(check.request_id)
                     .arg(check.trace)
+                    .arg(if full.is_some() { "1" } else { "0" })
                     .invoke_async(&mut c)
                     .await
             })
             .await?;
         let (created, id, issued) = match reply.as_slice() {
+            [kind, ..] if kind == "full" => {
+                return Err(StoreError::TooManyPending {
+                    principal: new.info.principal.clone(),
+                    pending: full.unwrap_or_default(),
+                });
+            }
             [kind, id, issued] => (kind == "created", id.clone(), issued == "token"),
             other => return Err(StoreError::Corrupt(format!("open returned {other:?}"))),
         };
@@ -66,6 +76,10 @@ impl ApprovalStore for RedisStore {
             .get(&id)
             .await?
             .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        if approval.status != Status::Pending {
+            // Found decided: it holds no place among the pending.
+            self.release(&new.info.principal, &new.fingerprint).await;
+        }
         Ok(Opened {
             approval,
             token: issued.then_some(token),
@@ -184,16 +198,18 @@ impl ApprovalStore for RedisStore {
         let (reply, acks) = self.invoke_confirmed(&self.scripts.vote, eval).await?;
         let status =
             |s: &str| Status::parse(s).ok_or_else(|| StoreError::Corrupt(format!("status `{s}`")));
-        match reply
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+        let reply: Vec<&str> = reply.iter().map(String::as_str).collect();
+        // Decided: no longer pending, so no longer counted against its
+        // principal's cap.
+        let decided = match reply.as_slice() {
+            ["ok", "denied" | "approved", fingerprint] => Some(*fingerprint),
+            _ => None,
+        };
+        match reply.as_slice() {
             // What a failover must not undo: a denial or a revocation
             // (an approval it loses only fails closed).
-            ["ok", "denied" | "revoked"] => self.confirmed(acks)?,
-            ["ok", _] => {}
+            ["ok", "denied" | "revoked", ..] => self.confirmed(acks)?,
+            ["ok", ..] => {}
             ["not_found"] => return Err(StoreError::NotFound(id.into())),
             ["not_pending", s] => {
                 return Err(StoreError::NotPending {
@@ -215,9 +231,14 @@ impl ApprovalStore for RedisStore {
             }
             other => return Err(StoreError::Corrupt(format!("vote returned {other:?}"))),
         }
-        self.get(id)
+        let approval = self
+            .get(id)
             .await?
-            .ok_or_else(|| StoreError::NotFound(id.into()))
+            .ok_or_else(|| StoreError::NotFound(id.into()))?;
+        if let Some(fingerprint) = decided {
+            self.release(&approval.info.principal, fingerprint).await;
+        }
+        Ok(approval)
     }
 
     /// Takes one use of an approval for a call with `fingerprint`, found by
@@ -266,7 +287,10 @@ impl ApprovalStore for RedisStore {
                     // the call goes ahead, or a failover could hand the use
                     // out again. If it does not come, the call is refused and
                     // the use is spent: closed, at the cost of a re-approval.
-                    self.confirmed(acks)?;
+                    if let Err(e) = self.confirmed(acks) {
+                        self.correct_unconfirmed(id, check, &e).await;
+                        return Err(e);
+                    }
                     Consumed::Used {
                         id: (*id).into(),
                         uses_left: left.parse().unwrap_or(0),
@@ -290,7 +314,7 @@ impl ApprovalStore for RedisStore {
     /// Expires due requests (recording each in the audit stream once) and
     /// trims the streams by age, shard by shard. Returns the ids it expired
     /// and the errors of the shards it could not sweep.
-    async fn sweep(&self) -> (Vec<String>, Vec<StoreError>) {
+    async fn sweep(&self) -> Swept {
         let min_id = self.cfg.audit_max_age.map_or(0, |age| {
             (now_millis() as u64).saturating_sub(age.as_millis() as u64)
         });
@@ -308,14 +332,24 @@ impl ApprovalStore for RedisStore {
                     .await
             })
         });
-        let (mut ids, mut errors) = (Vec::new(), Vec::new());
+        let mut swept = Swept {
+            audit_guard: self.audit_len(),
+            ..Swept::default()
+        };
         for r in futures_util::future::join_all(per_shard).await {
             match r {
-                Ok(expired) => ids.extend(expired),
-                Err(e) => errors.push(e),
+                Ok(reply) => {
+                    let mut reply = reply.into_iter();
+                    let mut number = || reply.next().and_then(|n| n.parse::<u64>().ok());
+                    let (len, trimmed) = (number().unwrap_or(0), number().unwrap_or(0));
+                    swept.audit_longest = swept.audit_longest.max(len);
+                    swept.audit_trimmed += trimmed;
+                    swept.expired.extend(reply);
+                }
+                Err(e) => swept.errors.push(e),
             }
         }
-        (ids, errors)
+        swept
     }
 
     /// Requests waiting for a decision (not yet expired).
@@ -359,6 +393,49 @@ impl ApprovalStore for RedisStore {
 
     async fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.subscribe_live().await
+    }
+}
+
+impl RedisStore {
+    /// Takes a place for `new` among its principal's pending requests (the
+    /// identical call has one already). `Some(pending)` when the principal
+    /// is at its cap: then `open` may only find.
+    async fn admit(&self, new: &NewApproval) -> Result<Option<u64>, StoreError> {
+        let key = self.pending_of(&new.info.principal);
+        let reply: (String, u64) = self
+            .run(|mut c| async move {
+                self.scripts
+                    .admit
+                    .key(key)
+                    .arg(&new.fingerprint)
+                    .arg(new.params.pending_ttl.as_secs())
+                    .arg(self.cfg.max_pending_per_principal)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok((reply.0 == "full").then_some(reply.1))
+    }
+
+    /// Frees the place of `fingerprint` among `principal`'s pending. If
+    /// this fails the place frees itself when the request would have
+    /// expired: the cap errs on the closed side.
+    async fn release(&self, principal: &str, fingerprint: &str) {
+        let key = self.pending_of(principal);
+        let freed = self
+            .run(|mut c| async move {
+                redis::cmd("ZREM")
+                    .arg(key)
+                    .arg(fingerprint)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(e) = freed {
+            tracing::warn!(
+                "approval store: a decided request still counts as pending until it would have expired: {e}"
+            );
+        }
     }
 }
 

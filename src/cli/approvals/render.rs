@@ -10,6 +10,7 @@ use crate::admin::pb;
 use crate::approval::Status;
 use crate::cli::table::{Cell, Colour, Column, Layout, Table, ellipsize, paint};
 use crate::clock::rfc3339;
+use crate::text::printable;
 
 /// The colour of a status on a terminal.
 fn status_colour(status: &str) -> Option<Colour> {
@@ -19,31 +20,6 @@ fn status_colour(status: &str) -> Option<Colour> {
         Status::Denied | Status::Revoked => Colour::Red,
         Status::Consumed | Status::Expired => Colour::Dim,
     })
-}
-
-/// `s` as a terminal shows it: control characters (C0, DEL, C1) and
-/// bidirectional overrides escaped as `\u{..}`, so that a value an agent
-/// chose (an argument, a path) cannot move the cursor, recolour, hide or
-/// reorder what an approver reads.
-pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    let hidden = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !s.chars().any(hidden) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    std::borrow::Cow::Owned(
-        s.chars()
-            .map(|c| {
-                if hidden(c) {
-                    format!("\\u{{{:x}}}", c as u32)
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect(),
-    )
 }
 
 /// A status as listed: a shadow request says so.
@@ -257,6 +233,17 @@ mod tests {
         assert_eq!(
             printable("a\u{202e}gpj.exe\u{9b}"),
             "a\\u{202e}gpj.exe\\u{9b}"
+        );
+        // Line and paragraph separators break a line on some terminals;
+        // the Arabic letter mark and zero-width characters reorder or
+        // hide text like the overrides do.
+        assert_eq!(
+            printable("ok\u{2028}parameter x = y\u{2029}"),
+            "ok\\u{2028}parameter x = y\\u{2029}"
+        );
+        assert_eq!(
+            printable("a\u{61c}b\u{200b}c\u{feff}d\u{2060}e"),
+            "a\\u{61c}b\\u{200b}c\\u{feff}d\\u{2060}e"
         );
         assert_eq!(printable("straße ✓"), "straße ✓", "printable text stays");
     }

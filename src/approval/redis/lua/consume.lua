@@ -1,8 +1,7 @@
 -- Takes one use of an approval, and records it with the allow it leads to.
 -- KEYS: the shard's `approved` set (routes the script to the shard).
 -- ARGV: shard prefix, id or "", token hash or "" (neither: the request
--- this fingerprint opened), fingerprint, audit max
--- length, the consuming check's request id and traceparent, then the
+-- this fingerprint opened), fingerprint, (unused), the consuming check's request id and traceparent, then the
 -- field/value pairs of its decision entry. Returns the status and id, plus,
 -- when used, the uses left and the opening check's traceparent.
 local p = ARGV[1]
@@ -29,9 +28,9 @@ if left <= 0 then
   redis.call('HSET', h, 'status', 'consumed')
   redis.call('ZREM', p .. 'approved', id)
 end
-audit(p, ARGV[5], h, id, 'consumed', {status = after, uses_left = left, request_id = ARGV[6], trace = ARGV[7]})
+audit(p, h, id, 'consumed', {status = after, uses_left = left, request_id = ARGV[6], trace = ARGV[7]})
 if #ARGV > 7 then
-  local d = {p .. 'audit', 'MAXLEN', '~', ARGV[5], '*'}
+  local d = {p .. 'audit', '*'}
   for i = 8, #ARGV - 1, 2 do
     if ARGV[i + 1] ~= '' then d[#d + 1] = ARGV[i]; d[#d + 1] = ARGV[i + 1] end
   end

@@ -1,8 +1,9 @@
 -- Opens a request, or finds the one this exact call opened.
 -- KEYS: fingerprint pointer, index. ARGV: shard prefix, id, info json,
 -- fingerprint, pending ttl, retention, approval ttl, uses, quorum, token
--- hash ('' to issue none), audit max length, opening check's request id,
--- its traceparent.
+-- hash ('' to issue none), (unused), opening check's request id, its
+-- traceparent, '1' to only find (the principal is at its cap of pending
+-- requests: returns 'full' rather than open one).
 local p = ARGV[1]
 local now = tonumber(redis.call('TIME')[1])
 local existing = redis.call('GET', KEYS[1])
@@ -21,6 +22,7 @@ if existing then
     end
   end
 end
+if ARGV[14] == '1' then return {'full', '', ''} end
 local id = ARGV[2]
 local h = p .. 'a:' .. id
 local pending_ttl = tonumber(ARGV[5])
@@ -37,7 +39,7 @@ redis.call('ZADD', KEYS[2], now, id)
 redis.call('ZADD', p .. 'pending', now + pending_ttl, id)
 -- Entries older than any record can live are gone: keep the index bounded.
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl * 2)
-audit(p, ARGV[11], h, id, 'requested', {status = 'pending', request_id = ARGV[12], trace = ARGV[13]})
+audit(p, h, id, 'requested', {status = 'pending', request_id = ARGV[12], trace = ARGV[13]})
 redis.call('SPUBLISH', p .. 'events', 'requested ' .. id)
 if ARGV[10] == '' then return {'created', id, ''} end
 return {'created', id, 'token'}

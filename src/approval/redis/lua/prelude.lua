@@ -1,12 +1,14 @@
 -- Shared by every script: one audit entry per lifecycle event, written in
 -- the same atomic step as the change it records; and the one rule for the
--- status as of now.
+-- status as of now. Entries are never trimmed by count on writing (a flood
+-- would erase what came before it): the sweep trims by age, and by count
+-- only as a memory guard, after warning.
 
-local function audit(p, maxlen, h, id, kind, extra)
+local function audit(p, h, id, kind, extra)
   local ok, info = pcall(cjson.decode, redis.call('HGET', h, 'info') or '{}')
   if not ok or type(info) ~= 'table' then info = {} end
   local function s(v) if type(v) == 'string' then return v end return '' end
-  local args = {p .. 'audit', 'MAXLEN', '~', maxlen, '*', 'event', kind, 'approval_id', id,
+  local args = {p .. 'audit', '*', 'event', kind, 'approval_id', id,
     'principal', s(info.principal), 'action', s(info.action), 'resource', s(info.resource)}
   if s(info.on_behalf_of) ~= '' then
     args[#args + 1] = 'on_behalf_of'; args[#args + 1] = info.on_behalf_of

@@ -1,6 +1,7 @@
 -- An approver's ruling: approve (quorum of distinct approvers), deny, revoke.
 -- KEYS: hash, voters, votes. ARGV: shard prefix, id, approver, verdict, vote
--- json, audit max length, reason.
+-- json, (unused), reason. A request that stops being pending returns its
+-- fingerprint too: the caller frees its place in the principal's cap.
 local p, id, approver, verdict = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(redis.call('TIME')[1])
 local st = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'use_until', 'uses_left', 'quorum', 'approval_ttl')
@@ -8,7 +9,7 @@ if not st[1] then return {'not_found'} end
 -- Past its deadline: refused here; the sweep records the expiry (once).
 local status = effective(st[1], now, st[2], st[3], st[4])
 local function event(kind, new_status)
-  audit(p, ARGV[6], KEYS[1], id, kind, {status = new_status, approver = approver, reason = ARGV[7]})
+  audit(p, KEYS[1], id, kind, {status = new_status, approver = approver, reason = ARGV[7]})
 end
 local function record()
   local ttl = redis.call('PTTL', KEYS[1])
@@ -35,7 +36,7 @@ if verdict == 'deny' then
   redis.call('ZREM', p .. 'pending', id)
   event('denied', 'denied')
   redis.call('SPUBLISH', p .. 'events', 'denied ' .. id)
-  return {'ok', 'denied'}
+  return {'ok', 'denied', redis.call('HGET', KEYS[1], 'fingerprint')}
 end
 local approvals = 0
 for _, v in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
@@ -47,7 +48,7 @@ if approvals >= tonumber(st[5]) then
   redis.call('ZADD', p .. 'approved', now + tonumber(st[6]), id)
   event('approved', 'approved')
   redis.call('SPUBLISH', p .. 'events', 'approved ' .. id)
-  return {'ok', 'approved'}
+  return {'ok', 'approved', redis.call('HGET', KEYS[1], 'fingerprint')}
 end
 event('voted', 'pending')
 redis.call('SPUBLISH', p .. 'events', 'voted ' .. id)

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use tokio::sync::broadcast;
 
 use super::store::{
-    ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, Event, ListFilter, StoreError,
-    StreamId,
+    ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, DEFAULT_MAX_PENDING_PER_PRINCIPAL,
+    Event, ListFilter, StoreError, StreamId, Swept,
 };
 use super::{
     Approval, EventKind, NewApproval, Opened, RequestInfo, Ruling, Status, Vote, new_id, new_token,
@@ -28,6 +28,8 @@ pub const KEEP: usize = 10_000;
 pub struct MemoryStore {
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
+    /// Pending requests one principal may have at once.
+    max_pending: u32,
 }
 
 #[derive(Debug, Default)]
@@ -90,10 +92,17 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// A store with the default cap of pending requests per principal.
     pub fn new() -> Self {
+        Self::with_max_pending(DEFAULT_MAX_PENDING_PER_PRINCIPAL)
+    }
+
+    /// A store where one principal may have `max_pending` requests pending.
+    pub fn with_max_pending(max_pending: u32) -> Self {
         Self {
             state: Mutex::new(State::default()),
             events: broadcast::channel(1024).0,
+            max_pending,
         }
     }
 
@@ -135,6 +144,17 @@ impl State {
             self.audit.pop_front();
         }
         id
+    }
+
+    /// How many requests `principal` has pending, counted up to `cap`.
+    fn pending_of(&self, principal: &str, now: i64, cap: u32) -> u64 {
+        if self.requests.len() < cap as usize {
+            return 0; // Fewer requests in all than the cap: no need to count.
+        }
+        self.requests
+            .values()
+            .filter(|r| r.info.principal == principal && r.effective(now) == Status::Pending)
+            .count() as u64
     }
 
     /// A token for request `id`, by its hash.
@@ -218,6 +238,13 @@ impl ApprovalStore for MemoryStore {
                 }
                 _ => {}
             }
+        }
+        let pending = s.pending_of(&new.info.principal, now, self.max_pending);
+        if pending >= u64::from(self.max_pending) {
+            return Err(StoreError::TooManyPending {
+                principal: new.info.principal.clone(),
+                pending,
+            });
         }
         let id = new_id(shard);
         let p = &new.params;
@@ -422,7 +449,7 @@ impl ApprovalStore for MemoryStore {
         })
     }
 
-    async fn sweep(&self) -> (Vec<String>, Vec<StoreError>) {
+    async fn sweep(&self) -> Swept {
         let now = now_secs();
         let mut s = self.state();
         let due: Vec<String> = s
@@ -448,7 +475,11 @@ impl ApprovalStore for MemoryStore {
         for id in &due {
             self.publish(EventKind::Expired, id);
         }
-        (due, Vec::new())
+        // The audit trail here is bounded by [`KEEP`], not a guard.
+        Swept {
+            expired: due,
+            ..Swept::default()
+        }
     }
 
     async fn pending_count(&self) -> Result<u64, StoreError> {
@@ -523,53 +554,4 @@ impl ApprovalStore for MemoryStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::approval::{ApprovalParams, Mode};
-
-    fn new(fingerprint: &str) -> NewApproval {
-        let params = ApprovalParams::default();
-        NewApproval {
-            issue_token: true,
-            fingerprint: fingerprint.into(),
-            info: RequestInfo {
-                principal: r#"User::"agent-7""#.into(),
-                on_behalf_of: None,
-                action: r#"Action::"export""#.into(),
-                resource: r#"Dataset::"sales""#.into(),
-                method: "POST".into(),
-                path: "/v1/datasets/sales/export".into(),
-                host: "api".into(),
-                source_address: String::new(),
-                policies: vec![],
-                parameters: Default::default(),
-                approver_groups: vec![],
-                quorum: 1,
-                uses: 1,
-                reason_required: false,
-                mode: Mode::Deny,
-                shadow: false,
-                rules: String::new(),
-            },
-            params,
-        }
-    }
-
-    #[tokio::test]
-    async fn only_the_newest_requests_and_audit_entries_are_kept() {
-        let s = MemoryStore::new();
-        let first = s.open(&new("fp-0"), CheckRef::default()).await.unwrap();
-        for i in 1..=KEEP {
-            s.open(&new(&format!("fp-{i}")), CheckRef::default())
-                .await
-                .unwrap();
-        }
-        assert_eq!(s.get(&first.approval.id).await.unwrap(), None);
-        let token = first.token.unwrap();
-        let used = s.consume(Some(&token), None, "fp-0", CheckRef::default());
-        assert_eq!(used.await.unwrap(), Consumed::Unknown);
-        let state = s.state();
-        assert_eq!((state.requests.len(), state.audit.len()), (KEEP, KEEP));
-        assert_eq!(state.tokens.len(), KEEP);
-    }
-}
+mod tests;
