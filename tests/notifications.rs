@@ -105,7 +105,7 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
         .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
         .header("authorization", "Bearer secret-jwt-value")
         .header("cookie", "session=secret-cookie")
-        .body(r#"{"format":"csv","rows":10,"note":"secret-note"}"#)
+        .body(r#"{"format":"csv","rows":10}"#)
         .build();
     let answer = seen(&authz.decide(&req).await);
     assert_eq!(answer.http_status, 403);

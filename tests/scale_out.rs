@@ -22,6 +22,12 @@ fn agent() -> String {
     token_with("agent-7", &["agents"], json!({"on_behalf_of": "alice"}))
 }
 
+/// The agent that sends the call of `rows` rows: one principal may have
+/// only 20 requests pending (`approvals.max_pending_per_principal`).
+fn agent_for(rows: u32) -> String {
+    token_with(&format!("agent-{rows}"), &["agents"], json!({"on_behalf_of": "alice"}))
+}
+
 fn reason(body: &Value) -> &str {
     body["reason"].as_str().unwrap_or("")
 }
@@ -176,7 +182,7 @@ async fn a_primary_killed_mid_run_fails_closed_then_recovers() {
     for (rows, body) in &bodies {
         let r = f
             .on(*rows as usize % 3)
-            .post(EXPORT, &agent, body, None)
+            .post(EXPORT, &agent_for(*rows), body, None)
             .await;
         assert_eq!(r.body["decision"], "approval_required", "{:?}", r.body);
         shard_of_rows.insert(*rows, record_key(r.body["approval_id"].as_str().unwrap()));
@@ -196,7 +202,7 @@ async fn a_primary_killed_mid_run_fails_closed_then_recovers() {
         let mut tasks = Vec::new();
         for (i, (rows, body)) in bodies.iter().enumerate() {
             // The fleet's common Host: the same call through any instance.
-            let req = f.on(i % 3).post_request(EXPORT, &agent, body, None);
+            let req = f.on(i % 3).post_request(EXPORT, &agent_for(*rows), body, None);
             let rows = *rows;
             tasks.push(tokio::spawn(async move {
                 let mut out = Vec::new();
