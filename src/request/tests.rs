@@ -308,6 +308,27 @@ fn paths_a_normalising_envoy_never_forwards_are_refused() {
         ("/v1/datasets%2fsales", "encoded slash"),
         ("/v1/datasets/a%5cb", "encoded slash"),
         ("/v1/datasets\\sales", "backslash"),
+        ("/v1/datasets/sales%00", "NUL"),
+        // A normalising Envoy decodes these; an upstream may decode them
+        // after the policy judged the path as written.
+        ("/v1/d%61tasets/sales", "percent-encoded unreserved"),
+        ("/v1/datasets/sales/expor%74", "percent-encoded unreserved"),
+        ("/v1/datasets/sales%2Ejson", "percent-encoded unreserved"),
+        ("/v1/datasets/%7Esales", "percent-encoded unreserved"),
+        ("/v1/datasets/a%2db%5F", "percent-encoded unreserved"),
+        // Tomcat and Spring drop `;...` and then resolve the dot segment.
+        ("/v1/x/..;/datasets/sales", "dot segment with parameters"),
+        ("/v1/x/..;y=1/datasets/sales", "dot segment with parameters"),
+        ("/v1/datasets/.;/sales", "dot segment with parameters"),
+        ("/v1/datasets/sales/..;", "dot segment with parameters"),
+        // Two decodings give a dot, a slash, a backslash or a letter.
+        ("/v1/datasets/x/%252e%252e/sales", "double-encoded"),
+        ("/v1/datasets/a%252Fb", "double-encoded"),
+        ("/v1/datasets/a%252fb", "double-encoded"),
+        ("/v1/datasets/a%255Cb", "double-encoded"),
+        ("/v1/datasets/a%255cb", "double-encoded"),
+        ("/v1/datasets/sales%252E", "double-encoded"),
+        ("/v1/datasets/s%2561les", "double-encoded"),
     ] {
         let err = req("GET", path).map(&m).unwrap_err();
         assert!(
@@ -315,15 +336,19 @@ fn paths_a_normalising_envoy_never_forwards_are_refused() {
             "{path}: {err}"
         );
     }
-    // Dots that are not whole segments, a trailing `/`, the root, and a
-    // double-encoded slash (one decoding gives `%2F`, not `/`) are normal.
+    // Dots that are not whole segments, a trailing `/`, the root, escapes
+    // of reserved characters or a literal `%`, and `;` off dot segments
+    // are normal.
     for path in [
         "/",
         "/healthz/",
         "/.well-known/x",
         "/v1/datasets/...",
         "/v1/datasets/a..b",
-        "/v1/datasets/a%252Fb",
+        "/v1/datasets/...;x",
+        "/v1/datasets/a%20b%3Fc%25",
+        "/v1/datasets/a%2520b",
+        "/v1/datasets/caf%C3%A9",
     ] {
         let r = req("GET", path).map(&m);
         assert!(
