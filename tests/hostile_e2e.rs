@@ -351,3 +351,68 @@ async fn headers_envoy_refuses_and_bytes_that_are_not_utf8_get_a_definite_answer
     assert_eq!(r.status, 403, "{r:?}");
     assert!(!s.sidecar.log().contains("panicked"), "{}", s.sidecar.log());
 }
+
+#[tokio::test]
+async fn a_body_is_read_only_as_json_and_its_content_type_is_bound_into_the_approval() {
+    let s = stack().await;
+    let agent = agent();
+    let body = r#"{"format":"csv","rows":10}"#;
+    let send = |path: &'static str, bearer: &str, headers: Vec<(&'static str, String)>| {
+        let port = s.envoy.port;
+        let bearer = format!("Bearer {bearer}");
+        async move {
+            let mut hs: Vec<(&str, &[u8])> = vec![("authorization", bearer.as_bytes())];
+            hs.extend(headers.iter().map(|(k, v)| (*k, v.as_bytes())));
+            raw(port, "POST", path, &hs, body).await
+        }
+    };
+    let export = "/v1/datasets/sales/export";
+    let deployer = token("dan", &["deployers"]);
+    let h = |k: &'static str, v: &str| (k, v.to_owned());
+    // A body route, and a guarded route that does not read the body: a
+    // body sent as another type, or compressed, is refused with a reason.
+    for (path, who) in [(export, &agent), ("/v1/secrets/db/rotate", &deployer)] {
+        for (headers, why) in [
+            (vec![], "content-type must be `application/json`"),
+            (
+                vec![h("content-type", "text/plain")],
+                "content-type must be",
+            ),
+            (
+                vec![h("content-type", "application/x-www-form-urlencoded")],
+                "content-type must be",
+            ),
+            (
+                vec![
+                    h("content-type", "application/json"),
+                    h("content-encoding", "gzip"),
+                ],
+                "cannot read a compressed body",
+            ),
+        ] {
+            let r = send(path, who, headers.clone()).await;
+            assert_eq!(r.status, 400, "{path} {headers:?}: {r:?}");
+            let reason = r.json()["reason"].as_str().unwrap_or_default().to_owned();
+            assert!(reason.contains(why), "{path} {headers:?}: {reason}");
+        }
+    }
+    // An approval binds the content type it was given for.
+    let r = send(export, &agent, vec![h("content-type", "application/json")]).await;
+    assert_eq!(r.json()["decision"], "approval_required", "{r:?}");
+    let id = r.json()["approval_id"].as_str().unwrap().to_owned();
+    let tok = r.json()["approval_token"].as_str().unwrap().to_owned();
+    let (code, out) = s.cli("dora", &["approve", &id, "--reason", "q3"]);
+    assert_eq!(code, 0, "{out}");
+    let with_token = |ct: &str| vec![h("content-type", ct), h("x-countersign-approval", &tok)];
+    let r = send(
+        export,
+        &agent,
+        with_token("application/json; charset=utf-8"),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{r:?}");
+    let reason = r.json()["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("different request"), "{reason}");
+    let r = send(export, &agent, with_token("application/json")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}

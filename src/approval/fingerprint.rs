@@ -4,8 +4,8 @@ use sha2::{Digest, Sha256};
 
 /// The digest that binds an approval to one exact call: who (and for whom),
 /// what, on which resource, method, host, path, the whole query (every
-/// parameter, not only the allow-listed ones: the upstream sees them all)
-/// and the body, if any.
+/// parameter, not only the allow-listed ones: the upstream sees them all),
+/// how the body says it is to be read, and the body, if any.
 #[derive(Debug, Clone, Copy)]
 pub struct FingerprintInput<'a> {
     pub principal: &'a str,
@@ -21,6 +21,10 @@ pub struct FingerprintInput<'a> {
     /// injective (`+`, `%20`, `%2B`).
     pub query: &'a str,
     pub body: &'a [u8],
+    /// The `content-type` and `content-encoding` headers as sent ("" when
+    /// absent): the same bytes read as another type are another call.
+    pub content_type: &'a str,
+    pub content_encoding: &'a str,
     /// A shadow request binds apart from the enforced one, so that an
     /// approval given for practice never allows a call once enforced.
     pub shadow: bool,
@@ -46,6 +50,8 @@ impl FingerprintInput<'_> {
             field(f.as_bytes());
         }
         field(self.query.as_bytes());
+        field(self.content_type.as_bytes());
+        field(self.content_encoding.as_bytes());
         if !self.body.is_empty() {
             field(&Sha256::digest(self.body));
         }
@@ -71,13 +77,15 @@ mod tests {
             path,
             query,
             body,
+            content_type: "application/json",
+            content_encoding: "",
             shadow: false,
         }
         .digest()
     }
 
     #[test]
-    fn the_fingerprint_binds_path_the_query_as_sent_and_body() {
+    fn the_fingerprint_binds_path_the_query_as_sent_content_type_and_body() {
         let p = "/v1/datasets/sales/export";
         let base = fp(p, "a=1&b=2", b"{}");
         assert_eq!(base, fp(p, "a=1&b=2", b"{}"));
@@ -111,6 +119,8 @@ mod tests {
             path: p,
             query: "a=1&b=2",
             body: b"{}",
+            content_type: "application/json",
+            content_encoding: "",
             shadow: false,
         };
         assert_ne!(base, other.digest(), "on behalf of someone else");
@@ -119,6 +129,15 @@ mod tests {
         other.host = "other-api";
         assert_ne!(base, other.digest());
         other.host = "api";
+        // The same bytes read as another type, or decompressed, are
+        // another call.
+        other.content_type = "application/json; charset=utf-8";
+        assert_ne!(base, other.digest(), "content type binds");
+        other.content_type = "application/json";
+        other.content_encoding = "identity";
+        assert_ne!(base, other.digest(), "content encoding binds");
+        other.content_encoding = "";
+        assert_eq!(base, other.digest());
         other.shadow = true;
         assert_ne!(base, other.digest(), "a shadow request binds apart");
     }

@@ -56,6 +56,16 @@ impl Gate {
         if let BodyState::Incomplete(why) = call.body_state {
             return (refuse(why.to_owned()), note);
         }
+        // Nor a body sent as something countersign does not read as JSON.
+        if let Some(why) = req
+            .mapped
+            .unread_body
+            .as_ref()
+            .filter(|_| !call.body.is_empty())
+        {
+            let reason = format!("bad request: {why}");
+            return (Outcome::Invalid { reason }, note);
+        }
         let parties = trail.parties();
         let principal = parties.principal;
         let fingerprint = &self.fingerprint_of(req, trail, false);
@@ -97,7 +107,7 @@ impl Gate {
                 Ok((Consumed::Unknown, _)) => refuse("the approval token is not valid".into()),
                 Ok((Consumed::Mismatch { id }, _)) => {
                     let reason = format!(
-                        "approval `{id}` was granted for a different request: principal, method, host, path, query and body must be identical"
+                        "approval `{id}` was granted for a different request: principal, method, host, path, query, content type and body must be identical"
                     );
                     note.id = id;
                     refuse(reason)
@@ -211,6 +221,8 @@ impl Gate {
             path,
             query,
             body: call.body,
+            content_type: &req.mapped.body_headers.content_type,
+            content_encoding: &req.mapped.body_headers.content_encoding,
             shadow,
         }
         .digest()

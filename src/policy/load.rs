@@ -13,6 +13,7 @@ use cedar_policy::{
 use miette::Diagnostic;
 
 use crate::approval::ApprovalParams;
+use crate::request::fold::Declared;
 
 use super::rollout::{Mark, Rollout};
 use super::{PolicyError, Probe};
@@ -55,6 +56,9 @@ pub struct Loaded {
     pub slices: Slices,
     /// Which policies are in shadow, and which are always enforced.
     pub rollout: Rollout,
+    /// Every attribute name the schema declares: a request body key that
+    /// folds like one without being it is refused.
+    pub declared: Declared,
 }
 
 /// The set cut by action scope. Cedar evaluates every policy it is handed, so
@@ -202,6 +206,7 @@ impl Loaded {
             guarded_actions: GuardedActions::default(),
             slices: Slices::default(),
             rollout: Rollout::default(),
+            declared: Declared::default(),
         }
     }
 }
@@ -248,6 +253,7 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let schema = parse_schema(dir, &schemas, &mut problems, &mut warnings);
+    let (schema, declared) = schema.unzip();
     let (set, owner, marked) = parse_policies(dir, &sources, &mut problems);
     // Validate what parsed even when some files did not, so that one run
     // reports every problem.
@@ -284,6 +290,7 @@ pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
         guarded_actions,
         slices,
         rollout,
+        declared: declared.unwrap_or_default(),
     })
 }
 
@@ -331,11 +338,14 @@ fn parse_schema(
     schemas: &[Source],
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<String>,
-) -> Option<Schema> {
+) -> Option<(Schema, Declared)> {
     let mut fragments = Vec::new();
+    let mut json = Vec::new();
     for src in schemas {
         match SchemaFragment::from_cedarschema_str(&src.text) {
             Ok((fragment, warns)) => {
+                // The JSON form lists every record's attribute names.
+                json.extend(fragment.clone().to_json_value().ok());
                 fragments.push(fragment);
                 warnings.extend(warns.map(|w| format!("{}: {w}", src.path.display())));
             }
@@ -346,7 +356,7 @@ fn parse_schema(
         return None;
     }
     match Schema::from_schema_fragments(fragments) {
-        Ok(schema) => Some(schema),
+        Ok(schema) => Some((schema, Declared::from_schema_json(&json))),
         Err(e) => {
             problems.push(located(None, dir, None, &e));
             None
