@@ -114,6 +114,39 @@ fn policy_check_reports_a_call_that_needs_an_approval() {
 }
 
 #[test]
+fn policy_check_refuses_body_keys_that_fold_to_a_declared_attribute() {
+    let export = |body: &str| {
+        policy_check(&[
+            "--method",
+            "POST",
+            "--path",
+            "/v1/datasets/sales/export",
+            "--claims",
+            r#"{"sub":"dora","groups":["data-owners"]}"#,
+            "--body",
+            body,
+        ])
+    };
+    // The row limit applies to the rows a data owner asks for.
+    let o = export(r#"{"format":"csv","rows":2000000}"#);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // Go's encoding/json reads each of these as `rows`; the policy would
+    // see `rows` = 10, or no `rows` at all.
+    for body in [
+        "{\"format\":\"csv\",\"rows\":10,\"row\u{17f}\":2000000}",
+        r#"{"format":"csv","ROWS":2000000}"#,
+        "{\"format\":\"csv\",\"row\u{17f}\":2000000}",
+        "{\"FORMAT\":\"csv\",\"rows\":1}",
+    ] {
+        let o = export(body);
+        assert_eq!(o.status.code(), Some(2), "{body}: {}", text(&o));
+        assert!(text(&o).contains("only in case"), "{}", text(&o));
+    }
+    let o = export(r#"{"format":"csv","rows":10,"note":"q3"}"#);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
 fn dev_certs_writes_a_ca_a_server_and_approver_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let o = countersign(&[

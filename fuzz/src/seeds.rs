@@ -396,10 +396,11 @@ pub fn all() -> Vec<Seed> {
                 .encode(),
         ),
         (
-            // Held until the hold ends (on a paused clock), then 403
-            // approval_required.
+            // A guarded call whose body is not one of
+            // `request.body_content_types` (application/json): refused
+            // before the store, as an approval could not be read.
             "guarded-grpc-grant-role-held",
-            Some(Deny),
+            Some(BadRequest),
             check("POST", "/acme.iam.v1.Roles/GrantRole")
                 .jwt(user("sam", &["security"]))
                 .body("\0\0\0\0\x0b\n\x05alice\x12\x02ops")
@@ -494,6 +495,53 @@ pub fn all() -> Vec<Seed> {
             "bad-body-not-json",
             Some(BadRequest),
             check("POST", EXPORT).jwt(dora()).body("format=csv").encode(),
+        ),
+        // Spellings an upstream may decode or resolve into another path.
+        (
+            "bad-escaped-unreserved",
+            Some(BadRequest),
+            check("GET", "/v1/d%61tasets/sales").jwt(alice()).encode(),
+        ),
+        (
+            "bad-dot-segment-with-parameters",
+            Some(BadRequest),
+            check("DELETE", "/v1/x/..;y=1/datasets/sales")
+                .jwt(alice())
+                .encode(),
+        ),
+        (
+            "bad-double-encoded-dots",
+            Some(BadRequest),
+            check("POST", "/v1/datasets/sales/x/%252e%252E/export")
+                .jwt(dora())
+                .body(r#"{"format":"csv","rows":1}"#)
+                .encode(),
+        ),
+        // Keys Go's encoding/json reads as one, or as a declared attribute.
+        (
+            "bad-body-folded-duplicate-key",
+            Some(BadRequest),
+            check("POST", EXPORT)
+                .jwt(dora())
+                .body("{\"format\":\"csv\",\"rows\":10,\"\u{212a}ind\":1,\"kind\":2}")
+                .encode(),
+        ),
+        (
+            "bad-body-folded-lone-key",
+            Some(BadRequest),
+            check("POST", EXPORT)
+                .jwt(dora())
+                .body("{\"format\":\"csv\",\"row\u{17f}\":2000000}")
+                .encode(),
+        ),
+        (
+            "bad-body-not-json-content-type",
+            Some(BadRequest),
+            check("POST", EXPORT)
+                .jwt(dora())
+                .body(r#"{"format":"csv","rows":1}"#)
+                .header("content-type", "text/plain")
+                .encode(),
         ),
         (
             "bad-body-repeated-key",

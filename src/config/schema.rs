@@ -169,6 +169,7 @@ pub(super) struct RawRequest {
     pub headers: Vec<String>,
     pub query: Vec<String>,
     pub max_body_bytes: usize,
+    pub body_content_types: Vec<String>,
 }
 
 impl Default for RawRequest {
@@ -177,6 +178,7 @@ impl Default for RawRequest {
             headers: vec![],
             query: vec![],
             max_body_bytes: 64 * 1024,
+            body_content_types: vec!["application/json".into()],
         }
     }
 }

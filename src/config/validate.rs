@@ -96,6 +96,7 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
             ));
         }
     }
+    let body_content_types = media_types(o, &raw.request.body_content_types)?;
     if raw.request.max_body_bytes == 0 {
         return Err(o.invalid(
             "request.max_body_bytes",
@@ -245,6 +246,7 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
                 headers,
                 query: raw.request.query,
                 max_body_bytes: raw.request.max_body_bytes,
+                body_content_types,
             },
         },
     })
@@ -472,6 +474,40 @@ fn public_header(o: &Origins, field: &str, v: &str) -> Result<String, ConfigErro
         ));
     }
     Ok(name)
+}
+
+/// `request.body_content_types`: bare media types (`type/subtype`, no
+/// parameters or wildcards), lower-cased; at least one.
+fn media_types(o: &Origins, types: &[String]) -> Result<Vec<String>, ConfigError> {
+    const FIELD: &str = "request.body_content_types";
+    if types.is_empty() {
+        return Err(o.invalid(
+            FIELD,
+            "expected at least one media type, such as `application/json`",
+        ));
+    }
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let mut out = Vec::with_capacity(types.len());
+    for (i, t) in types.iter().enumerate() {
+        let lower = t.to_ascii_lowercase();
+        let bare = lower
+            .split_once('/')
+            .is_some_and(|(ty, sub)| token(ty) && token(sub));
+        if !bare || out.contains(&lower) {
+            return Err(o.invalid(
+                &format!("{FIELD}[{i}]"),
+                &format!(
+                    "expected a unique media type `type/subtype` without parameters or wildcards, got `{t}`"
+                ),
+            ));
+        }
+        out.push(lower);
+    }
+    Ok(out)
 }
 
 fn validate_mcp(

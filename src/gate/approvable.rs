@@ -57,6 +57,16 @@ impl Gate {
         if let BodyState::Incomplete(why) = call.body_state {
             return (refuse(why.to_owned()), note);
         }
+        // Nor a body sent as something countersign does not read as JSON.
+        if let Some(why) = req
+            .mapped
+            .unread_body
+            .as_ref()
+            .filter(|_| !call.body.is_empty())
+        {
+            let reason = format!("bad request: {why}");
+            return (Outcome::Invalid { reason }, note);
+        }
         // Approvers approve only what they can see: a call carrying more
         // than its guard shows is refused before any approval is used.
         let shown = req
@@ -112,7 +122,7 @@ impl Gate {
                     let reason = match found.filter(|a| a.info.rules != rules) {
                         Some(a) => changed_rules(&id, &a.info.rules, &rules),
                         None => format!(
-                            "approval `{id}` was granted for a different request: principal, method, host, path, query and body must be identical"
+                            "approval `{id}` was granted for a different request: principal, method, host, path, query, content type and body must be identical"
                         ),
                     };
                     note.id = id;
@@ -244,6 +254,8 @@ impl Gate {
             path,
             query,
             body: call.body,
+            content_type: &req.mapped.body_headers.content_type,
+            content_encoding: &req.mapped.body_headers.content_encoding,
             shadow,
             rules,
         }

@@ -306,6 +306,17 @@ impl Gate {
             self.record(trail, &req.call, started, &outcome, None, None);
             return outcome;
         }
+        // A body key the upstream may read as a declared attribute that
+        // the policy, matching exactly, does not see.
+        if let Some(body) = &mapped.body
+            && let Err(e) = self.policies.current().declared.check_body(body)
+        {
+            let outcome = Outcome::Invalid {
+                reason: format!("bad request: {e}"),
+            };
+            self.record(trail, &req.call, started, &outcome, None, None);
+            return outcome;
+        }
         let decided = self.policies.decide_enforced(
             |granted| mapped.request(granted),
             &mapped.entities,

@@ -240,6 +240,28 @@ async fn an_export_is_held_for_a_data_owner_then_allowed_once_with_its_token() {
 }
 
 #[tokio::test]
+async fn a_body_key_that_folds_to_a_declared_attribute_is_refused_not_ignored() {
+    let w = world();
+    let dora = || json!({"sub": "dora", "groups": ["data-owners"]});
+    let export = |body: &'static str| w.decide_body("POST", EXPORT, dora(), None, body.as_bytes());
+    let over = export(r#"{"format":"csv","rows":2000000}"#).await;
+    assert!(matches!(over, Outcome::Deny { .. }), "{over:?}");
+    // Go's encoding/json reads each as `rows`; Cedar would see no `rows`.
+    for body in [
+        r#"{"format":"csv","ROWS":2000000}"#,
+        "{\"format\":\"csv\",\"Row\u{17f}\":2000000}",
+    ] {
+        let outcome = export(body).await;
+        assert!(
+            matches!(&outcome, Outcome::Invalid { reason } if reason.contains("`rows`")),
+            "{body}: {outcome:?}"
+        );
+    }
+    let fine = export(r#"{"format":"csv","rows":10,"note":"q3"}"#).await;
+    assert!(matches!(fine, Outcome::Allow { .. }), "{fine:?}");
+}
+
+#[tokio::test]
 async fn a_token_for_another_call_is_refused_and_an_unguarded_call_leaves_no_trail() {
     let w = world();
     let Outcome::ApprovalRequired { token, .. } = w.decide(EXPORT, agent(), None).await else {

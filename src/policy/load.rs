@@ -13,6 +13,7 @@ use cedar_policy::{
 use miette::Diagnostic;
 
 use crate::approval::ApprovalParams;
+use crate::request::fold::Declared;
 
 use super::guards::{GuardedActions, check_unread_bodies};
 use super::rollout::{Mark, Rollout};
@@ -56,6 +57,9 @@ pub struct Loaded {
     pub slices: Slices,
     /// Which policies are in shadow, and which are always enforced.
     pub rollout: Rollout,
+    /// Every attribute name the schema declares: a request body key that
+    /// folds like one without being it is refused.
+    pub declared: Declared,
 }
 
 /// The set cut by action scope. Cedar evaluates every policy it is handed, so
@@ -157,6 +161,7 @@ impl Loaded {
             guarded_actions: GuardedActions::default(),
             slices: Slices::default(),
             rollout: Rollout::default(),
+            declared: Declared::default(),
         }
     }
 }
@@ -234,6 +239,7 @@ pub(super) fn load_sources(
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let schema = parse_schema(dir, &schemas, &mut problems, &mut warnings);
+    let (schema, declared) = schema.unzip();
     let (set, owner, marked) = parse_policies(dir, &sources, &mut problems);
     // Validate what parsed even when some files did not, so that one run
     // reports every problem.
@@ -283,6 +289,7 @@ pub(super) fn load_sources(
         guarded_actions,
         slices,
         rollout,
+        declared: declared.unwrap_or_default(),
     })
 }
 
@@ -330,11 +337,14 @@ fn parse_schema(
     schemas: &[Source],
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<String>,
-) -> Option<Schema> {
+) -> Option<(Schema, Declared)> {
     let mut fragments = Vec::new();
+    let mut json = Vec::new();
     for src in schemas {
         match SchemaFragment::from_cedarschema_str(&src.text) {
             Ok((fragment, warns)) => {
+                // The JSON form lists every record's attribute names.
+                json.extend(fragment.clone().to_json_value().ok());
                 fragments.push(fragment);
                 warnings.extend(warns.map(|w| format!("{}: {w}", src.path.display())));
             }
@@ -345,7 +355,7 @@ fn parse_schema(
         return None;
     }
     match Schema::from_schema_fragments(fragments) {
-        Ok(schema) => Some(schema),
+        Ok(schema) => Some((schema, Declared::from_schema_json(&json))),
         Err(e) => {
             problems.push(located(None, dir, None, &e));
             None

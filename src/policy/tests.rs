@@ -100,6 +100,7 @@ fn an_erroring_forbid_with_a_matching_permit_denies() {
         guarded_actions: Default::default(),
         slices: Default::default(),
         rollout: Default::default(),
+        declared: Default::default(),
     }));
 
     let got = decide(&store, alice(), Context::empty());

@@ -2,6 +2,8 @@
 //! resource, context). Knows nothing of gRPC: `authz` translates into
 //! [`HttpRequest`].
 
+mod body;
+pub mod fold;
 pub mod identity;
 pub mod mcp;
 mod path;
@@ -19,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cedar_policy::{Context, Entities, EntityUid, Request, RestrictedExpression};
 use serde_json::{Map, Value};
 
+pub use body::BodyHeaders;
 pub use identity::{Identity, IdentityError, IdentitySettings, Source};
 pub use mcp::{McpCall, McpEndpoint};
 pub use reach::RouteCoverage;
@@ -76,6 +79,11 @@ pub struct MappedRequest {
     /// The route (or MCP endpoint) is in shadow mode: its decisions are
     /// recorded, and only always-enforced forbids refuse.
     pub shadow: bool,
+    /// How the body says it is to be read, as sent: an approval binds it.
+    pub body_headers: BodyHeaders,
+    /// Why a body this request carries could not be read as JSON, on a
+    /// route that does not read it: an approval cannot be bound to it.
+    pub unread_body: Option<MappingError>,
     /// Built once, with `approval.granted == false`; shared (Arc) by clones.
     context: Context,
 }
@@ -193,6 +201,13 @@ pub enum MappingError {
     Param(#[from] routes::PathParamError),
     #[error("query parameter `{0}` appears more than once")]
     DuplicateQuery(String),
+    /// Frameworks match parameter names case-insensitively, some with
+    /// Unicode folding: a name that folds to an allow-listed one may be
+    /// the one the upstream reads.
+    #[error(
+        "query parameter `{0}` is allow-listed, and this request names a parameter that differs from it only in case (or by a character case folding equates with one of its letters): send it once, spelled exactly `{0}`"
+    )]
+    QueryNameFolds(String),
     #[error("request body is {size} bytes; this route accepts at most {limit}")]
     BodyTooLarge { size: usize, limit: usize },
     #[error("request body was truncated by Envoy, and this route decides on the body")]
@@ -205,6 +220,16 @@ pub enum MappingError {
     BodyNotJson(String),
     #[error("request body must be a JSON object")]
     BodyNotObject,
+    /// Go's `encoding/json` (and other case-insensitive readers) would
+    /// read the key as the declared attribute that the policy does not see.
+    #[error(
+        "request body has a key that differs only in case (or by a character case folding equates with a letter) from `{0}`, an attribute the policy schema declares: an upstream that matches names case-insensitively would read it as `{0}`; spell it exactly `{0}`"
+    )]
+    BodyKeyFolds(String),
+    /// A body countersign reads other than as sent (another media type, a
+    /// compressed body) is one the policy would not judge.
+    #[error("this route reads the request body as JSON: {0}")]
+    BodyMedia(String),
     #[error("request body cannot be represented in Cedar: {0}")]
     BodyUnrepresentable(String),
     #[error(transparent)]
@@ -225,6 +250,9 @@ pub struct ContextSettings {
     /// Allow-listed query parameter names.
     pub query: Vec<String>,
     pub max_body_bytes: usize,
+    /// Media types (lower case, no parameters) a body read as JSON may
+    /// declare in `content-type`.
+    pub body_content_types: Vec<String>,
 }
 
 /// What [`Mapper::in_shadow`] says when nothing is enforced.
@@ -278,6 +306,9 @@ impl Mapper {
         let (action, resource, parts, mcp, shadow) = match self.mcp_endpoint(path)? {
             Some(endpoint) => {
                 let body = self.body_bytes(req)?.unwrap_or_default();
+                if !body.is_empty() {
+                    self.check_body_media(req.headers)?;
+                }
                 let mut resolved = endpoint.resolve(req.method, body)?;
                 let mut parts = self.context(req, path, query, Some(&resolved))?;
                 if let Some(arguments) = resolved.arguments.take() {
@@ -311,6 +342,16 @@ impl Mapper {
                 )
             }
         };
+        // A body the route does not read: an approval cannot bind it unless
+        // it is one countersign could read (see `Gate::approvable`).
+        let unread_body = (parts.body.is_none() && mcp.is_none() && !req.body.is_empty())
+            .then(|| self.check_body_media(req.headers).err())
+            .flatten();
+        let header = |name: &str| req.headers.get(name).cloned().unwrap_or_default();
+        let body_headers = BodyHeaders {
+            content_type: header("content-type"),
+            content_encoding: header("content-encoding"),
+        };
         // INVARIANT: one entity, so no duplicate; no schema, so no schema error.
         let entities = Entities::from_entities([identity.entity], None)
             .map_err(|e| MappingError::Context(e.to_string()))?;
@@ -324,6 +365,8 @@ impl Mapper {
             body: parts.body,
             mcp,
             shadow,
+            body_headers,
+            unread_body,
             context: with_approval(parts.pairs, false)?,
         })
     }
@@ -466,6 +509,11 @@ impl Mapper {
         if !self.context.query.is_empty() {
             for (k, v) in form_urlencoded::parse(query.as_bytes()) {
                 let Some(name) = self.context.query.iter().find(|q| **q == k) else {
+                    // Another spelling of an allow-listed name may be the
+                    // one a case-insensitive upstream reads.
+                    if let Some(q) = self.context.query.iter().find(|q| fold::same_name(q, &k)) {
+                        return Err(MappingError::QueryNameFolds(q.clone()));
+                    }
                     continue;
                 };
                 // Frameworks disagree on which duplicate wins; refusing is the
@@ -481,58 +529,6 @@ impl Mapper {
             }
         }
         Ok((record(fields)?, pairs))
-    }
-
-    /// The body as sent, `None` if there is none; refused if Envoy sent
-    /// only part of it, or announced one and did not send it.
-    fn body_bytes<'r>(&self, req: &HttpRequest<'r>) -> Result<Option<&'r [u8]>, MappingError> {
-        if req
-            .headers
-            .get(PARTIAL_BODY_HEADER)
-            .is_some_and(|v| v == "true")
-        {
-            return Err(MappingError::PartialBody);
-        }
-        if req.body.is_empty() {
-            // A body announced but not forwarded means Envoy does not buffer
-            // this route (`with_request_body`): deciding without it would
-            // skip every rule on the body.
-            let announced = req
-                .headers
-                .get("content-length")
-                .is_some_and(|v| v.trim() != "0")
-                || req.headers.contains_key("transfer-encoding");
-            if announced {
-                return Err(MappingError::BodyNotForwarded);
-            }
-            return Ok(None);
-        }
-        let limit = self.context.max_body_bytes;
-        if req.body.len() > limit {
-            return Err(MappingError::BodyTooLarge {
-                size: req.body.len(),
-                limit,
-            });
-        }
-        Ok(Some(req.body))
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn body(
-        &self,
-        req: &HttpRequest<'_>,
-    ) -> Result<Option<(RestrictedExpression, Map<String, Value>)>, MappingError> {
-        let Some(bytes) = self.body_bytes(req)? else {
-            return Ok(None);
-        };
-        let json =
-            value::parse_strict(bytes).map_err(|e| MappingError::BodyNotJson(e.to_string()))?;
-        let Value::Object(map) = json else {
-            return Err(MappingError::BodyNotObject);
-        };
-        let record = value::record(&map, 1)
-            .map_err(|e| MappingError::BodyUnrepresentable(identity::describe(&e)))?;
-        Ok(Some((record, map)))
     }
 }
 

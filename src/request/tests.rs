@@ -32,8 +32,12 @@ impl Req {
         self.headers.insert(k.into(), v.into());
         self
     }
+    /// A JSON body, sent as JSON unless a content type is given.
     fn body(mut self, b: &str) -> Self {
         self.body = b.as_bytes().to_vec();
+        self.headers
+            .entry("content-type".into())
+            .or_insert_with(|| "application/json".into());
         self
     }
     fn claims(mut self, c: Value) -> Self {
@@ -173,6 +177,108 @@ fn bodies_that_cannot_be_mapped_are_refused_with_the_reason() {
 }
 
 #[test]
+fn a_body_is_read_as_json_only_when_sent_as_uncompressed_json() {
+    let m = mapper();
+    let export = |headers: &[(&str, &str)]| {
+        let mut r = req("POST", "/v1/datasets/sales/export");
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r.body(r#"{"format":"csv","rows":10}"#).map(&m)
+    };
+    for ok in [
+        vec![],
+        vec![("content-type", "Application/JSON")],
+        vec![("content-type", "application/json; charset=utf-8")],
+        vec![("content-type", "application/json;charset=\"UTF-8\"")],
+        vec![("content-encoding", "identity")],
+    ] {
+        assert!(export(&ok).is_ok(), "{ok:?}: {:?}", export(&ok));
+    }
+    for (headers, why) in [
+        (vec![("content-type", "text/plain")], "content-type"),
+        (vec![("content-type", "")], "content-type"),
+        (
+            vec![("content-type", "application/json-patch+json")],
+            "content-type",
+        ),
+        (
+            vec![("content-type", "application/x-www-form-urlencoded")],
+            "content-type",
+        ),
+        (
+            vec![("content-type", "application/json, text/plain")],
+            "content-type",
+        ),
+        (
+            vec![("content-type", "application/json; charset=utf-7")],
+            "content-type",
+        ),
+        (vec![("content-encoding", "gzip")], "content-encoding"),
+        (
+            vec![("content-encoding", "identity, gzip")],
+            "content-encoding",
+        ),
+    ] {
+        let err = export(&headers).unwrap_err();
+        assert!(
+            matches!(err, MappingError::BodyMedia(_)) && err.to_string().contains(why),
+            "{headers:?}: {err}"
+        );
+        // The reason names no header value.
+        for (_, v) in &headers {
+            assert!(v.is_empty() || !err.to_string().contains(v), "{err}");
+        }
+    }
+    // No body, no content type needed.
+    assert!(req("POST", "/v1/datasets/sales/export").map(&m).is_ok());
+    // A route that does not read the body takes any; what an approval
+    // would bind is kept with the request.
+    let other = req("POST", "/acme.iam.v1.Roles/GrantRole")
+        .header("content-type", "text/plain")
+        .header("content-encoding", "gzip")
+        .body("role=admin")
+        .map(&m)
+        .unwrap();
+    assert!(matches!(
+        other.unread_body,
+        Some(MappingError::BodyMedia(_))
+    ));
+    assert_eq!(
+        (
+            other.body_headers.content_type.as_str(),
+            other.body_headers.content_encoding.as_str()
+        ),
+        ("text/plain", "gzip")
+    );
+}
+
+#[test]
+fn an_allow_listed_query_parameter_under_another_case_or_folding_is_refused() {
+    let m = mapper();
+    for (query, name) in [
+        ("FORMAT=csv", "format"),
+        ("Format=csv&format=xml", "format"),
+        ("format=csv&fo%52mat=xml", "format"),
+        ("limit=1&LIMIT=2", "limit"),
+        // U+0130 (capital I with a dot) is `i` to Go's case folding.
+        ("l%C4%B0mit=5", "limit"),
+    ] {
+        let err = req("GET", &format!("/v1/datasets/sales?{query}"))
+            .map(&m)
+            .unwrap_err();
+        assert_eq!(err, MappingError::QueryNameFolds(name.into()), "{query}");
+        assert!(err.to_string().contains(&format!("`{name}`")), "{err}");
+    }
+    // Names that fold to no allow-listed one are not read, and not refused.
+    assert!(
+        req("GET", "/v1/datasets/sales?FORMATS=1&X=2")
+            .map(&m)
+            .is_ok()
+    );
+}
+
+#[test]
 fn malformed_paths_are_refused() {
     let m = mapper();
     assert_eq!(
@@ -255,12 +361,20 @@ fn a_body_route_refuses_a_body_envoy_announced_but_did_not_send() {
 
 #[test]
 fn a_repeated_body_key_is_refused() {
-    let r = req("POST", "/v1/datasets/sales/export")
-        .body(r#"{"format":"xml","format":"csv"}"#)
-        .map(&mapper());
-    assert!(
-        matches!(r.unwrap_err(), MappingError::BodyNotJson(e) if e.starts_with("duplicate key in an object"))
-    );
+    for body in [
+        r#"{"format":"xml","format":"csv"}"#,
+        // Go's encoding/json folds each to `rows`, and the last one wins.
+        "{\"rows\":10,\"row\u{17f}\":2000000}",
+        "{\"rows\":10,\"ROWS\":2000000}",
+    ] {
+        let r = req("POST", "/v1/datasets/sales/export")
+            .body(body)
+            .map(&mapper());
+        assert!(
+            matches!(r, Err(MappingError::BodyNotJson(ref e)) if e.starts_with("duplicate key in an object")),
+            "{body}: {r:?}"
+        );
+    }
 }
 
 #[test]
@@ -308,6 +422,27 @@ fn paths_a_normalising_envoy_never_forwards_are_refused() {
         ("/v1/datasets%2fsales", "encoded slash"),
         ("/v1/datasets/a%5cb", "encoded slash"),
         ("/v1/datasets\\sales", "backslash"),
+        ("/v1/datasets/sales%00", "NUL"),
+        // A normalising Envoy decodes these; an upstream may decode them
+        // after the policy judged the path as written.
+        ("/v1/d%61tasets/sales", "percent-encoded unreserved"),
+        ("/v1/datasets/sales/expor%74", "percent-encoded unreserved"),
+        ("/v1/datasets/sales%2Ejson", "percent-encoded unreserved"),
+        ("/v1/datasets/%7Esales", "percent-encoded unreserved"),
+        ("/v1/datasets/a%2db%5F", "percent-encoded unreserved"),
+        // Tomcat and Spring drop `;...` and then resolve the dot segment.
+        ("/v1/x/..;/datasets/sales", "dot segment with parameters"),
+        ("/v1/x/..;y=1/datasets/sales", "dot segment with parameters"),
+        ("/v1/datasets/.;/sales", "dot segment with parameters"),
+        ("/v1/datasets/sales/..;", "dot segment with parameters"),
+        // Two decodings give a dot, a slash, a backslash or a letter.
+        ("/v1/datasets/x/%252e%252e/sales", "double-encoded"),
+        ("/v1/datasets/a%252Fb", "double-encoded"),
+        ("/v1/datasets/a%252fb", "double-encoded"),
+        ("/v1/datasets/a%255Cb", "double-encoded"),
+        ("/v1/datasets/a%255cb", "double-encoded"),
+        ("/v1/datasets/sales%252E", "double-encoded"),
+        ("/v1/datasets/s%2561les", "double-encoded"),
     ] {
         let err = req("GET", path).map(&m).unwrap_err();
         assert!(
@@ -315,15 +450,19 @@ fn paths_a_normalising_envoy_never_forwards_are_refused() {
             "{path}: {err}"
         );
     }
-    // Dots that are not whole segments, a trailing `/`, the root, and a
-    // double-encoded slash (one decoding gives `%2F`, not `/`) are normal.
+    // Dots that are not whole segments, a trailing `/`, the root, escapes
+    // of reserved characters or a literal `%`, and `;` off dot segments
+    // are normal.
     for path in [
         "/",
         "/healthz/",
         "/.well-known/x",
         "/v1/datasets/...",
         "/v1/datasets/a..b",
-        "/v1/datasets/a%252Fb",
+        "/v1/datasets/...;x",
+        "/v1/datasets/a%20b%3Fc%25",
+        "/v1/datasets/a%2520b",
+        "/v1/datasets/caf%C3%A9",
     ] {
         let r = req("GET", path).map(&m);
         assert!(

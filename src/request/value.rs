@@ -128,9 +128,10 @@ fn number(n: &serde_json::Number) -> Result<RestrictedExpression, ValueError> {
 }
 
 /// Parses JSON, refusing an object with a repeated key, or keys that differ
-/// only in case: parsers disagree on which copy wins (serde_json keeps the
-/// last, others the first or match case-insensitively), so a policy could
-/// judge one value while the upstream acts on another.
+/// only in case or fold alike (see [`super::fold`]): parsers disagree on
+/// which copy wins (serde_json keeps the last, others the first or match
+/// case-insensitively), so a policy could judge one value while the
+/// upstream acts on another.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     serde_json::from_slice::<Strict>(bytes).map(|s| s.0)
 }
@@ -181,15 +182,11 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = serde_json::Map::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = super::fold::FoldSet::default();
         while let Some(key) = map.next_key::<String>()? {
-            // Upper then lower case also folds `ß`/`SS` and `ſ`/`s` alike.
-            let folded = if key.is_ascii() {
-                key.to_ascii_lowercase()
-            } else {
-                key.to_uppercase().to_lowercase()
-            };
-            if !seen.insert(folded) {
+            // Go's encoding/json folds `ſ` to `s` and `K` (Kelvin) to `k`,
+            // and the last copy wins; others fold `ß` to `ss`.
+            if !seen.insert(&key) {
                 // The key itself is body text: it stays out of the reason,
                 // which reaches logs and spans.
                 return Err(serde::de::Error::custom(
@@ -298,6 +295,13 @@ mod tests {
             // Equal once case-folded: the long s, the sharp s.
             "{\"dest\":1,\"de\u{17f}t\":2}",
             "{\"stra\u{df}e\":1,\"STRASSE\":2}",
+            // Equal under Go's folding (encoding/json matches fields so):
+            // the Kelvin sign, the capital sharp s, the dotted capital I.
+            "{\"kind\":1,\"\u{212a}IND\":2}",
+            "{\"stra\u{df}e\":1,\"stra\u{1e9e}e\":2}",
+            "{\"id\":1,\"\u{130}d\":2}",
+            "{\"\u{3c3}\":1,\"\u{3c2}\":2}",
+            "{\"rows\":10,\"row\u{17f}\":2000000}",
         ] {
             let err = parse_strict(body.as_bytes()).unwrap_err().to_string();
             assert!(err.starts_with("duplicate key"), "{body}: {err}");

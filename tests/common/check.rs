@@ -50,13 +50,17 @@ impl Check {
         self
     }
 
-    pub fn body(mut self, b: &str) -> Self {
-        self.http.raw_body = b.as_bytes().to_vec();
-        self
+    /// A body, sent as JSON unless a `content-type` was given before.
+    pub fn body(self, b: &str) -> Self {
+        self.body_bytes(b.as_bytes())
     }
 
     pub fn body_bytes(mut self, b: &[u8]) -> Self {
         self.http.raw_body = b.to_vec();
+        self.http
+            .headers
+            .entry("content-type".to_owned())
+            .or_insert_with(|| "application/json".to_owned());
         self
     }
 

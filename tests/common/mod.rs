@@ -262,8 +262,19 @@ impl Envoy {
     /// With spans to `otlp_port` and `/mcp` routed to an MCP server on
     /// `mcp_port`.
     pub async fn start_full(authz_port: u16, otlp_port: u16, mcp_port: u16) -> Envoy {
+        Self::start_edited(authz_port, otlp_port, mcp_port, &|y| y).await
+    }
+
+    /// As [`Self::start_full`], with `envoy/envoy.yaml` passed through
+    /// `edit` first (to turn a setting off, say).
+    pub async fn start_edited(
+        authz_port: u16,
+        otlp_port: u16,
+        mcp_port: u16,
+        edit: &dyn Fn(String) -> String,
+    ) -> Envoy {
         let (port, upstream, admin) = (free_port(), free_port(), free_port());
-        let mut yaml = std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap();
+        let mut yaml = edit(std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap());
         for (from, to) in [
             (10000, port),
             (8080, upstream),

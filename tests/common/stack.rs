@@ -77,7 +77,14 @@ pub async fn stack_traced(otlp: Option<u16>) -> Stack {
 pub async fn stack_on(redis: Redis, url: &str, prefix: Option<&str>, otlp: Option<u16>) -> Stack {
     let prefix = prefix.map_or(String::new(), |p| format!("prefix = \"{p}\""));
     let table = format!("url = \"{url}\"\n{prefix}");
-    assemble(redis, &table, policy_copy(), otlp, None, &|t| t).await
+    assemble(redis, &table, policy_copy(), otlp, None, &|t| t, &|y| y).await
+}
+
+/// With Envoy's configuration (`envoy/envoy.yaml`) passed through `edit`.
+pub async fn stack_with_envoy(edit: &dyn Fn(String) -> String) -> Stack {
+    let redis = Redis::start().await;
+    let table = format!("url = \"{}\"", redis.url());
+    assemble(redis, &table, policy_copy(), None, None, &|t| t, edit).await
 }
 
 /// With `policies`, spans to `otlp`, and the configuration passed through
@@ -89,18 +96,28 @@ pub async fn stack_with(
 ) -> Stack {
     let redis = Redis::start().await;
     let table = format!("url = \"{}\"", redis.url());
-    assemble(redis, &table, policies, otlp, None, edit).await
+    assemble(redis, &table, policies, otlp, None, edit, &|y| y).await
 }
 
 /// With `/mcp` routed to an MCP server on `mcp_port`, and `policies`.
 pub async fn stack_mcp(mcp_port: u16, policies: tempfile::TempDir) -> Stack {
     let redis = Redis::start().await;
     let table = format!("url = \"{}\"", redis.url());
-    assemble(redis, &table, policies, None, Some(mcp_port), &|t| t).await
+    assemble(
+        redis,
+        &table,
+        policies,
+        None,
+        Some(mcp_port),
+        &|t| t,
+        &|y| y,
+    )
+    .await
 }
 
 /// countersign with the `[redis]` table `redis_table` and `policies`, and
-/// its Envoy; spans to `otlp`, `/mcp` to `mcp`, if given.
+/// its Envoy; spans to `otlp`, `/mcp` to `mcp`, if given; the
+/// configurations passed through `edit` (countersign's) and `edit_envoy`.
 async fn assemble(
     redis: Redis,
     redis_table: &str,
@@ -108,6 +125,7 @@ async fn assemble(
     otlp: Option<u16>,
     mcp: Option<u16>,
     edit: &dyn Fn(String) -> String,
+    edit_envoy: &dyn Fn(String) -> String,
 ) -> Stack {
     let pki = Pki::new();
     let path = config(pki.dir(), redis_table, &pki);
@@ -119,10 +137,11 @@ async fn assemble(
     }
     let sidecar = Sidecar::start(policies.path(), &env);
     let free = super::free_port;
-    let envoy = Envoy::start_full(
+    let envoy = Envoy::start_edited(
         sidecar.port(),
         otlp.unwrap_or_else(free),
         mcp.unwrap_or_else(free),
+        edit_envoy,
     )
     .await;
     Stack {

@@ -181,6 +181,11 @@ impl Sample {
             )
         };
         let mapped = config.mapper.map(&req).map_err(|e| unmapped(&e))?;
+        // As the sidecar does (see `Gate::decide`).
+        if let Some(body) = &mapped.body {
+            let declared = &store.current().declared;
+            declared.check_body(body).map_err(|e| unmapped(&e))?;
+        }
         let verdict = verdict(
             store,
             |granted| mapped.request(granted).map_err(|e| unmapped(&e)),

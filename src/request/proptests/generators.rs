@@ -174,3 +174,23 @@ pub(super) fn nameable(raw: &[u8]) -> Option<&str> {
     let separator = s.contains([';', '\\', '\0', '/']);
     (!separator && s != "." && s != "..").then_some(s)
 }
+
+/// Whether `text` escapes an unreserved character (`%61`), or double-encodes
+/// one or a slash or backslash (`%2561`, `%252F`): a normalising Envoy
+/// decodes the first, and an upstream may decode either after the policy.
+pub(super) fn escapes_unreserved(text: &str) -> bool {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    let byte = |hex: &str| u8::from_str_radix(hex, 16).ok();
+    let b = text.as_bytes();
+    (0..b.len()).any(|i| {
+        let Some(e) = text
+            .get(i + 1..i + 3)
+            .filter(|_| b[i] == b'%')
+            .and_then(byte)
+        else {
+            return false;
+        };
+        let again = text.get(i + 3..i + 5).and_then(byte);
+        unreserved(e) || (e == b'%' && again.is_some_and(|d| unreserved(d) || b"/\\".contains(&d)))
+    })
+}

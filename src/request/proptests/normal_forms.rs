@@ -70,14 +70,46 @@ pub(super) fn normal_path() -> impl Strategy<Value = NormalPath> {
 pub(super) enum Variation {
     // Never forwarded by Envoy with `normalize_path`, `merge_slashes` and
     // escaped slashes rejected.
-    Dot { at: usize, encoded: u8 },
-    DotDot { at: usize, encoded: u8 },
-    Empty { at: usize },
-    Slash { at: usize, with: &'static str },
+    Dot {
+        at: usize,
+        encoded: u8,
+    },
+    DotDot {
+        at: usize,
+        encoded: u8,
+    },
+    Empty {
+        at: usize,
+    },
+    Slash {
+        at: usize,
+        with: &'static str,
+    },
+    /// A percent-encoded unreserved character, which Envoy decodes.
+    Escape {
+        seg: usize,
+        at: usize,
+        upper: bool,
+    },
+    // Forwarded by a normalising Envoy, and refused by countersign: a
+    // dot segment with parameters (`..;v`), which Tomcat and Spring
+    // resolve, and double-encoded dots, slashes and backslashes.
+    DotParam {
+        at: usize,
+        params: &'static str,
+    },
+    Double {
+        at: usize,
+        with: &'static str,
+    },
     // Forwarded, and read as the same path by lenient upstreams.
-    Matrix { seg: usize },
-    Escape { seg: usize, at: usize, upper: bool },
-    Case { seg: usize, at: usize },
+    Matrix {
+        seg: usize,
+    },
+    Case {
+        seg: usize,
+        at: usize,
+    },
     Trailing,
 }
 
@@ -90,6 +122,15 @@ pub(super) fn variation() -> impl Strategy<Value = Variation> {
         (n.clone(), select(vec!["%2F", "%2f", "%5C", "%5c", "\\"]))
             .prop_map(|(at, with)| Variation::Slash { at, with }),
         n.clone().prop_map(|seg| Variation::Matrix { seg }),
+        (n.clone(), select(vec![";", ";v=1", ";x"]))
+            .prop_map(|(at, params)| Variation::DotParam { at, params }),
+        (
+            n.clone(),
+            select(vec![
+                "%252e", "%252E", "%252f", "%252F", "%255c", "%255C", "%2561"
+            ])
+        )
+            .prop_map(|(at, with)| Variation::Double { at, with }),
         (n.clone(), n.clone(), any::<bool>()).prop_map(|(seg, at, upper)| Variation::Escape {
             seg,
             at,
@@ -115,6 +156,7 @@ pub(super) fn dots(count: usize, encoded: u8) -> String {
 /// a normalising Envoy never forwards.
 pub(super) fn vary(normal: &NormalPath, variations: &[Variation]) -> (String, bool) {
     let mut segs = normal.segments.clone();
+    let mut abnormal = false;
     // Edits within segments first, while indices still name the normal
     // form's segments.
     for v in variations {
@@ -129,6 +171,7 @@ pub(super) fn vary(normal: &NormalPath, variations: &[Variation]) -> (String, bo
                     continue;
                 };
                 if c.is_ascii_alphanumeric() || "-._~".contains(c) {
+                    abnormal = true;
                     let escaped = if upper {
                         format!("%{:02X}", c as u8)
                     } else {
@@ -155,7 +198,6 @@ pub(super) fn vary(normal: &NormalPath, variations: &[Variation]) -> (String, bo
             _ => {}
         }
     }
-    let mut abnormal = false;
     for v in variations {
         match *v {
             Variation::Dot { at, encoded } => {
@@ -171,6 +213,17 @@ pub(super) fn vary(normal: &NormalPath, variations: &[Variation]) -> (String, bo
             // Not after the last segment: that is a trailing `/`.
             Variation::Empty { at } => {
                 segs.insert(at % segs.len(), String::new());
+                abnormal = true;
+            }
+            Variation::DotParam { at, params } => {
+                let i = at % (segs.len() + 1);
+                segs.insert(i, format!("..{params}"));
+                segs.insert(i, "x".into());
+                abnormal = true;
+            }
+            Variation::Double { at, with } => {
+                let i = at % segs.len();
+                segs[i].push_str(with);
                 abnormal = true;
             }
             Variation::Slash { at, with } if segs.len() >= 2 => {
