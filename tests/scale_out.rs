@@ -25,7 +25,11 @@ fn agent() -> String {
 /// The agent that sends the call of `rows` rows: one principal may have
 /// only 20 requests pending (`approvals.max_pending_per_principal`).
 fn agent_for(rows: u32) -> String {
-    token_with(&format!("agent-{rows}"), &["agents"], json!({"on_behalf_of": "alice"}))
+    token_with(
+        &format!("agent-{rows}"),
+        &["agents"],
+        json!({"on_behalf_of": "alice"}),
+    )
 }
 
 fn reason(body: &Value) -> &str {
@@ -202,7 +206,9 @@ async fn a_primary_killed_mid_run_fails_closed_then_recovers() {
         let mut tasks = Vec::new();
         for (i, (rows, body)) in bodies.iter().enumerate() {
             // The fleet's common Host: the same call through any instance.
-            let req = f.on(i % 3).post_request(EXPORT, &agent_for(*rows), body, None);
+            let req = f
+                .on(i % 3)
+                .post_request(EXPORT, &agent_for(*rows), body, None);
             let rows = *rows;
             tasks.push(tokio::spawn(async move {
                 let mut out = Vec::new();
