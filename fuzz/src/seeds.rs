@@ -408,10 +408,11 @@ pub fn all() -> Vec<Seed> {
                 .header("grpc-timeout", "29S")
                 .encode(),
         ),
-        // An approval must bind the body: refused before the store.
+        // The route reads its body (approvers see it), and Envoy did not
+        // send it: refused before the store.
         (
             "guarded-grant-role-body-not-sent",
-            Some(Deny),
+            Some(BadRequest),
             check("POST", "/acme.iam.v1.Roles/GrantRole")
                 .jwt(user("sam", &["security"]))
                 .header("content-type", "application/grpc")
