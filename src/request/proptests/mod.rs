@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use super::*;
 use crate::config::Config;
 
+mod folded_keys;
 mod generators;
 mod normal_forms;
 
