@@ -35,16 +35,15 @@ impl ApprovalStore for RedisStore {
         let sp = self.shard(shard);
         let fp_key = format!("{sp}fp:{}", new.fingerprint);
         let index = format!("{sp}index");
-        // At its cap a principal's identical call still finds its request.
-        let full = self.admit(new).await?;
-        let reply: Vec<String> = self
-            .run(|mut c| async move {
+        let (fp_key, index, sp, id, info, hash) = (&fp_key, &index, &sp, &id, &info, &hash);
+        let open = |find_only: bool| {
+            self.run(move |mut c| async move {
                 self.scripts
                     .open
                     .key(fp_key)
                     .key(index)
-                    .arg(&sp)
-                    .arg(&id)
+                    .arg(sp)
+                    .arg(id)
                     .arg(info)
                     .arg(&new.fingerprint)
                     .arg(p.pending_ttl.as_secs())
@@ -57,11 +56,21 @@ impl ApprovalStore for RedisStore {
                     .arg(self.audit_len())
                     .arg(check.request_id)
                     .arg(check.trace)
-                    .arg(if full.is_some() { "1" } else { "0" })
-                    .invoke_async(&mut c)
+                    .arg(if find_only { "1" } else { "0" })
+                    .invoke_async::<Vec<String>>(&mut c)
                     .await
             })
-            .await?;
+        };
+        // The identical call finds its request on the request's own shard,
+        // whatever the state of the principal's: only a new request takes
+        // a place among the principal's pending (and at the cap, a request
+        // opened meanwhile by another sidecar is still found).
+        let mut full = None;
+        let mut reply = open(true).await?;
+        if reply.first().is_some_and(|k| k == "full") {
+            full = self.admit(new).await?;
+            reply = open(full.is_some()).await?;
+        }
         let (created, id, issued) = match reply.as_slice() {
             [kind, ..] if kind == "full" => {
                 return Err(StoreError::TooManyPending {
