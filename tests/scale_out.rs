@@ -177,7 +177,6 @@ struct Outcome {
 #[tokio::test]
 async fn a_primary_killed_mid_run_fails_closed_then_recovers() {
     let (_turn, mut cluster, f) = on_a_cluster().await;
-    let agent = agent();
     // Requests on every shard: 48 distinct calls.
     let bodies: Vec<(u32, String)> = (100..148)
         .map(|rows| (rows, format!(r#"{{"format":"csv","rows":{rows}}}"#)))
@@ -278,8 +277,11 @@ async fn a_primary_killed_mid_run_fails_closed_then_recovers() {
         Duration::from_millis(200),
         || async {
             let mut all = true;
-            for (i, (_, body)) in bodies.iter().enumerate() {
-                let r = f.on(i % 3).post(EXPORT, &agent, body, None).await;
+            for (i, (rows, body)) in bodies.iter().enumerate() {
+                let r = f
+                    .on(i % 3)
+                    .post(EXPORT, &agent_for(*rows), body, None)
+                    .await;
                 all &= r.body["decision"] == "approval_required";
             }
             all
