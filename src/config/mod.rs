@@ -8,6 +8,7 @@
 //! `Debug` never shows a secret: the Redis password, webhook URLs, the
 //! admin key and approvers' token hashes are left out or redacted.
 
+mod admin;
 mod env;
 mod schema;
 mod validate;
