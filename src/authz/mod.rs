@@ -248,12 +248,19 @@ fn call_of<'a>(
         scheme: &http.scheme,
         path: &http.path,
         body: body(http),
+        content_type: header(http, "content-type"),
+        content_encoding: header(http, "content-encoding"),
         body_state,
         source_address,
         request_id: request_id(http),
         token,
         status_of: respond::http_status,
     }
+}
+
+/// Header `name` as Envoy sent it, "" when absent.
+fn header<'a>(http: &'a EnvoyHttp, name: &str) -> &'a str {
+    http.headers.get(name).map_or("", String::as_str)
 }
 
 /// Whether Envoy sent the whole body an approval must bind, and if not,

@@ -254,8 +254,8 @@ impl Gate {
             path,
             query,
             body: call.body,
-            content_type: &req.mapped.body_headers.content_type,
-            content_encoding: &req.mapped.body_headers.content_encoding,
+            content_type: call.content_type,
+            content_encoding: call.content_encoding,
             shadow,
             rules,
         }

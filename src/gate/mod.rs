@@ -31,6 +31,10 @@ pub struct Call<'a> {
     /// The path with its query string.
     pub path: &'a str,
     pub body: &'a [u8],
+    /// How the body says it is to be read (`content-type`,
+    /// `content-encoding`, "" when absent): an approval binds them.
+    pub content_type: &'a str,
+    pub content_encoding: &'a str,
     /// Whether the front door has the whole body the caller sent.
     pub body_state: BodyState,
     pub source_address: &'a str,

@@ -113,6 +113,8 @@ impl World {
             scheme: "http",
             path,
             body: bound,
+            content_type: "application/json",
+            content_encoding: "",
             body_state: BodyState::Complete,
             source_address: "10.0.0.7",
             request_id: "req-1",

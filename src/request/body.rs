@@ -8,13 +8,6 @@ use serde_json::{Map, Value};
 
 use super::{HttpRequest, Mapper, MappingError, PARTIAL_BODY_HEADER, identity, value};
 
-/// The headers that say how to read a body, as sent ("" when absent).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BodyHeaders {
-    pub content_type: String,
-    pub content_encoding: String,
-}
-
 impl Mapper {
     /// The body as sent, `None` if there is none; refused if Envoy sent
     /// only part of it, or announced one and did not send it.

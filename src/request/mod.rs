@@ -21,7 +21,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cedar_policy::{Context, Entities, EntityUid, Request, RestrictedExpression};
 use serde_json::{Map, Value};
 
-pub use body::BodyHeaders;
 pub use identity::{Identity, IdentityError, IdentitySettings, Source};
 pub use mcp::{McpCall, McpEndpoint};
 pub use reach::RouteCoverage;
@@ -79,8 +78,6 @@ pub struct MappedRequest {
     /// The route (or MCP endpoint) is in shadow mode: its decisions are
     /// recorded, and only always-enforced forbids refuse.
     pub shadow: bool,
-    /// How the body says it is to be read, as sent: an approval binds it.
-    pub body_headers: BodyHeaders,
     /// Why a body this request carries could not be read as JSON, on a
     /// route that does not read it: an approval cannot be bound to it.
     pub unread_body: Option<MappingError>,
@@ -347,11 +344,6 @@ impl Mapper {
         let unread_body = (parts.body.is_none() && mcp.is_none() && !req.body.is_empty())
             .then(|| self.check_body_media(req.headers).err())
             .flatten();
-        let header = |name: &str| req.headers.get(name).cloned().unwrap_or_default();
-        let body_headers = BodyHeaders {
-            content_type: header("content-type"),
-            content_encoding: header("content-encoding"),
-        };
         // INVARIANT: one entity, so no duplicate; no schema, so no schema error.
         let entities = Entities::from_entities([identity.entity], None)
             .map_err(|e| MappingError::Context(e.to_string()))?;
@@ -365,7 +357,6 @@ impl Mapper {
             body: parts.body,
             mcp,
             shadow,
-            body_headers,
             unread_body,
             context: with_approval(parts.pairs, false)?,
         })

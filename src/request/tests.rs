@@ -232,8 +232,8 @@ fn a_body_is_read_as_json_only_when_sent_as_uncompressed_json() {
     }
     // No body, no content type needed.
     assert!(req("POST", "/v1/datasets/sales/export").map(&m).is_ok());
-    // A route that does not read the body takes any; what an approval
-    // would bind is kept with the request.
+    // A route that does not read the body takes any; the gate refuses it
+    // on a call that needs an approval (`unread_body`).
     let other = req("POST", "/v1/not-a-route")
         .header("content-type", "text/plain")
         .header("content-encoding", "gzip")
@@ -244,13 +244,6 @@ fn a_body_is_read_as_json_only_when_sent_as_uncompressed_json() {
         other.unread_body,
         Some(MappingError::BodyMedia(_))
     ));
-    assert_eq!(
-        (
-            other.body_headers.content_type.as_str(),
-            other.body_headers.content_encoding.as_str()
-        ),
-        ("text/plain", "gzip")
-    );
 }
 
 #[test]
