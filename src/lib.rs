@@ -39,6 +39,7 @@ pub mod admin;
 pub mod approval;
 pub mod audit;
 pub mod authz;
+pub mod authzen;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -90,6 +90,10 @@ fn data(outcome: &Outcome, request_id: &str) -> Value {
         Outcome::Invalid { reason } => json!({
             "decision": "invalid", "reason": reason, "request_id": request_id,
         }),
+        // Only AuthZEN asks for these; an MCP call is refused.
+        Outcome::Requestable(r) => json!({
+            "decision": "deny", "reason": r.reason(), "policies": r.policies, "request_id": request_id,
+        }),
         Outcome::Allow { .. } => json!({ "decision": "allow" }),
     }
 }
@@ -105,6 +109,11 @@ fn text(call: &McpCall, outcome: &Outcome, request_id: &str) -> String {
         Outcome::Deny { reason, policies } => format!(
             "countersign refused {what}: {reason}.{} Nothing ran. (request {request_id})",
             policy_list(policies)
+        ),
+        Outcome::Requestable(r) => format!(
+            "countersign refused {what}: {}.{} Nothing ran. (request {request_id})",
+            r.reason(),
+            policy_list(&r.policies)
         ),
         Outcome::Unavailable { reason, .. } => format!(
             "countersign could not decide {what}: {reason}. Nothing ran. (request {request_id})"

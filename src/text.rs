@@ -41,6 +41,17 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A name a caller chose, fit to quote in a message: at most 60
+/// characters, control characters and quotes escaped.
+pub fn shortened(s: &str) -> String {
+    const KEEP: usize = 60;
+    let mut out: String = s.chars().take(KEEP).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out.escape_debug().to_string()
+}
+
 /// `s` as Slack mrkdwn text that shows it literally: `&`, `<` and `>`
 /// escaped (so no `<!channel>`, `<@user>` or `<url|label>` forms) and, as
 /// on a terminal, line breaks and [`hidden`] characters escaped (so no

@@ -167,6 +167,7 @@ impl AuthzService {
                         arrival,
                         mapped: &mapped,
                         answer_by,
+                        approach: crate::gate::Approach::Open,
                     };
                     let outcome = self.gate.decide(access).await;
                     if let Some(mcp) = mapped.mcp.as_ref().filter(|m| m.id.is_some()) {

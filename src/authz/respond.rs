@@ -57,7 +57,7 @@ struct ApprovalRequired<'a> {
 fn codes(o: &Outcome) -> (i32, HttpStatusCode) {
     match o {
         Outcome::Allow { .. } => (RPC_OK, HttpStatusCode::Ok),
-        Outcome::Deny { .. } | Outcome::ApprovalRequired { .. } => {
+        Outcome::Deny { .. } | Outcome::ApprovalRequired { .. } | Outcome::Requestable(_) => {
             (RPC_PERMISSION_DENIED, HttpStatusCode::Forbidden)
         }
         Outcome::Unavailable { .. } => (RPC_UNAVAILABLE, HttpStatusCode::ServiceUnavailable),
@@ -91,6 +91,7 @@ impl AuthzService {
                 reason,
             } => return self.approval_required(approval, token.as_deref(), reason, request_id),
             Outcome::Deny { policies, .. } | Outcome::Unavailable { policies, .. } => policies,
+            Outcome::Requestable(r) => &r.policies,
             Outcome::Invalid { .. } => &[],
         };
         let (code, status) = codes(outcome);

@@ -21,14 +21,7 @@ pub(super) fn validate_admin(
             ),
         )
     })?;
-    let read = |field: &str, path: &Path| -> Result<Vec<u8>, ConfigError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| o.invalid(field, &format!("cannot read `{}`: {e}", path.display())))?;
-        if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-            return Err(o.invalid(field, &format!("`{}` is not a PEM file", path.display())));
-        }
-        Ok(bytes)
-    };
+    let read = |field: &str, path: &Path| read_pem(o, field, path);
     let (cert_pem, key_pem) = match (&a.tls_cert, &a.tls_key) {
         (None, None) => return Ok(None),
         (Some(c), Some(k)) => (read("admin.tls_cert", c)?, read("admin.tls_key", k)?),
@@ -57,7 +50,7 @@ pub(super) fn validate_admin(
             return Err(o.invalid(&f("name"), "expected a non-empty name"));
         }
         if let Some(h) = &ap.token_sha256
-            && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            && !is_sha256_hex(h)
         {
             return Err(o.invalid(
                 &f("token_sha256"),
@@ -83,4 +76,19 @@ pub(super) fn validate_admin(
         client_ca_pem,
         approvers,
     }))
+}
+
+/// A PEM file's bytes, or why not.
+pub(super) fn read_pem(o: &Origins, field: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| o.invalid(field, &format!("cannot read `{}`: {e}", path.display())))?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(o.invalid(field, &format!("`{}` is not a PEM file", path.display())));
+    }
+    Ok(bytes)
+}
+
+/// Whether `h` is a SHA-256 in hex.
+pub(super) fn is_sha256_hex(h: &str) -> bool {
+    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
 }

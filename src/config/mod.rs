@@ -9,6 +9,7 @@
 //! admin key and approvers' token hashes are left out or redacted.
 
 mod admin;
+mod authzen;
 mod env;
 mod schema;
 mod validate;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use authzen::{AuthzenClient, AuthzenConfig, Explain};
 pub use env::{Env, ProcessEnv, overrides};
 
 use crate::request::Mapper;
@@ -80,6 +82,8 @@ pub struct Config {
     pub webhooks: Vec<crate::approval::notify::Webhook>,
     /// `None` when no TLS certificate is configured: the admin API is off.
     pub admin: Option<AdminConfig>,
+    /// The AuthZEN PDP; `None` unless `[authzen]` is present.
+    pub authzen: Option<AuthzenConfig>,
     /// Capture mode: set by `serve --record`, never by the file.
     pub record: Option<crate::audit::record::RecordConfig>,
 }

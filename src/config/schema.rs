@@ -36,6 +36,8 @@ pub(super) struct Raw {
     pub admin: RawAdmin,
     #[serde(default)]
     pub audit: RawAudit,
+    /// Off unless the table is present.
+    pub authzen: Option<RawAuthzen>,
 }
 
 impl Raw {
@@ -333,4 +335,47 @@ impl Default for RawAudit {
             max_age: "90d".into(),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAuthzen {
+    pub listen: String,
+    pub public_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub clients: Vec<RawAuthzenClient>,
+    pub types: std::collections::BTreeMap<String, String>,
+    pub explain: super::authzen::Explain,
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+    pub binding_key_file: Option<PathBuf>,
+    pub binding_window: String,
+}
+
+impl Default for RawAuthzen {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9194".into(),
+            public_url: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            clients: vec![],
+            types: Default::default(),
+            explain: super::authzen::Explain::Policies,
+            max_body_bytes: 1024 * 1024,
+            max_batch: 1000,
+            binding_key_file: None,
+            binding_window: "10m".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuthzenClient {
+    pub name: String,
+    pub token_sha256: String,
 }

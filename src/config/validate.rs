@@ -205,6 +205,11 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
         ));
     }
     let admin = validate_admin(&raw.admin, o)?;
+    let authzen = raw
+        .authzen
+        .as_ref()
+        .map(|a| super::authzen::validate_authzen(a, o))
+        .transpose()?;
     let mut webhooks = Vec::new();
     for (i, w) in raw.approvals.webhooks.iter().enumerate() {
         if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
@@ -226,6 +231,7 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
         store_budget,
         webhooks,
         admin,
+        authzen,
         record: None,
         origin: o.file.clone(),
         listen,
@@ -325,7 +331,7 @@ fn validate_redis(r: &RawRedis, o: &Origins) -> Result<StoreConfig, ConfigError>
     })
 }
 
-fn duration(o: &Origins, field: &str, v: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration(o: &Origins, field: &str, v: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(v.trim()).map_err(|_| {
         o.invalid(
             field,

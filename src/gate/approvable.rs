@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{AccessRequest, BodyState, Call, Gate, Outcome, UNAVAILABLE};
+use super::{
+    AccessRequest, Approach, BodyState, Call, Gate, Outcome, Requestable, UNAVAILABLE, Unapplied,
+};
 use crate::approval::events::{ApprovalEvent, Parties};
 use crate::approval::store::{CheckRef, Consumed, StoreError};
 use crate::approval::{
@@ -31,7 +33,7 @@ pub struct Note {
 
 impl Note {
     /// The call took a use of request `id`, which has `uses_left`.
-    fn took(&mut self, id: String, uses_left: u32) {
+    pub(super) fn took(&mut self, id: String, uses_left: u32) {
         self.used = true;
         self.id = id;
         self.status = Some(ApprovalEvent::status_after_use(uses_left));
@@ -93,6 +95,29 @@ impl Gate {
             decision: &allow,
         };
         let approvals = &self.approvals;
+        let described = || Requestable {
+            policies: policies.clone(),
+            fingerprint: fingerprint.clone(),
+            pending_ttl: params.pending_ttl,
+            unapplied: None,
+        };
+        match req.approach {
+            Approach::Describe => return (Outcome::Requestable(Box::new(described())), note),
+            Approach::Use(id) => {
+                let outcome = self
+                    .use_named(id, fingerprint, here, parties, described(), &mut note)
+                    .await;
+                return (outcome, note);
+            }
+            Approach::Submit { binds } if !binds(fingerprint) => {
+                let unbound = Requestable {
+                    unapplied: Some((String::new(), Unapplied::Unbound)),
+                    ..described()
+                };
+                return (Outcome::Requestable(Box::new(unbound)), note);
+            }
+            Approach::Submit { .. } | Approach::Open => {}
+        }
 
         if let Some(token) = call.token {
             let used = within(budget, async {
@@ -183,7 +208,9 @@ impl Gate {
         note.id.clone_from(&opened.approval.id);
         note.status = Some(opened.approval.status);
         let mut approval = opened.approval;
-        if new.params.mode == Mode::Hold && approval.status == Status::Pending {
+        // An access request is polled, not held.
+        let holds = matches!(req.approach, Approach::Open);
+        if holds && new.params.mode == Mode::Hold && approval.status == Status::Pending {
             note.held = true;
             let deadline = self.hold_deadline(&approval, req.answer_by);
             let mut stop = self.draining.subscribe();
@@ -282,7 +309,10 @@ impl Gate {
         NewApproval {
             // An MCP client cannot present a token: its identical call is
             // the proof (see `use_approved`). A shadow request is never used.
-            issue_token: req.mapped.mcp.is_none() && !shadow,
+            // Nor does an access request: its approval is named by id.
+            issue_token: req.mapped.mcp.is_none()
+                && !shadow
+                && matches!(req.approach, Approach::Open),
             fingerprint,
             info: RequestInfo {
                 principal: parties.principal.to_owned(),
@@ -365,7 +395,7 @@ impl Gate {
 
     /// The store failed: the detail (hosts, Redis errors) is for
     /// operators, not callers.
-    fn store_unavailable(&self, e: StoreError, policies: &[String]) -> Outcome {
+    pub(super) fn store_unavailable(&self, e: StoreError, policies: &[String]) -> Outcome {
         tracing::warn!("approval store: {e}");
         self.approvals.sink().metrics().redis_error();
         Outcome::unavailable(UNAVAILABLE, policies)
@@ -428,7 +458,7 @@ fn allow_fields(trail: &Trail, call: &Call<'_>, allowed: &Outcome) -> Vec<(&'sta
 }
 
 /// `op` within `budget`; past it, the store is unavailable.
-async fn within<T>(
+pub(super) async fn within<T>(
     budget: Duration,
     op: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {

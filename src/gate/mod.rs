@@ -6,8 +6,10 @@
 //! request into an [`AccessRequest`] and the outcome into its answer.
 
 mod approvable;
+mod reference;
 
 pub use approvable::Note;
+pub use reference::{Approach, Requestable, Unapplied};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -109,6 +111,8 @@ pub struct AccessRequest<'a> {
     pub mapped: &'a MappedRequest,
     /// Until when the caller waits for an answer, if it said.
     pub answer_by: Option<Instant>,
+    /// What to do when an approval would allow the call.
+    pub approach: Approach<'a>,
 }
 
 /// What a call comes to. `Debug` leaves out the approval token.
@@ -140,6 +144,10 @@ pub enum Outcome {
     Invalid {
         reason: String,
     },
+    /// An approval would allow it, and nothing was opened (see
+    /// [`Approach::Describe`]); or the approval the caller named does not
+    /// apply to it ([`Approach::Use`]).
+    Requestable(Box<Requestable>),
 }
 
 impl std::fmt::Debug for Outcome {
@@ -173,6 +181,7 @@ impl std::fmt::Debug for Outcome {
             Outcome::Invalid { reason } => {
                 f.debug_struct("Invalid").field("reason", reason).finish()
             }
+            Outcome::Requestable(r) => r.fmt(f),
         }
     }
 }
@@ -182,6 +191,8 @@ impl Outcome {
         match self {
             Outcome::Allow { .. } => DecisionKind::Allow,
             Outcome::ApprovalRequired { .. } => DecisionKind::ApprovalRequired,
+            Outcome::Requestable(r) if r.unapplied.is_none() => DecisionKind::ApprovalRequired,
+            Outcome::Requestable(_) => DecisionKind::Deny,
             Outcome::Unavailable { .. } => DecisionKind::Error,
             Outcome::Deny { .. } | Outcome::Invalid { .. } => DecisionKind::Deny,
         }
@@ -192,6 +203,7 @@ impl Outcome {
         match self {
             Outcome::Allow { .. } => "",
             Outcome::ApprovalRequired { .. } => "approval required",
+            Outcome::Requestable(r) => r.reason(),
             Outcome::Deny { reason, .. }
             | Outcome::Unavailable { reason, .. }
             | Outcome::Invalid { reason } => reason,

@@ -126,6 +126,7 @@ impl World {
             arrival: Arrival::now(None),
             mapped: &mapped,
             answer_by: None,
+            approach: crate::gate::Approach::Open,
         };
         self.gate.decide(access).await
     }

@@ -12,6 +12,7 @@ use cedar_policy::{
 };
 use miette::Diagnostic;
 
+use super::shapes::Shapes;
 use crate::approval::ApprovalParams;
 use crate::request::fold::Declared;
 
@@ -60,6 +61,8 @@ pub struct Loaded {
     /// Every attribute name the schema declares: a request body key that
     /// folds like one without being it is refused.
     pub declared: Declared,
+    /// Each entity type's attributes and each action's context, by name.
+    pub shapes: Shapes,
 }
 
 /// The set cut by action scope. Cedar evaluates every policy it is handed, so
@@ -162,6 +165,7 @@ impl Loaded {
             slices: Slices::default(),
             rollout: Rollout::default(),
             declared: Declared::default(),
+            shapes: Shapes::default(),
         }
     }
 }
@@ -239,7 +243,8 @@ pub(super) fn load_sources(
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let schema = parse_schema(dir, &schemas, &mut problems, &mut warnings);
-    let (schema, declared) = schema.unzip();
+    let (schema, described) = schema.map(|(s, d, sh)| (s, (d, sh))).unzip();
+    let (declared, shapes) = described.unzip();
     let (set, owner, marked) = parse_policies(dir, &sources, &mut problems);
     // Validate what parsed even when some files did not, so that one run
     // reports every problem.
@@ -290,6 +295,7 @@ pub(super) fn load_sources(
         slices,
         rollout,
         declared: declared.unwrap_or_default(),
+        shapes: shapes.unwrap_or_default(),
     })
 }
 
@@ -337,7 +343,7 @@ fn parse_schema(
     schemas: &[Source],
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<String>,
-) -> Option<(Schema, Declared)> {
+) -> Option<(Schema, Declared, Shapes)> {
     let mut fragments = Vec::new();
     let mut json = Vec::new();
     for src in schemas {
@@ -355,7 +361,11 @@ fn parse_schema(
         return None;
     }
     match Schema::from_schema_fragments(fragments) {
-        Ok(schema) => Some((schema, Declared::from_schema_json(&json))),
+        Ok(schema) => Some((
+            schema,
+            Declared::from_schema_json(&json),
+            Shapes::from_schema_json(&json),
+        )),
         Err(e) => {
             problems.push(located(None, dir, None, &e));
             None

@@ -5,6 +5,7 @@ mod guards;
 pub mod load;
 pub mod rollout;
 mod settle;
+pub mod shapes;
 pub mod watch;
 
 use std::path::{Path, PathBuf};

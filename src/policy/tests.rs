@@ -101,6 +101,7 @@ fn an_erroring_forbid_with_a_matching_permit_denies() {
         slices: Default::default(),
         rollout: Default::default(),
         declared: Default::default(),
+        shapes: Default::default(),
     }));
 
     let got = decide(&store, alice(), Context::empty());

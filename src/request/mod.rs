@@ -112,6 +112,39 @@ impl MappedRequest {
         .map_err(|e| MappingError::Context(e.to_string()))
     }
 
+    /// A request whose parts a front door resolved itself (an AuthZEN
+    /// evaluation): no route, no MCP message, no query. `bound` is what an
+    /// approval binds and an approver is shown, by name; `context` is the
+    /// Cedar context, whose `approval` is replaced by `{granted: false}`.
+    pub fn resolved(
+        principal: EntityUid,
+        action: EntityUid,
+        resource: EntityUid,
+        entities: Entities,
+        context: Context,
+        bound: Map<String, Value>,
+    ) -> Result<Self, MappingError> {
+        Ok(Self {
+            principal,
+            on_behalf_of: None,
+            action,
+            resource,
+            entities,
+            query: Vec::new(),
+            body: Some(bound),
+            mcp: None,
+            shadow: false,
+            unread_body: None,
+            context: with_approval(
+                context
+                    .into_iter()
+                    .filter(|(k, _)| k != "approval")
+                    .collect(),
+                false,
+            )?,
+        })
+    }
+
     /// Whether the request fits `schema`: its action declared, applying to
     /// its principal and resource types, its context exactly as declared.
     /// Cedar's reason quotes values, so it goes to the debug log only.

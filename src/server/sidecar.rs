@@ -55,6 +55,8 @@ pub struct Listeners {
     /// `/metrics`, `/healthz`, `/readyz`.
     pub probes: Option<TcpListener>,
     pub admin: Option<TcpListener>,
+    /// The AuthZEN PDP.
+    pub authzen: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -75,6 +77,10 @@ impl Listeners {
                 Some(a) => Some(bind(a.listen, " (admin API)").await?),
                 None => None,
             },
+            authzen: match &config.authzen {
+                Some(a) => Some(bind(a.listen, " (AuthZEN)").await?),
+                None => None,
+            },
         })
     }
 }
@@ -85,6 +91,7 @@ pub struct Prepared {
     policies: Arc<PolicyStore>,
     store: Arc<dyn ApprovalStore>,
     admin_tls: Option<ServerTlsConfig>,
+    authzen_tls: Option<tokio_rustls::TlsAcceptor>,
     /// `serve --record`: its file is opened before any port is bound.
     recorder: Option<Arc<Recorder>>,
 }
@@ -131,6 +138,12 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
                 config.origin
             ))
         })?;
+    let authzen_tls = match &config.authzen {
+        Some(a) => {
+            crate::authzen::acceptor(a).map_err(|e| invalid(format!("{}: {e}", config.origin)))?
+        }
+        None => None,
+    };
     let policies = Arc::new(policies);
     let recorder = match &config.record {
         Some(r) => {
@@ -146,6 +159,7 @@ pub fn prepare(config: Config) -> Result<Prepared, StartError> {
         policies,
         store: Arc::new(store),
         admin_tls,
+        authzen_tls,
         recorder,
     })
 }
@@ -176,6 +190,7 @@ impl Prepared {
             policies,
             store,
             admin_tls,
+            authzen_tls,
             recorder,
         } = self;
         if let Some(r) = &config.record {
@@ -271,7 +286,30 @@ impl Prepared {
             }
         };
 
-        let gate = Gate::new(policies, approvals, GateSettings::from_config(&config));
+        let gate = Gate::new(
+            policies.clone(),
+            approvals.clone(),
+            GateSettings::from_config(&config),
+        );
+        let authzen_task = match (listeners.authzen, &config.authzen) {
+            (Some(listener), Some(cfg)) => {
+                tracing::info!(
+                    authzen_addr = %listener.local_addr()?,
+                    url = %cfg.public_url,
+                    tls = authzen_tls.is_some(),
+                    clients = cfg.clients.len(),
+                    "AuthZEN PDP listening"
+                );
+                let pdp = crate::authzen::Pdp::new(gate.clone(), policies, approvals, cfg.clone());
+                Some(tokio::spawn(crate::authzen::serve(
+                    listener,
+                    pdp,
+                    authzen_tls,
+                    stopped(stop_rx.clone()),
+                )))
+            }
+            _ => None,
+        };
         let authz = AuthzService::new(
             Arc::new(config.mapper),
             gate,
@@ -294,6 +332,14 @@ impl Prepared {
                 Ok(Ok(res)) => res?,
                 Ok(Err(e)) => tracing::warn!("admin API task: {e}"),
                 Err(_) => tracing::warn!("admin API did not drain within the grace period"),
+            }
+        }
+        if let Some(task) = authzen_task {
+            match tokio::time::timeout(config.shutdown_grace, task).await {
+                Ok(Ok(Err(e))) => tracing::warn!("{e}"),
+                Ok(Ok(Ok(()))) => {}
+                Ok(Err(e)) => tracing::warn!("AuthZEN task: {e}"),
+                Err(_) => tracing::warn!("AuthZEN PDP did not drain within the grace period"),
             }
         }
         if let Some(t) = &telemetry {

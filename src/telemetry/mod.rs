@@ -12,7 +12,7 @@
 //! parameters. Never headers, tokens or bodies.
 
 mod export;
-mod propagate;
+pub mod propagate;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

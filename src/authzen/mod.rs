@@ -1,0 +1,269 @@
+//! Front door for AuthZEN policy enforcement points: the Authorization API
+//! 1.0 (access evaluation, batches, PDP metadata) and the Access Request
+//! and Approval profile (requestable denials, access requests, task
+//! status), over HTTP(S) on its own listener. Translates JSON into the
+//! gate's [`AccessRequest`] and its [`Outcome`] back; knows nothing of
+//! Cedar beyond the mapping in [`map`]. See docs/authzen.md.
+
+mod answer;
+mod binding;
+mod evaluate;
+pub mod map;
+mod requests;
+mod serve;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub use binding::{Binder, BindingError};
+pub use serve::{ServeError, acceptor, serve};
+
+use crate::approval::Lifecycle;
+use crate::config::AuthzenConfig;
+use crate::gate::Gate;
+use crate::policy::PolicyStore;
+
+/// Paths, relative to the PDP's base URL.
+pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
+pub const EVALUATIONS_PATH: &str = "/access/v1/evaluations";
+pub const METADATA_PATH: &str = "/.well-known/authzen-configuration";
+pub const REQUESTS_PATH: &str = "/access/v1/requests";
+/// The capability the Access Request profile registers.
+pub const ACCESS_REQUEST_CAPABILITY: &str = "urn:openid:authzen:capability:access-request";
+/// The host an approval opened through AuthZEN names: approvers see that
+/// the call came from a PDP client, not through Envoy.
+pub const HOST: &str = "authzen";
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct Pdp {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    gate: Gate,
+    policies: Arc<PolicyStore>,
+    approvals: Lifecycle,
+    config: AuthzenConfig,
+    types: map::TypeMap,
+    binder: Binder,
+}
+
+impl Pdp {
+    pub fn new(
+        gate: Gate,
+        policies: Arc<PolicyStore>,
+        approvals: Lifecycle,
+        config: AuthzenConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                types: map::TypeMap(config.types.clone()),
+                binder: Binder::new(config.binding_key.clone()),
+                gate,
+                policies,
+                approvals,
+                config,
+            }),
+        }
+    }
+
+    /// The routes, authenticated (all but the metadata).
+    pub fn router(&self) -> Router {
+        let authenticated = Router::new()
+            .route(EVALUATION_PATH, post(evaluate::one))
+            .route(EVALUATIONS_PATH, post(evaluate::many))
+            .route(REQUESTS_PATH, post(requests::submit))
+            .route(&format!("{REQUESTS_PATH}/{{id}}"), get(requests::status))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authenticate,
+            ));
+        Router::new()
+            .route(METADATA_PATH, get(metadata))
+            .merge(authenticated)
+            .layer(axum::middleware::from_fn(request_id))
+            .with_state(self.clone())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.inner.config.public_url)
+    }
+}
+
+/// The name a client certificate gives its holder, set per connection by
+/// [`serve`] when the caller presented one.
+#[derive(Debug, Clone)]
+pub struct PeerName(pub Option<String>);
+
+/// The caller, authenticated.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+/// Refuses a caller with neither a verified client certificate nor a
+/// configured bearer token: 401, as the spec says.
+async fn authenticate(State(pdp): State<Pdp>, mut req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<PeerName>().and_then(|p| p.0.clone());
+    let caller = match (peer, req.headers().get(header::AUTHORIZATION)) {
+        (_, Some(v)) => {
+            let Some(token) = v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+                return unauthorized("authorization must be `Bearer <token>`");
+            };
+            let hash = hex::encode(Sha256::digest(token.trim().as_bytes()));
+            match pdp
+                .inner
+                .config
+                .clients
+                .iter()
+                .find(|c| c.token_sha256 == hash)
+            {
+                Some(c) => c.name.clone(),
+                None => return unauthorized("unknown bearer token"),
+            }
+        }
+        (Some(name), None) => name,
+        (None, None) => {
+            return unauthorized(
+                "authenticate with a bearer token (Authorization: Bearer <token>) or a client certificate",
+            );
+        }
+    };
+    req.extensions_mut().insert(Caller(caller));
+    next.run(req).await
+}
+
+fn unauthorized(why: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, why);
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// The header a PEP names its request with.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Echoes `X-Request-ID`, or gives one, so that every answer and its
+/// span can be found by it.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = match req.headers().get(REQUEST_ID).cloned() {
+        Some(v) => v,
+        None => {
+            let made = hex::encode(rand::random::<[u8; 16]>());
+            let v = HeaderValue::from_str(&made).unwrap_or_else(|_| HeaderValue::from_static(""));
+            req.headers_mut().insert(REQUEST_ID, v.clone());
+            v
+        }
+    };
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(REQUEST_ID, id);
+    resp
+}
+
+/// `body` as `application/json` with `status`.
+pub(crate) fn json(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `{"error": why}` with `status`: the spec's error answer.
+pub(crate) fn error(status: StatusCode, why: &str) -> Response {
+    json(status, &json!({ "error": why }))
+}
+
+/// The JSON body of a POST, or the spec's 400: wrong content type, empty,
+/// not JSON.
+pub(crate) fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, Box<Response>> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (essence, params) = media.split_once(';').unwrap_or((media, ""));
+    let utf8 = params.split(';').all(|p| match p.trim().split_once('=') {
+        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    });
+    if !essence.trim().eq_ignore_ascii_case("application/json") || !utf8 {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "the request must be JSON: send `Content-Type: application/json`",
+        )));
+    }
+    if body.is_empty() {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "the request body is empty",
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("the request body is not valid JSON: {e}"),
+        ))
+    })
+}
+
+/// A request's headers, peer address and body (413 past the limit).
+pub(crate) struct Received {
+    pub headers: HeaderMap,
+    pub peer: String,
+    pub body: Bytes,
+}
+
+pub(crate) async fn receive(pdp: &Pdp, req: Request) -> Result<Received, Box<Response>> {
+    let (parts, body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let limit = pdp.inner.config.max_body_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is over {limit} bytes"),
+        ))
+    })?;
+    Ok(Received {
+        headers: parts.headers,
+        peer,
+        body,
+    })
+}
+
+/// A POST's request and its JSON body, or the answer refusing it.
+pub(crate) async fn receive_json(
+    pdp: &Pdp,
+    req: Request,
+) -> Result<(Received, Value), Box<Response>> {
+    let received = receive(pdp, req).await?;
+    let value = json_body(&received.headers, &received.body)?;
+    Ok((received, value))
+}
+
+/// The PDP metadata, unauthenticated so that PEPs can discover the PDP.
+async fn metadata(State(pdp): State<Pdp>) -> Response {
+    let body = json!({
+        "policy_decision_point": pdp.inner.config.public_url,
+        "access_evaluation_endpoint": pdp.url(EVALUATION_PATH),
+        "access_evaluations_endpoint": pdp.url(EVALUATIONS_PATH),
+        "access_request_endpoint": pdp.url(REQUESTS_PATH),
+        "capabilities": [ACCESS_REQUEST_CAPABILITY],
+    });
+    json(StatusCode::OK, &body)
+}
