@@ -55,19 +55,33 @@ struct Inner {
     policies: Arc<PolicyStore>,
     approvals: Lifecycle,
     config: AuthzenConfig,
+    /// The base URL the metadata and task handles name.
+    base: String,
     types: map::TypeMap,
     binder: Binder,
 }
 
 impl Pdp {
+    /// A PDP serving on `bound`, the address its listener bound.
     pub fn new(
         gate: Gate,
         policies: Arc<PolicyStore>,
         approvals: Lifecycle,
         config: AuthzenConfig,
+        bound: std::net::SocketAddr,
     ) -> Self {
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{bound}"));
         Self {
             inner: Arc::new(Inner {
+                base,
                 types: map::TypeMap(config.types.clone()),
                 binder: Binder::new(config.binding_key.clone()),
                 gate,
@@ -96,8 +110,13 @@ impl Pdp {
             .with_state(self.clone())
     }
 
+    /// The base URL it names itself by.
+    pub fn base(&self) -> &str {
+        &self.inner.base
+    }
+
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.inner.config.public_url)
+        format!("{}{path}", self.inner.base)
     }
 }
 
@@ -259,7 +278,7 @@ pub(crate) async fn receive_json(
 /// The PDP metadata, unauthenticated so that PEPs can discover the PDP.
 async fn metadata(State(pdp): State<Pdp>) -> Response {
     let body = json!({
-        "policy_decision_point": pdp.inner.config.public_url,
+        "policy_decision_point": pdp.inner.base,
         "access_evaluation_endpoint": pdp.url(EVALUATION_PATH),
         "access_evaluations_endpoint": pdp.url(EVALUATIONS_PATH),
         "access_request_endpoint": pdp.url(REQUESTS_PATH),

@@ -36,8 +36,9 @@ pub struct AuthzenClient {
 #[derive(Clone)]
 pub struct AuthzenConfig {
     pub listen: SocketAddr,
-    /// The base URL the metadata advertises, without a trailing slash.
-    pub public_url: String,
+    /// The base URL the metadata advertises, without a trailing slash;
+    /// `None`: the scheme and the address the listener bound.
+    pub public_url: Option<String>,
     /// Certificate and key; `None` serves plain HTTP.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
     /// CA for client certificates (needs TLS).
@@ -146,10 +147,9 @@ pub(super) fn validate_authzen(a: &RawAuthzen, o: &Origins) -> Result<AuthzenCon
         })?;
         types.insert(from.clone(), name);
     }
-    let scheme = if tls.is_some() { "https" } else { "http" };
     let public_url = match &a.public_url {
         Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
-            u.trim_end_matches('/').to_owned()
+            Some(u.trim_end_matches('/').to_owned())
         }
         Some(u) => {
             return Err(o.invalid(
@@ -157,9 +157,9 @@ pub(super) fn validate_authzen(a: &RawAuthzen, o: &Origins) -> Result<AuthzenCon
                 &format!("expected an https:// URL (no query or fragment), got `{u}`"),
             ));
         }
-        None => format!("{scheme}://{listen}"),
+        None => None,
     };
-    if public_url.contains(['?', '#']) {
+    if public_url.as_ref().is_some_and(|u| u.contains(['?', '#'])) {
         return Err(o.invalid(
             "authzen.public_url",
             "expected a base URL without a query or fragment",

@@ -293,14 +293,16 @@ impl Prepared {
         );
         let authzen_task = match (listeners.authzen, &config.authzen) {
             (Some(listener), Some(cfg)) => {
+                let bound = listener.local_addr()?;
+                let pdp =
+                    crate::authzen::Pdp::new(gate.clone(), policies, approvals, cfg.clone(), bound);
                 tracing::info!(
-                    authzen_addr = %listener.local_addr()?,
-                    url = %cfg.public_url,
+                    authzen_addr = %bound,
+                    url = %pdp.base(),
                     tls = authzen_tls.is_some(),
                     clients = cfg.clients.len(),
                     "AuthZEN PDP listening"
                 );
-                let pdp = crate::authzen::Pdp::new(gate.clone(), policies, approvals, cfg.clone());
                 Some(tokio::spawn(crate::authzen::serve(
                     listener,
                     pdp,

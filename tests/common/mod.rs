@@ -75,6 +75,8 @@ pub struct Sidecar {
     pub addr: String,
     /// The admin API's address, when configured.
     pub admin_addr: Option<String>,
+    /// The AuthZEN PDP's address, when configured.
+    pub authzen_addr: Option<String>,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub metrics_addr: String,
     pub log: Arc<Mutex<String>>,
@@ -127,14 +129,20 @@ impl Sidecar {
                 l.push('\n');
             }
         });
-        let wants_admin = env.iter().any(|(k, _)| *k == "COUNTERSIGN_CONFIG");
+        let config = env.iter().find(|(k, _)| *k == "COUNTERSIGN_CONFIG");
+        let wants_admin = config.is_some();
+        let wants_authzen = config.is_some_and(|(_, path)| {
+            std::fs::read_to_string(path).is_ok_and(|t| t.contains("[authzen]"))
+        });
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = log.lock().unwrap().clone();
             let addr = field(&text, "countersign listening", "addr=");
             let admin_addr = field(&text, "admin API", "admin_addr=");
+            let authzen_addr = field(&text, "AuthZEN PDP listening", "authzen_addr=");
             if let Some(addr) = addr
                 && (admin_addr.is_some() || !wants_admin || text.contains("admin API off"))
+                && (authzen_addr.is_some() || !wants_authzen)
             {
                 return Sidecar {
                     metrics_addr: field(&text, "countersign listening", "metrics_addr=")
@@ -142,6 +150,7 @@ impl Sidecar {
                     child,
                     addr,
                     admin_addr,
+                    authzen_addr,
                     log,
                 };
             }
