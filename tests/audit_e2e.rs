@@ -45,21 +45,7 @@ async fn spans_where(
 
 /// `countersign audit export` against the stack's Redis, one JSON object per line.
 fn audit_export(s: &Stack) -> Vec<Value> {
-    let config = s.pki.dir().join("countersign.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(["audit", "export", "--since", "1h", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::audit_export(&s.pki.dir().join("countersign.toml"))
 }
 
 #[tokio::test]

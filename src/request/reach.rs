@@ -88,6 +88,16 @@ impl RouteCoverage {
 
     /// What to do about guarded actions no request reaches, one line per
     /// remedy; `origin` is where the configuration came from.
+    /// With an AuthZEN PDP configured: its callers name actions directly,
+    /// so no declared action goes unreached for want of a route.
+    pub fn with_authzen(mut self, on: bool) -> Self {
+        if on {
+            self.unrouted.clear();
+            self.unroutable.clear();
+        }
+        self
+    }
+
     pub fn warnings(&self, origin: &str) -> Vec<String> {
         let mut out = Vec::new();
         let nor_mcp = if self.mcp_endpoints > 0 {

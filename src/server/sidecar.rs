@@ -215,7 +215,8 @@ impl Prepared {
             None
         };
         let loaded = policies.current();
-        let coverage = RouteCoverage::of(&config.mapper, &loaded);
+        let coverage =
+            RouteCoverage::of(&config.mapper, &loaded).with_authzen(config.authzen.is_some());
         tracing::info!(
             %addr,
             %metrics_addr,

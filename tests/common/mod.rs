@@ -655,3 +655,32 @@ pub fn in_terminal(cmd: &Command) -> Command {
     }
     script
 }
+
+/// `countersign audit export --since 1h` with configuration `config` (its
+/// Redis), one JSON object per entry.
+pub fn audit_export(config: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["audit", "export", "--since", "1h", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The Prometheus text a sidecar's `/metrics` serves.
+pub async fn metrics_text(sidecar: &Sidecar) -> String {
+    reqwest::get(format!("http://{}/metrics", sidecar.metrics_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

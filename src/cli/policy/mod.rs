@@ -225,7 +225,9 @@ fn validate(dir: Option<PathBuf>, config_path: Option<&Path>) -> ExitCode {
             for w in &loaded.warnings {
                 println!("warning: {w}");
             }
-            let routes = with_routes.then(|| RouteCoverage::of(&config.mapper, &loaded));
+            let routes = with_routes.then(|| {
+                RouteCoverage::of(&config.mapper, &loaded).with_authzen(config.authzen.is_some())
+            });
             for w in routes.iter().flat_map(|r| r.warnings(&config.origin)) {
                 println!("warning: {w}");
             }
