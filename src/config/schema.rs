@@ -55,6 +55,19 @@ impl Raw {
         {
             *path = base.join(&*path);
         }
+        if let Some(a) = &mut self.authzen {
+            for path in [
+                &mut a.tls_cert,
+                &mut a.tls_key,
+                &mut a.client_ca,
+                &mut a.binding_key_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *path = base.join(&*path);
+            }
+        }
     }
 }
 
