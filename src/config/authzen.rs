@@ -26,10 +26,19 @@ pub enum Explain {
 }
 
 /// A caller of the AuthZEN API known by a bearer token's hash.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthzenClient {
     pub name: String,
     pub token_sha256: String,
+}
+
+impl std::fmt::Debug for AuthzenClient {
+    // Only the name reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthzenClient")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The AuthZEN PDP's settings.

@@ -420,3 +420,51 @@ fn the_approval_token_header_cannot_reach_the_policy_context() {
     );
     assert!(Config::load(Some(&p), &env(&[])).is_ok());
 }
+
+#[test]
+fn authzen_is_off_unless_configured_and_needs_a_way_to_authenticate() {
+    assert!(Config::load(None, &env(&[])).unwrap().authzen.is_none());
+    let hash = "a".repeat(64);
+    let (d, p) = file(&format!(
+        "[authzen]\n[[authzen.clients]]\nname = \"gateway\"\ntoken_sha256 = \"{hash}\"\n[authzen.types]\nuser = \"User\"\n"
+    ));
+    let c = Config::load(Some(&p), &env(&[])).unwrap();
+    let a = c.authzen.unwrap();
+    assert_eq!(a.listen.to_string(), "127.0.0.1:9194");
+    assert_eq!(a.public_url, None);
+    assert_eq!(a.types["user"].to_string(), "User");
+    assert_eq!((a.max_batch, a.max_body_bytes), (1000, 1024 * 1024));
+    assert_eq!(a.binding_key.len(), 32);
+    assert!(!format!("{a:?}").contains(&hash), "{a:?}");
+    drop(d);
+
+    let e = err("[authzen]\n");
+    assert!(
+        e.contains("authzen.clients") && e.contains("nobody can call"),
+        "{e}"
+    );
+    let e = err("[authzen]\nclient_ca = \"ca.pem\"\n");
+    assert!(e.contains("authzen.client_ca"), "{e}");
+    let e = err(&format!(
+        "[authzen]\npublic_url = \"pdp.example.com\"\n[[authzen.clients]]\nname = \"g\"\ntoken_sha256 = \"{hash}\"\n"
+    ));
+    assert!(
+        e.contains("authzen.public_url") && e.contains("https://"),
+        "{e}"
+    );
+    let e = err("[authzen]\n[[authzen.clients]]\nname = \"g\"\ntoken_sha256 = \"abc\"\n");
+    assert!(e.contains("authzen.clients[0].token_sha256"), "{e}");
+    let e = err(&format!(
+        "[authzen]\nmax_batch = 0\n[[authzen.clients]]\nname = \"g\"\ntoken_sha256 = \"{hash}\"\n"
+    ));
+    assert!(e.contains("authzen.max_batch"), "{e}");
+    let (_d, p) = file(&format!(
+        "[authzen]\nbinding_key_file = \"short.key\"\n[[authzen.clients]]\nname = \"g\"\ntoken_sha256 = \"{hash}\"\n"
+    ));
+    std::fs::write(p.parent().unwrap().join("short.key"), b"too short").unwrap();
+    let e = Config::load(Some(&p), &env(&[])).unwrap_err().to_string();
+    assert!(
+        e.contains("authzen.binding_key_file") && e.contains("32 bytes"),
+        "{e}"
+    );
+}
