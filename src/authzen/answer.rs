@@ -31,11 +31,21 @@ pub(super) fn status_of(o: &Outcome) -> u16 {
 /// The profile's reason code of a requestable denial.
 pub const APPROVAL_REQUIRED: &str = "approval_required";
 
-pub(super) fn of(pdp: &Pdp, outcome: &Outcome) -> Answer {
+/// `outcome` as an answer; `named`: the request named an approval (a
+/// re-evaluation), so a denial says what to do next.
+pub(super) fn of(pdp: &Pdp, outcome: &Outcome, named: bool) -> Answer {
     let explain = pdp.inner.config.explain;
     let denied = |reason: &str, policies: &[String]| {
         let mut context = Map::new();
-        if explain != Explain::None {
+        if named {
+            // Current policy denies whatever the approval: asking again
+            // will not help.
+            context.insert("reason".into(), "policy_denied".into());
+            context.insert("next_action".into(), "none".into());
+            if explain != Explain::None {
+                context.insert("message".into(), reason.into());
+            }
+        } else if explain != Explain::None {
             context.insert("reason".into(), reason.into());
         }
         if explain == Explain::Policies && !policies.is_empty() {

@@ -111,7 +111,7 @@ impl Pdp {
             None => Approach::Describe,
         };
         let outcome = self.decide(e, asked, approach).await;
-        answer::of(self, &outcome)
+        answer::of(self, &outcome, named.is_some())
     }
 }
 
