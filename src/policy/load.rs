@@ -16,6 +16,7 @@ use super::shapes::Shapes;
 use crate::approval::ApprovalParams;
 use crate::request::fold::Declared;
 
+use super::directory::Directory;
 use super::guards::{GuardedActions, check_unread_bodies};
 use super::rollout::{Mark, Rollout};
 use super::{PolicyError, Probe};
@@ -63,6 +64,8 @@ pub struct Loaded {
     pub declared: Declared,
     /// Each entity type's attributes and each action's context, by name.
     pub shapes: Shapes,
+    /// The entity data beside the policies; empty without an entities file.
+    pub directory: Directory,
 }
 
 /// The set cut by action scope. Cedar evaluates every policy it is handed, so
@@ -166,6 +169,7 @@ impl Loaded {
             rollout: Rollout::default(),
             declared: Declared::default(),
             shapes: Shapes::default(),
+            directory: Directory::default(),
         }
     }
 }
@@ -176,17 +180,21 @@ pub(super) struct Source {
     pub(super) text: String,
 }
 
-/// A policy directory's schema and policy files, as read.
+/// A policy directory's schema, policy and entity files, as read.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Sources {
     schemas: Vec<Source>,
     policies: Vec<Source>,
+    entities: Vec<Source>,
 }
 
 impl Sources {
     /// Every file, schemas first.
     pub(super) fn files(&self) -> impl Iterator<Item = &Source> {
-        self.schemas.iter().chain(&self.policies)
+        self.schemas
+            .iter()
+            .chain(&self.policies)
+            .chain(&self.entities)
     }
 }
 
@@ -204,9 +212,13 @@ pub(super) fn read_dir(dir: &Path) -> Result<Sources, PolicyError> {
     if !dir.is_dir() {
         return Err(PolicyError::NotADirectory(looked_in()));
     }
-    let mut policy_files = Vec::new();
-    let mut schema_files = Vec::new();
-    collect(dir, &mut policy_files, &mut schema_files)?;
+    let mut found = Found::default();
+    collect(dir, &mut found)?;
+    let Found {
+        policies: policy_files,
+        schemas: schema_files,
+        entities: entity_files,
+    } = found;
     if schema_files.is_empty() {
         return Err(PolicyError::NoSchema(looked_in()));
     }
@@ -228,7 +240,15 @@ pub(super) fn read_dir(dir: &Path) -> Result<Sources, PolicyError> {
         .into_iter()
         .map(read)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Sources { schemas, policies })
+    let entities = entity_files
+        .into_iter()
+        .map(read)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Sources {
+        schemas,
+        policies,
+        entities,
+    })
 }
 
 /// Validates what was read from `dir`.
@@ -237,6 +257,7 @@ pub(super) fn load_sources(
     Sources {
         schemas,
         policies: sources,
+        entities,
     }: Sources,
     probes: &[Probe],
 ) -> Result<Loaded, PolicyError> {
@@ -261,6 +282,13 @@ pub(super) fn load_sources(
         warnings.push(w.to_string());
     }
     check_probes(&schema, probes, &mut problems);
+    let directory = match Directory::load(dir, &entities, &schema) {
+        Ok(d) => d,
+        Err(found) => {
+            problems.extend(found);
+            Directory::default()
+        }
+    };
     if !problems.is_empty() {
         return Err(PolicyError::Invalid(problems));
     }
@@ -296,14 +324,20 @@ pub(super) fn load_sources(
         rollout,
         declared: declared.unwrap_or_default(),
         shapes: shapes.unwrap_or_default(),
+        directory,
     })
 }
 
-fn collect(
-    dir: &Path,
-    policies: &mut Vec<PathBuf>,
-    schemas: &mut Vec<PathBuf>,
-) -> Result<(), PolicyError> {
+/// The files of a policy directory, by kind.
+#[derive(Default)]
+struct Found {
+    policies: Vec<PathBuf>,
+    schemas: Vec<PathBuf>,
+    /// `entities.json` and `*.entities.json`: other JSON files are not ours.
+    entities: Vec<PathBuf>,
+}
+
+fn collect(dir: &Path, found: &mut Found) -> Result<(), PolicyError> {
     let io = |source| PolicyError::Io {
         path: dir.to_owned(),
         source,
@@ -325,14 +359,17 @@ fn collect(
         // Recurse into real directories only: a symlinked one could loop.
         // Symlinked files are followed (a ConfigMap mount is made of them).
         let is_file = kind.is_file() || (kind.is_symlink() && path.is_file());
+        let name = name.to_string_lossy();
         if kind.is_dir() {
-            collect(&path, policies, schemas)?;
+            collect(&path, found)?;
         } else if !is_file {
             continue;
         } else if path.extension().is_some_and(|e| e == "cedar") {
-            policies.push(path);
+            found.policies.push(path);
         } else if path.extension().is_some_and(|e| e == "cedarschema") {
-            schemas.push(path);
+            found.schemas.push(path);
+        } else if name == "entities.json" || name.ends_with(".entities.json") {
+            found.entities.push(path);
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Cedar policies: load and validate a directory, evaluate, reload with an
 //! atomic swap that keeps the last good set when a change is broken.
 
+pub mod directory;
 mod guards;
 pub mod load;
 pub mod rollout;
@@ -17,6 +18,7 @@ use arc_swap::ArcSwap;
 use crate::approval::ApprovalParams;
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request};
 
+pub use directory::{Directory, DirectoryError};
 pub use load::{Loaded, Problem};
 
 /// A sample request the loader checks against the schema (see
@@ -198,6 +200,22 @@ impl PolicyStore {
     /// The set in force.
     pub fn current(&self) -> Arc<Loaded> {
         self.current.load_full()
+    }
+
+    /// A mapped request's `entities` (its principal) with the entity data
+    /// of the set in force merged in, and the stored `resource` (see
+    /// [`Directory::for_request`]); `None` when there is nothing to add.
+    /// Without entity data this only reads a flag.
+    pub fn with_directory(
+        &self,
+        entities: &Entities,
+        resource: &EntityUid,
+    ) -> Result<Option<Entities>, DirectoryError> {
+        let current = self.current.load();
+        if current.directory.is_empty() {
+            return Ok(None);
+        }
+        current.directory.for_request(entities, resource)
     }
 
     /// Re-reads the directory. On success the new set replaces the old one in

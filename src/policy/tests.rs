@@ -102,6 +102,7 @@ fn an_erroring_forbid_with_a_matching_permit_denies() {
         rollout: Default::default(),
         declared: Default::default(),
         shapes: Default::default(),
+        directory: Default::default(),
     }));
 
     let got = decide(&store, alice(), Context::empty());
