@@ -333,9 +333,25 @@ impl Gate {
             self.record(trail, &req.call, started, &outcome, None, None);
             return outcome;
         }
+        // Entity data beside the policies: the principal's groups, the
+        // resource's attributes. Nothing to do (and nothing spent) without.
+        let merged = match self
+            .policies
+            .with_directory(&mapped.entities, &mapped.resource)
+        {
+            Ok(merged) => merged,
+            Err(e) => {
+                let outcome = Outcome::Deny {
+                    reason: e.to_string(),
+                    policies: Vec::new(),
+                };
+                self.record(trail, &req.call, started, &outcome, None, None);
+                return outcome;
+            }
+        };
         let decided = self.policies.decide_enforced(
             |granted| mapped.request(granted),
-            &mapped.entities,
+            merged.as_ref().unwrap_or(&mapped.entities),
             &mapped.action,
             mapped.shadow,
         );
@@ -529,6 +545,8 @@ impl Gate {
 
 #[cfg(test)]
 mod binding_tests;
+#[cfg(test)]
+mod directory_tests;
 #[cfg(test)]
 mod shadow_tests;
 #[cfg(test)]
