@@ -402,3 +402,66 @@ fn a_decision_from_an_evaluation_error_fails_a_case_that_does_not_expect_one() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+const ENTITY_CASES: &str = r#"
+[[case]]
+name = "a data owner by the entity data alone exports"
+expect = "allow"
+policies = ["data-owners-export"]
+[case.request]
+method = "POST"
+path = "/v1/datasets/sales/export"
+claims = { sub = "alice" }
+body = { format = "csv", rows = 10 }
+
+[[case]]
+name = "spelled out, the same membership"
+expect = "allow"
+[case.request]
+principal = 'User::"alice"'
+action = 'Action::"export"'
+resource = 'Dataset::"sales"'
+context = { http = { method = "POST", path = "/", host = "h", query = {}, headers = {} }, source = {}, time = 0 }
+"#;
+
+#[test]
+fn validate_and_test_read_the_entity_data_beside_the_policies() {
+    let dir = common::policy_copy();
+    let path = dir.path().to_str().unwrap();
+    let data = dir.path().join("entities.json");
+    std::fs::write(
+        &data,
+        r#"[{"uid": {"type": "User", "id": "alice"}, "attrs": {}, "parents": [{"type": "Group", "id": "data-owners"}]}]"#,
+    )
+    .unwrap();
+    let o = countersign(&["policy", "validate", path]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains(", 1 entities in 1 files,"),
+        "{}",
+        text(&o)
+    );
+
+    // The tokens carry no group: the membership is the data's.
+    let cases = suite(ENTITY_CASES);
+    let cases = cases.path().to_str().unwrap();
+    let o = countersign(&["policy", "test", path, "--tests", cases]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("2 passed, 0 failed"), "{}", text(&o));
+    std::fs::write(&data, "[]").unwrap();
+    let o = countersign(&["policy", "test", path, "--tests", cases]);
+    assert!(text(&o).contains("0 passed, 2 failed"), "{}", text(&o));
+
+    std::fs::write(
+        &data,
+        r#"[{"uid": {"type": "User", "id": "alice"}, "attrs": {"salary": 1}, "parents": []}]"#,
+    )
+    .unwrap();
+    let o = countersign(&["policy", "validate", path]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("entities.json: ") && text(&o).contains("`salary`"),
+        "{}",
+        text(&o)
+    );
+}

@@ -27,7 +27,7 @@ pub const EXIT_APPROVAL: u8 = 3;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Validate every *.cedar file against the *.cedarschema in a directory.
+    /// Validate every *.cedar file, and the entity data (entities.json, *.entities.json), against the *.cedarschema in a directory.
     #[command(after_help = "Examples:
   countersign policy validate
   countersign policy validate ./policies --config countersign.toml
@@ -236,8 +236,13 @@ fn validate(dir: Option<PathBuf>, config_path: Option<&Path>) -> ExitCode {
                 (0, 0) => String::new(),
                 (s, a) => format!(" ({s} in shadow, {a} always enforced)"),
             };
+            let directory = &loaded.directory;
+            let entities = match directory.files().len() {
+                0 => String::new(),
+                n => format!(", {} entities in {n} files", directory.len()),
+            };
             println!(
-                "ok: {} policies{marked} in {} files, valid against the schema{}",
+                "ok: {} policies{marked} in {} files{entities}, valid against the schema{}",
                 loaded.set.policies().count(),
                 loaded.files.len(),
                 match routes {

@@ -132,6 +132,7 @@ impl Sample {
         let entities =
             Entities::from_entities([Entity::new_no_attrs(principal.clone(), parents)], None)
                 .map_err(|e| e.to_string())?;
+        let entities = with_directory(store, entities, &resource)?;
         let verdict = verdict(store, request, &entities, approved)?;
         Ok(Decided {
             verdict,
@@ -186,10 +187,13 @@ impl Sample {
             let declared = &store.current().declared;
             declared.check_body(body).map_err(|e| unmapped(&e))?;
         }
+        let entities = store
+            .with_directory(&mapped.entities, &mapped.resource)
+            .map_err(|e| e.to_string())?;
         let verdict = verdict(
             store,
             |granted| mapped.request(granted).map_err(|e| unmapped(&e)),
-            &mapped.entities,
+            entities.as_ref().unwrap_or(&mapped.entities),
             approved,
         )?;
         Ok(Decided {
@@ -199,6 +203,19 @@ impl Sample {
             resource: mapped.resource,
         })
     }
+}
+
+/// `entities` with the entity data beside the policies, as the sidecar
+/// decides (see `Gate::decide`).
+fn with_directory(
+    store: &PolicyStore,
+    entities: Entities,
+    resource: &EntityUid,
+) -> Result<Entities, String> {
+    let merged = store
+        .with_directory(&entities, resource)
+        .map_err(|e| e.to_string())?;
+    Ok(merged.unwrap_or(entities))
 }
 
 fn verdict(
