@@ -9,7 +9,7 @@ use crate::policy::{Outcome, PolicyError, PolicyStore, load::load_dir};
 
 const SCHEMA: &str = r#"
 entity Department { name: String };
-entity Group in [Group];
+entity Group in [Group] { name?: String };
 entity User in [Group] { level?: Long, department?: Department, email?: String };
 entity Doc { owner?: User } tags String;
 entity Unrelated;
@@ -98,15 +98,13 @@ fn attr(entities: &Entities, who: &str, name: &str) -> Option<EvalResult> {
 #[test]
 fn membership_comes_from_the_data_transitively_and_across_files() {
     // The user is in `a` (one file); `a` is in `b`, `b` in `staff` (another).
+    let mut named_b = group("b", &["staff"]);
+    named_b["attrs"] = json!({"name": "B"});
     let d = dir(&[
         ("entities.json", json!([user("alice", &["a"])])),
         (
             "groups.entities.json",
-            json!([
-                group("a", &["b"]),
-                group("b", &["staff"]),
-                group("staff", &[])
-            ]),
+            json!([group("a", &["b"]), named_b, group("staff", &[])]),
         ),
     ]);
     let store = PolicyStore::open(d.path(), vec![]).unwrap();
@@ -122,13 +120,23 @@ fn membership_comes_from_the_data_transitively_and_across_files() {
     let carol = Entity::new_no_attrs(uid(r#"User::"carol""#), [uid(r#"Group::"b""#)].into());
     assert_eq!(decide(&store, carol, r#"Doc::"d""#), Outcome::Allow);
 
-    let b_in_staff =
-        |e: &Entities| e.is_ancestor_of(&uid(r#"Group::"staff""#), &uid(r#"User::"alice""#));
+    // Copied: alice and the ancestor that has data (`b`, named); not the
+    // bare ones, whose membership alice's ancestors already carry.
     let merged = loaded
         .directory
         .merged(vec![Entity::with_uid(uid(r#"User::"alice""#))], None)
         .unwrap();
-    assert!(b_in_staff(&merged));
+    let mut copied: Vec<String> = merged.iter().map(|e| e.uid().to_string()).collect();
+    copied.sort();
+    assert_eq!(copied, [r#"Group::"b""#, r#"User::"alice""#]);
+    for g in ["a", "b", "staff"] {
+        let g = uid(&format!(r#"Group::"{g}""#));
+        assert!(merged.is_ancestor_of(&g, &uid(r#"User::"alice""#)), "{g}");
+    }
+    assert_eq!(
+        attr(&merged, r#"Group::"b""#, "name"),
+        Some(EvalResult::String("B".into()))
+    );
 }
 
 #[test]
@@ -170,10 +178,13 @@ fn an_entity_typed_attribute_reaches_its_entity_and_what_that_names() {
         .for_request(&entities, &uid(r#"Doc::"plan""#))
         .unwrap()
         .unwrap();
-    let mut got: Vec<String> = merged.iter().map(|e| e.uid().to_string()).collect();
-    got.sort();
+    let uids = |e: &Entities| {
+        let mut got: Vec<String> = e.iter().map(|e| e.uid().to_string()).collect();
+        got.sort();
+        got
+    };
     assert_eq!(
-        got,
+        uids(&merged),
         [
             r#"Department::"ops""#,
             r#"Department::"sales""#,
@@ -182,6 +193,15 @@ fn an_entity_typed_attribute_reaches_its_entity_and_what_that_names() {
             r#"User::"dana""#,
         ]
     );
+    // A principal the data holds reaches what its stored attributes name.
+    let bob = Entities::from_entities([Entity::with_uid(uid(r#"User::"bob""#))], None).unwrap();
+    let merged = store
+        .current()
+        .directory
+        .for_request(&bob, &uid(r#"Doc::"other""#))
+        .unwrap()
+        .unwrap();
+    assert_eq!(uids(&merged), [r#"Department::"sales""#, r#"User::"bob""#]);
 }
 
 #[test]
