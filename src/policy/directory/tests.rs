@@ -445,7 +445,7 @@ fn entities_merged_with_the_schema_decide_an_action_in_a_group() {
     .unwrap();
     let entities = loaded
         .directory
-        .merged(vec![carried], Some(&loaded.schema))
+        .merged(vec![carried.clone()], Some(&loaded.schema))
         .unwrap();
     let deploy = uid(r#"Action::"deploy""#);
     let request = |granted: bool| {
@@ -463,10 +463,22 @@ fn entities_merged_with_the_schema_decide_an_action_in_a_group() {
         )
         .map_err(|e| e.to_string())
     };
+    let approvable = |v: &crate::policy::Verdict| {
+        matches!(v, crate::policy::Verdict::Approvable { denial, .. }
+            if denial.policies == ["infrastructure-changes-need-approval"])
+    };
     let verdict = store.decide(request, &entities).unwrap();
-    assert!(
-        matches!(&verdict, crate::policy::Verdict::Approvable { denial, .. }
-            if denial.policies == ["infrastructure-changes-need-approval"]),
-        "{verdict:?}"
-    );
+    assert!(approvable(&verdict), "{verdict:?}");
+
+    // Mapped with the schema (every action entity in), then merged at the
+    // gate: the actions are left to the decision.
+    let mapped = Entities::from_entities([carried], Some(&loaded.schema)).unwrap();
+    assert!(mapped.get(&deploy).is_some());
+    let merged = store
+        .with_directory(&mapped, &uid(r#"Deployment::"web""#))
+        .unwrap()
+        .unwrap();
+    assert_eq!(merged.len(), 1);
+    let verdict = store.decide(request, &merged).unwrap();
+    assert!(approvable(&verdict), "{verdict:?}");
 }
