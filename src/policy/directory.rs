@@ -110,9 +110,10 @@ impl Directory {
         }
     }
 
-    /// As [`Self::merged`] for a request mapped from HTTP: `entities` (the
-    /// principal) and the stored `resource`, if the data defines it. `None`
-    /// when the data has nothing to add: decide with `entities` as they are.
+    /// As [`Self::merged`] for a mapped request (HTTP, MCP or AuthZEN; the
+    /// gate calls it): its `entities`, and the stored `resource` if the
+    /// data defines it and the request does not carry it. `None` when the
+    /// data has nothing to add: decide with `entities` as they are.
     pub fn for_request(
         &self,
         entities: &Entities,
@@ -267,7 +268,7 @@ impl Stored {
         // An ancestor with neither attributes nor tags is left out: this
         // entity already lists it among its ancestors, so `in` holds, and
         // there is nothing else on it to read. Cedar's hierarchy check
-        // costs every request about 2 µs per entity it is handed.
+        // costs every request about 1 µs per entity it is handed.
         let bare = |e: &Entity| e.attrs().next().is_none() && e.tags().next().is_none();
         let mut edges: Vec<EntityUid> = ancestors
             .iter()
