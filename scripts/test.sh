@@ -9,6 +9,8 @@ scripts/install-envoy.sh
 scripts/install-mcp.sh
 # `policy test --output junit` is read back with junitparser (pinned).
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/policy/requirements.txt
+# AuthZEN clients from PyPI (apparitor, decern) ask the AuthZEN endpoints (pinned).
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/authzen/requirements.txt
 # Approval tests start their own redis-server on a free port.
 if ! command -v redis-server >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
