@@ -97,16 +97,18 @@ impl Pdp {
         format!("{}{path}", self.base)
     }
 
+    /// `POST url` as a caller: with the token, declaring JSON.
+    fn post_json(&self, url: String) -> reqwest::RequestBuilder {
+        self.http
+            .post(url)
+            .bearer_auth(self.token)
+            .header("content-type", "application/json")
+    }
+
     /// `POST path` with the caller's token and `body` as JSON.
     async fn post(&self, path: &str, body: &Value) -> Answer {
-        self.send(
-            self.http
-                .post(self.url(path))
-                .bearer_auth(self.token)
-                .header("content-type", "application/json")
-                .body(body.to_string()),
-        )
-        .await
+        self.send(self.post_json(self.url(path)).body(body.to_string()))
+            .await
     }
 
     async fn evaluation(&self, body: &Value) -> Answer {
@@ -536,12 +538,7 @@ async fn c_2_4_4_malformed_json() {
         // The top level must be an object.
         r#"[{"subject": {"type": "user", "id": "alice"}}]"#,
     ] {
-        let req = pdp
-            .http
-            .post(pdp.url("/access/v1/evaluation"))
-            .bearer_auth(pdp.token)
-            .header("content-type", "application/json")
-            .body(body);
+        let req = pdp.post_json(pdp.url("/access/v1/evaluation")).body(body);
         pdp.send(req).await.assert_refused(400, body);
     }
 }
@@ -550,11 +547,7 @@ async fn c_2_4_4_malformed_json() {
 async fn c_2_4_5_empty_request_body() {
     let pdp = certification();
     for path in ["/access/v1/evaluation", "/access/v1/evaluations"] {
-        let req = pdp
-            .http
-            .post(pdp.url(path))
-            .bearer_auth(pdp.token)
-            .header("content-type", "application/json");
+        let req = pdp.post_json(pdp.url(path));
         pdp.send(req)
             .await
             .assert_refused(400, &format!("empty body to {path}"));
@@ -598,15 +591,8 @@ async fn c_2_4_6_invalid_field_types() {
 
 /// `POST path` with `body` and the header `X-Request-ID: id`.
 async fn with_request_id(pdp: &Pdp, path: &str, body: &Value, id: &str) -> Answer {
-    pdp.send(
-        pdp.http
-            .post(pdp.url(path))
-            .bearer_auth(pdp.token)
-            .header("content-type", "application/json")
-            .header("x-request-id", id)
-            .body(body.to_string()),
-    )
-    .await
+    let req = pdp.post_json(pdp.url(path)).header("x-request-id", id);
+    pdp.send(req.body(body.to_string())).await
 }
 
 #[tokio::test]
@@ -864,19 +850,7 @@ async fn c_6_metadata() {
     let evaluation = https("access_evaluation_endpoint");
     // Every advertised endpoint is where the API is.
     let permit = ask(user("alice"), action("read"), record("record-1"));
-    let via = |url: String, body: Value| {
-        let pdp = &pdp;
-        async move {
-            pdp.send(
-                pdp.http
-                    .post(url)
-                    .bearer_auth(pdp.token)
-                    .header("content-type", "application/json")
-                    .body(body.to_string()),
-            )
-            .await
-        }
-    };
+    let via = |url: String, body: Value| pdp.send(pdp.post_json(url).body(body.to_string()));
     assert!(via(evaluation, permit.clone()).await.decision(&permit));
     if m.get("access_evaluations_endpoint").is_some() {
         let batch = json!({"subject": user("bob"), "resource": record("record-1"),
@@ -1064,10 +1038,7 @@ async fn oversized_bodies_and_batches_are_refused_and_the_pdp_keeps_serving() {
     let mut big = permit.clone();
     big["context"] = json!({"padding": "x".repeat(MAX_BODY_BYTES)});
     let res = pdp
-        .http
-        .post(pdp.url("/access/v1/evaluation"))
-        .bearer_auth(pdp.token)
-        .header("content-type", "application/json")
+        .post_json(pdp.url("/access/v1/evaluation"))
         .body(big.to_string())
         .send()
         .await;
