@@ -82,7 +82,7 @@ impl Pdp {
         }
         let (scheme, http) = match pki {
             Some(pki) => ("https", tls_client(pki, None)),
-            None => ("http", reqwest::Client::new()),
+            None => ("http", client().build().unwrap()),
         };
         Pdp {
             base: format!("{scheme}://127.0.0.1:{port}"),
@@ -138,10 +138,17 @@ impl Pdp {
     }
 }
 
+/// An HTTP client that keeps no connection between requests: tests that
+/// share a `Pdp` each run their own tokio runtime, and a pooled connection
+/// dies with the runtime that opened it.
+fn client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().pool_max_idle_per_host(0)
+}
+
 /// A client trusting `pki`'s CA, presenting the certificate of `who`.
 fn tls_client(pki: &Pki, who: Option<&str>) -> reqwest::Client {
     let ca = std::fs::read(pki.ca()).unwrap();
-    let mut b = reqwest::Client::builder()
+    let mut b = client()
         .use_rustls_tls()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
     if let Some(who) = who {
