@@ -969,18 +969,25 @@ async fn callers_without_a_known_token_get_401() {
             );
         }
     }
-    // The scheme's name is case-insensitive (RFC 9110 §11.1).
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    // RFC 9110 §11.1: the authentication scheme is a case-insensitive token.
+    let pdp = certification();
     let permit = ask(user("alice"), action("read"), record("record-1"));
-    let a = pdp
-        .send(
-            pdp.http
-                .post(pdp.url("/access/v1/evaluation"))
-                .header("authorization", format!("bearer {CERT_TOKEN}"))
-                .header("content-type", "application/json")
-                .body(permit.to_string()),
-        )
-        .await;
-    assert!(a.decision(&permit));
+    for scheme in ["bearer", "BEARER"] {
+        let a = pdp
+            .send(
+                pdp.http
+                    .post(pdp.url("/access/v1/evaluation"))
+                    .header("authorization", format!("{scheme} {CERT_TOKEN}"))
+                    .header("content-type", "application/json")
+                    .body(permit.to_string()),
+            )
+            .await;
+        assert!(a.decision(&permit), "scheme `{scheme}`");
+    }
 }
 
 #[tokio::test]
