@@ -18,10 +18,9 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
 
 use common::tls::Pki;
-use common::{Sidecar, free_port, repo};
+use common::{Sidecar, repo};
 use serde_json::{Value, json};
 
 /// The demo tokens in the examples' `countersign.toml`.
@@ -44,15 +43,14 @@ struct Pdp {
 
 impl Pdp {
     /// `examples/<example>` with its own configuration, the AuthZEN
-    /// listener moved to a free port; over TLS with `pki`'s server
-    /// certificate (and its CA for client certificates) when given.
+    /// listener moved to a port of its choosing; over TLS with `pki`'s
+    /// server certificate (and its CA for client certificates) when given.
     fn start(example: &str, token: &'static str, pki: Option<&Pki>) -> Pdp {
         let dir = repo().join("examples").join(example);
         let config = std::fs::read_to_string(dir.join("countersign.toml")).unwrap();
         let listen = r#"listen = "127.0.0.1:9194""#;
         assert_eq!(config.matches(listen).count(), 1, "{example}: {listen}");
-        let port = free_port();
-        let mut authzen = format!(r#"listen = "127.0.0.1:{port}""#);
+        let mut authzen = r#"listen = "127.0.0.1:0""#.to_owned();
         if let Some(pki) = pki {
             let (cert, key) = pki.server();
             authzen += &format!(
@@ -71,21 +69,13 @@ impl Pdp {
             &[("COUNTERSIGN_CONFIG", path.to_str().unwrap())],
             &[],
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the AuthZEN port {port} never opened:\n{}",
-                sidecar.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let addr = sidecar.authzen_addr.clone().expect("the AuthZEN address");
         let (scheme, http) = match pki {
             Some(pki) => ("https", tls_client(pki, None)),
             None => ("http", client().build().unwrap()),
         };
         Pdp {
-            base: format!("{scheme}://127.0.0.1:{port}"),
+            base: format!("{scheme}://{addr}"),
             http,
             token,
             sidecar,
@@ -609,12 +599,15 @@ async fn c_2_5_1_x_request_id_echo() {
     let batch = json!({"subject": user("bob"), "resource": record("record-1"),
                        "evaluations": [{"action": action("read")}, {"action": action("write")}]});
     let bad = json!({"action": action("read")});
-    for (path, body, status) in [
+    for (i, (path, body, status)) in [
         ("/access/v1/evaluation", &single, 200),
         ("/access/v1/evaluations", &batch, 200),
         ("/access/v1/evaluation", &bad, 400),
-    ] {
-        let id = format!("bfe9eb29-ab87-4ca3-be83-{:012}", free_port());
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("bfe9eb29-ab87-4ca3-be83-d1d5d830571{i}");
         let a = with_request_id(&pdp, path, body, &id).await;
         assert_eq!(a.status, status, "{path} {body}\n-> {a:?}");
         assert_eq!(a.request_id.as_deref(), Some(id.as_str()), "{path}: {a:?}");
