@@ -44,7 +44,7 @@ pub enum MapError {
         principal: String,
         resource: String,
     },
-    #[error("`context.action` is where `action.properties` go: send action properties only there")]
+    #[error("`context.action` is reserved: action properties go in `action.properties`")]
     ActionTwice,
 }
 
@@ -96,10 +96,12 @@ impl TypeMap {
         // The profile's approval reference is not authorization input;
         // countersign sets its own `approval.granted`.
         context.remove(APPROVAL_MEMBER);
+        // Only `action.properties` fill `context.action`: one source, so
+        // that what the PEP calls the action's properties is what is read.
+        if context.contains_key(ACTION_MEMBER) {
+            return Err(MapError::ActionTwice);
+        }
         if !e.action.properties.is_empty() {
-            if context.contains_key(ACTION_MEMBER) {
-                return Err(MapError::ActionTwice);
-            }
             context.insert(
                 ACTION_MEMBER.to_owned(),
                 Value::Object(e.action.properties.clone()),

@@ -135,7 +135,12 @@ async fn authenticate(State(pdp): State<Pdp>, mut req: Request, next: Next) -> R
     let peer = req.extensions().get::<PeerName>().and_then(|p| p.0.clone());
     let caller = match (peer, req.headers().get(header::AUTHORIZATION)) {
         (_, Some(v)) => {
-            let Some(token) = v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            let token = v.to_str().ok().and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            });
+            let Some(token) = token else {
                 return unauthorized("authorization must be `Bearer <token>`");
             };
             let hash = hex::encode(Sha256::digest(token.trim().as_bytes()));
@@ -229,7 +234,9 @@ pub(crate) fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, Box<
             "the request body is empty",
         )));
     }
-    serde_json::from_slice(body).map_err(|e| {
+    // Duplicate member names (also ones differing only in case) are
+    // refused: a PEP that reads the first copy would see another request.
+    crate::request::value::parse_strict(body).map_err(|e| {
         Box::new(error(
             StatusCode::BAD_REQUEST,
             &format!("the request body is not valid JSON: {e}"),

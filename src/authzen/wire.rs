@@ -90,6 +90,28 @@ pub fn batch(body: &Value, max: usize) -> Result<Option<Batch>, WireError> {
     {
         return Err(WireError::Type("options".into(), "an object"));
     }
+    // A default that is present must be valid, even where every item
+    // replaces it: a malformed request is refused whole.
+    for (name, check) in [
+        (
+            "subject",
+            entity as fn(&Value, &str) -> Result<Entity, WireError>,
+        ),
+        ("resource", entity),
+    ] {
+        if let Some(v) = top.get(name) {
+            check(v, name)?;
+        }
+    }
+    if let Some(v) = top.get("action") {
+        action_of(v, "action")?;
+    }
+    if let Some(v) = top.get("context")
+        && !v.is_object()
+        && !v.is_null()
+    {
+        return Err(WireError::Type("context".into(), "an object"));
+    }
     let items = match top.get("evaluations") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(items)) if items.is_empty() => return Ok(None),
@@ -244,6 +266,16 @@ mod tests {
             "`evaluations[2].subject.type` must be a string"
         );
         assert_eq!(b.semantic, Semantic::ExecuteAll);
+    }
+
+    #[test]
+    fn a_malformed_default_is_refused_even_when_every_item_replaces_it() {
+        let body = json!({"subject": "alice",
+            "evaluations": [{"subject": {"type": "user", "id": "bob"}}]});
+        assert_eq!(
+            batch(&body, 10).unwrap_err().to_string(),
+            "`subject` must be an object"
+        );
     }
 
     #[test]
