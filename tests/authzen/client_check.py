@@ -1,6 +1,6 @@
 """Asks an AuthZEN PDP through two AuthZEN 1.0 clients from PyPI.
 
-Driven by tests/authzen_conformance.rs, which owns the cases and compares the
+Driven by tests/authzen_conformance/, which owns the cases and compares the
 answers with its own raw HTTP calls. Reads on stdin:
 
     {"base": URL, "token": TOKEN, "single": [request, ...], "batch": [request, ...]}
