@@ -196,6 +196,16 @@ fn approvals(c: &mut Criterion) {
 fn mcp(c: &mut Criterion) {
     let rt = runtime();
     let f = fixture(100, Some(u32::MAX));
+    // The HTTP export's 1 KiB is a body field its guard would not show
+    // (`note`), and a call carrying what approvers are not shown cannot be
+    // approved: here the guard shows everything, as the MCP tool's guard
+    // shows every argument, so both sides bind about 1 KiB.
+    let guard = f._dir.path().join("data-export.cedar");
+    let text = std::fs::read_to_string(&guard).unwrap();
+    let shown = text.replace(r#"@show("format, rows")"#, r#"@show("*")"#);
+    assert_ne!(text, shown, "the export guard's @show changed");
+    std::fs::write(&guard, shown).unwrap();
+    f.policies.reload().unwrap();
     let store = Arc::new(MemoryStore::new());
     let svc = service(&f, store.clone(), None);
     let mut g = c.benchmark_group("mcp");
