@@ -1,25 +1,31 @@
 //! The decision path without the network: `CheckRequest` -> mapping ->
 //! Cedar -> `CheckResponse`, at several policy-set sizes; Cedar alone on the
-//! whole set and on the action's slice; a check with telemetry on; and the
-//! approval store (a real `redis-server` on a free port).
+//! whole set and on the action's slice; a check with telemetry on; the
+//! approval store (a real `redis-server` on a free port); MCP checks; and
+//! AuthZEN evaluations through the PDP's router.
 //!
 //! `cargo bench --bench check` (filter with e.g. `-- decide/`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{Request, StatusCode};
 use cedar_policy::Authorizer;
 use countersign::approval::approvers::Approvers;
 use countersign::approval::{ApprovalStore, Lifecycle, MemoryStore, RedisStore, Ruling as Vote};
 use countersign::audit::EventSink;
 use countersign::authz::{AuthzService, AuthzSettings};
-use countersign::config::Config;
+use countersign::authzen::{EVALUATION_PATH, EVALUATIONS_PATH, Pdp};
+use countersign::config::{AuthzenConfig, Config, EMBEDDED};
 use countersign::gate::{Gate, GateSettings};
 use countersign::metrics::Metrics;
 use countersign::policy::PolicyStore;
 use countersign::telemetry::Telemetry;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde_json::json;
+use tower::ServiceExt;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -62,6 +68,24 @@ fn redis(url: &str) -> Arc<RedisStore> {
     Arc::new(RedisStore::new(store).unwrap())
 }
 
+/// The decision core the front doors share, and the approvals it holds.
+fn gate(
+    f: &Fixture,
+    store: Arc<dyn ApprovalStore>,
+    telemetry: Option<Telemetry>,
+) -> (Gate, Lifecycle) {
+    let config = config();
+    let sink = EventSink::new(telemetry, Metrics::default(), None);
+    let approvers = Approvers::from_config(f.policies.clone(), &config);
+    let approvals = Lifecycle::new(store, sink, approvers);
+    let gate = Gate::new(
+        f.policies.clone(),
+        approvals.clone(),
+        GateSettings::from_config(&config),
+    );
+    (gate, approvals)
+}
+
 fn service(
     f: &Fixture,
     store: Arc<dyn ApprovalStore>,
@@ -69,14 +93,7 @@ fn service(
 ) -> AuthzService {
     let config = config();
     let settings = AuthzSettings::from_config(&config);
-    let sink = EventSink::new(telemetry, Metrics::default(), None);
-    let approvers = Approvers::from_config(f.policies.clone(), &config);
-    let approvals = Lifecycle::new(store, sink, approvers);
-    let gate = Gate::new(
-        f.policies.clone(),
-        approvals,
-        GateSettings::from_config(&config),
-    );
+    let (gate, _) = gate(f, store, telemetry);
     AuthzService::new(Arc::new(config.mapper), gate, settings)
 }
 
@@ -262,6 +279,91 @@ fn export_body(body: &str, token: Option<&str>) -> envoy_types::ext_authz::v3::p
     c.build()
 }
 
+/// The AuthZEN client's bearer token, as in bench/run.py.
+const AUTHZEN_TOKEN: &str = "bench-pep-token";
+
+/// The embedded configuration with an `[authzen]` table, as bench/run.py
+/// serves it, on the policies in `dir`.
+fn authzen_config(dir: &std::path::Path) -> AuthzenConfig {
+    use sha2::Digest as _;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(AUTHZEN_TOKEN));
+    let text = format!(
+        "{EMBEDDED}\n[authzen]\n[[authzen.clients]]\nname = \"bench\"\ntoken_sha256 = \"{digest}\"\n"
+    );
+    std::fs::write(file.path(), text).unwrap();
+    let env = HashMap::from([(
+        "COUNTERSIGN_POLICY_DIR".to_owned(),
+        dir.display().to_string(),
+    )]);
+    let config = Config::load(Some(file.path()), &env).unwrap();
+    config.authzen.expect("an [authzen] table")
+}
+
+/// One authenticated AuthZEN POST through `router`: its status and body.
+async fn authzen_call(router: Router, path: &str, body: &'static str) -> (StatusCode, Bytes) {
+    let req = Request::post(path)
+        .header("authorization", format!("Bearer {AUTHZEN_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, body)
+}
+
+/// AuthZEN evaluations in process: the PDP's router called with `oneshot`
+/// (no socket, no HTTP/1 parsing), one evaluation and a batch of 10
+/// (bench/authzen-*.json, as bench/run.py sends them), on 100 policies.
+/// Each evaluation is the Cedar request of `decide/allow/100` on the same
+/// `read` slice, so the two compare the front doors: JSON in and out, the
+/// AuthZEN mapping and axum here; the route table and `CheckResponse`
+/// there. The memory store: an allow never reaches it.
+fn authzen(c: &mut Criterion) {
+    let rt = runtime();
+    let f = fixture(100, None);
+    let (gate, approvals) = gate(&f, Arc::new(MemoryStore::new()), None);
+    let config = authzen_config(f._dir.path());
+    let bound = config.listen;
+    let router = Pdp::new(gate, f.policies.clone(), approvals, config, bound).router();
+    let mut g = c.benchmark_group("authzen");
+    let cases = [
+        (
+            "evaluation",
+            EVALUATION_PATH,
+            include_str!("../bench/authzen-evaluation.json"),
+            1,
+        ),
+        (
+            "evaluations-10",
+            EVALUATIONS_PATH,
+            include_str!("../bench/authzen-evaluations.json"),
+            10,
+        ),
+    ];
+    for (name, path, body, allows) in cases {
+        let (status, answer) = rt.block_on(authzen_call(router.clone(), path, body));
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let decisions = match answer.get("evaluations") {
+            Some(many) => many.as_array().unwrap().clone(),
+            None => vec![answer.clone()],
+        };
+        assert!(
+            decisions.len() == allows && decisions.iter().all(|d| d["decision"] == true),
+            "{name}: {answer}"
+        );
+        g.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter(|| authzen_call(router.clone(), path, body));
+        });
+    }
+    g.finish();
+}
+
 /// Drops every span: measures making and queueing them, not the network.
 #[derive(Debug)]
 struct Discard;
@@ -275,5 +377,5 @@ impl opentelemetry_sdk::trace::SpanExporter for Discard {
     }
 }
 
-criterion_group!(benches, decide, cedar, approvals, mcp);
+criterion_group!(benches, decide, cedar, approvals, mcp, authzen);
 criterion_main!(benches);
