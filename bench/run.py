@@ -5,9 +5,11 @@ installs what it needs and builds the binaries first.
 
 Everything listens on 127.0.0.1 on free ports: its own redis-server, an OTLP
 sink (telemetry is on for Envoy and countersign throughout), the floor
-server, countersign, and Envoy 1.40 with variants of envoy/envoy.yaml.
+server, countersign (with its AuthZEN listener on), and Envoy 1.40 with
+variants of envoy/envoy.yaml.
 """
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -26,6 +28,10 @@ ENVOY = ROOT / ".venv" / "bin" / "envoy"
 EXPORT_BODY = '{"format": "csv", "rows": 10}'
 # An approved export may be replayed this often in the benchmark's policies.
 TOKEN_USES = "4000000000"
+# The AuthZEN client's bearer token (docs/authzen.md).
+AUTHZEN_TOKEN = "bench-pep-token"
+# Evaluations per AuthZEN batch (bench/authzen-evaluations.json).
+AUTHZEN_BATCH = 10
 
 
 def free_port():
@@ -81,6 +87,31 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_spent(pids, load):
+    """Runs `load()`; its result, and the CPU seconds each of `pids` (None:
+    not measured) spent meanwhile."""
+    before = [cpu_seconds(p) if p else 0 for p in pids]
+    result = load()
+    return result, [cpu_seconds(p) - b if p else None for p, b in zip(pids, before)]
+
+
+def authzen_config(tmp, port):
+    """The embedded configuration with an `[authzen]` listener on `port` and
+    one bearer-token client; the environment overrides the rest as before."""
+    digest = hashlib.sha256(AUTHZEN_TOKEN.encode()).hexdigest()
+    text = (ROOT / "src" / "default-config.toml").read_text() + f"""
+[authzen]
+listen = "127.0.0.1:{port}"
+
+[[authzen.clients]]
+name = "bench"
+token_sha256 = "{digest}"
+"""
+    path = Path(tmp) / "countersign-authzen.toml"
+    path.write_text(text)
+    return path
+
+
 def rss_mib(pid, field):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -124,13 +155,14 @@ def drop_blocks(text, head):
     return "".join(out)
 
 
-def wrk(url, seconds, connections, headers, script=None):
+def wrk(url, seconds, connections, headers, script=None, env=None):
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
     if script:
         cmd += ["-s", str(script)]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})}).stdout
 
     def latency(pct):
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -170,10 +202,73 @@ def first_export(url, bearer):
     return body["approval_id"], body["approval_token"]
 
 
-def criterion_table(seconds):
-    """Runs the criterion bench briefly and tabulates its estimates."""
+def authzen_post(url, body):
+    """One AuthZEN call with the benchmark's token; its JSON answer."""
+    req = urllib.request.Request(url, data=body, method="POST", headers={
+        "authorization": f"Bearer {AUTHZEN_TOKEN}", "content-type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+
+
+def authzen_evaluations(port, pid, seconds, connections):
+    """wrk on the AuthZEN listener: one evaluation per request, then a batch
+    of AUTHZEN_BATCH, every one an allow (checked first); with the server's
+    CPU per decision. Each run follows a 2 s warm-up, as loadgen's do."""
+    base = f"http://127.0.0.1:{port}"
+    auth = f"authorization: Bearer {AUTHZEN_TOKEN}"
+    lua = ROOT / "bench" / "authzen.lua"
+    rows = []
+    for label, path, body, per_request in [
+            ("AuthZEN evaluation, single", "/access/v1/evaluation", "authzen-evaluation.json", 1),
+            (f"AuthZEN evaluations, batch of {AUTHZEN_BATCH}", "/access/v1/evaluations",
+             "authzen-evaluations.json", AUTHZEN_BATCH)]:
+        body = ROOT / "bench" / body
+        answer = authzen_post(base + path, body.read_bytes())
+        decisions = answer["evaluations"] if "evaluations" in answer else [answer]
+        if len(decisions) != per_request or any(d.get("decision") is not True for d in decisions):
+            sys.exit(f"{path}: expected {per_request} allow(s), got {answer}")
+        env = {"AUTHZEN_BODY": str(body)}
+        wrk(base + path, 2, connections, [auth], lua, env)
+        r, (cpu,) = cpu_spent([pid], lambda: wrk(base + path, seconds, connections, [auth], lua, env))
+        r["label"] = label
+        r["decisions_per_s"] = r["rps"] * per_request
+        r["cpu_us"] = cpu * 1e6 / max(r["requests"] * per_request, 1)
+        rows.append(r)
+    return rows
+
+
+def authzen_report(args, cs_row, rows):
+    """The AuthZEN rows beside the direct gRPC allow row of the same run."""
+    f = [x.strip() for x in cs_row.split("|")]
+    ext = {"label": "ext_authz `Check`, allow (direct gRPC, bench/loadgen.rs 2 x 16 streams)",
+           "rps": float(f[3]), "decisions_per_s": float(f[3]), "p50": float(f[4]), "p99": float(f[6]),
+           "cpu_us": float(f[8]), "bad": int(f[10])}
+    out = ["\n## AuthZEN evaluations beside ext_authz checks (one sidecar, one run)\n",
+           "The same sidecar and 100 policies. Each evaluation (bench/authzen-evaluation*.json) has the "
+           "ext_authz allow path's action, resource and context and is allowed on the same `read` slice "
+           "(its subject `User::\"user-1\"` by `synthetic-1`: AuthZEN brings no JWT groups), over HTTP/1.1 "
+           "and JSON on the `[authzen]` listener. The load generators differ (gRPC: loadgen over HTTP/2; "
+           "AuthZEN: wrk), so compare CPU per decision, not latency.\n",
+           "| run | requests/s | decisions/s | p50 ms | p99 ms | server CPU µs/decision | "
+           "decisions per CPU-second | non-2xx or errors |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for x in [ext, *rows]:
+        label = x["label"] if x is ext else f"{x['label']} (wrk -t1 -c{args.connections})"
+        out.append(f"| {label} | {x['rps']:.0f} | {x['decisions_per_s']:.0f} | {x['p50']:.2f} | "
+                   f"{x['p99']:.2f} | {x['cpu_us']:.1f} | {1e6 / x['cpu_us']:.0f} | {x['bad']} |")
+    out += ["", "| ratio | value |", "|---|---:|"]
+    for x in rows:
+        out.append(f"| decisions per CPU-second, {x['label']} / ext_authz | "
+                   f"{ext['cpu_us'] / x['cpu_us']:.2f} |")
+    return "\n".join(out)
+
+
+def criterion_table(seconds, only=None):
+    """Runs the criterion bench briefly and tabulates its estimates; with
+    `only="authzen"`, its AuthZEN group and the check it compares with."""
     subprocess.run(["cargo", "bench", "--locked", "--bench", "check", "--",
-                    "--warm-up-time", "1", "--measurement-time", str(seconds), "--noplot"],
+                    "--warm-up-time", "1", "--measurement-time", str(seconds), "--noplot",
+                    *(["^(authzen/|decide/allow/100$)"] if only else [])],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     base = ROOT / "target" / "criterion"
 
@@ -181,6 +276,16 @@ def criterion_table(seconds):
         f = base.joinpath(*parts, "new", "estimates.json")
         return json.loads(f.read_text())["median"]["point_estimate"] / 1000
 
+    check = median_us("decide", "allow", "100")
+    one, batch = median_us("authzen", "evaluation"), median_us("authzen", f"evaluations-{AUTHZEN_BATCH}")
+    authzen = ["| in process, 100 policies (AuthZEN: the router, `oneshot`) | µs per call | µs per decision | "
+               "/ ext_authz check |", "|---|---:|---:|---:|",
+               f"| ext_authz check, allow path (`decide/allow/100`) | {check:.1f} | {check:.1f} | 1.00 |",
+               f"| AuthZEN evaluation (`authzen/evaluation`) | {one:.1f} | {one:.1f} | {one / check:.2f} |",
+               f"| AuthZEN batch of {AUTHZEN_BATCH} (`authzen/evaluations-{AUTHZEN_BATCH}`) | {batch:.1f} | "
+               f"{batch / AUTHZEN_BATCH:.1f} | {batch / AUTHZEN_BATCH / check:.2f} |"]
+    if only:
+        return "\n".join(authzen)
     rows = ["| policies | check, allow path µs | Cedar on the whole set µs | Cedar on the action's slice µs |",
             "|---:|---:|---:|---:|"]
     sizes = [20, 100, 1000, 10000]
@@ -205,7 +310,7 @@ def criterion_table(seconds):
              f"{mcp['mcp-1k-allow'] / mcp['http-body-1k-allow']:.2f} | ≤ 1.3 |",
              f"| guarded, with a valid approval | {mcp['http-body-1k-approved']:.1f} | {mcp['mcp-1k-approved']:.1f} | "
              f"{mcp['mcp-1k-approved'] / mcp['http-body-1k-approved']:.2f} | ≤ 1.3 |"]
-    return "\n".join(rows)
+    return "\n".join(rows + [""] + authzen)
 
 
 def main():
@@ -213,6 +318,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=10, help="length of each load run")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections")
     ap.add_argument("--no-criterion", action="store_true", help="skip the criterion benches")
+    ap.add_argument("--only", choices=["authzen"],
+                    help="authzen: only the AuthZEN evaluations and the direct gRPC allow run beside them")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="countersign-bench-")
     procs = Procs(tmp)
@@ -224,15 +331,16 @@ def main():
 
 def run(args, tmp, procs):
     secs = args.seconds
-    redis_port, otlp_port, floor_port, cs_port = (free_port() for _ in range(4))
+    redis_port, otlp_port, floor_port, cs_port, authzen_port = (free_port() for _ in range(5))
     procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                           "--save", "", "--appendonly", "no", "--dir", tmp], port=redis_port)
     procs.start("otlp-sink", [str(RELEASE / "examples" / "floor"), "--otlp",
                               f"127.0.0.1:{otlp_port}"], port=otlp_port)
-    floor = procs.start("floor", [str(RELEASE / "examples" / "floor"), "--listen",
-                                  f"127.0.0.1:{floor_port}"], port=floor_port)
+    if not args.only:
+        floor = procs.start("floor", [str(RELEASE / "examples" / "floor"), "--listen",
+                                      f"127.0.0.1:{floor_port}"], port=floor_port)
 
-    def sidecar(name, policies, port):
+    def sidecar(name, policies, port, config=None):
         env = {
             "COUNTERSIGN_LISTEN": f"127.0.0.1:{port}",
             "COUNTERSIGN_POLICY_DIR": str(policies),
@@ -241,11 +349,15 @@ def run(args, tmp, procs):
             "COUNTERSIGN_LOG": "warn",
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
         }
+        if config:
+            env["COUNTERSIGN_CONFIG"] = str(config)
         return procs.start(name, [str(RELEASE / "countersign"), "serve"], env=env, port=port), env
 
     p100 = Path(tmp) / "policies-100"
     loadgen("policies", "--extra", "80", "--out", str(p100), "--token-uses", TOKEN_USES)
-    cs, cs_env = sidecar("countersign", p100, cs_port)
+    # The embedded configuration plus an AuthZEN listener, which the
+    # ext_authz path does not consult.
+    cs, cs_env = sidecar("countersign", p100, cs_port, authzen_config(tmp, authzen_port))
 
     # Direct gRPC, no Envoy.
     direct = [loadgen("header")]
@@ -255,9 +367,21 @@ def run(args, tmp, procs):
                               "--duration", f"{secs}s", "--label", label, *extra))
         return direct[-1]
 
+    if args.only:
+        cs_row = direct_run("countersign, allow", cs_port, cs.pid)
+        authzen = authzen_evaluations(authzen_port, cs.pid, secs, args.connections)
+        bench = None if args.no_criterion else criterion_table(max(2, secs // 3), args.only)
+        report_header(args)
+        print(authzen_report(args, cs_row, authzen))
+        if bench:
+            print("\n## In process (criterion, benches/check.rs; medians)\n")
+            print(bench)
+        return
     token = loadgen("token", "--target", f"http://127.0.0.1:{cs_port}", env=cs_env)
     floor_row = direct_run("floor, allow", floor_port, floor.pid)
     cs_row = direct_run("countersign, allow", cs_port, cs.pid)
+    # Right after the allow run it is compared with, on the same sidecar.
+    authzen = authzen_evaluations(authzen_port, cs.pid, secs, args.connections)
     direct_run("countersign, token (Redis consume)", cs_port, cs.pid, "--mix", "token=1", "--token", token)
     direct_run("countersign, mix 8 allow : 1 deny : 1 token", cs_port, cs.pid,
                "--mix", "allow=8,deny=1,token=1", "--token", token)
@@ -282,17 +406,15 @@ def run(args, tmp, procs):
             approval_id, approval = first_export(f"{base}/v1/datasets/sales/export", agent)
             loadgen("approve", approval_id, env=cs_env)
             env["COUNTERSIGN_APPROVAL"] = approval
-        os.environ.update(env)
-        before = (cpu_seconds(envoy.pid), cpu_seconds(authz.pid) if authz else 0)
         if guarded:
-            r = wrk(f"{base}/v1/datasets/sales/export", secs, args.connections,
-                    [f"authorization: Bearer {agent}"], lua)
+            load = lambda: wrk(f"{base}/v1/datasets/sales/export", secs, args.connections,
+                               [f"authorization: Bearer {agent}"], lua, env)
         else:
-            r = wrk(f"{base}/v1/datasets/sales", secs, args.connections,
-                    [f"authorization: Bearer {alice}"])
-        after = (cpu_seconds(envoy.pid), cpu_seconds(authz.pid) if authz else 0)
-        r["envoy_cpu"] = (after[0] - before[0]) * 1e6 / max(r["requests"], 1)
-        r["authz_cpu"] = (after[1] - before[1]) * 1e6 / max(r["requests"], 1) if authz else None
+            load = lambda: wrk(f"{base}/v1/datasets/sales", secs, args.connections,
+                               [f"authorization: Bearer {alice}"])
+        r, (envoy_cpu, authz_cpu) = cpu_spent([envoy.pid, authz.pid if authz else None], load)
+        r["envoy_cpu"] = envoy_cpu * 1e6 / max(r["requests"], 1)
+        r["authz_cpu"] = authz_cpu * 1e6 / max(r["requests"], 1) if authz else None
         r["label"] = label
         results[key] = r
         procs.stop(envoy)
@@ -316,10 +438,14 @@ def run(args, tmp, procs):
     memory = (rss_mib(big.pid, "VmHWM"), rss_mib(big.pid, "VmRSS"))
 
     bench = None if args.no_criterion else criterion_table(max(2, secs // 3))
-    report(args, results, direct, floor_cpu, cs_cpu, memory, bench)
+    report_header(args)
+    report(args, results, direct, floor_cpu, cs_cpu, authzen_report(args, cs_row, authzen), memory)
+    if bench:
+        print("\n## Decision path without the network (criterion, benches/check.rs; medians)\n")
+        print(bench)
 
 
-def report(args, r, direct, floor_cpu, cs_cpu, memory, bench):
+def report_header(args):
     cpu_model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                       if l.startswith("model name")), "unknown")
     version = lambda cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
@@ -331,6 +457,9 @@ def report(args, r, direct, floor_cpu, cs_cpu, memory, bench):
           f"{version(['redis-server', '--version'])}. Load runs of {args.seconds} s; "
           f"telemetry on throughout (Envoy and countersign export spans over OTLP to a local sink); "
           f"countersign with 100 policies (20 examples + 80 generated, bench/synthetic.rs).\n")
+
+
+def report(args, r, direct, floor_cpu, cs_cpu, authzen, memory):
     print(f"## Through Envoy (wrk -t1 -c{args.connections}, Envoy --concurrency 1, reference config)\n")
     print("| run | req/s | p50 ms | p90 ms | p99 ms | authz server CPU µs/req | Envoy CPU µs/req | non-2xx or errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -352,12 +481,10 @@ def report(args, r, direct, floor_cpu, cs_cpu, memory, bench):
     print("\n| ratio | value | target |\n|---|---:|---|")
     print(f"| CPU per check, countersign / floor (allow path) | {cs_cpu / floor_cpu:.2f} | ≤ 1.5 |")
     print(f"| countersign checks per CPU-second (allow path) | {1e6 / cs_cpu:.0f} | ≥ 40,000 |")
+    print(authzen)
     print("\n## Memory\n")
     print("| policies | pending approvals | peak RSS MiB | RSS after MiB | target |\n|---:|---:|---:|---:|---|")
     print(f"| 1,000 | 10,000 | {memory[0]:.1f} | {memory[1]:.1f} | < 64 MiB |")
-    if bench:
-        print("\n## Decision path without the network (criterion, benches/check.rs; medians)\n")
-        print(bench)
 
 
 if __name__ == "__main__":
