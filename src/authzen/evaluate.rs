@@ -12,6 +12,9 @@ use super::wire::{self, Evaluation, Semantic};
 use super::{EVALUATION_PATH, HOST, Pdp, REQUEST_ID, Received};
 use crate::gate::{AccessRequest, Approach, Arrival, BodyState, Call, Outcome};
 
+/// What an AuthZEN call binds as its content-encoding.
+const BINDING_DOMAIN: &str = "authzen";
+
 /// The caller's request id (set by the request-id layer).
 pub(super) fn request_id(headers: &HeaderMap) -> &str {
     headers
@@ -71,7 +74,10 @@ impl Pdp {
             path: EVALUATION_PATH,
             body,
             content_type: "application/json",
-            content_encoding: "",
+            // Binds an AuthZEN call apart from every HTTP call: a call
+            // through Envoy with a body and any content-encoding but
+            // identity is refused before an approval could bind it.
+            content_encoding: BINDING_DOMAIN,
             body_state: BodyState::Complete,
             source_address: asked.source,
             request_id: asked.request_id,
