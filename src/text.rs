@@ -41,11 +41,10 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// A name a caller chose, fit to quote in a message: at most 60
+/// A name a caller chose, fit to quote in a message: at most `keep`
 /// characters, control characters and quotes escaped.
-pub fn shortened(s: &str) -> String {
-    const KEEP: usize = 60;
-    let mut out: String = s.chars().take(KEEP).collect();
+pub fn shortened(s: &str, keep: usize) -> String {
+    let mut out: String = s.chars().take(keep).collect();
     if out.len() < s.len() {
         out.push('…');
     }

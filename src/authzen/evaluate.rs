@@ -60,20 +60,22 @@ impl Pdp {
     ) -> Outcome {
         let arrival = Arrival::now(asked.parent);
         let loaded = self.inner.policies.current();
-        let mapped = self.inner.types.map(e, &loaded);
+        let mapped = super::map::TypeMap(&self.inner.config.types).map(e, &loaded);
         drop(loaded);
         let scheme = if self.inner.config.tls.is_some() {
             "https"
         } else {
             "http"
         };
-        let call = |body: &'static [u8]| Call {
+        // What an approval binds besides the mapped request; the body is
+        // the bound members, once mapped.
+        let call = Call {
             method: "POST",
             host: HOST,
             scheme,
             path: EVALUATION_PATH,
-            body,
-            content_type: "application/json",
+            body: b"",
+            content_type: super::JSON,
             // Binds an AuthZEN call apart from every HTTP call: a call
             // through Envoy with a body and any content-encoding but
             // identity is refused before an approval could bind it.
@@ -88,13 +90,13 @@ impl Pdp {
             Ok(m) => m,
             Err(e) => {
                 let reason = format!("bad request: {e}");
-                return self.inner.gate.reject(&call(b""), reason, arrival);
+                return self.inner.gate.reject(&call, reason, arrival);
             }
         };
         let access = AccessRequest {
             call: Call {
                 body: &mapped.bound,
-                ..call(b"")
+                ..call
             },
             arrival,
             mapped: &mapped.request,

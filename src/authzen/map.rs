@@ -15,6 +15,13 @@ use super::wire::{Entity as WireEntity, Evaluation};
 use crate::policy::Loaded;
 use crate::request::MappedRequest;
 
+/// Longest name a caller chose that a refusal quotes.
+const NAME_CHARS: usize = 60;
+
+fn shortened(name: &str) -> String {
+    crate::text::shortened(name, NAME_CHARS)
+}
+
 /// The context member `action.properties` becomes.
 pub const ACTION_MEMBER: &str = "action";
 /// The context member the Access Request profile's approval reference
@@ -48,9 +55,9 @@ pub enum MapError {
     ActionTwice,
 }
 
-/// AuthZEN types to Cedar types.
-#[derive(Debug, Clone, Default)]
-pub struct TypeMap(pub BTreeMap<String, EntityTypeName>);
+/// AuthZEN types to Cedar types (`[authzen.types]`).
+#[derive(Debug, Clone, Copy)]
+pub struct TypeMap<'a>(pub &'a BTreeMap<String, EntityTypeName>);
 
 /// An evaluation ready for the gate: the request, and the bytes an
 /// approval binds (what it shows, canonically encoded).
@@ -60,7 +67,7 @@ pub struct Mapped {
     pub bound: Vec<u8>,
 }
 
-impl TypeMap {
+impl TypeMap<'_> {
     fn cedar_type(
         &self,
         role: &'static str,
@@ -69,7 +76,7 @@ impl TypeMap {
     ) -> Result<EntityTypeName, MapError> {
         let unknown = || MapError::UnknownType {
             role,
-            kind: crate::text::shortened(kind),
+            kind: shortened(kind),
         };
         let name = match self.0.get(kind) {
             Some(n) => n.clone(),
@@ -91,7 +98,7 @@ impl TypeMap {
             EntityId::new(&e.action.name),
         );
         let action_key = action.to_string();
-        let action_named = format!("action `{}`", crate::text::shortened(&e.action.name));
+        let action_named = format!("action `{}`", shortened(&e.action.name));
         let mut context = e.context.clone();
         // The profile's approval reference is not authorization input;
         // countersign sets its own `approval.granted`.
@@ -110,7 +117,7 @@ impl TypeMap {
         let mut kept = loaded
             .shapes
             .context(&action_key, &context)
-            .ok_or_else(|| MapError::UnknownAction(crate::text::shortened(&e.action.name)))?;
+            .ok_or_else(|| MapError::UnknownAction(shortened(&e.action.name)))?;
         let bound = bound(&subject_attrs, &resource_attrs, &kept);
         if loaded
             .shapes
@@ -144,7 +151,7 @@ impl TypeMap {
                 _ => {
                     tracing::debug!(error = %err, "AuthZEN request does not fit the schema");
                     MapError::NotApplicable {
-                        action: crate::text::shortened(&e.action.name),
+                        action: shortened(&e.action.name),
                         principal: principal.type_name().to_string(),
                         resource: resource.type_name().to_string(),
                     }
@@ -234,21 +241,23 @@ fn bound(
     context: &Map<String, Value>,
 ) -> Map<String, Value> {
     let mut out = Map::new();
-    let mut put = |prefix: &str, map: &Map<String, Value>| {
-        for (k, v) in map {
-            out.insert(format!("{prefix}{k}"), v.clone());
-        }
+    let mut put = |prefix: &str, k: &str, v: &Value| {
+        out.insert(format!("{prefix}{k}"), v.clone());
     };
-    put("subject.properties.", subject);
-    put("resource.properties.", resource);
-    let (action, rest): (Map<String, Value>, Map<String, Value>) = context
+    subject
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .partition(|(k, _)| k == ACTION_MEMBER);
-    if let Some(Value::Object(props)) = action.get(ACTION_MEMBER) {
-        put("action.properties.", props);
+        .for_each(|(k, v)| put("subject.properties.", k, v));
+    resource
+        .iter()
+        .for_each(|(k, v)| put("resource.properties.", k, v));
+    for (k, v) in context {
+        match v {
+            Value::Object(props) if k == ACTION_MEMBER => props
+                .iter()
+                .for_each(|(k, v)| put("action.properties.", k, v)),
+            _ => put("context.", k, v),
+        }
     }
-    put("context.", &rest);
     out
 }
 

@@ -57,7 +57,6 @@ struct Inner {
     config: AuthzenConfig,
     /// The base URL the metadata and task handles name.
     base: String,
-    types: map::TypeMap,
     binder: Binder,
 }
 
@@ -82,7 +81,6 @@ impl Pdp {
         Self {
             inner: Arc::new(Inner {
                 base,
-                types: map::TypeMap(config.types.clone()),
                 binder: Binder::new(config.binding_key.clone()),
                 gate,
                 policies,
@@ -173,6 +171,9 @@ fn unauthorized(why: &str) -> Response {
     r
 }
 
+/// The one media type AuthZEN requests are sent as.
+const JSON: &str = "application/json";
+
 /// The header a PEP names its request with.
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -195,12 +196,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 
 /// `body` as `application/json` with `status`.
 pub(crate) fn json(status: StatusCode, body: &Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()
 }
 
 /// `{"error": why}` with `status`: the spec's error answer.
@@ -211,21 +207,22 @@ pub(crate) fn error(status: StatusCode, why: &str) -> Response {
 /// The JSON body of a POST, or the spec's 400: wrong content type, empty,
 /// not JSON.
 pub(crate) fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, Box<Response>> {
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let (essence, params) = media.split_once(';').unwrap_or((media, ""));
-    let utf8 = params.split(';').all(|p| match p.trim().split_once('=') {
-        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
-            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
-        }
-        _ => true,
-    });
-    if !essence.trim().eq_ignore_ascii_case("application/json") || !utf8 {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let json = [JSON.to_owned()];
+    let media = crate::request::json_media(
+        header(header::CONTENT_TYPE),
+        header(header::CONTENT_ENCODING),
+        &json,
+    );
+    if let Err(why) = media {
         return Err(Box::new(error(
             StatusCode::BAD_REQUEST,
-            "the request must be JSON: send `Content-Type: application/json`",
+            &format!("the request body must be JSON: {why}"),
         )));
     }
     if body.is_empty() {

@@ -2,7 +2,7 @@
 //! files and approvers.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::env::Origins;
 use super::schema::RawAdmin;
@@ -21,27 +21,13 @@ pub(super) fn validate_admin(
             ),
         )
     })?;
-    let read = |field: &str, path: &Path| read_pem(o, field, path);
-    let (cert_pem, key_pem) = match (&a.tls_cert, &a.tls_key) {
-        (None, None) => return Ok(None),
-        (Some(c), Some(k)) => (read("admin.tls_cert", c)?, read("admin.tls_key", k)?),
-        (Some(_), None) => {
-            return Err(o.invalid(
-                "admin.tls_key",
-                "expected a PEM private key, since admin.tls_cert is set",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(o.invalid(
-                "admin.tls_cert",
-                "expected a PEM certificate, since admin.tls_key is set",
-            ));
-        }
+    let Some((cert_pem, key_pem)) = tls_pair(o, "admin", &a.tls_cert, &a.tls_key)? else {
+        return Ok(None);
     };
     let client_ca_pem = a
         .client_ca
         .as_deref()
-        .map(|p| read("admin.client_ca", p))
+        .map(|p| read_pem(o, "admin.client_ca", p))
         .transpose()?;
     let mut approvers = Vec::new();
     for (i, ap) in a.approvers.iter().enumerate() {
@@ -76,6 +62,35 @@ pub(super) fn validate_admin(
         client_ca_pem,
         approvers,
     }))
+}
+
+/// A certificate and its private key, as PEM.
+pub(super) type Pem = (Vec<u8>, Vec<u8>);
+
+/// The PEM certificate and key of `section` (`tls_cert`, `tls_key`):
+/// both or neither.
+pub(super) fn tls_pair(
+    o: &Origins,
+    section: &str,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<Option<Pem>, ConfigError> {
+    let field = |name: &str| format!("{section}.{name}");
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(c), Some(k)) => Ok(Some((
+            read_pem(o, &field("tls_cert"), c)?,
+            read_pem(o, &field("tls_key"), k)?,
+        ))),
+        (Some(_), None) => Err(o.invalid(
+            &field("tls_key"),
+            &format!("expected a PEM private key, since {section}.tls_cert is set"),
+        )),
+        (None, Some(_)) => Err(o.invalid(
+            &field("tls_cert"),
+            &format!("expected a PEM certificate, since {section}.tls_key is set"),
+        )),
+    }
 }
 
 /// A PEM file's bytes, or why not.

@@ -9,7 +9,7 @@ use cedar_policy::EntityTypeName;
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::admin::{is_sha256_hex, read_pem};
+use super::admin::{is_sha256_hex, read_pem, tls_pair};
 use super::env::Origins;
 use super::schema::RawAuthzen;
 
@@ -93,25 +93,7 @@ pub(super) fn validate_authzen(a: &RawAuthzen, o: &Origins) -> Result<AuthzenCon
             ),
         )
     })?;
-    let tls = match (&a.tls_cert, &a.tls_key) {
-        (None, None) => None,
-        (Some(c), Some(k)) => Some((
-            read_pem(o, "authzen.tls_cert", c)?,
-            read_pem(o, "authzen.tls_key", k)?,
-        )),
-        (Some(_), None) => {
-            return Err(o.invalid(
-                "authzen.tls_key",
-                "expected a PEM private key, since authzen.tls_cert is set",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(o.invalid(
-                "authzen.tls_cert",
-                "expected a PEM certificate, since authzen.tls_key is set",
-            ));
-        }
-    };
+    let tls = tls_pair(o, "authzen", &a.tls_cert, &a.tls_key)?;
     let client_ca_pem = a
         .client_ca
         .as_deref()

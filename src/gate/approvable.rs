@@ -98,7 +98,6 @@ impl Gate {
         let described = || Requestable {
             policies: policies.clone(),
             fingerprint: fingerprint.clone(),
-            pending_ttl: params.pending_ttl,
             unapplied: None,
         };
         match req.approach {

@@ -5,8 +5,6 @@
 //! ([`Approach::Use`]). Envoy and MCP calls open their request at once
 //! ([`Approach::Open`]).
 
-use std::time::Duration;
-
 use super::approvable::Note;
 use super::{Gate, Outcome};
 use crate::approval::Status;
@@ -49,8 +47,6 @@ pub struct Requestable {
     pub policies: Vec<String>,
     /// What binds an approval to this call exactly.
     pub fingerprint: String,
-    /// How long a request for it would wait for approvers.
-    pub pending_ttl: Duration,
     /// The approval the caller named, and why it does not apply.
     pub unapplied: Option<(String, Unapplied)>,
 }

@@ -75,11 +75,13 @@ impl Directory {
         &self.files
     }
 
-    /// The entities a request is evaluated with: `carried` (the entities
-    /// the request itself describes: the principal built from JWT claims,
-    /// or an AuthZEN subject or resource built from its `properties`),
-    /// merged with the stored data, plus every stored entity evaluation can
-    /// reach from them (ancestors, and entities named by entity-typed
+    /// The entities a mapped request (HTTP, MCP or AuthZEN; the gate calls
+    /// it) is evaluated with: its `entities` (the principal built from JWT
+    /// claims, or an AuthZEN subject and resource built from their
+    /// `properties`), merged with the stored data, the stored `resource`
+    /// if the data defines it and the request does not carry it, plus
+    /// every stored entity evaluation can reach from them (ancestors, and
+    /// entities named by entity-typed
     /// attributes or tags, transitively), so that `principal in
     /// Group::"x"` and `resource.owner.department` work. A stored ancestor
     /// with neither attributes nor tags is not copied: the entities below
@@ -92,28 +94,10 @@ impl Directory {
     /// only the request carries is taken as carried, except action
     /// entities: the decision adds the action's own.
     ///
-    /// With `schema`, every entity of the result is checked against it
-    /// (Cedar then also adds the schema's action entities); without, none
-    /// is (the stored ones were checked at load). The cost grows with what
-    /// is reachable, not with the size of the data: Cedar's hierarchy
+    /// `None` when the data has nothing to add: decide with `entities` as
+    /// they are. The stored entities were checked at load. The cost grows
+    /// with what is reachable, not with the size of the data: Cedar's hierarchy
     /// check costs about 1 µs per entity and per ancestor.
-    pub fn merged(
-        &self,
-        carried: Vec<Entity>,
-        schema: Option<&Schema>,
-    ) -> Result<Entities, DirectoryError> {
-        let carried = Entities::from_entities(carried, None).map_err(merge_error)?;
-        match self.extend(&carried, None)? {
-            Some(all) => Entities::from_entities(all, schema).map_err(merge_error),
-            None if schema.is_none() => Ok(carried),
-            None => Entities::from_entities(carried, schema).map_err(merge_error),
-        }
-    }
-
-    /// As [`Self::merged`] for a mapped request (HTTP, MCP or AuthZEN; the
-    /// gate calls it): its `entities`, and the stored `resource` if the
-    /// data defines it and the request does not carry it. `None` when the
-    /// data has nothing to add: decide with `entities` as they are.
     pub fn for_request(
         &self,
         entities: &Entities,

@@ -263,9 +263,11 @@ pub(super) fn load_sources(
 ) -> Result<Loaded, PolicyError> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
-    let schema = parse_schema(dir, &schemas, &mut problems, &mut warnings);
-    let (schema, described) = schema.map(|(s, d, sh)| (s, (d, sh))).unzip();
-    let (declared, shapes) = described.unzip();
+    let (schema, declared, shapes) = match parse_schema(dir, &schemas, &mut problems, &mut warnings)
+    {
+        Some((schema, declared, shapes)) => (Some(schema), declared, shapes),
+        None => (None, Declared::default(), Shapes::default()),
+    };
     let (set, owner, marked) = parse_policies(dir, &sources, &mut problems);
     // Validate what parsed even when some files did not, so that one run
     // reports every problem.
@@ -322,8 +324,8 @@ pub(super) fn load_sources(
         guarded_actions,
         slices,
         rollout,
-        declared: declared.unwrap_or_default(),
-        shapes: shapes.unwrap_or_default(),
+        declared,
+        shapes,
         directory,
     })
 }

@@ -47,47 +47,18 @@ impl Mapper {
     }
 
     /// Refuses a body that the upstream may read other than as the JSON
-    /// countersign parses: a media type not in `request.body_content_types`
-    /// (a form or XML body is not what the policy judged), a charset other
-    /// than UTF-8 (a UTF-7 reader sees other keys), or a compressed body
-    /// (countersign cannot read it). Names no header value.
+    /// countersign parses: see [`json_media`]. Names no header value.
     pub(super) fn check_body_media(
         &self,
         headers: &HashMap<String, String>,
     ) -> Result<(), MappingError> {
-        let header = |name: &str| headers.get(name).map_or("", |v| v.trim());
-        let encoding = header("content-encoding");
-        if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
-            return Err(MappingError::BodyMedia(
-                "countersign cannot read a compressed body: send it without `content-encoding` (or with `content-encoding: identity`)".into(),
-            ));
-        }
-        let mut parts = header("content-type").split(';');
-        let media = parts.next().unwrap_or_default().trim();
-        let listed = self
-            .context
-            .body_content_types
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(media));
-        let utf8 = parts.all(|p| match p.split_once('=') {
-            Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
-                v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
-            }
-            _ => true,
-        });
-        if listed && utf8 {
-            return Ok(());
-        }
-        let types: Vec<String> = self
-            .context
-            .body_content_types
-            .iter()
-            .map(|t| format!("`{t}`"))
-            .collect();
-        Err(MappingError::BodyMedia(format!(
-            "its content-type must be {} (with `charset=utf-8`, if a charset is given)",
-            types.join(" or ")
-        )))
+        let header = |name: &str| headers.get(name).map_or("", String::as_str);
+        json_media(
+            header("content-type"),
+            header("content-encoding"),
+            &self.context.body_content_types,
+        )
+        .map_err(MappingError::BodyMedia)
     }
 
     #[allow(clippy::type_complexity)]
@@ -108,4 +79,35 @@ impl Mapper {
             .map_err(|e| MappingError::BodyUnrepresentable(identity::describe(&e)))?;
         Ok(Some((record, map)))
     }
+}
+
+/// Whether a body sent with these `content-type` and `content-encoding`
+/// headers is read as the JSON countersign parses: a media type in `types`
+/// (a form or XML body is not what the policy judged), no charset but
+/// UTF-8 (a UTF-7 reader sees other keys), not compressed (countersign
+/// cannot read it). The refusal says what to send, and names no value.
+pub fn json_media(content_type: &str, encoding: &str, types: &[String]) -> Result<(), String> {
+    let encoding = encoding.trim();
+    if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
+        return Err(
+            "countersign cannot read a compressed body: send it without `content-encoding` (or with `content-encoding: identity`)".into(),
+        );
+    }
+    let mut parts = content_type.trim().split(';');
+    let media = parts.next().unwrap_or_default().trim();
+    let listed = types.iter().any(|t| t.eq_ignore_ascii_case(media));
+    let utf8 = parts.all(|p| match p.split_once('=') {
+        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    });
+    if listed && utf8 {
+        return Ok(());
+    }
+    let types: Vec<String> = types.iter().map(|t| format!("`{t}`")).collect();
+    Err(format!(
+        "its content-type must be {} (with `charset=utf-8`, if a charset is given)",
+        types.join(" or ")
+    ))
 }

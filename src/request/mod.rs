@@ -21,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cedar_policy::{Context, Entities, EntityUid, Request, RestrictedExpression};
 use serde_json::{Map, Value};
 
+pub use body::json_media;
 pub use identity::{Identity, IdentityError, IdentitySettings, Source};
 pub use mcp::{McpCall, McpEndpoint};
 pub use reach::RouteCoverage;

@@ -86,8 +86,6 @@ impl RouteCoverage {
         out
     }
 
-    /// What to do about guarded actions no request reaches, one line per
-    /// remedy; `origin` is where the configuration came from.
     /// With an AuthZEN PDP configured: its callers name actions directly,
     /// so no declared action goes unreached for want of a route.
     pub fn with_authzen(mut self, on: bool) -> Self {
@@ -98,6 +96,8 @@ impl RouteCoverage {
         self
     }
 
+    /// What to do about guarded actions no request reaches, one line per
+    /// remedy; `origin` is where the configuration came from.
     pub fn warnings(&self, origin: &str) -> Vec<String> {
         let mut out = Vec::new();
         let nor_mcp = if self.mcp_endpoints > 0 {

@@ -127,9 +127,5 @@ impl Shown {
 /// A caller's name, quoted for a reason: control characters escaped, long
 /// names shortened.
 fn quoted(name: &str) -> String {
-    let mut out: String = name.chars().take(NAME_CHARS).collect::<String>();
-    if out.len() < name.len() {
-        out.push('…');
-    }
-    format!("`{}`", out.escape_debug())
+    format!("`{}`", crate::text::shortened(name, NAME_CHARS))
 }

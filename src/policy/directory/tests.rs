@@ -122,10 +122,7 @@ fn membership_comes_from_the_data_transitively_and_across_files() {
 
     // Copied: alice and the ancestor that has data (`b`, named); not the
     // bare ones, whose membership alice's ancestors already carry.
-    let merged = loaded
-        .directory
-        .merged(vec![Entity::with_uid(uid(r#"User::"alice""#))], None)
-        .unwrap();
+    let merged = merged(&loaded.directory, Entity::with_uid(uid(r#"User::"alice""#)));
     let mut copied: Vec<String> = merged.iter().map(|e| e.uid().to_string()).collect();
     copied.sort();
     assert_eq!(copied, [r#"Group::"b""#, r#"User::"alice""#]);
@@ -222,7 +219,7 @@ fn the_stored_data_wins_attribute_by_attribute_and_parents_are_the_union() {
         [uid(r#"Group::"from-jwt""#)].into(),
     )
     .unwrap();
-    let merged = directory.merged(vec![carried], None).unwrap();
+    let merged = merged(&directory, carried);
     let alice = r#"User::"alice""#;
     assert_eq!(attr(&merged, alice, "level"), Some(EvalResult::Long(2)));
     assert_eq!(
@@ -252,7 +249,7 @@ fn a_stored_entity_keeps_its_tags_when_a_request_adds_to_it() {
         )],
     )
     .unwrap();
-    let merged = directory.merged(vec![carried], None).unwrap();
+    let merged = merged(&directory, carried);
     let doc = merged.get(&uid(r#"Doc::"d""#)).unwrap();
     assert_eq!(
         doc.tag("classification").map(Result::unwrap),
@@ -342,7 +339,7 @@ fn without_an_entities_file_the_data_is_empty_and_requests_pass_as_they_are() {
             .unwrap()
             .is_none()
     );
-    let merged = directory.merged(vec![alice], None).unwrap();
+    let merged = merged(directory, alice);
     assert!(merged.deep_eq(&entities));
     assert_eq!(
         decide(
@@ -364,27 +361,6 @@ fn a_request_that_reaches_no_stored_entity_is_left_as_it_is() {
             .unwrap()
             .is_none()
     );
-}
-
-#[test]
-fn with_a_schema_the_merged_entities_are_checked() {
-    let directory = directory(&[("entities.json", json!([user("alice", &[])]))]);
-    let schema = Schema::from_cedarschema_str(SCHEMA).unwrap().0;
-    let undeclared = Entity::new(
-        uid(r#"User::"alice""#),
-        [("salary".to_owned(), RestrictedExpression::new_long(1))].into(),
-        Default::default(),
-    )
-    .unwrap();
-    let err = directory
-        .merged(vec![undeclared], Some(&schema))
-        .unwrap_err();
-    assert!(
-        matches!(&err, DirectoryError::Merge(m) if m.contains("salary")),
-        "{err}"
-    );
-    let fine = Entity::with_uid(uid(r#"User::"alice""#));
-    assert!(directory.merged(vec![fine], Some(&schema)).is_ok());
 }
 
 #[tokio::test]
@@ -416,9 +392,9 @@ async fn the_watcher_reloads_when_an_entities_file_changes() {
     assert_eq!(decide(&store, alice(), r#"Doc::"d""#), Outcome::Deny);
 }
 
-/// What the AuthZEN front door does: carried entities checked against the
-/// schema, then decided, here on an action in an action group (whose
-/// entity the decision adds beside the schema's own copy).
+/// What the AuthZEN front door does: carried entities merged, then
+/// decided, here on an action in an action group (whose entity the
+/// decision adds beside the schema's own copy).
 #[test]
 fn entities_merged_with_the_schema_decide_an_action_in_a_group() {
     let d = tempfile::tempdir().unwrap();
@@ -443,10 +419,7 @@ fn entities_merged_with_the_schema_decide_an_action_in_a_group() {
         Default::default(),
     )
     .unwrap();
-    let entities = loaded
-        .directory
-        .merged(vec![carried.clone()], Some(&loaded.schema))
-        .unwrap();
+    let entities = merged(&loaded.directory, carried.clone());
     let deploy = uid(r#"Action::"deploy""#);
     let request = |granted: bool| {
         let context = json!({
@@ -481,4 +454,14 @@ fn entities_merged_with_the_schema_decide_an_action_in_a_group() {
     assert_eq!(merged.len(), 1);
     let verdict = store.decide(request, &merged).unwrap();
     assert!(approvable(&verdict), "{verdict:?}");
+}
+
+/// `carried` merged as the gate merges a request's principal, with a
+/// resource the data does not define.
+fn merged(directory: &Directory, carried: Entity) -> Entities {
+    let carried = Entities::from_entities([carried], None).unwrap();
+    directory
+        .for_request(&carried, &uid(r#"Nowhere::"none""#))
+        .unwrap()
+        .unwrap_or(carried)
 }
