@@ -347,7 +347,7 @@ async fn approve(id: &str) -> Result<(), Box<dyn std::error::Error>> {
     store
         .vote(
             id,
-            "bench-approver",
+            "bench-approver".into(),
             countersign::approval::Ruling::Approve,
             "benchmark",
         )

@@ -188,7 +188,7 @@ fn approvals(c: &mut Criterion) {
         let body: serde_json::Value = serde_json::from_str(&first.body).unwrap();
         let id = body["approval_id"].as_str().expect("approval required");
         let token = body["approval_token"].as_str().unwrap().to_owned();
-        rt.block_on(store.vote(id, "dora", Vote::Approve, "benchmark"))
+        rt.block_on(store.vote(id, "dora".into(), Vote::Approve, "benchmark"))
             .unwrap();
         let with_token = export(10, Some(&token));
         let used = check::seen(&rt.block_on(svc.decide(&with_token)));
@@ -243,7 +243,7 @@ fn mcp(c: &mut Criterion) {
             .or_else(|| body["result"]["_meta"]["countersign/decision"]["approval_id"].as_str())
             .expect("approval required")
             .to_owned();
-        rt.block_on(store.vote(&id, "dora", Vote::Approve, "benchmark"))
+        rt.block_on(store.vote(&id, "dora".into(), Vote::Approve, "benchmark"))
             .unwrap();
         body["approval_token"].as_str().map(str::to_owned)
     };

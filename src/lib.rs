@@ -21,6 +21,9 @@
 //! - [`audit`]: the audit emission: each approval event's span, metric,
 //!   webhook and log line ([`audit::EventSink`]); each check's span, log line
 //!   and audit entry ([`audit::Trail`]).
+//! - [`idp`]: approvers' identity provider: its metadata and keys, and ID
+//!   tokens verified into approvers (used by [`admin`] and `countersign
+//!   login`).
 //! - [`policy`]: load, validate, evaluate and hot-reload Cedar policies.
 //! - [`request`]: an HTTP request -> a Cedar request: principal from JWT /
 //!   mTLS / trusted header, action and resource from the route table,
@@ -44,6 +47,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod gate;
+pub mod idp;
 pub mod location;
 pub mod mcp;
 pub mod metrics;

@@ -69,6 +69,25 @@ pub fn mrkdwn(s: &str) -> String {
     out
 }
 
+/// An error with its sources, which say what actually failed (`connection
+/// refused`, a certificate problem).
+pub fn causes(e: &dyn std::error::Error) -> String {
+    with_causes(e.to_string(), e.source())
+}
+
+/// `text`, then each of `cause` and its sources that it does not already
+/// say.
+pub fn with_causes(mut text: String, mut cause: Option<&dyn std::error::Error>) -> String {
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(&format!(": {c_text}"));
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

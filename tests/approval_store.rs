@@ -48,7 +48,7 @@ async fn opening_is_idempotent_per_fingerprint_and_the_token_is_shown_once(
     // A retry gets a fresh token (only hashes are kept); both work.
     let (t1, t2) = (first.token.unwrap(), again.token.unwrap());
     assert_ne!(t1, t2);
-    s.vote(&first.approval.id, "dora", Verdict::Approve, "")
+    s.vote(&first.approval.id, "dora".into(), Verdict::Approve, "")
         .await
         .unwrap();
     assert!(matches!(
@@ -82,7 +82,9 @@ async fn a_request_opened_without_a_token_is_used_by_id_or_fingerprint(s: Arc<dy
     assert_eq!(again.approval.id, first.approval.id);
     assert_eq!((first.token, again.token), (None, None));
     let id = first.approval.id;
-    s.vote(&id, "dora", Verdict::Approve, "").await.unwrap();
+    s.vote(&id, "dora".into(), Verdict::Approve, "")
+        .await
+        .unwrap();
     let found = s.open(&quiet, CheckRef::default()).await.unwrap();
     assert_eq!(
         (found.approval.status, found.token),
@@ -122,7 +124,9 @@ async fn a_request_opened_without_a_token_is_used_by_id_or_fingerprint(s: Arc<dy
         ),
         "not before approval"
     );
-    s.vote(&id, "dora", Verdict::Approve, "").await.unwrap();
+    s.vote(&id, "dora".into(), Verdict::Approve, "")
+        .await
+        .unwrap();
     for left in [1, 0] {
         let used = s.consume(None, None, "fp-twice", CheckRef::default()).await;
         assert!(
@@ -153,7 +157,10 @@ async fn an_approval_is_used_once_by_the_identical_call_only(s: Arc<dyn Approval
             status: Status::Pending
         }
     );
-    let a = s.vote(&id, "dora", Verdict::Approve, "ok").await.unwrap();
+    let a = s
+        .vote(&id, "dora".into(), Verdict::Approve, "ok")
+        .await
+        .unwrap();
     assert_eq!(a.status, Status::Approved);
     assert!(a.use_until > a.created_at);
     assert_eq!(a.votes[0].approver, "dora");
@@ -205,7 +212,7 @@ async fn a_policy_may_allow_several_uses(s: Arc<dyn ApprovalStore>) {
     )
     .await;
     let token = opened.token.unwrap();
-    s.vote(&opened.approval.id, "dora", Verdict::Approve, "")
+    s.vote(&opened.approval.id, "dora".into(), Verdict::Approve, "")
         .await
         .unwrap();
     for left in [2, 1, 0] {
@@ -229,7 +236,7 @@ async fn a_hundred_concurrent_uses_of_a_single_use_approval_succeed_exactly_once
 ) {
     let opened = open(&*s, "fp", params()).await;
     let token = Arc::new(opened.token.unwrap());
-    s.vote(&opened.approval.id, "dora", Verdict::Approve, "")
+    s.vote(&opened.approval.id, "dora".into(), Verdict::Approve, "")
         .await
         .unwrap();
     let tasks: Vec<_> = (0..100)
@@ -260,31 +267,38 @@ async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request(
     };
     let id = open(&*s, "fp", two.clone()).await.approval.id;
     assert_eq!(
-        s.vote(&id, "dora", Verdict::Approve, "")
+        s.vote(&id, "dora".into(), Verdict::Approve, "")
             .await
             .unwrap()
             .status,
         Status::Pending
     );
     assert_eq!(
-        s.vote(&id, "dora", Verdict::Approve, "").await.unwrap_err(),
+        s.vote(&id, "dora".into(), Verdict::Approve, "")
+            .await
+            .unwrap_err(),
         StoreError::AlreadyVoted {
             id: id.clone(),
             approver: "dora".into()
         }
     );
-    let a = s.vote(&id, "erin", Verdict::Approve, "").await.unwrap();
+    let a = s
+        .vote(&id, "erin".into(), Verdict::Approve, "")
+        .await
+        .unwrap();
     assert_eq!((a.status, a.votes.len()), (Status::Approved, 2));
 
     let vetoed = open(&*s, "fp-2", two).await.approval.id;
-    s.vote(&vetoed, "dora", Verdict::Approve, "").await.unwrap();
+    s.vote(&vetoed, "dora".into(), Verdict::Approve, "")
+        .await
+        .unwrap();
     let a = s
-        .vote(&vetoed, "erin", Verdict::Deny, "not today")
+        .vote(&vetoed, "erin".into(), Verdict::Deny, "not today")
         .await
         .unwrap();
     assert_eq!(a.status, Status::Denied);
     assert_eq!(
-        s.vote(&vetoed, "frank", Verdict::Approve, "")
+        s.vote(&vetoed, "frank".into(), Verdict::Approve, "")
             .await
             .unwrap_err(),
         StoreError::NotPending {
@@ -300,12 +314,16 @@ async fn revoking_withdraws_an_unused_approval_only(s: Arc<dyn ApprovalStore>) {
     let opened = open(&*s, "fp", params()).await;
     let id = opened.approval.id.clone();
     assert!(matches!(
-        s.vote(&id, "dora", Verdict::Revoke, "").await.unwrap_err(),
+        s.vote(&id, "dora".into(), Verdict::Revoke, "")
+            .await
+            .unwrap_err(),
         StoreError::NotApproved { .. }
     ));
-    s.vote(&id, "dora", Verdict::Approve, "").await.unwrap();
+    s.vote(&id, "dora".into(), Verdict::Approve, "")
+        .await
+        .unwrap();
     assert_eq!(
-        s.vote(&id, "erin", Verdict::Revoke, "leaked")
+        s.vote(&id, "erin".into(), Verdict::Revoke, "leaked")
             .await
             .unwrap()
             .status,
@@ -331,7 +349,7 @@ async fn pending_requests_and_unused_approvals_expire(s: Arc<dyn ApprovalStore>)
     };
     let pending = open(&*s, "fp-1", short.clone()).await.approval.id;
     let approved = open(&*s, "fp-2", short).await;
-    s.vote(&approved.approval.id, "dora", Verdict::Approve, "")
+    s.vote(&approved.approval.id, "dora".into(), Verdict::Approve, "")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2200)).await;
@@ -341,7 +359,7 @@ async fn pending_requests_and_unused_approvals_expire(s: Arc<dyn ApprovalStore>)
         Status::Expired
     );
     assert_eq!(
-        s.vote(&pending, "dora", Verdict::Approve, "")
+        s.vote(&pending, "dora".into(), Verdict::Approve, "")
             .await
             .unwrap_err(),
         StoreError::NotPending {
@@ -376,7 +394,7 @@ async fn pending_requests_and_unused_approvals_expire(s: Arc<dyn ApprovalStore>)
 async fn decided_requests_stay_listed_with_who_decided_and_why(s: Arc<dyn ApprovalStore>) {
     let a = open(&*s, "fp-1", params()).await.approval.id;
     let b = open(&*s, "fp-2", params()).await.approval.id;
-    s.vote(&a, "dora", Verdict::Approve, "quarterly report")
+    s.vote(&a, "dora".into(), Verdict::Approve, "quarterly report")
         .await
         .unwrap();
 
@@ -425,7 +443,9 @@ async fn events_announce_each_change(s: Arc<dyn ApprovalStore>) {
     .await
     .approval
     .id;
-    s.vote(&id, "dora", Verdict::Approve, "").await.unwrap();
+    s.vote(&id, "dora".into(), Verdict::Approve, "")
+        .await
+        .unwrap();
     let mut kinds = Vec::new();
     while kinds.len() < 2 {
         let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
@@ -477,7 +497,7 @@ async fn every_lifecycle_event_is_in_the_audit_stream_once_in_order(s: Arc<dyn A
     let opened = s.open(&new("fp", params()), opening).await.unwrap();
     let id = opened.approval.id.clone();
     assert_eq!(opened.approval.opened_by, opening.trace);
-    s.vote(&id, "dora", Verdict::Approve, "ticket CHG-7")
+    s.vote(&id, "dora".into(), Verdict::Approve, "ticket CHG-7")
         .await
         .unwrap();
     let used = s
@@ -572,8 +592,10 @@ async fn a_principal_has_at_most_twenty_requests_pending(s: Arc<dyn ApprovalStor
     other.info.principal = r#"User::"agent-8""#.into();
     assert!(s.open(&other, CheckRef::default()).await.unwrap().created);
     // Decided requests free their places.
-    s.vote(&ids[0], "dora", Verdict::Deny, "no").await.unwrap();
-    s.vote(&ids[1], "dora", Verdict::Approve, "ok")
+    s.vote(&ids[0], "dora".into(), Verdict::Deny, "no")
+        .await
+        .unwrap();
+    s.vote(&ids[1], "dora".into(), Verdict::Approve, "ok")
         .await
         .unwrap();
     assert!(open(&*s, "fp-22", params()).await.created);

@@ -200,7 +200,12 @@ async fn an_unconfirmed_use_is_corrected_in_the_trail_right_after_its_allow() {
     );
     // An approval is not waited for (losing it only fails closed).
     store
-        .vote(&id, "dora", countersign::approval::Ruling::Approve, "ok")
+        .vote(
+            &id,
+            "dora".into(),
+            countersign::approval::Ruling::Approve,
+            "ok",
+        )
         .await
         .unwrap();
     let retry = check("POST", "/v1/datasets/sales/export")

@@ -28,7 +28,9 @@ async fn a_flood_of_entries_below_the_guard_erases_nothing() {
         .await
         .unwrap();
     let id = opened.approval.id.clone();
-    s.vote(&id, "dora", Verdict::Approve, "").await.unwrap();
+    s.vote(&id, "dora".into(), Verdict::Approve, "")
+        .await
+        .unwrap();
     let allow = [("event", "decision"), ("decision", "allow")];
     let used = s
         .consume(

@@ -608,7 +608,7 @@ async fn approvals_show_and_list_print_hostile_parameters_and_reasons_as_text() 
     store
         .vote(
             &id,
-            "erin",
+            "erin".into(),
             countersign::approval::Ruling::Approve,
             "ok\u{1b}[1A\u{1b}[2K\rdecision        approve by security\u{2029}",
         )

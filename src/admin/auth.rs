@@ -1,24 +1,43 @@
-//! Who is calling the admin API: the client certificate's name (checked by
-//! TLS against the configured CA), or a bearer token from the configuration.
-//! Never a header the caller could simply set.
+//! Who is calling the admin API, first that applies: the client
+//! certificate's name (checked by TLS against the configured CA), a bearer
+//! token from the configuration, or an ID token from the identity provider
+//! of `[admin.oidc]`. Never a header the caller could simply set.
+
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
 pub use crate::approval::approvers::Approver;
+use crate::approval::approvers::Method;
 use crate::config::ApproverConfig;
+use crate::idp::{IdpError, Verifier};
 
 #[derive(Debug)]
 pub struct Authenticator {
     approvers: Vec<ApproverConfig>,
+    idp: Option<Arc<Verifier>>,
 }
 
 impl Authenticator {
     pub fn new(approvers: Vec<ApproverConfig>) -> Self {
-        Self { approvers }
+        Self {
+            approvers,
+            idp: None,
+        }
     }
 
-    pub fn authenticate<T>(&self, req: &Request<T>) -> Result<Approver, Status> {
+    /// Also signs in approvers with `idp`'s tokens.
+    pub fn with_identity_provider(mut self, idp: Arc<Verifier>) -> Self {
+        self.idp = Some(idp);
+        self
+    }
+
+    pub fn identity_provider(&self) -> Option<&Verifier> {
+        self.idp.as_deref()
+    }
+
+    pub async fn authenticate<T>(&self, req: &Request<T>) -> Result<Approver, Status> {
         if let Some(certs) = req.peer_certs()
             && let Some(cert) = certs.first()
         {
@@ -28,26 +47,35 @@ impl Authenticator {
             return Ok(self.approver(name));
         }
         if let Some(v) = req.metadata().get("authorization") {
-            let token = v
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-            let hash = hex::encode(Sha256::digest(token.trim().as_bytes()));
+            let token =
+                v.to_str().ok().and_then(bearer).ok_or_else(|| {
+                    Status::unauthenticated("authorization must be `Bearer <token>`")
+                })?;
+            let hash = hex::encode(Sha256::digest(token.as_bytes()));
             let found = self
                 .approvers
                 .iter()
                 .find(|a| a.token_sha256.as_deref() == Some(hash.as_str()));
-            return found
-                .map(|a| Approver {
-                    name: a.name.clone(),
-                    groups: a.groups.clone(),
-                })
-                .ok_or_else(|| Status::unauthenticated("unknown bearer token"));
+            if let Some(a) = found {
+                return Ok(Approver::configured(
+                    a.name.clone(),
+                    a.groups.clone(),
+                    Method::Token,
+                ));
+            }
+            return match &self.idp {
+                Some(idp) if Verifier::is_jwt(token) => idp.verify(token).await.map_err(idp_status),
+                Some(_) => Err(Status::unauthenticated(
+                    "unknown bearer token: neither one from the configuration nor a JWT from the identity provider",
+                )),
+                None => Err(Status::unauthenticated("unknown bearer token")),
+            };
         }
-        Err(Status::unauthenticated(
-            "no client certificate and no bearer token: authenticate with --cert/--key or --token",
-        ))
+        Err(Status::unauthenticated(if self.idp.is_some() {
+            "no client certificate and no bearer token: sign in with `countersign login`, or use --cert/--key or --token"
+        } else {
+            "no client certificate and no bearer token: authenticate with --cert/--key or --token"
+        }))
     }
 
     /// A certificate holder, with the groups the configuration gives them.
@@ -60,7 +88,24 @@ impl Authenticator {
             .find(|a| a.name == name && a.token_sha256.is_none())
             .map(|a| a.groups.clone())
             .unwrap_or_default();
-        Approver { name, groups }
+        Approver::configured(name, groups, Method::Certificate)
+    }
+}
+
+/// The token of `Bearer <token>`, the scheme in any case (RFC 9110 §11.1).
+fn bearer(v: &str) -> Option<&str> {
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A refused identity-provider token as a gRPC status, here at the edge:
+/// keys not loaded is the server's state (UNAVAILABLE, retry), anything
+/// else the caller's token (UNAUTHENTICATED).
+fn idp_status(e: IdpError) -> Status {
+    match e {
+        IdpError::NotReady(_) => Status::unavailable(e.to_string()),
+        _ => Status::unauthenticated(e.to_string()),
     }
 }
 
@@ -105,5 +150,13 @@ mod tests {
         ]);
         assert!(auth.approver("ci-bot".into()).groups.is_empty());
         assert_eq!(auth.approver("dora".into()).groups, ["data-owners"]);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
     }
 }

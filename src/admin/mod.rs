@@ -48,7 +48,7 @@ impl AdminService {
         req: GrpcRequest<pb::DecideRequest>,
         ruling: Ruling,
     ) -> Result<Response<pb::Approval>, GrpcStatus> {
-        let approver = self.auth.authenticate(&req)?;
+        let approver = self.auth.authenticate(&req).await?;
         let pb::DecideRequest { id, reason } = req.into_inner();
         let a = self
             .approvals
@@ -67,7 +67,7 @@ impl Approvals for AdminService {
         &self,
         req: GrpcRequest<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, GrpcStatus> {
-        self.auth.authenticate(&req)?;
+        self.auth.authenticate(&req).await?;
         let r = req.into_inner();
         let status = match r.status.as_str() {
             "" | "pending" => Some(Status::Pending),
@@ -94,7 +94,7 @@ impl Approvals for AdminService {
         &self,
         req: GrpcRequest<pb::GetRequest>,
     ) -> Result<Response<pb::Approval>, GrpcStatus> {
-        self.auth.authenticate(&req)?;
+        self.auth.authenticate(&req).await?;
         let id = req.into_inner().id;
         let a = self.approvals.get(&id).await.map_err(store_status)?;
         Ok(Response::new(to_pb(a)))
@@ -121,13 +121,44 @@ impl Approvals for AdminService {
         self.decide(req, Ruling::Revoke).await
     }
 
+    async fn sign_in(
+        &self,
+        _req: GrpcRequest<pb::SignInRequest>,
+    ) -> Result<Response<pb::SignInResponse>, GrpcStatus> {
+        let Some(idp) = self.auth.identity_provider() else {
+            return Err(GrpcStatus::failed_precondition(
+                "this admin API has no identity provider ([admin.oidc] is not set): sign in with a client certificate (--cert/--key) or a configured token (--token)",
+            ));
+        };
+        let c = idp.config();
+        Ok(Response::new(pb::SignInResponse {
+            issuer: c.issuer.clone(),
+            client_id: c.client_id.clone(),
+            scopes: c.scopes.clone(),
+        }))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: GrpcRequest<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, GrpcStatus> {
+        let a = self.auth.authenticate(&req).await?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            name: a.name,
+            groups: a.groups,
+            method: a.signed_in.method.as_str().into(),
+            issuer: a.signed_in.issuer,
+            subject: a.signed_in.subject,
+        }))
+    }
+
     type WatchStream = EventStream;
 
     async fn watch(
         &self,
         req: GrpcRequest<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, GrpcStatus> {
-        self.auth.authenticate(&req)?;
+        self.auth.authenticate(&req).await?;
         let store = self.approvals.store().clone();
         let mut events = store.subscribe().await;
         let stream = async_stream(move |tx| async move {
@@ -224,6 +255,9 @@ pub fn to_pb(a: Approval) -> pb::Approval {
                 verdict: v.verdict.as_str().into(),
                 reason: v.reason,
                 at: v.at,
+                method: v.method.map(|m| m.as_str().to_owned()).unwrap_or_default(),
+                issuer: v.issuer,
+                subject: v.subject,
             })
             .collect(),
     }

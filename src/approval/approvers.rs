@@ -5,6 +5,8 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
@@ -20,6 +22,102 @@ pub const APPROVE_ACTION: &str = r#"Action::"approve""#;
 pub struct Approver {
     pub name: String,
     pub groups: Vec<String>,
+    pub signed_in: SignedIn,
+    /// How callers' tokens name this person, besides `name`.
+    pub known_as: KnownAs,
+}
+
+impl Approver {
+    /// A certificate holder or a configured token's approver: known by
+    /// `name` alone.
+    pub fn configured(name: String, groups: Vec<String>, method: Method) -> Self {
+        Self {
+            name,
+            groups,
+            signed_in: SignedIn {
+                method,
+                ..SignedIn::default()
+            },
+            known_as: KnownAs::Name,
+        }
+    }
+
+    /// The vote this approver casts, as recorded.
+    pub fn voter(&self) -> Voter<'_> {
+        Voter {
+            name: &self.name,
+            signed_in: &self.signed_in,
+        }
+    }
+}
+
+/// How an approver proved who they are; recorded with every vote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// A client certificate from the configured CA.
+    #[default]
+    Certificate,
+    /// A bearer token from `[[admin.approvers]]`.
+    Token,
+    /// An ID token from the identity provider of `[admin.oidc]`.
+    Oidc,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Certificate => "certificate",
+            Method::Token => "token",
+            Method::Oidc => "oidc",
+        }
+    }
+}
+
+/// The method, and for an identity provider its issuer and the subject.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignedIn {
+    pub method: Method,
+    pub issuer: String,
+    pub subject: String,
+}
+
+/// What callers' principals (the `sub` of their verified JWT, the
+/// on-behalf-of claim) would hold for this approver, to keep them from
+/// deciding their own calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KnownAs {
+    /// Their approver name, nothing else.
+    Name,
+    /// Their name, and this value of the configured claim.
+    Also(String),
+    /// Their identity provider's token lacks the configured claim: they
+    /// cannot be compared with a human a call names.
+    Unknown { claim: String },
+}
+
+/// Who cast a vote, as the store records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Voter<'a> {
+    pub name: &'a str,
+    pub signed_in: &'a SignedIn,
+}
+
+/// Signed in with a certificate: the method of votes cast by name alone
+/// (tools, tests).
+static BY_NAME: SignedIn = SignedIn {
+    method: Method::Certificate,
+    issuer: String::new(),
+    subject: String::new(),
+};
+
+impl<'a> From<&'a str> for Voter<'a> {
+    fn from(name: &'a str) -> Self {
+        Voter {
+            name,
+            signed_in: &BY_NAME,
+        }
+    }
 }
 
 /// The rules, with the policies and entity types they read.
@@ -48,23 +146,41 @@ impl Approvers {
     /// Why `approver` may not rule on `a`, if they may not.
     pub fn refusal(&self, approver: &Approver, a: &Approval) -> Option<String> {
         let me = self.uid(approver).to_string();
-        // By id whatever the type: a workload (`Workload::"spiffe://…"`)
-        // whose certificate names it on the admin API is the requester too.
-        let requester_id = a
-            .info
-            .principal
-            .parse::<EntityUid>()
-            .ok()
-            .map(|u| u.id().unescaped().to_owned());
-        if me == a.info.principal || requester_id.as_deref() == Some(approver.name.as_str()) {
+        let is_me = |uid: &str| {
+            // By id whatever the type: a workload (`Workload::"spiffe://…"`)
+            // whose certificate names it on the admin API is the requester too.
+            let id = uid
+                .parse::<EntityUid>()
+                .map(|u| u.id().unescaped().to_owned());
+            uid == me
+                || id.as_deref().is_ok_and(|id| {
+                    id == approver.name || matches!(&approver.known_as, KnownAs::Also(v) if v == id)
+                })
+        };
+        if is_me(&a.info.principal) {
             return Some(format!(
                 "`{me}` asked for this call and cannot decide its approval; another approver must"
             ));
         }
-        if a.info.on_behalf_of.as_deref() == Some(me.as_str()) {
+        if let Some(human) = a.info.on_behalf_of.as_deref()
+            && is_me(human)
+        {
             return Some(format!(
-                "this call acts on behalf of `{me}`, who cannot decide its approval; another approver must"
+                "this call acts on behalf of `{human}`, who cannot decide its approval; another approver must"
             ));
+        }
+        if let KnownAs::Unknown { claim } = &approver.known_as {
+            // Who the call names cannot be told apart from this approver:
+            // refused, never assumed to be someone else.
+            let human = a.info.on_behalf_of.as_deref().or_else(|| {
+                let p = a.info.principal.parse::<EntityUid>().ok()?;
+                (p.type_name() == &self.user_type).then_some(a.info.principal.as_str())
+            });
+            if let Some(human) = human {
+                return Some(format!(
+                    "this call names `{human}`, and your sign-in has no `{claim}` claim to tell whether that is you; separation of duties cannot be checked, so another approver must decide (or ask for `{claim}` in your identity provider's tokens)"
+                ));
+            }
         }
         let groups = &a.info.approver_groups;
         if !groups.is_empty() && !approver.groups.iter().any(|g| groups.contains(g)) {

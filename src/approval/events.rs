@@ -84,7 +84,7 @@ pub enum ApprovalEvent<'a> {
     Ruled {
         approval: &'a Approval,
         ruling: Ruling,
-        approver: &'a str,
+        approver: super::approvers::Voter<'a>,
         reason: &'a str,
     },
     /// A call took one use.

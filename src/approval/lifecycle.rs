@@ -127,11 +127,14 @@ impl Lifecycle {
         if ruling != Ruling::Revoke && a.info.reason_required && reason.is_empty() {
             return Err(RuleError::ReasonRequired(id.into()));
         }
-        let a = self.store.vote(id, &approver.name, ruling, reason).await?;
+        let a = self
+            .store
+            .vote(id, approver.voter(), ruling, reason)
+            .await?;
         self.sink.emit(&ApprovalEvent::Ruled {
             approval: &a,
             ruling,
-            approver: &approver.name,
+            approver: approver.voter(),
             reason,
         });
         Ok(a)

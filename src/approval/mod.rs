@@ -150,6 +150,30 @@ pub struct Vote {
     pub verdict: Ruling,
     pub reason: String,
     pub at: i64,
+    /// How the approver signed in (absent from votes recorded before it
+    /// was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<approvers::Method>,
+    /// For an identity provider's token: its issuer and subject.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
+}
+
+impl Vote {
+    /// `voter`'s ruling now.
+    pub fn cast(voter: approvers::Voter<'_>, verdict: Ruling, reason: &str, at: i64) -> Self {
+        Self {
+            approver: voter.name.to_owned(),
+            verdict,
+            reason: reason.to_owned(),
+            at,
+            method: Some(voter.signed_in.method),
+            issuer: voter.signed_in.issuer.clone(),
+            subject: voter.signed_in.subject.clone(),
+        }
+    }
 }
 
 /// An approval request as stored.
@@ -222,17 +246,15 @@ mod tests {
 
     #[test]
     fn a_vote_keeps_its_stored_shape() {
-        let v = Vote {
-            approver: "dora".into(),
-            verdict: Ruling::Approve,
-            reason: String::new(),
-            at: 1,
-        };
+        let v = Vote::cast("dora".into(), Ruling::Approve, "", 1);
+        let stored = serde_json::to_string(&v).unwrap();
         // The Redis scripts count approvals by this exact text.
-        assert!(
-            serde_json::to_string(&v)
-                .unwrap()
-                .contains(r#""verdict":"approve""#)
-        );
+        assert!(stored.contains(r#""verdict":"approve""#), "{stored}");
+        assert!(stored.contains(r#""method":"certificate""#), "{stored}");
+        // Votes stored before the method was kept still read.
+        let old: Vote =
+            serde_json::from_str(r#"{"approver":"dora","verdict":"deny","reason":"","at":1}"#)
+                .unwrap();
+        assert_eq!(old.method, None);
     }
 }

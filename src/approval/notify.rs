@@ -254,12 +254,12 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        a.votes.push(crate::approval::Vote {
-            approver: "dora".into(),
-            verdict: crate::approval::Ruling::Deny,
-            reason: "no\n*Approved* by <!subteam^S1|security>".into(),
-            at: 1,
-        });
+        a.votes.push(crate::approval::Vote::cast(
+            "dora".into(),
+            crate::approval::Ruling::Deny,
+            "no\n*Approved* by <!subteam^S1|security>",
+            1,
+        ));
         let slack = payload(Format::Slack, EventKind::Requested, &a);
         let text = slack["blocks"][0]["text"]["text"].as_str().unwrap();
         // One line per field: seven (title, who, what, request, three

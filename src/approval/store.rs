@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use super::approvers::Voter;
 use super::{Approval, EventKind, NewApproval, Opened, Ruling, SHARDS, Status};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -199,12 +200,13 @@ pub trait ApprovalStore: Send + Sync + std::fmt::Debug {
     /// Requests, newest first.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Approval>, StoreError>;
 
-    /// Records `approver`'s ruling. Separation of duties is the lifecycle's;
-    /// the store enforces distinct approvers, the quorum, and the states.
+    /// Records `approver`'s ruling, with how they signed in. Separation of
+    /// duties is the lifecycle's; the store enforces distinct approvers, the
+    /// quorum, and the states.
     async fn vote(
         &self,
         id: &str,
-        approver: &str,
+        approver: Voter<'_>,
         ruling: Ruling,
         reason: &str,
     ) -> Result<Approval, StoreError>;

@@ -76,7 +76,7 @@ impl EventSink {
                 approver,
                 ..
             } => {
-                tracing::info!(approval = %id, approver = %approver, verdict = %ruling, status = %approval.status, "approval decided");
+                tracing::info!(approval = %id, approver = %approver.name, method = approver.signed_in.method.as_str(), verdict = %ruling, status = %approval.status, "approval decided");
             }
             ApprovalEvent::Consumed {
                 uses_left, parties, ..
@@ -109,7 +109,22 @@ fn span(t: &Telemetry, event: &ApprovalEvent<'_>) {
             ..
         } => {
             let mut attributes = approval_attributes(approval);
-            attributes.push(KeyValue::new(attr::APPROVER, approver.to_string()));
+            attributes.push(KeyValue::new(attr::APPROVER, approver.name.to_owned()));
+            let signed_in = approver.signed_in;
+            attributes.push(KeyValue::new(
+                attr::APPROVER_METHOD,
+                signed_in.method.as_str(),
+            ));
+            if !signed_in.issuer.is_empty() {
+                attributes.push(KeyValue::new(
+                    attr::APPROVER_ISSUER,
+                    signed_in.issuer.clone(),
+                ));
+                attributes.push(KeyValue::new(
+                    attr::APPROVER_SUBJECT,
+                    signed_in.subject.clone(),
+                ));
+            }
             if !reason.is_empty() {
                 attributes.push(KeyValue::new(attr::APPROVAL_REASON, reason.to_string()));
             }

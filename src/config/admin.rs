@@ -49,10 +49,18 @@ pub(super) fn validate_admin(
             token_sha256: ap.token_sha256.as_ref().map(|h| h.to_ascii_lowercase()),
         });
     }
-    if client_ca_pem.is_none() && approvers.iter().all(|a| a.token_sha256.is_none()) {
+    let oidc = a
+        .oidc
+        .as_ref()
+        .map(|r| super::oidc::validate_oidc(r, o))
+        .transpose()?;
+    if client_ca_pem.is_none()
+        && oidc.is_none()
+        && approvers.iter().all(|a| a.token_sha256.is_none())
+    {
         return Err(o.invalid(
             "admin.client_ca",
-            "expected a CA for client certificates, or at least one approver with `token_sha256`: otherwise nobody can authenticate",
+            "expected a CA for client certificates, an identity provider in [admin.oidc], or at least one approver with `token_sha256`: otherwise nobody can authenticate",
         ));
     }
     Ok(Some(AdminConfig {
@@ -61,6 +69,7 @@ pub(super) fn validate_admin(
         key_pem,
         client_ca_pem,
         approvers,
+        oidc,
     }))
 }
 

@@ -11,6 +11,7 @@
 mod admin;
 mod authzen;
 mod env;
+mod oidc;
 mod schema;
 mod validate;
 
@@ -22,6 +23,7 @@ use serde::Deserialize;
 
 pub use authzen::{AuthzenClient, AuthzenConfig, Explain};
 pub use env::{Env, ProcessEnv, overrides};
+pub use oidc::OidcConfig;
 
 use crate::request::Mapper;
 
@@ -119,6 +121,8 @@ pub struct AdminConfig {
     /// CA for client certificates; without it only bearer tokens work.
     pub client_ca_pem: Option<Vec<u8>>,
     pub approvers: Vec<ApproverConfig>,
+    /// The identity provider approvers may sign in with.
+    pub oidc: Option<OidcConfig>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -128,6 +132,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("listen", &self.listen)
             .field("client_ca", &self.client_ca_pem.is_some())
             .field("approvers", &self.approvers)
+            .field("oidc", &self.oidc)
             .finish_non_exhaustive()
     }
 }

@@ -311,6 +311,7 @@ pub(super) struct RawAdmin {
     pub tls_key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
     pub approvers: Vec<RawApprover>,
+    pub oidc: Option<super::oidc::RawOidc>,
 }
 
 impl Default for RawAdmin {
@@ -321,6 +322,7 @@ impl Default for RawAdmin {
             tls_key: None,
             client_ca: None,
             approvers: vec![],
+            oidc: None,
         }
     }
 }

@@ -161,10 +161,11 @@ pub(super) fn agent() -> Value {
 }
 
 pub(super) fn approver(name: &str, groups: &[&str]) -> Approver {
-    Approver {
-        name: name.into(),
-        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-    }
+    Approver::configured(
+        name.into(),
+        groups.iter().map(|g| (*g).to_owned()).collect(),
+        crate::approval::approvers::Method::Certificate,
+    )
 }
 
 #[tokio::test]

@@ -270,8 +270,14 @@ impl Prepared {
         let admin_task = match (listeners.admin, admin_tls, &config.admin) {
             (Some(listener), Some(tls), Some(cfg)) => {
                 tracing::info!(admin_addr = %listener.local_addr()?, approvers = cfg.approvers.len(), "admin API listening (TLS)");
-                let service =
-                    AdminService::new(approvals.clone(), Authenticator::new(cfg.approvers.clone()));
+                let mut auth = Authenticator::new(cfg.approvers.clone());
+                if let Some(oidc) = &cfg.oidc {
+                    let idp = crate::idp::Verifier::start(oidc.clone())
+                        .map_err(|e| StartError::Config(format!("admin.oidc: {e}")))?;
+                    tracing::info!(issuer = %oidc.issuer, "admin API accepts the identity provider's tokens");
+                    auth = auth.with_identity_provider(std::sync::Arc::new(idp));
+                }
+                let service = AdminService::new(approvals.clone(), auth);
                 Some(tokio::spawn(super::serve_admin(
                     listener,
                     service,

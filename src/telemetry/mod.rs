@@ -47,6 +47,11 @@ pub mod attr {
     pub const APPROVAL_STATUS: &str = "countersign.approval.status";
     pub const APPROVAL_EVENT: &str = "countersign.approval.event";
     pub const APPROVER: &str = "countersign.approval.approver";
+    /// How the approver signed in: `certificate`, `token` or `oidc`.
+    pub const APPROVER_METHOD: &str = "countersign.approval.approver.method";
+    /// For `oidc`: the identity provider and the approver's subject there.
+    pub const APPROVER_ISSUER: &str = "countersign.approval.approver.issuer";
+    pub const APPROVER_SUBJECT: &str = "countersign.approval.approver.subject";
     pub const APPROVAL_REASON: &str = "countersign.approval.reason";
     pub const QUORUM: &str = "countersign.approval.quorum";
     pub const USES_LEFT: &str = "countersign.approval.uses_left";

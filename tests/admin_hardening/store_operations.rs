@@ -82,7 +82,7 @@ pub async fn exercise_store(url: &str, admin: &mut MultiplexedConnection) -> Res
         return Err("pending count".into());
     }
     let a = store
-        .vote(&id, "dora", Verdict::Approve, "ok")
+        .vote(&id, "dora".into(), Verdict::Approve, "ok")
         .await
         .map_err(fail("approve"))?;
     if a.status != Status::Approved {
@@ -103,7 +103,7 @@ pub async fn exercise_store(url: &str, admin: &mut MultiplexedConnection) -> Res
         other => return Err(format!("consume: {other:?}")),
     }
     store
-        .vote(&id, "dora", Verdict::Revoke, "")
+        .vote(&id, "dora".into(), Verdict::Revoke, "")
         .await
         .map_err(fail("revoke"))?;
     let other = common::export_request("fp-2", &["data-owners"], ApprovalParams::default());
@@ -112,7 +112,7 @@ pub async fn exercise_store(url: &str, admin: &mut MultiplexedConnection) -> Res
         .await
         .map_err(fail("open"))?;
     store
-        .vote(&other.approval.id, "dora", Verdict::Deny, "no")
+        .vote(&other.approval.id, "dora".into(), Verdict::Deny, "no")
         .await
         .map_err(fail("deny"))?;
     if let Some(e) = store.sweep().await.errors.pop() {

@@ -122,6 +122,7 @@ pub fn admin_tls(pki: &Pki, approvers: Vec<ApproverConfig>) -> ServerTlsConfig {
         key_pem: std::fs::read(key).unwrap(),
         client_ca_pem: Some(std::fs::read(pki.ca()).unwrap()),
         approvers,
+        oidc: None,
     };
     countersign::server::admin_tls(&config).unwrap()
 }

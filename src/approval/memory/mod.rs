@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use tokio::sync::broadcast;
 
+use super::approvers::Voter;
 use super::store::{
     ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, DEFAULT_MAX_PENDING_PER_PRINCIPAL,
     Event, ListFilter, StoreError, StreamId, Swept,
@@ -318,23 +319,19 @@ impl ApprovalStore for MemoryStore {
     async fn vote(
         &self,
         id: &str,
-        approver: &str,
+        voter: Voter<'_>,
         ruling: Ruling,
         reason: &str,
     ) -> Result<Approval, StoreError> {
         let now = now_secs();
+        let approver = voter.name;
         let mut s = self.state();
         let r = s
             .requests
             .get_mut(id)
             .ok_or_else(|| StoreError::NotFound(id.into()))?;
         let status = r.effective(now);
-        let vote = Vote {
-            approver: approver.into(),
-            verdict: ruling,
-            reason: reason.into(),
-            at: now,
-        };
+        let vote = Vote::cast(voter, ruling, reason, now);
         let kind = if ruling == Ruling::Revoke {
             if status != Status::Approved || r.uses_left <= 0 {
                 return Err(StoreError::NotApproved {
@@ -379,6 +376,9 @@ impl ApprovalStore for MemoryStore {
             &[
                 ("status", after.as_str()),
                 ("approver", approver),
+                ("approver_method", voter.signed_in.method.as_str()),
+                ("approver_issuer", &voter.signed_in.issuer),
+                ("approver_subject", &voter.signed_in.subject),
                 ("reason", reason),
             ],
         );

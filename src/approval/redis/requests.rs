@@ -9,6 +9,7 @@ use tokio::sync::broadcast;
 use super::RedisStore;
 use super::keys::fingerprint_shard;
 use super::record::parse;
+use crate::approval::approvers::Voter;
 use crate::approval::store::{
     ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, Event, ListFilter, StoreError,
     Swept,
@@ -176,7 +177,7 @@ impl ApprovalStore for RedisStore {
     async fn vote(
         &self,
         id: &str,
-        approver: &str,
+        voter: Voter<'_>,
         ruling: Ruling,
         reason: &str,
     ) -> Result<Approval, StoreError> {
@@ -184,12 +185,8 @@ impl ApprovalStore for RedisStore {
             return Err(StoreError::NotFound(id.into()));
         };
         let key = &hash;
-        let vote = Vote {
-            approver: approver.into(),
-            verdict: ruling,
-            reason: reason.into(),
-            at: now_secs(),
-        };
+        let approver = voter.name;
+        let vote = Vote::cast(voter, ruling, reason, now_secs());
         let vote = serde_json::to_string(&vote).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut eval = redis::cmd("EVALSHA");
         eval.arg(self.scripts.vote.get_hash())
@@ -203,7 +200,10 @@ impl ApprovalStore for RedisStore {
             .arg(ruling.as_str())
             .arg(vote)
             .arg(self.audit_len())
-            .arg(reason);
+            .arg(reason)
+            .arg(voter.signed_in.method.as_str())
+            .arg(&voter.signed_in.issuer)
+            .arg(&voter.signed_in.subject);
         let (reply, acks) = self.invoke_confirmed(&self.scripts.vote, eval).await?;
         let status =
             |s: &str| Status::parse(s).ok_or_else(|| StoreError::Corrupt(format!("status `{s}`")));

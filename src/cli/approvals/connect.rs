@@ -62,14 +62,14 @@ pub(super) async fn connect(c: &Connection) -> Result<Client, String> {
         endpoint = endpoint.tls_config(tls).map_err(|e| {
             format!(
                 "cannot set up TLS for the admin API ({}): check the files given with {CA}, {CERT} and {KEY}",
-                causes(&e)
+                crate::text::causes(&e)
             )
         })?;
     }
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| cannot_reach(&c.admin, c.ca.as_deref(), &causes(&e)))?;
+        .map_err(|e| cannot_reach(&c.admin, c.ca.as_deref(), &crate::text::causes(&e)))?;
     let bearer = match &c.token {
         Some(t) => Some(
             format!("Bearer {t}")
@@ -89,24 +89,6 @@ pub(super) async fn connect(c: &Connection) -> Result<Client, String> {
         Ok(req)
     });
     Ok(ApprovalsClient::with_interceptor(channel, interceptor))
-}
-
-/// An error and its sources as one line, each cause once.
-fn causes(e: &dyn std::error::Error) -> String {
-    with_causes(e.to_string(), e.source())
-}
-
-/// `text`, then each of `cause` and its sources that it does not already
-/// say.
-fn with_causes(mut text: String, mut cause: Option<&dyn std::error::Error>) -> String {
-    while let Some(c) = cause {
-        let c_text = c.to_string();
-        if !text.contains(&c_text) {
-            text.push_str(&format!(": {c_text}"));
-        }
-        cause = c.source();
-    }
-    text
 }
 
 /// Why the admin API at `admin` could not be reached, and what to check.
@@ -229,7 +211,7 @@ pub(super) fn explain(s: tonic::Status, id: Option<&str>) -> String {
     };
     // A failed connection surfaces as "transport error"; what is known of
     // the cause is only in the source chain.
-    let mut text = with_causes(
+    let mut text = crate::text::with_causes(
         format!("{what}: {}", s.message()),
         std::error::Error::source(&s),
     );

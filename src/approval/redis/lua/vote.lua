@@ -1,6 +1,7 @@
 -- An approver's ruling: approve (quorum of distinct approvers), deny, revoke.
 -- KEYS: hash, voters, votes. ARGV: shard prefix, id, approver, verdict, vote
--- json, (unused), reason. A request that stops being pending returns its
+-- json, (unused), reason, and how the approver signed in: method, issuer,
+-- subject (the last two "" but for an identity provider). A request that stops being pending returns its
 -- fingerprint too: the caller frees its place in the principal's cap.
 local p, id, approver, verdict = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(redis.call('TIME')[1])
@@ -9,7 +10,8 @@ if not st[1] then return {'not_found'} end
 -- Past its deadline: refused here; the sweep records the expiry (once).
 local status = effective(st[1], now, st[2], st[3], st[4])
 local function event(kind, new_status)
-  audit(p, KEYS[1], id, kind, {status = new_status, approver = approver, reason = ARGV[7]})
+  audit(p, KEYS[1], id, kind, {status = new_status, approver = approver, reason = ARGV[7],
+    approver_method = ARGV[8] or '', approver_issuer = ARGV[9] or '', approver_subject = ARGV[10] or ''})
 end
 local function record()
   local ttl = redis.call('PTTL', KEYS[1])

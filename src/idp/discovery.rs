@@ -1,0 +1,112 @@
+//! An OpenID Provider's metadata (`/.well-known/openid-configuration`),
+//! read by the admin API for its keys and by `countersign login` for its
+//! endpoints.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What countersign reads of the provider's metadata.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    #[serde(default)]
+    pub device_authorization_endpoint: Option<String>,
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+}
+
+/// Why the provider's metadata or keys could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("cannot reach `{url}`: {why}")]
+    Unreachable { url: String, why: String },
+    #[error("`{url}` answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("`{url}` is not the JSON expected: {why}")]
+    Invalid { url: String, why: String },
+    /// OpenID Connect Discovery 1.0 §4.3: a mismatch means another
+    /// provider's metadata, whose keys would sign for someone else.
+    #[error("the metadata at `{url}` names issuer `{got}`, not the configured `{want}`")]
+    Issuer {
+        url: String,
+        got: String,
+        want: String,
+    },
+    #[error("cannot set up HTTPS to the identity provider: {0}")]
+    Client(String),
+}
+
+/// An HTTP client for the provider: short timeouts, no redirects to
+/// elsewhere, and `ca_pem` trusted besides the usual roots.
+pub fn client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, DiscoveryError> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(pem) = ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| DiscoveryError::Client(e.to_string()))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().map_err(|e| DiscoveryError::Client(e.to_string()))
+}
+
+impl Discovery {
+    /// The metadata of `issuer`, checked to be its own.
+    pub async fn fetch(http: &reqwest::Client, issuer: &str) -> Result<Self, DiscoveryError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let d: Discovery = get_json(http, &url).await?;
+        if d.issuer != issuer {
+            return Err(DiscoveryError::Issuer {
+                url,
+                got: d.issuer,
+                want: issuer.to_owned(),
+            });
+        }
+        Ok(d)
+    }
+}
+
+/// GETs `url` as JSON, with errors that name it.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<T, DiscoveryError> {
+    let response = http
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| DiscoveryError::Unreachable {
+            url: url.to_owned(),
+            why: crate::text::causes(&e),
+        })?;
+    if !response.status().is_success() {
+        return Err(DiscoveryError::Status {
+            url: url.to_owned(),
+            status: response.status().as_u16(),
+        });
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| DiscoveryError::Unreachable {
+            url: url.to_owned(),
+            why: crate::text::causes(&e),
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| DiscoveryError::Invalid {
+        url: url.to_owned(),
+        why: e.to_string(),
+    })
+}
