@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::Redis;
 use common::services::{redis_store, store_config};
+use countersign::approval::approvers::{Method, SignedIn, Voter};
 use countersign::approval::store::{AuditCursor, CheckRef, Consumed, ListFilter};
 use countersign::approval::{
     ApprovalParams, ApprovalStore, MemoryStore, Mode, NewApproval, Opened, RedisStore,
@@ -394,9 +395,30 @@ async fn pending_requests_and_unused_approvals_expire(s: Arc<dyn ApprovalStore>)
 async fn decided_requests_stay_listed_with_who_decided_and_why(s: Arc<dyn ApprovalStore>) {
     let a = open(&*s, "fp-1", params()).await.approval.id;
     let b = open(&*s, "fp-2", params()).await.approval.id;
-    s.vote(&a, "dora".into(), Verdict::Approve, "quarterly report")
+    let signed_in = SignedIn {
+        method: Method::Oidc,
+        issuer: "https://idp.example.com".into(),
+        subject: "00u1dora".into(),
+    };
+    let dora = Voter {
+        name: "dora",
+        signed_in: &signed_in,
+    };
+    s.vote(&a, dora, Verdict::Approve, "quarterly report")
         .await
         .unwrap();
+    // Who decided, and how they signed in, in the vote and the audit trail.
+    let entries = audit(&*s).await;
+    let entry = entries.iter().find(|e| e["event"] == "approved").unwrap();
+    assert_eq!(
+        (
+            entry["approver"].as_str(),
+            entry["approver_method"].as_str(),
+            entry["approver_issuer"].as_str(),
+            entry["approver_subject"].as_str()
+        ),
+        ("dora", "oidc", "https://idp.example.com", "00u1dora")
+    );
 
     let pending = s
         .list(&ListFilter {
@@ -418,6 +440,10 @@ async fn decided_requests_stay_listed_with_who_decided_and_why(s: Arc<dyn Approv
             approved.votes[0].reason.as_str()
         ),
         ("dora", "quarterly report")
+    );
+    assert_eq!(
+        (approved.votes[0].method, approved.votes[0].subject.as_str()),
+        (Some(Method::Oidc), "00u1dora")
     );
     let none = s
         .list(&ListFilter {

@@ -52,7 +52,7 @@ impl Default for RawOidc {
 
 /// The identity provider approvers sign in with, and how its tokens name
 /// them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OidcConfig {
     /// As the provider's tokens write `iss`; discovery at
     /// `{issuer}/.well-known/openid-configuration`.
@@ -79,6 +79,21 @@ pub struct OidcConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// At most one key refresh per this, however many unknown `kid`s arrive.
     pub jwks_min_refresh: Duration,
+}
+
+impl std::fmt::Debug for OidcConfig {
+    // Whether an extra CA is trusted, not its bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("audience", &self.audience)
+            .field("approver_claim", &self.approver_claim)
+            .field("groups_claim", &self.groups_claim)
+            .field("requester_claim", &self.requester_claim)
+            .field("ca", &self.ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Longest clock skew allowed: more would keep expired tokens usable.

@@ -468,3 +468,72 @@ fn authzen_is_off_unless_configured_and_needs_a_way_to_authenticate() {
         "{e}"
     );
 }
+
+#[test]
+fn an_identity_provider_alone_lets_approvers_in_and_its_settings_are_checked() {
+    let d = tempfile::tempdir().unwrap();
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::write(d.path().join(f), "-----BEGIN CERTIFICATE-----\nx\n").unwrap();
+    }
+    let load = |oidc: &str| {
+        let p = d.path().join("countersign.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[admin]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n[admin.oidc]\n{oidc}"
+            ),
+        )
+        .unwrap();
+        Config::load(Some(&p), &env(&[])).map(|c| c.admin.unwrap().oidc.unwrap())
+    };
+    let o = load(
+        "issuer = \"https://login.example.com/realms/corp\"\nclient_id = \"countersign-cli\"\n",
+    )
+    .unwrap();
+    assert_eq!(o.audience, "countersign-cli");
+    assert_eq!(
+        (
+            o.approver_claim.as_str(),
+            o.groups_claim.as_str(),
+            o.requester_claim.as_str()
+        ),
+        ("email", "groups", "sub")
+    );
+    assert!(o.scopes.iter().any(|s| s == "openid"));
+    assert_eq!(o.clock_skew, Duration::from_secs(60));
+
+    for (oidc, field, says) in [
+        ("client_id = \"c\"\n", "admin.oidc.issuer", "issuer URL"),
+        (
+            "issuer = \"http://login.example.com\"\nclient_id = \"c\"\n",
+            "admin.oidc.issuer",
+            "not an https URL",
+        ),
+        (
+            "issuer = \"https://i.example\"\n",
+            "admin.oidc.client_id",
+            "public client",
+        ),
+        (
+            "issuer = \"https://i.example\"\nclient_id = \"c\"\nscopes = [\"email\"]\n",
+            "admin.oidc.scopes",
+            "`openid`",
+        ),
+        (
+            "issuer = \"https://i.example\"\nclient_id = \"c\"\nclock_skew = \"1h\"\n",
+            "admin.oidc.clock_skew",
+            "at most 5m",
+        ),
+        (
+            "issuer = \"https://i.example\"\nclient_id = \"c\"\napprover_claim = \"\"\n",
+            "admin.oidc.approver_claim",
+            "claim name",
+        ),
+    ] {
+        let e = load(oidc).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("field `{field}`")) && e.contains(says),
+            "{oidc}: {e}"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::*;
-use crate::approval::approvers::{Approver, Approvers};
+use crate::approval::approvers::{Approver, Approvers, KnownAs, Method, SignedIn};
 use crate::approval::lifecycle::RuleError;
 use crate::approval::store::AuditCursor;
 use crate::approval::{ApprovalStore, MemoryStore, Ruling, Status};
@@ -456,4 +456,105 @@ async fn a_tool_call_must_fit_its_declaration_so_no_tool_borrows_another_actions
         .decide_mcp(agent(), &tool_call(5, "export_dataset", other))
         .await;
     assert!(matches!(o, Outcome::ApprovalRequired { .. }), "{o:?}");
+}
+
+/// An approver signed in by an identity provider, named `name` there and
+/// `known_as` in callers' tokens.
+fn idp_approver(name: &str, known_as: KnownAs) -> Approver {
+    Approver {
+        name: name.into(),
+        groups: vec!["data-owners".into()],
+        signed_in: SignedIn {
+            method: Method::Oidc,
+            issuer: "https://idp.example.com".into(),
+            subject: format!("sub-{name}"),
+        },
+        known_as,
+    }
+}
+
+#[tokio::test]
+async fn an_identity_provider_approver_is_compared_with_the_people_callers_tokens_name() {
+    let w = world();
+    let Outcome::ApprovalRequired { approval, .. } = w.decide(EXPORT, agent(), None).await else {
+        panic!("an agent's export needs an approval")
+    };
+    let refusal = |a: Approver| {
+        let approvals = w.approvals.clone();
+        let id = approval.id.clone();
+        async move {
+            match approvals.rule(&a, &id, Ruling::Approve, "ok").await {
+                Err(RuleError::NotPermitted(why)) => why,
+                other => panic!("{} was not refused: {other:?}", a.name),
+            }
+        }
+    };
+    // The agent's own sign-in, and the human it acts for, by the claim
+    // their tokens share with callers' (`sub` here).
+    let own = refusal(idp_approver(
+        "agent@example.com",
+        KnownAs::Also("agent-7".into()),
+    ))
+    .await;
+    assert!(own.contains("asked for this call"), "{own}");
+    let human = refusal(idp_approver(
+        "alice@example.com",
+        KnownAs::Also("alice".into()),
+    ))
+    .await;
+    assert!(human.contains("on behalf of `User::\"alice\"`"), "{human}");
+    // Without that claim the approver could be alice: refused, not assumed.
+    let unknown = refusal(idp_approver(
+        "dora@example.com",
+        KnownAs::Unknown {
+            claim: "employee_id".into(),
+        },
+    ))
+    .await;
+    assert!(
+        unknown.contains("no `employee_id` claim") && unknown.contains("cannot be checked"),
+        "{unknown}"
+    );
+
+    let dora = idp_approver("dora@example.com", KnownAs::Also("dora".into()));
+    let approved = w
+        .approvals
+        .rule(&dora, &approval.id, Ruling::Approve, "quarterly report")
+        .await
+        .unwrap();
+    assert_eq!(approved.status, Status::Approved);
+    let vote = &approved.votes[0];
+    assert_eq!(
+        (vote.method, vote.issuer.as_str(), vote.subject.as_str()),
+        (
+            Some(Method::Oidc),
+            "https://idp.example.com",
+            "sub-dora@example.com"
+        )
+    );
+    let entries = w
+        .store
+        .audit_range(&mut AuditCursor::from("-"), "+", 100)
+        .await
+        .unwrap();
+    let approved_entry = entries
+        .iter()
+        .find(|e| {
+            e.fields
+                .iter()
+                .any(|(k, v)| k == "event" && v == "approved")
+        })
+        .expect("an `approved` audit entry");
+    for (k, v) in [
+        ("approver", "dora@example.com"),
+        ("approver_method", "oidc"),
+        ("approver_issuer", "https://idp.example.com"),
+        ("approver_subject", "sub-dora@example.com"),
+    ] {
+        assert!(
+            approved_entry.fields.iter().any(|(f, x)| f == k && x == v),
+            "{k}={v} missing from {:?}",
+            approved_entry.fields
+        );
+    }
 }
