@@ -64,7 +64,15 @@ impl Authenticator {
                 ));
             }
             return match &self.idp {
-                Some(idp) if Verifier::is_jwt(token) => idp.verify(token).await.map_err(idp_status),
+                Some(idp) if Verifier::is_jwt(token) => {
+                    let mut a = idp.verify(token).await.map_err(idp_status)?;
+                    // Groups an identity provider cannot put in its tokens
+                    // (Google's carry none) may still be configured by name.
+                    a.groups.extend(self.configured_groups(&a.name));
+                    a.groups.sort();
+                    a.groups.dedup();
+                    Ok(a)
+                }
                 Some(_) => Err(Status::unauthenticated(
                     "unknown bearer token: neither one from the configuration nor a JWT from the identity provider",
                 )),
@@ -82,13 +90,18 @@ impl Authenticator {
     /// An entry with `token_sha256` is a token's: a certificate that names
     /// it gets none of its groups.
     fn approver(&self, name: String) -> Approver {
-        let groups = self
-            .approvers
+        let groups = self.configured_groups(&name);
+        Approver::configured(name, groups, Method::Certificate)
+    }
+
+    /// The groups of the `[[admin.approvers]]` entry named `name` that is
+    /// not a token's.
+    fn configured_groups(&self, name: &str) -> Vec<String> {
+        self.approvers
             .iter()
             .find(|a| a.name == name && a.token_sha256.is_none())
             .map(|a| a.groups.clone())
-            .unwrap_or_default();
-        Approver::configured(name, groups, Method::Certificate)
+            .unwrap_or_default()
     }
 }
 
