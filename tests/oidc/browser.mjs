@@ -42,7 +42,11 @@ const idp = new URL(start).origin;
 
 function remember(url, res) {
   const cookies = jar.get(url.origin) ?? new Map();
-  for (const line of res.headers.getSetCookie()) {
+  // getSetCookie is missing from older Node fetch; then split the joined
+  // header at each comma that starts a new `name=` (not the one in Expires).
+  const lines = res.headers.getSetCookie?.()
+    ?? (res.headers.get('set-cookie') ?? '').split(/,(?=\s*[\w.-]+=)/).filter(Boolean);
+  for (const line of lines) {
     const [pair, ...attrs] = line.split(';');
     const eq = pair.indexOf('=');
     const name = pair.slice(0, eq).trim();
