@@ -85,12 +85,12 @@ fn now() -> i64 {
 
 #[tokio::test]
 async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its_reason() {
-    let idp = Idp::start(users()).await;
-    let other = Idp::start(users()).await;
+    let idp = Idp::start(users());
+    let other = Idp::start(users());
     let issuer = idp.issuer.clone();
     let s = stack_with(policy_copy(), None, &|t| t + &oidc_table(&issuer)).await;
     let id = open_export(&s).await;
-    let mut admin = client(&s).await;
+    let admin = client(&s).await;
     let approve = |token: String| {
         let mut admin = admin.clone();
         let id = id.clone();
@@ -126,15 +126,25 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "expired",
-            idp.mint("dora", CLIENT, -600, json!({"email": "dora@example.com", "groups": ["data-owners"]}))
-                .await,
+            idp.mint(
+                "dora",
+                CLIENT,
+                -600,
+                json!({"email": "dora@example.com", "groups": ["data-owners"]}),
+            )
+            .await,
             "the token expired at ",
         ),
         (
             "another audience",
-            idp.mint("dora", "other-app", 300, json!({"email": "dora@example.com"}))
-                .await,
-            "the token is for audience \"other-app\", not `countersign-cli`",
+            idp.mint(
+                "dora",
+                "other-app",
+                300,
+                json!({"email": "dora@example.com"}),
+            )
+            .await,
+            "the token is for audience `other-app`, not `countersign-cli`",
         ),
         (
             "another issuer",
@@ -150,7 +160,12 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
         (
             "another provider's key",
             other
-                .mint("dora", CLIENT, 300, json!({"email": "dora@example.com", "groups": ["data-owners"]}))
+                .mint(
+                    "dora",
+                    CLIENT,
+                    300,
+                    json!({"email": "dora@example.com", "groups": ["data-owners"]}),
+                )
                 .await,
             "which the identity provider does not publish",
         ),
@@ -213,7 +228,10 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
     let (code, message) =
         refused(approve(as_user("alice", "alice@example.com", json!(["data-owners"])).await).await);
     assert_eq!(code, tonic::Code::PermissionDenied);
-    assert!(message.contains("acts on behalf of `User::\"alice\"`"), "{message}");
+    assert!(
+        message.contains("acts on behalf of `User::\"alice\"`"),
+        "{message}"
+    );
     let (code, message) =
         refused(approve(as_user("ivan", "ivan@example.com", json!(["interns"])).await).await);
     assert_eq!(code, tonic::Code::PermissionDenied);
@@ -225,6 +243,7 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
     // And the right person.
     let dora = as_user("dora", "dora@example.com", json!(["data-owners"])).await;
     let me = admin
+        .clone()
         .who_am_i(bearer(pb::WhoAmIRequest {}, &dora))
         .await
         .unwrap()
@@ -238,7 +257,10 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
     let approved = approve(dora).await.unwrap().into_inner();
     assert_eq!(approved.status, "approved");
     assert_eq!(
-        (approved.votes[0].method.as_str(), approved.votes[0].subject.as_str()),
+        (
+            approved.votes[0].method.as_str(),
+            approved.votes[0].subject.as_str()
+        ),
         ("oidc", "dora")
     );
 }
@@ -271,14 +293,19 @@ async fn a_provider_down_at_start_stops_no_check_and_its_keys_are_picked_up_when
         e.message()
     );
 
-    let mut idp = Idp::start_on(port, users()).await;
+    let mut idp = Idp::start_on(port, users());
     let dora = idp
         .mint("dora", CLIENT, 300, json!({"email": "dora@example.com"}))
         .await;
     let signed_in = eventually(Duration::from_secs(10), Duration::from_millis(200), || {
         let mut admin = admin.clone();
         let dora = dora.clone();
-        async move { admin.who_am_i(bearer(pb::WhoAmIRequest {}, &dora)).await.is_ok() }
+        async move {
+            admin
+                .who_am_i(bearer(pb::WhoAmIRequest {}, &dora))
+                .await
+                .is_ok()
+        }
     })
     .await;
     assert!(signed_in, "{}", s.sidecar.log());
@@ -304,7 +331,11 @@ async fn a_provider_down_at_start_stops_no_check_and_its_keys_are_picked_up_when
         }
     }
     assert_eq!(accepted, 8, "{}", s.sidecar.log());
-    assert_eq!(idp.jwks_hits().await - hits, 1, "one refresh for eight tokens");
+    assert_eq!(
+        idp.jwks_hits().await - hits,
+        1,
+        "one refresh for eight tokens"
+    );
     // The key rotated away no longer verifies.
     let e = admin
         .who_am_i(bearer(pb::WhoAmIRequest {}, &dora))

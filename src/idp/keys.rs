@@ -91,20 +91,22 @@ impl KeyCache {
             .unwrap_or_else(|| format!("still fetching them from `{}`", self.issuer))
     }
 
-    /// Fetches again unless a fetch began within `min_refresh`; true if
-    /// this call fetched (successfully or not).
-    pub async fn refresh_if_due(&self) -> bool {
+    /// Fetches again for a key not seen yet: at once if the last fetch
+    /// began `min_refresh` ago, else once that much has passed, so a token
+    /// under a just-rotated key waits instead of failing. Callers waiting
+    /// together share one fetch.
+    pub async fn refresh_for_unknown_key(&self) {
         let started = self.attempt_started();
-        if started.is_some_and(|t| t.elapsed() < self.min_refresh) {
-            return false;
+        if let Some(t) = started {
+            let wait = self.min_refresh.saturating_sub(t.elapsed());
+            tokio::time::sleep(wait).await;
         }
         let _one = self.fetching.lock().await;
         // Someone else fetched while this call waited.
         if self.attempt_started() != started {
-            return true;
+            return;
         }
         let _ = self.fetch_locked().await;
-        true
     }
 
     /// Fetches now (the refresher's path).

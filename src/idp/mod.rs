@@ -142,7 +142,7 @@ impl Verifier {
         if let Some(k) = find(&current) {
             return Ok(k);
         }
-        self.keys.refresh_if_due().await;
+        self.keys.refresh_for_unknown_key().await;
         let current = self.keys.current();
         match (find(&current), current) {
             (Some(k), _) => Ok(k),
@@ -155,12 +155,6 @@ impl Verifier {
     /// unverified, from the caller's own token, shortened).
     fn refusal(&self, kind: &ErrorKind, token: &str, kid: &str) -> IdpError {
         let claims = unverified_claims(token).unwrap_or_default();
-        let claim = |name: &str| {
-            claims
-                .get(name)
-                .map(|v| shortened(&v.to_string(), 80))
-                .unwrap_or_else(|| "(none)".into())
-        };
         match kind {
             ErrorKind::InvalidSignature => IdpError::Signature(shortened(kid, 64)),
             ErrorKind::ExpiredSignature => IdpError::Expired(
@@ -180,7 +174,7 @@ impl Verifier {
                 want: self.cfg.issuer.clone(),
             },
             ErrorKind::InvalidAudience => IdpError::Audience {
-                got: claim("aud"),
+                got: audiences(claims.get("aud")),
                 want: self.cfg.audience.clone(),
             },
             ErrorKind::InvalidAlgorithm => {
@@ -223,6 +217,18 @@ fn header(token: &str) -> Result<(Algorithm, String), IdpError> {
     let h = jsonwebtoken::decode_header(token)
         .map_err(|e| IdpError::Malformed(format!("its header cannot be read ({e})")))?;
     Ok((algorithm, h.kid.unwrap_or_default()))
+}
+
+/// `aud` as written: `a`, or `a`, `b`.
+fn audiences(aud: Option<&Value>) -> String {
+    let one = |v: &Value| format!("`{}`", shortened(v.as_str().unwrap_or("?"), 80));
+    match aud {
+        Some(Value::Array(items)) if !items.is_empty() => {
+            items.iter().take(5).map(one).collect::<Vec<_>>().join(", ")
+        }
+        Some(v @ Value::String(_)) => one(v),
+        _ => "(none)".into(),
+    }
 }
 
 fn part(token: &str, n: usize) -> Option<Map<String, Value>> {
