@@ -263,6 +263,10 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
         ),
         ("oidc", "dora")
     );
+    // Client certificates keep working beside the provider.
+    let (code, out) = s.cli("sara", &["show", &id]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("dora@example.com"), "{out}");
 }
 
 #[tokio::test]
