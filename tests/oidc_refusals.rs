@@ -21,7 +21,7 @@ const CLIENT: &str = "countersign-cli";
 /// `[admin.oidc]` for `issuer`, keys refreshed at most every second.
 fn oidc_table(issuer: &str) -> String {
     format!(
-        "\n[admin.oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT}\"\nscopes = [\"openid\", \"email\", \"profile\", \"groups\", \"offline_access\"]\njwks_min_refresh = \"1s\"\n"
+        "\n[admin.oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT}\"\nrequester_claim = \"sub\"\nscopes = [\"openid\", \"email\", \"profile\", \"groups\", \"offline_access\"]\njwks_min_refresh = \"1s\"\n"
     )
 }
 

@@ -37,7 +37,22 @@ impl Authenticator {
         self.idp.as_deref()
     }
 
+    /// The caller, who must be an approver: signed in with the identity
+    /// provider, in at least one group (anyone the provider signs a token
+    /// for could otherwise read every request).
     pub async fn authenticate<T>(&self, req: &Request<T>) -> Result<Approver, Status> {
+        let a = self.identify(req).await?;
+        if a.signed_in.method == Method::Oidc && a.groups.is_empty() {
+            return Err(Status::permission_denied(format!(
+                "`{}` is in no approver group: the token's groups (after admin.oidc.group_prefix and admin.oidc.groups) name none",
+                crate::text::shortened(&a.name, 80)
+            )));
+        }
+        Ok(a)
+    }
+
+    /// The caller, whoever they are (`WhoAmI`).
+    pub async fn identify<T>(&self, req: &Request<T>) -> Result<Approver, Status> {
         if let Some(certs) = req.peer_certs()
             && let Some(cert) = certs.first()
         {
@@ -65,12 +80,16 @@ impl Authenticator {
             }
             return match &self.idp {
                 Some(idp) if Verifier::is_jwt(token) => {
-                    let mut a = idp.verify(token).await.map_err(idp_status)?;
-                    // Groups an identity provider cannot put in its tokens
-                    // (Google's carry none) may still be configured by name.
-                    a.groups.extend(self.configured_groups(&a.name));
-                    a.groups.sort();
-                    a.groups.dedup();
+                    let a = idp.verify(token).await.map_err(idp_status)?;
+                    // One name, one person: a provider's user who calls
+                    // themselves after a configured approver would get
+                    // their Cedar permits and their vote.
+                    if self.approvers.iter().any(|c| c.name == a.name) {
+                        return Err(Status::permission_denied(format!(
+                            "`{}` is the name of an approver in [[admin.approvers]]; a sign-in with the identity provider cannot take it",
+                            crate::text::shortened(&a.name, 80)
+                        )));
+                    }
                     Ok(a)
                 }
                 Some(_) => Err(Status::unauthenticated(
@@ -90,18 +109,13 @@ impl Authenticator {
     /// An entry with `token_sha256` is a token's: a certificate that names
     /// it gets none of its groups.
     fn approver(&self, name: String) -> Approver {
-        let groups = self.configured_groups(&name);
-        Approver::configured(name, groups, Method::Certificate)
-    }
-
-    /// The groups of the `[[admin.approvers]]` entry named `name` that is
-    /// not a token's.
-    fn configured_groups(&self, name: &str) -> Vec<String> {
-        self.approvers
+        let groups = self
+            .approvers
             .iter()
             .find(|a| a.name == name && a.token_sha256.is_none())
             .map(|a| a.groups.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        Approver::configured(name, groups, Method::Certificate)
     }
 }
 
@@ -117,7 +131,7 @@ fn bearer(v: &str) -> Option<&str> {
 /// else the caller's token (UNAUTHENTICATED).
 fn idp_status(e: IdpError) -> Status {
     match e {
-        IdpError::NotReady(_) => Status::unavailable(e.to_string()),
+        IdpError::NotReady(_) | IdpError::Busy => Status::unavailable(e.to_string()),
         _ => Status::unauthenticated(e.to_string()),
     }
 }

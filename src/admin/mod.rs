@@ -142,7 +142,7 @@ impl Approvals for AdminService {
         &self,
         req: GrpcRequest<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, GrpcStatus> {
-        let a = self.auth.authenticate(&req).await?;
+        let a = self.auth.identify(&req).await?;
         Ok(Response::new(pb::WhoAmIResponse {
             name: a.name,
             groups: a.groups,

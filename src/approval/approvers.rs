@@ -103,6 +103,15 @@ pub struct Voter<'a> {
     pub signed_in: &'a SignedIn,
 }
 
+impl Voter<'_> {
+    /// Who this is at the identity provider, whatever name its token gives
+    /// today: a second vote under a changed e-mail is the same person's.
+    pub fn person(&self) -> Option<String> {
+        (self.signed_in.method == Method::Oidc)
+            .then(|| format!("oidc:{}#{}", self.signed_in.issuer, self.signed_in.subject))
+    }
+}
+
 /// Signed in with a certificate: the method of votes cast by name alone
 /// (tools, tests).
 static BY_NAME: SignedIn = SignedIn {
@@ -146,6 +155,9 @@ impl Approvers {
     /// Why `approver` may not rule on `a`, if they may not.
     pub fn refusal(&self, approver: &Approver, a: &Approval) -> Option<String> {
         let me = self.uid(approver).to_string();
+        // Trimmed and in any case: refusing the same person spelt otherwise
+        // is the safe mistake.
+        let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
         let is_me = |uid: &str| {
             // By id whatever the type: a workload (`Workload::"spiffe://…"`)
             // whose certificate names it on the admin API is the requester too.
@@ -154,7 +166,8 @@ impl Approvers {
                 .map(|u| u.id().unescaped().to_owned());
             uid == me
                 || id.as_deref().is_ok_and(|id| {
-                    id == approver.name || matches!(&approver.known_as, KnownAs::Also(v) if v == id)
+                    same(id, &approver.name)
+                        || matches!(&approver.known_as, KnownAs::Also(v) if same(v, id))
                 })
         };
         if is_me(&a.info.principal) {

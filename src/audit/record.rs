@@ -115,7 +115,7 @@ impl Recorder {
             policies,
             headers,
             claims: [
-                "sub".to_owned(),
+                identity.principal_claim.clone(),
                 identity.groups_claim.clone(),
                 identity.on_behalf_of_claim.clone(),
             ],

@@ -24,6 +24,7 @@ pub(super) struct RawOidc {
     pub group_prefix: String,
     pub groups: BTreeMap<String, String>,
     pub requester_claim: String,
+    pub require_verified_email: bool,
     pub clock_skew: String,
     pub ca: Option<PathBuf>,
     pub jwks_min_refresh: String,
@@ -42,7 +43,10 @@ impl Default for RawOidc {
             groups_claim: "groups".into(),
             group_prefix: String::new(),
             groups: BTreeMap::new(),
-            requester_claim: "sub".into(),
+            // No default: a wrong guess silently lets people approve their
+            // own calls.
+            requester_claim: String::new(),
+            require_verified_email: true,
             clock_skew: "60s".into(),
             ca: None,
             jwks_min_refresh: "10s".into(),
@@ -72,8 +76,11 @@ pub struct OidcConfig {
     /// Identity-provider group -> approver group; when set, only these count.
     pub groups: BTreeMap<String, String>,
     /// The claim holding what callers' principals hold for the same person
-    /// (the `sub` Envoy verified, the on-behalf-of claim).
+    /// (`identity.principal_claim` of the JWT Envoy verified, the
+    /// on-behalf-of claim).
     pub requester_claim: String,
+    /// An `email` claim used for a name counts only with `email_verified`.
+    pub require_verified_email: bool,
     pub clock_skew: Duration,
     /// Extra CA (PEM) to trust for the provider's TLS.
     pub ca_pem: Option<Vec<u8>>,
@@ -98,6 +105,8 @@ impl std::fmt::Debug for OidcConfig {
 
 /// Longest clock skew allowed: more would keep expired tokens usable.
 const MAX_SKEW: Duration = Duration::from_secs(300);
+const MIN_REFRESH: Duration = Duration::from_secs(1);
+const MAX_REFRESH: Duration = Duration::from_secs(300);
 
 pub(super) fn validate_oidc(r: &RawOidc, o: &Origins) -> Result<OidcConfig, ConfigError> {
     let f = |n: &str| format!("admin.oidc.{n}");
@@ -108,7 +117,7 @@ pub(super) fn validate_oidc(r: &RawOidc, o: &Origins) -> Result<OidcConfig, Conf
             "expected the identity provider's issuer URL, such as `https://login.example.com/realms/corp`",
         ));
     }
-    if let Err(why) = issuer_is_safe(&issuer) {
+    if let Err(why) = crate::idp::discovery::is_safe_url(&issuer) {
         return Err(o.invalid(&f("issuer"), &why));
     }
     let client_id = r.client_id.trim().to_owned();
@@ -118,10 +127,15 @@ pub(super) fn validate_oidc(r: &RawOidc, o: &Origins) -> Result<OidcConfig, Conf
             "expected the public client registered for `countersign login` (its ID tokens' `aud`)",
         ));
     }
+    if r.requester_claim.trim().is_empty() {
+        return Err(o.invalid(
+            &f("requester_claim"),
+            "expected the claim of an approver's token that holds what callers' principals hold (identity.principal_claim of the JWT Envoy verifies): `sub` when callers and approvers sign in with one provider that gives one `sub` per person, `email` when both name people by e-mail, `oid` for Entra ID; there is no default, for a wrong one silently lets people approve their own calls",
+        ));
+    }
     for (field, claim) in [
         ("approver_claim", &r.approver_claim),
         ("groups_claim", &r.groups_claim),
-        ("requester_claim", &r.requester_claim),
     ] {
         if claim.trim().is_empty() {
             return Err(o.invalid(&f(field), "expected a claim name, such as `email` or `sub`"));
@@ -134,6 +148,13 @@ pub(super) fn validate_oidc(r: &RawOidc, o: &Origins) -> Result<OidcConfig, Conf
         ));
     }
     let clock_skew = duration(o, &f("clock_skew"), &r.clock_skew)?;
+    let jwks_min_refresh = duration(o, &f("jwks_min_refresh"), &r.jwks_min_refresh)?;
+    if !(MIN_REFRESH..=MAX_REFRESH).contains(&jwks_min_refresh) {
+        return Err(o.invalid(
+            &f("jwks_min_refresh"),
+            "expected between 1s and 5m: shorter lets unknown keys flood the provider, longer keeps rotated keys waiting",
+        ));
+    }
     if clock_skew > MAX_SKEW {
         return Err(o.invalid(
             &f("clock_skew"),
@@ -156,40 +177,20 @@ pub(super) fn validate_oidc(r: &RawOidc, o: &Origins) -> Result<OidcConfig, Conf
         group_prefix: r.group_prefix.clone(),
         groups: r.groups.clone(),
         requester_claim: r.requester_claim.trim().to_owned(),
+        require_verified_email: r.require_verified_email,
         clock_skew,
         ca_pem: r
             .ca
             .as_deref()
             .map(|p| read_pem(o, &f("ca"), p))
             .transpose()?,
-        jwks_min_refresh: duration(o, &f("jwks_min_refresh"), &r.jwks_min_refresh)?,
+        jwks_min_refresh,
     })
-}
-
-/// HTTPS, or plain HTTP to this machine only (a provider started beside the
-/// sidecar): keys fetched in the clear from elsewhere could be anyone's.
-fn issuer_is_safe(issuer: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(issuer).map_err(|_| {
-        format!("`{issuer}` is not a URL: expected one such as `https://login.example.com`")
-    })?;
-    let host = url.host_str().unwrap_or("");
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|a| a.is_loopback());
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(format!(
-            "`{issuer}` is not an https URL: an identity provider's keys must come over TLS (plain http only to 127.0.0.1 or localhost)"
-        )),
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::issuer_is_safe;
+    use crate::idp::discovery::is_safe_url as issuer_is_safe;
 
     #[test]
     fn only_https_or_loopback_http_issuers_are_trusted() {

@@ -147,6 +147,7 @@ impl Default for RawPolicy {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawIdentity {
     pub jwt_metadata_key: String,
+    pub principal_claim: String,
     pub groups_claim: String,
     pub on_behalf_of_claim: String,
     pub user_type: String,
@@ -160,6 +161,7 @@ impl Default for RawIdentity {
     fn default() -> Self {
         Self {
             jwt_metadata_key: "jwt_payload".into(),
+            principal_claim: "sub".into(),
             groups_claim: "groups".into(),
             on_behalf_of_claim: "on_behalf_of".into(),
             user_type: "User".into(),

@@ -487,7 +487,7 @@ fn an_identity_provider_alone_lets_approvers_in_and_its_settings_are_checked() {
         Config::load(Some(&p), &env(&[])).map(|c| c.admin.unwrap().oidc.unwrap())
     };
     let o = load(
-        "issuer = \"https://login.example.com/realms/corp\"\nclient_id = \"countersign-cli\"\n",
+        "issuer = \"https://login.example.com/realms/corp\"\nclient_id = \"countersign-cli\"\nrequester_claim = \"sub\"\n",
     )
     .unwrap();
     assert_eq!(o.audience, "countersign-cli");
@@ -503,6 +503,16 @@ fn an_identity_provider_alone_lets_approvers_in_and_its_settings_are_checked() {
     assert_eq!(o.clock_skew, Duration::from_secs(60));
 
     for (oidc, field, says) in [
+        (
+            "issuer = \"https://i.example\"\nclient_id = \"c\"\n",
+            "admin.oidc.requester_claim",
+            "there is no default",
+        ),
+        (
+            "issuer = \"https://i.example\"\nclient_id = \"c\"\nrequester_claim = \"sub\"\njwks_min_refresh = \"0s\"\n",
+            "admin.oidc.jwks_min_refresh",
+            "between 1s and 5m",
+        ),
         ("client_id = \"c\"\n", "admin.oidc.issuer", "issuer URL"),
         (
             "issuer = \"http://login.example.com\"\nclient_id = \"c\"\n",
@@ -515,17 +525,17 @@ fn an_identity_provider_alone_lets_approvers_in_and_its_settings_are_checked() {
             "public client",
         ),
         (
-            "issuer = \"https://i.example\"\nclient_id = \"c\"\nscopes = [\"email\"]\n",
+            "issuer = \"https://i.example\"\nclient_id = \"c\"\nrequester_claim = \"sub\"\nscopes = [\"email\"]\n",
             "admin.oidc.scopes",
             "`openid`",
         ),
         (
-            "issuer = \"https://i.example\"\nclient_id = \"c\"\nclock_skew = \"1h\"\n",
+            "issuer = \"https://i.example\"\nclient_id = \"c\"\nrequester_claim = \"sub\"\nclock_skew = \"1h\"\n",
             "admin.oidc.clock_skew",
             "at most 5m",
         ),
         (
-            "issuer = \"https://i.example\"\nclient_id = \"c\"\napprover_claim = \"\"\n",
+            "issuer = \"https://i.example\"\nclient_id = \"c\"\nrequester_claim = \"sub\"\napprover_claim = \"\"\n",
             "admin.oidc.approver_claim",
             "claim name",
         ),

@@ -55,6 +55,7 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
         group_type: type_name(o, "identity.group_type", &id.group_type)?,
         workload_type: type_name(o, "identity.workload_type", &id.workload_type)?,
         anonymous: entity_uid(o, "identity.anonymous", &id.anonymous)?,
+        principal_claim: non_empty(o, "identity.principal_claim", &id.principal_claim)?,
         groups_claim: non_empty(o, "identity.groups_claim", &id.groups_claim)?,
         on_behalf_of_claim: non_empty(o, "identity.on_behalf_of_claim", &id.on_behalf_of_claim)?,
         trusted_header: match &id.trusted_header {

@@ -22,8 +22,15 @@ pub(super) fn approver(
     let name = text(&cfg.approver_claim)
         .ok_or_else(|| IdpError::NoName(cfg.approver_claim.clone()))?
         .to_owned();
-    if cfg.approver_claim == "email" && claims.get("email_verified") == Some(&Value::Bool(false)) {
-        return Err(IdpError::UnverifiedEmail);
+    // An address anyone could have typed names nobody: whether it names
+    // the approver or is compared with the people a call names.
+    let email_used = cfg.approver_claim == "email" || cfg.requester_claim == "email";
+    if email_used && cfg.require_verified_email {
+        match claims.get("email_verified") {
+            Some(Value::Bool(true)) => {}
+            Some(Value::String(s)) if s == "true" => {}
+            _ => return Err(IdpError::UnverifiedEmail),
+        }
     }
     let known_as = match text(&cfg.requester_claim) {
         Some(v) if v == name => KnownAs::Name,

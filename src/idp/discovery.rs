@@ -70,13 +70,16 @@ impl Discovery {
         if d.issuer != issuer {
             return Err(DiscoveryError::Issuer {
                 url,
-                got: d.issuer,
+                got: crate::text::shortened(&d.issuer, 200),
                 want: issuer.to_owned(),
             });
         }
         Ok(d)
     }
 }
+
+/// Largest metadata or key set read: a provider's are a few KiB.
+const MAX_BODY: usize = 512 * 1024;
 
 /// GETs `url` as JSON, with errors that name it.
 pub async fn get_json<T: serde::de::DeserializeOwned>(
@@ -98,15 +101,51 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
             status: response.status().as_u16(),
         });
     }
-    let bytes = response
-        .bytes()
+    let too_big = || DiscoveryError::Invalid {
+        url: url.to_owned(),
+        why: format!("larger than {} KiB", MAX_BODY / 1024),
+    };
+    if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_big());
+    }
+    let mut response = response;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
         .map_err(|e| DiscoveryError::Unreachable {
             url: url.to_owned(),
             why: crate::text::causes(&e),
-        })?;
+        })?
+    {
+        if bytes.len() + chunk.len() > MAX_BODY {
+            return Err(too_big());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     serde_json::from_slice(&bytes).map_err(|e| DiscoveryError::Invalid {
         url: url.to_owned(),
-        why: e.to_string(),
+        why: crate::text::shortened(&e.to_string(), 200),
     })
+}
+
+/// HTTPS, or plain HTTP to this machine only (a provider started beside the
+/// sidecar): keys fetched in the clear from elsewhere could be anyone's.
+pub fn is_safe_url(issuer: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(issuer).map_err(|_| {
+        format!("`{issuer}` is not a URL: expected one such as `https://login.example.com`")
+    })?;
+    let host = url.host_str().unwrap_or("");
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!(
+            "`{issuer}` is not an https URL: an identity provider's keys must come over TLS (plain http only to 127.0.0.1 or localhost)"
+        )),
+    }
 }

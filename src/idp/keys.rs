@@ -12,6 +12,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::discovery::{Discovery, DiscoveryError, get_json};
+use crate::text::shortened;
 
 /// A usable public key and the algorithm it signs with.
 pub struct Key {
@@ -37,7 +38,13 @@ pub struct KeyCache {
     attempt: Mutex<(Option<Instant>, Option<String>)>,
     /// One fetch at a time; callers that waited find it done.
     fetching: tokio::sync::Mutex<()>,
+    /// Calls waiting for a fetch: bounded, so tokens under made-up keys
+    /// cannot pile up requests.
+    waiters: tokio::sync::Semaphore,
 }
+
+/// Most calls that may wait for a key fetch at once.
+const MAX_WAITERS: usize = 64;
 
 impl KeyCache {
     pub fn new(http: reqwest::Client, issuer: String, min_refresh: Duration) -> Self {
@@ -48,6 +55,7 @@ impl KeyCache {
             current: ArcSwapOption::empty(),
             attempt: Mutex::new((None, None)),
             fetching: tokio::sync::Mutex::new(()),
+            waiters: tokio::sync::Semaphore::new(MAX_WAITERS),
         }
     }
 
@@ -94,8 +102,11 @@ impl KeyCache {
     /// Fetches again for a key not seen yet: at once if the last fetch
     /// began `min_refresh` ago, else once that much has passed, so a token
     /// under a just-rotated key waits instead of failing. Callers waiting
-    /// together share one fetch.
-    pub async fn refresh_for_unknown_key(&self) {
+    /// together share one fetch. False if too many wait already.
+    pub async fn refresh_for_unknown_key(&self) -> bool {
+        let Ok(_waiting) = self.waiters.try_acquire() else {
+            return false;
+        };
         let started = self.attempt_started();
         if let Some(t) = started {
             let wait = self.min_refresh.saturating_sub(t.elapsed());
@@ -103,10 +114,10 @@ impl KeyCache {
         }
         let _one = self.fetching.lock().await;
         // Someone else fetched while this call waited.
-        if self.attempt_started() != started {
-            return;
+        if self.attempt_started() == started {
+            let _ = self.fetch_locked().await;
         }
-        let _ = self.fetch_locked().await;
+        true
     }
 
     /// Fetches now (the refresher's path).
@@ -141,6 +152,12 @@ impl KeyCache {
 
     async fn fetch(&self) -> Result<KeySet, DiscoveryError> {
         let d = Discovery::fetch(&self.http, &self.issuer).await?;
+        if let Err(why) = super::discovery::is_safe_url(&d.jwks_uri) {
+            return Err(DiscoveryError::Invalid {
+                url: shortened(&d.jwks_uri, 200),
+                why,
+            });
+        }
         let raw: serde_json::Value = get_json(&self.http, &d.jwks_uri).await?;
         let Some(items) = raw.get("keys").and_then(|k| k.as_array()) else {
             return Err(DiscoveryError::Invalid {

@@ -50,10 +50,18 @@ pub enum IdpError {
     Issuer { got: String, want: String },
     #[error("the token is for audience {got}, not `{want}`")]
     Audience { got: String, want: String },
+    #[error(
+        "the token is not an ID token (its `typ` is `{0}`): sign in with `countersign login`"
+    )]
+    NotAnIdToken(String),
+    #[error("the token was issued to client `{0}` (`azp`), not to this admin API's client")]
+    OtherClient(String),
+    #[error("too many tokens under keys not seen yet at once: retry in a few seconds")]
+    Busy,
     #[error("the token has no `{0}` claim to name the approver by")]
     NoName(String),
     #[error(
-        "the token's `email` is not verified (`email_verified` is false): an unverified address names nobody"
+        "the token's `email` is not verified (`email_verified` is not true): an unverified address names nobody"
     )]
     UnverifiedEmail,
     #[error("the token's `{0}` claim must be a string or a list of strings")]
@@ -111,18 +119,55 @@ impl Verifier {
     /// The approver `token` signs in, or why not.
     pub async fn verify(&self, token: &str) -> Result<Approver, IdpError> {
         let (alg, kid) = header(token)?;
+        // Another issuer's token is refused before it can prompt a key
+        // fetch (its signature is checked with the rest below).
+        let unverified = unverified_claims(token).unwrap_or_default();
+        if let Some(iss) = unverified.get("iss").and_then(Value::as_str)
+            && iss != self.cfg.issuer
+        {
+            return Err(IdpError::Issuer {
+                got: shortened(iss, 80),
+                want: self.cfg.issuer.clone(),
+            });
+        }
         let key = self.key(&kid).await?;
         if key.algorithm != alg {
             return Err(IdpError::Algorithm(format!("{alg:?}")));
         }
         let mut v = Validation::new(alg);
         v.leeway = self.cfg.clock_skew.as_secs();
+        v.validate_nbf = true;
         v.set_issuer(&[&self.cfg.issuer]);
         v.set_audience(&[&self.cfg.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &v)
             .map_err(|e| self.refusal(e.kind(), token, &kid))?;
+        self.issued_to_this_client(&data.header, &data.claims)?;
         claims::approver(&self.cfg, &data.claims)
+    }
+
+    /// An ID token issued to this client: not an access token, logout or
+    /// event token that shares the audience (RFC 9068 `at+jwt`), and not
+    /// one authorised for another client (OIDC Core §2 `azp`).
+    fn issued_to_this_client(
+        &self,
+        header: &jsonwebtoken::Header,
+        claims: &Map<String, Value>,
+    ) -> Result<(), IdpError> {
+        if let Some(typ) = &header.typ
+            && !typ.eq_ignore_ascii_case("JWT")
+        {
+            return Err(IdpError::NotAnIdToken(shortened(typ, 32)));
+        }
+        let several = claims
+            .get("aud")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.len() > 1);
+        match claims.get("azp").and_then(Value::as_str) {
+            Some(azp) if azp != self.cfg.client_id => Err(IdpError::OtherClient(shortened(azp, 80))),
+            None if several => Err(IdpError::OtherClient("(none)".into())),
+            _ => Ok(()),
+        }
     }
 
     /// The key named `kid`; an unknown one prompts a refresh (rate-limited).
@@ -142,7 +187,9 @@ impl Verifier {
         if let Some(k) = find(&current) {
             return Ok(k);
         }
-        self.keys.refresh_for_unknown_key().await;
+        if !self.keys.refresh_for_unknown_key().await {
+            return Err(IdpError::Busy);
+        }
         let current = self.keys.current();
         match (find(&current), current) {
             (Some(k), _) => Ok(k),

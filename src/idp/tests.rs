@@ -18,6 +18,7 @@ fn cfg() -> OidcConfig {
         group_prefix: String::new(),
         groups: BTreeMap::new(),
         requester_claim: "sub".into(),
+        require_verified_email: true,
         clock_skew: Duration::from_secs(60),
         ca_pem: None,
         jwks_min_refresh: Duration::from_secs(10),
@@ -57,7 +58,7 @@ fn the_approver_is_named_by_the_configured_claim_with_the_tokens_groups() {
     let a = claims::approver(
         &cfg(),
         &claims(json!({
-            "iss": "https://idp.example.com", "sub": "00u1", "email": "dora@example.com",
+            "iss": "https://idp.example.com", "sub": "00u1", "email": "dora@example.com", "email_verified": true,
             "groups": ["data-owners", "everyone", "data-owners"]
         })),
     )
@@ -72,7 +73,7 @@ fn the_approver_is_named_by_the_configured_claim_with_the_tokens_groups() {
 #[test]
 fn a_prefix_or_a_mapping_keeps_only_the_groups_it_names() {
     let token =
-        claims(json!({"sub": "s", "email": "e@x", "groups": ["cs-data-owners", "eng", "cs-"]}));
+        claims(json!({"sub": "s", "email": "e@x", "email_verified": true, "groups": ["cs-data-owners", "eng", "cs-"]}));
     let mut c = cfg();
     c.group_prefix = "cs-".into();
     assert_eq!(
@@ -98,10 +99,20 @@ fn tokens_that_cannot_name_or_place_the_approver_are_refused() {
         .unwrap_err(),
         IdpError::UnverifiedEmail
     );
+    // Absent is not verified either (a provider that never says so needs
+    // `require_verified_email = false`).
+    let unsaid = claims(json!({"sub": "s", "email": "e@x"}));
+    assert_eq!(
+        claims::approver(&c, &unsaid).unwrap_err(),
+        IdpError::UnverifiedEmail
+    );
+    let mut lenient = cfg();
+    lenient.require_verified_email = false;
+    assert!(claims::approver(&lenient, &unsaid).is_ok());
     assert_eq!(
         claims::approver(
             &c,
-            &claims(json!({"sub": "s", "email": "e@x", "groups": [1]}))
+            &claims(json!({"sub": "s", "email": "e@x", "email_verified": "true", "groups": [1]}))
         )
         .unwrap_err(),
         IdpError::BadGroups("groups".into())
@@ -112,7 +123,7 @@ fn tokens_that_cannot_name_or_place_the_approver_are_refused() {
 fn without_the_requester_claim_the_approver_cannot_be_compared() {
     let mut c = cfg();
     c.requester_claim = "employee_id".into();
-    let a = claims::approver(&c, &claims(json!({"sub": "s", "email": "e@x"}))).unwrap();
+    let a = claims::approver(&c, &claims(json!({"sub": "s", "email": "e@x", "email_verified": true}))).unwrap();
     assert_eq!(
         a.known_as,
         KnownAs::Unknown {
@@ -120,6 +131,6 @@ fn without_the_requester_claim_the_approver_cannot_be_compared() {
         }
     );
     c.requester_claim = "email".into();
-    let a = claims::approver(&c, &claims(json!({"sub": "s", "email": "e@x"}))).unwrap();
+    let a = claims::approver(&c, &claims(json!({"sub": "s", "email": "e@x", "email_verified": true}))).unwrap();
     assert_eq!(a.known_as, KnownAs::Name);
 }

@@ -14,6 +14,9 @@ pub struct IdentitySettings {
     pub group_type: EntityTypeName,
     pub workload_type: EntityTypeName,
     pub anonymous: EntityUid,
+    /// The claim naming the principal (`sub`; `oid` where a provider gives
+    /// each application its own `sub` for the same person).
+    pub principal_claim: String,
     pub groups_claim: String,
     /// Claim naming the human an agent acts for: a string, or an object
     /// with `sub` (as in RFC 8693's `act`).
@@ -45,8 +48,8 @@ pub struct Identity {
 /// A verified token or trusted header whose content cannot identify anyone.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
-    #[error("the verified JWT has no string `sub` claim")]
-    MissingSub,
+    #[error("the verified JWT has no string `{0}` claim")]
+    MissingSub(String),
     #[error("JWT claim `{0}` must be a string or a list of strings")]
     BadGroups(String),
     #[error("JWT claim `{claim}` cannot be represented in Cedar: {reason}")]
@@ -114,8 +117,8 @@ impl IdentitySettings {
     }
 
     fn resolve_claims(&self, claims: &Map<String, Value>) -> Result<Identity, IdentityError> {
-        let Some(Value::String(sub)) = claims.get("sub") else {
-            return Err(IdentityError::MissingSub);
+        let Some(Value::String(sub)) = claims.get(&self.principal_claim) else {
+            return Err(IdentityError::MissingSub(self.principal_claim.clone()));
         };
         let uid = uid(&self.user_type, sub);
         let mut parents = HashSet::new();
@@ -222,6 +225,7 @@ mod tests {
             group_type: EntityTypeName::from_str("Group").unwrap(),
             workload_type: EntityTypeName::from_str("Workload").unwrap(),
             anonymous: EntityUid::from_str(r#"Anonymous::"anonymous""#).unwrap(),
+            principal_claim: "sub".into(),
             groups_claim: "groups".into(),
             on_behalf_of_claim: "on_behalf_of".into(),
             trusted_header: trusted.map(|h| (h.into(), EntityTypeName::from_str("User").unwrap())),
@@ -277,7 +281,7 @@ mod tests {
         );
         assert_eq!(err.unwrap_err(), IdentityError::BadGroups("groups".into()));
         let err = s.resolve(json!({"name": "no sub"}).as_object(), "", &headers(&[]));
-        assert_eq!(err.unwrap_err(), IdentityError::MissingSub);
+        assert_eq!(err.unwrap_err(), IdentityError::MissingSub("sub".into()));
     }
 
     #[test]

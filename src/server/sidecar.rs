@@ -275,6 +275,11 @@ impl Prepared {
                     let idp = crate::idp::Verifier::start(oidc.clone())
                         .map_err(|e| StartError::Config(format!("admin.oidc: {e}")))?;
                     tracing::info!(issuer = %oidc.issuer, "admin API accepts the identity provider's tokens");
+                    if oidc.group_prefix.is_empty() && oidc.groups.is_empty() {
+                        tracing::warn!(
+                            "every group in the identity provider's tokens counts as an approver group: where users can create groups there, set admin.oidc.group_prefix or map groups in [admin.oidc.groups]"
+                        );
+                    }
                     auth = auth.with_identity_provider(std::sync::Arc::new(idp));
                 }
                 let service = AdminService::new(approvals.clone(), auth);

@@ -349,12 +349,17 @@ impl ApprovalStore for MemoryStore {
                     status,
                 });
             }
-            if !r.voters.insert(approver.to_owned()) {
+            let person = voter.person();
+            if r.voters.contains(approver)
+                || person.as_ref().is_some_and(|p| r.voters.contains(p))
+            {
                 return Err(StoreError::AlreadyVoted {
                     id: id.into(),
                     approver: approver.into(),
                 });
             }
+            r.voters.insert(approver.to_owned());
+            r.voters.extend(person);
             r.votes.push(vote);
             let approvals = r
                 .votes

@@ -203,7 +203,8 @@ impl ApprovalStore for RedisStore {
             .arg(reason)
             .arg(voter.signed_in.method.as_str())
             .arg(&voter.signed_in.issuer)
-            .arg(&voter.signed_in.subject);
+            .arg(&voter.signed_in.subject)
+            .arg(voter.person().unwrap_or_default());
         let (reply, acks) = self.invoke_confirmed(&self.scripts.vote, eval).await?;
         let status =
             |s: &str| Status::parse(s).ok_or_else(|| StoreError::Corrupt(format!("status `{s}`")));

@@ -458,7 +458,7 @@ proptest! {
         }
         let mapper = if custom { &*CUSTOM } else { &*DEFAULT };
         let want = if let Some(c) = &claims {
-            c["sub"].as_str().map(|s| format!(r#"User::"{s}""#)).ok_or(IdentityError::MissingSub)
+            c["sub"].as_str().map(|s| format!(r#"User::"{s}""#)).ok_or(IdentityError::MissingSub("sub".into()))
         } else if !peer.is_empty() {
             Ok(format!(r#"Workload::"{peer}""#))
         } else if let (true, Some(t)) = (custom, trusted) {

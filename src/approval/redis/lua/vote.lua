@@ -1,7 +1,8 @@
 -- An approver's ruling: approve (quorum of distinct approvers), deny, revoke.
 -- KEYS: hash, voters, votes. ARGV: shard prefix, id, approver, verdict, vote
 -- json, (unused), reason, and how the approver signed in: method, issuer,
--- subject (the last two "" but for an identity provider). A request that stops being pending returns its
+-- subject (the last two "" but for an identity provider), and the person
+-- behind an identity provider's name ("" otherwise), a voter too. A request that stops being pending returns its
 -- fingerprint too: the caller frees its place in the principal's cap.
 local p, id, approver, verdict = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(redis.call('TIME')[1])
@@ -31,7 +32,15 @@ if verdict == 'revoke' then
   return {'ok', 'revoked'}
 end
 if status ~= 'pending' then return {'not_pending', status} end
-if redis.call('SADD', KEYS[2], approver) == 0 then return {'already_voted', status} end
+-- One vote per name, and per person behind a provider's name (who may
+-- sign in again under a changed e-mail).
+local person = ARGV[11] or ''
+if redis.call('SISMEMBER', KEYS[2], approver) == 1 or
+   (person ~= '' and redis.call('SISMEMBER', KEYS[2], person) == 1) then
+  return {'already_voted', status}
+end
+redis.call('SADD', KEYS[2], approver)
+if person ~= '' then redis.call('SADD', KEYS[2], person) end
 record()
 if verdict == 'deny' then
   redis.call('HSET', KEYS[1], 'status', 'denied')
