@@ -11,6 +11,7 @@ use super::ConfigError;
 use super::admin::read_pem;
 use super::env::Origins;
 use super::validate::duration;
+use crate::idp::discovery::is_tls_or_loopback;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -151,25 +152,17 @@ pub(super) fn validate_oidc(r: &RawOidc, o: &Origins) -> Result<OidcConfig, Conf
     })
 }
 
-/// HTTPS, or plain HTTP to this machine only (a provider started beside the
-/// sidecar): keys fetched in the clear from elsewhere could be anyone's.
+/// HTTPS, or plain HTTP to this machine only: see [`is_tls_or_loopback`].
 fn issuer_is_safe(issuer: &str) -> Result<(), String> {
     let url = reqwest::Url::parse(issuer).map_err(|_| {
         format!("`{issuer}` is not a URL: expected one such as `https://login.example.com`")
     })?;
-    let host = url.host_str().unwrap_or("");
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|a| a.is_loopback());
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(format!(
-            "`{issuer}` is not an https URL: an identity provider's keys must come over TLS (plain http only to 127.0.0.1 or localhost)"
-        )),
+    if is_tls_or_loopback(&url) {
+        return Ok(());
     }
+    Err(format!(
+        "`{issuer}` is not an https URL: an identity provider's keys must come over TLS (plain http only to 127.0.0.1 or localhost)"
+    ))
 }
 
 #[cfg(test)]

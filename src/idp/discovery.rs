@@ -59,6 +59,23 @@ pub fn client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, DiscoveryError> 
     b.build().map_err(|e| DiscoveryError::Client(e.to_string()))
 }
 
+/// HTTPS, or plain HTTP to this machine only (a provider started beside
+/// the sidecar): keys or tokens sent in the clear elsewhere could be
+/// anyone's.
+pub fn is_tls_or_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    match url.scheme() {
+        "https" => true,
+        "http" => loopback,
+        _ => false,
+    }
+}
+
 impl Discovery {
     /// The metadata of `issuer`, checked to be its own.
     pub async fn fetch(http: &reqwest::Client, issuer: &str) -> Result<Self, DiscoveryError> {
