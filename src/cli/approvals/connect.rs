@@ -81,16 +81,25 @@ const CERT: &str = "--cert (or COUNTERSIGN_ADMIN_CERT)";
 const KEY: &str = "--key (or COUNTERSIGN_ADMIN_KEY)";
 const TOKEN: &str = "--token (or COUNTERSIGN_ADMIN_TOKEN)";
 
-/// A client presenting --cert/--key or --token, as given.
+/// A client presenting, first that is given: --cert/--key, --token, the
+/// sign-in `countersign login` cached for this admin address (renewed if
+/// it is about to expire).
 pub(crate) async fn connect(c: &Connection) -> Result<Client, String> {
     let identity = match (&c.cert, &c.key) {
         (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
         _ => None,
     };
     let endpoint = endpoint(&c.server, c.cert.as_deref(), c.key.as_deref())?;
+    // After the TLS checks, so a missing --ca is named before a missing
+    // sign-in.
     let bearer = match (&c.token, identity) {
         (Some(t), _) => Some(t.clone()),
-        _ => None,
+        (None, Some(_)) => None,
+        (None, None) => Some(
+            crate::cli::login::signed_in(&c.server)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
     };
     finish(endpoint, &c.server, bearer.as_deref()).await
 }

@@ -24,9 +24,13 @@ use connect::Connection;
   countersign approvals list --admin https://127.0.0.1:9192 --ca dev-certs/ca.pem \\
       --cert dev-certs/dora.pem --key dev-certs/dora-key.pem
 
+Credentials, first that is given: --cert and --key, then --token, then the sign-in that
+`countersign login` cached for this --admin (renewed with its refresh token when it expires
+within 30 s). With none of them: `countersign login`.
+
 Connection flags may be set once in the environment instead (COUNTERSIGN_ADMIN_ADDR,
-COUNTERSIGN_ADMIN_CA, COUNTERSIGN_ADMIN_CERT, COUNTERSIGN_ADMIN_KEY, COUNTERSIGN_ADMIN_TOKEN);
-`countersign dev-certs` prints them for its certificates.
+COUNTERSIGN_ADMIN_CA, COUNTERSIGN_ADMIN_CERT, COUNTERSIGN_ADMIN_KEY, COUNTERSIGN_ADMIN_TOKEN,
+COUNTERSIGN_IDP_CA); `countersign dev-certs` prints them for its certificates.
 
 Tables fit the terminal: when stdout is a terminal, no line is longer than its width
 (or COLUMNS, if set), the widest free-text cells ending in `…`. When stdout is not a
