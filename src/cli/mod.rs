@@ -4,6 +4,7 @@ pub mod approvals;
 pub mod audit;
 pub mod completions;
 pub mod devcerts;
+pub mod login;
 pub mod policy;
 pub mod serve;
 pub mod table;
@@ -25,6 +26,7 @@ pub const EXIT_CONFIG: u8 = 64;
     after_help = "Examples:
   countersign serve --config /etc/countersign/countersign.toml
   countersign policy validate ./policies
+  countersign login
   countersign approvals list
   countersign completions bash > ~/.local/share/bash-completion/completions/countersign
 
@@ -66,6 +68,12 @@ Run `countersign policy validate --help` or `countersign policy check --help` fo
     Policy(policy::PolicyCommand),
     /// For approvers: list, show, approve, deny, revoke and watch approval requests.
     Approvals(approvals::ApprovalsArgs),
+    /// For approvers: sign in to the admin API with its identity provider.
+    Login(login::LoginArgs),
+    /// Forget the sign-in of `countersign login` (and revoke its refresh token).
+    Logout(login::LogoutArgs),
+    /// Show who the admin API takes you for, and how you signed in.
+    Whoami(login::WhoamiArgs),
     /// The audit trail in Redis: export it as evidence, or follow it live.
     Audit(audit::AuditArgs),
     /// Write a throwaway CA and TLS certificates for the admin API (trying out only).
@@ -131,6 +139,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Policy(cmd) => policy::run(cmd),
         Command::Approvals(args) => approvals::run(args),
+        Command::Login(args) => login::run_login(args),
+        Command::Logout(args) => login::run_logout(args),
+        Command::Whoami(args) => login::run_whoami(args),
         Command::DevCerts(args) => devcerts::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Completions(args) => completions::run(args),

@@ -59,6 +59,23 @@ pub fn client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, DiscoveryError> 
     b.build().map_err(|e| DiscoveryError::Client(e.to_string()))
 }
 
+/// HTTPS, or plain HTTP to this machine only (a provider started beside
+/// the sidecar): keys or tokens sent in the clear elsewhere could be
+/// anyone's.
+pub fn is_tls_or_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    match url.scheme() {
+        "https" => true,
+        "http" => loopback,
+        _ => false,
+    }
+}
+
 impl Discovery {
     /// The metadata of `issuer`, checked to be its own.
     pub async fn fetch(http: &reqwest::Client, issuer: &str) -> Result<Self, DiscoveryError> {
@@ -129,23 +146,15 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// HTTPS, or plain HTTP to this machine only (a provider started beside the
-/// sidecar): keys fetched in the clear from elsewhere could be anyone's.
-pub fn is_safe_url(issuer: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(issuer).map_err(|_| {
-        format!("`{issuer}` is not a URL: expected one such as `https://login.example.com`")
+/// [`is_tls_or_loopback`], or why not.
+pub fn is_safe_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| {
+        format!("`{url}` is not a URL: expected one such as `https://login.example.com`")
     })?;
-    let host = url.host_str().unwrap_or("");
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|a| a.is_loopback());
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(format!(
-            "`{issuer}` is not an https URL: an identity provider's keys must come over TLS (plain http only to 127.0.0.1 or localhost)"
-        )),
+    if is_tls_or_loopback(&parsed) {
+        return Ok(());
     }
+    Err(format!(
+        "`{url}` is not an https URL: an identity provider's keys must come over TLS (plain http only to 127.0.0.1 or localhost)"
+    ))
 }

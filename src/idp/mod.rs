@@ -289,7 +289,9 @@ fn header_alg(token: &str) -> Option<String> {
     part(token, 0)?.get("alg")?.as_str().map(str::to_owned)
 }
 
-fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+/// The claims of `token`, not verified: for what a client shows or keeps
+/// (`countersign login` reads `exp`), never for a decision.
+pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
     part(token, 1)
 }
 

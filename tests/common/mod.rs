@@ -596,12 +596,12 @@ pub fn output_text(o: &std::process::Output) -> String {
     )
 }
 
-/// `countersign approvals ARGS` with none of the tester's shell settings:
-/// COLUMNS, NO_COLOR and the client's own variables are cleared, so that
+/// `countersign ARGS` with none of the tester's shell settings: COLUMNS,
+/// NO_COLOR and the admin API client's own variables are cleared, so that
 /// only the arguments decide what it does and prints.
-pub fn approvals_command(args: &[&str]) -> Command {
+pub fn client_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_countersign"));
-    cmd.arg("approvals").args(args);
+    cmd.args(args);
     for k in [
         "COLUMNS",
         "NO_COLOR",
@@ -610,9 +610,17 @@ pub fn approvals_command(args: &[&str]) -> Command {
         "COUNTERSIGN_ADMIN_CERT",
         "COUNTERSIGN_ADMIN_KEY",
         "COUNTERSIGN_ADMIN_TOKEN",
+        "COUNTERSIGN_IDP_CA",
     ] {
         cmd.env_remove(k);
     }
+    cmd
+}
+
+/// `countersign approvals ARGS`, as [`client_command`].
+pub fn approvals_command(args: &[&str]) -> Command {
+    let mut cmd = client_command(&["approvals"]);
+    cmd.args(args);
     cmd
 }
 

@@ -18,7 +18,7 @@ enum Verb {
 }
 
 pub(super) async fn execute(args: ApprovalsArgs) -> Result<(), String> {
-    let out = args.conn.output;
+    let out = args.output;
     // Tables and lines for people; JSON is never cut nor coloured.
     let layout = match out {
         Output::Table => Layout::stdout(),

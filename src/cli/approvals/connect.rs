@@ -1,17 +1,77 @@
-//! Reaching the admin API: TLS from the connection flags, the PEM files
-//! checked before a handshake, and errors that say which flag to fix.
+//! Reaching the admin API: the connection flags every client command
+//! shares, TLS from them, the PEM files checked before a handshake, which
+//! credentials to present, and errors that say which flag to fix.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use clap::Args;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::Connection;
 use crate::admin::pb::approvals_client::ApprovalsClient;
+
+/// Where the admin API is and how to trust it, and the CA of its identity
+/// provider: what `login`, `logout`, `whoami` and `approvals` share.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Server {
+    /// Admin API address.
+    #[arg(
+        long,
+        global = true,
+        env = "COUNTERSIGN_ADMIN_ADDR",
+        default_value = "https://127.0.0.1:9192"
+    )]
+    pub(crate) admin: String,
+    /// CA certificate (PEM) that signed the admin API's certificate.
+    #[arg(long, global = true, env = "COUNTERSIGN_ADMIN_CA", value_name = "PEM")]
+    pub(crate) ca: Option<PathBuf>,
+    /// CA certificate (PEM) of the identity provider's TLS, if a private CA signed it.
+    #[arg(long, global = true, env = "COUNTERSIGN_IDP_CA", value_name = "PEM")]
+    pub(crate) idp_ca: Option<PathBuf>,
+}
+
+impl Server {
+    /// The admin address as connections and the sign-in cache know it: a
+    /// bare `host:port` (as `admin.listen` is written) means TLS.
+    pub(crate) fn address(&self) -> String {
+        let a = self.admin.trim_end_matches('/');
+        if a.contains("://") {
+            a.to_owned()
+        } else {
+            format!("https://{a}")
+        }
+    }
+}
+
+/// The server and who to present to it: `approvals` and `whoami`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Connection {
+    #[command(flatten)]
+    pub(crate) server: Server,
+    /// Your client certificate (PEM); your approver name is its CN.
+    #[arg(
+        long,
+        global = true,
+        env = "COUNTERSIGN_ADMIN_CERT",
+        value_name = "PEM"
+    )]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, global = true, env = "COUNTERSIGN_ADMIN_KEY", value_name = "PEM")]
+    key: Option<PathBuf>,
+    /// A bearer token from the server's configuration, instead of a certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "COUNTERSIGN_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
 
 /// Adds the bearer token, if any, to every call.
 type Interceptor =
     Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-pub(super) type Client =
+pub(crate) type Client =
     ApprovalsClient<tonic::service::interceptor::InterceptedService<Channel, Interceptor>>;
 
 /// Where to fix a connection setting: the flag and its environment variable.
@@ -21,22 +81,47 @@ const CERT: &str = "--cert (or COUNTERSIGN_ADMIN_CERT)";
 const KEY: &str = "--key (or COUNTERSIGN_ADMIN_KEY)";
 const TOKEN: &str = "--token (or COUNTERSIGN_ADMIN_TOKEN)";
 
-pub(super) async fn connect(c: &Connection) -> Result<Client, String> {
-    // A bare `host:port` (as `admin.listen` is written) means TLS.
-    let addr = if c.admin.contains("://") {
-        c.admin.clone()
-    } else {
-        format!("https://{}", c.admin)
+/// A client presenting, first that is given: --cert/--key, --token, the
+/// sign-in `countersign login` cached for this admin address (renewed if
+/// it is about to expire).
+pub(crate) async fn connect(c: &Connection) -> Result<Client, String> {
+    let identity = match (&c.cert, &c.key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
     };
+    let endpoint = endpoint(&c.server, c.cert.as_deref(), c.key.as_deref())?;
+    // After the TLS checks, so a missing --ca is named before a missing
+    // sign-in.
+    let bearer = match (&c.token, identity) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(_)) => None,
+        (None, None) => Some(
+            crate::cli::login::signed_in(&c.server)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    finish(endpoint, &c.server, bearer.as_deref()).await
+}
+
+/// A client presenting `bearer`, if any, and no certificate: `login` asks
+/// without credentials, then with the ID token it got.
+pub(crate) async fn connect_with(server: &Server, bearer: Option<&str>) -> Result<Client, String> {
+    finish(endpoint(server, None, None)?, server, bearer).await
+}
+
+/// The admin API's endpoint with TLS set up from the flags.
+fn endpoint(server: &Server, cert: Option<&Path>, key: Option<&Path>) -> Result<Endpoint, String> {
+    let addr = server.address();
     let mut endpoint = Channel::from_shared(addr.clone()).map_err(|_| {
         format!(
             "--admin `{}` is not an address: give `host:port` or `https://host:port` (it may come from COUNTERSIGN_ADMIN_ADDR)",
-            c.admin
+            server.admin
         )
     })?;
     if addr.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
-        match &c.ca {
+        match &server.ca {
             Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca, Pem::Ca)?)),
             None => {
                 return Err(format!(
@@ -44,7 +129,7 @@ pub(super) async fn connect(c: &Connection) -> Result<Client, String> {
                 ));
             }
         }
-        match (&c.cert, &c.key) {
+        match (cert, key) {
             (Some(cert), Some(key)) => {
                 tls = tls.identity(Identity::from_pem(
                     read_pem(cert, Pem::Cert)?,
@@ -66,11 +151,23 @@ pub(super) async fn connect(c: &Connection) -> Result<Client, String> {
             )
         })?;
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| cannot_reach(&c.admin, c.ca.as_deref(), &crate::text::causes(&e)))?;
-    let bearer = match &c.token {
+    Ok(endpoint)
+}
+
+/// Connects to `endpoint` and adds `bearer` to every call.
+async fn finish(
+    endpoint: Endpoint,
+    server: &Server,
+    bearer: Option<&str>,
+) -> Result<Client, String> {
+    let channel = endpoint.connect().await.map_err(|e| {
+        cannot_reach(
+            &server.admin,
+            server.ca.as_deref(),
+            &crate::text::causes(&e),
+        )
+    })?;
+    let bearer = match bearer {
         Some(t) => Some(
             format!("Bearer {t}")
                 .parse::<tonic::metadata::MetadataValue<_>>()
@@ -196,7 +293,7 @@ fn read_pem(path: &Path, kind: Pem) -> Result<Vec<u8>, String> {
 
 /// A gRPC error as a sentence that says what to do. `id` is the request
 /// the call was about, if any.
-pub(super) fn explain(s: tonic::Status, id: Option<&str>) -> String {
+pub(crate) fn explain(s: tonic::Status, id: Option<&str>) -> String {
     use tonic::Code;
     let what = match s.code() {
         Code::Unauthenticated => "not authenticated",
@@ -239,7 +336,7 @@ pub(super) fn explain(s: tonic::Status, id: Option<&str>) -> String {
                 "check {TOKEN} against the `token_sha256` of your entry in the sidecar's `admin.approvers`, or use --cert and --key"
             )),
             Code::Unauthenticated => Some(format!(
-                "authenticate with {CERT} and {KEY}, a certificate whose CN is your approver name, or with {TOKEN}"
+                "sign in with `countersign login`, or authenticate with {CERT} and {KEY}, a certificate whose CN is your approver name, or with {TOKEN}"
             )),
             Code::PermissionDenied => Some(format!(
                 "ask an approver who may decide it: {show} names the groups; who is in which group is set in the sidecar's `admin.approvers`, who may approve what by policies on `Action::\"approve\"`"

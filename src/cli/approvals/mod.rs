@@ -1,19 +1,21 @@
 //! `countersign approvals ...`: the approvers' client for the admin API.
 //!
 //! - this file: the arguments, and `run`.
-//! - `connect.rs`: TLS to the admin API, the PEM files, and errors that say
-//!   which flag or variable to fix.
+//! - `connect.rs`: the connection flags (shared with `login`, `logout` and
+//!   `whoami`), TLS to the admin API, the PEM files, which credentials to
+//!   present, and errors that say which flag or variable to fix.
 //! - `commands.rs`: one call per subcommand.
 //! - `render.rs`: tables, one request in full, `watch` lines, JSON.
 
 mod commands;
-mod connect;
+pub(crate) mod connect;
 mod render;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
+
+use connect::Connection;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
@@ -22,9 +24,13 @@ use clap::{Args, Subcommand, ValueEnum};
   countersign approvals list --admin https://127.0.0.1:9192 --ca dev-certs/ca.pem \\
       --cert dev-certs/dora.pem --key dev-certs/dora-key.pem
 
+Credentials, first that is given: --cert and --key, then --token, then the sign-in that
+`countersign login` cached for this --admin (renewed with its refresh token when it expires
+within 30 s). With none of them: `countersign login`.
+
 Connection flags may be set once in the environment instead (COUNTERSIGN_ADMIN_ADDR,
-COUNTERSIGN_ADMIN_CA, COUNTERSIGN_ADMIN_CERT, COUNTERSIGN_ADMIN_KEY, COUNTERSIGN_ADMIN_TOKEN);
-`countersign dev-certs` prints them for its certificates.
+COUNTERSIGN_ADMIN_CA, COUNTERSIGN_ADMIN_CERT, COUNTERSIGN_ADMIN_KEY, COUNTERSIGN_ADMIN_TOKEN,
+COUNTERSIGN_IDP_CA); `countersign dev-certs` prints them for its certificates.
 
 Tables fit the terminal: when stdout is a terminal, no line is longer than its width
 (or COLUMNS, if set), the widest free-text cells ending in `…`. When stdout is not a
@@ -33,49 +39,15 @@ NO_COLOR is set. `--output json` is never cut nor coloured: use it in scripts.")
 pub struct ApprovalsArgs {
     #[command(flatten)]
     conn: Connection,
+    /// Output format: `table` for people, `json` for scripts (never cut, never coloured).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
     #[command(subcommand)]
     command: ApprovalsCommand,
 }
 
-#[derive(Debug, Args)]
-struct Connection {
-    /// Admin API address.
-    #[arg(
-        long,
-        global = true,
-        env = "COUNTERSIGN_ADMIN_ADDR",
-        default_value = "https://127.0.0.1:9192"
-    )]
-    admin: String,
-    /// CA certificate (PEM) that signed the admin API's certificate.
-    #[arg(long, global = true, env = "COUNTERSIGN_ADMIN_CA", value_name = "PEM")]
-    ca: Option<PathBuf>,
-    /// Your client certificate (PEM); your approver name is its CN.
-    #[arg(
-        long,
-        global = true,
-        env = "COUNTERSIGN_ADMIN_CERT",
-        value_name = "PEM"
-    )]
-    cert: Option<PathBuf>,
-    /// The private key (PEM) of --cert.
-    #[arg(long, global = true, env = "COUNTERSIGN_ADMIN_KEY", value_name = "PEM")]
-    key: Option<PathBuf>,
-    /// A bearer token from the server's configuration, instead of a certificate.
-    #[arg(
-        long,
-        global = true,
-        env = "COUNTERSIGN_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
-    /// Output format: `table` for people, `json` for scripts (never cut, never coloured).
-    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
-    output: Output,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     Table,
     Json,
 }
