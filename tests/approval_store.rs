@@ -289,6 +289,23 @@ async fn a_quorum_counts_distinct_approvers_and_one_deny_ends_the_request(
         .unwrap();
     assert_eq!((a.status, a.votes.len()), (Status::Approved, 2));
 
+    // One person at the identity provider votes once, whatever name
+    // (e-mail) their token carries today.
+    let signed_in = SignedIn {
+        method: Method::Oidc,
+        issuer: "https://idp.example.com".into(),
+        subject: "00u1dora".into(),
+    };
+    let renamed = open(&*s, "fp-3", two.clone()).await.approval.id;
+    for (name, ok) in [("dora@example.com", true), ("dora.new@example.com", false)] {
+        let voter = Voter {
+            name,
+            signed_in: &signed_in,
+        };
+        let r = s.vote(&renamed, voter, Verdict::Approve, "").await;
+        assert_eq!(r.is_ok(), ok, "{name}: {r:?}");
+    }
+
     let vetoed = open(&*s, "fp-2", two).await.approval.id;
     s.vote(&vetoed, "dora".into(), Verdict::Approve, "")
         .await

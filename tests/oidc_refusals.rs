@@ -130,7 +130,7 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
                 "dora",
                 CLIENT,
                 -600,
-                json!({"email": "dora@example.com", "groups": ["data-owners"]}),
+                json!({"email": "dora@example.com", "email_verified": true, "groups": ["data-owners"]}),
             )
             .await,
             "the token expired at ",
@@ -141,7 +141,7 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
                 "dora",
                 "other-app",
                 300,
-                json!({"email": "dora@example.com"}),
+                json!({"email": "dora@example.com", "email_verified": true}),
             )
             .await,
             "the token is for audience `other-app`, not `countersign-cli`",
@@ -152,7 +152,7 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
                 "dora",
                 CLIENT,
                 300,
-                json!({"email": "dora@example.com", "iss": "https://evil.example"}),
+                json!({"email": "dora@example.com", "email_verified": true, "iss": "https://evil.example"}),
             )
             .await,
             "the token was issued by `https://evil.example`, not by the configured issuer",
@@ -164,7 +164,7 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
                     "dora",
                     CLIENT,
                     300,
-                    json!({"email": "dora@example.com", "groups": ["data-owners"]}),
+                    json!({"iss": issuer, "email": "dora@example.com", "email_verified": true, "groups": ["data-owners"]}),
                 )
                 .await,
             "which the identity provider does not publish",
@@ -187,7 +187,7 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
             "a valid header over another signature",
             {
                 let good = idp
-                    .mint("dora", CLIENT, 300, json!({"email": "dora@example.com"}))
+                    .mint("dora", CLIENT, 300, json!({"email": "dora@example.com", "email_verified": true}))
                     .await;
                 let mut parts: Vec<&str> = good.split('.').collect();
                 let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -196,6 +196,39 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
                 parts.join(".")
             },
             "the token's signature does not verify with the identity provider's key",
+        ),
+        (
+            "issued to another client",
+            idp.mint(
+                "dora",
+                CLIENT,
+                300,
+                json!({"email": "dora@example.com", "email_verified": true, "azp": "other-app"}),
+            )
+            .await,
+            "the token was issued to client `other-app` (`azp`)",
+        ),
+        (
+            "not valid yet",
+            idp.mint(
+                "dora",
+                CLIENT,
+                300,
+                json!({"email": "dora@example.com", "email_verified": true, "nbf": now() + 3600}),
+            )
+            .await,
+            "the token is not valid yet",
+        ),
+        (
+            "an unverified e-mail",
+            idp.mint(
+                "dora",
+                CLIENT,
+                300,
+                json!({"email": "dora@example.com", "email_verified": false}),
+            )
+            .await,
+            "the token's `email` is not verified",
         ),
         (
             "no approver name",
@@ -216,8 +249,13 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
         let (sub, email) = (sub.to_owned(), email.to_owned());
         let idp = &idp;
         async move {
-            idp.mint(&sub, CLIENT, 300, json!({"email": email, "groups": groups}))
-                .await
+            idp.mint(
+                &sub,
+                CLIENT,
+                300,
+                json!({"email": email, "email_verified": true, "groups": groups}),
+            )
+            .await
         }
     };
     let (code, message) = refused(
@@ -239,6 +277,36 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
         message.contains("needs an approver in `data-owners`; `ivan@example.com` is in `interns`"),
         "{message}"
     );
+
+    // A configured approver's name is not the provider's to give.
+    let (code, message) =
+        refused(approve(as_user("mallory", "sara", json!(["security"])).await).await);
+    assert_eq!(code, tonic::Code::PermissionDenied);
+    assert!(
+        message.contains("`sara` is the name of an approver in [[admin.approvers]]"),
+        "{message}"
+    );
+    // Someone the provider knows, in no approver group, may ask who they
+    // are and nothing else.
+    let nobody = as_user("ivan", "ivan@example.com", json!([])).await;
+    let e = admin
+        .clone()
+        .list(bearer(pb::ListRequest::default(), &nobody))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(
+        e.message().contains("is in no approver group"),
+        "{}",
+        e.message()
+    );
+    let me = admin
+        .clone()
+        .who_am_i(bearer(pb::WhoAmIRequest {}, &nobody))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(me.groups.is_empty());
 
     // And the right person.
     let dora = as_user("dora", "dora@example.com", json!(["data-owners"])).await;
@@ -299,7 +367,12 @@ async fn a_provider_down_at_start_stops_no_check_and_its_keys_are_picked_up_when
 
     let mut idp = Idp::start_on(port, users());
     let dora = idp
-        .mint("dora", CLIENT, 300, json!({"email": "dora@example.com"}))
+        .mint(
+            "dora",
+            CLIENT,
+            300,
+            json!({"email": "dora@example.com", "email_verified": true}),
+        )
         .await;
     let signed_in = eventually(Duration::from_secs(10), Duration::from_millis(200), || {
         let mut admin = admin.clone();
@@ -319,7 +392,12 @@ async fn a_provider_down_at_start_stops_no_check_and_its_keys_are_picked_up_when
     idp.rotate(true).await;
     let hits = idp.jwks_hits().await;
     let rotated = idp
-        .mint("dora", CLIENT, 300, json!({"email": "dora@example.com"}))
+        .mint(
+            "dora",
+            CLIENT,
+            300,
+            json!({"email": "dora@example.com", "email_verified": true}),
+        )
         .await;
     let calls: Vec<_> = (0..8)
         .map(|_| {

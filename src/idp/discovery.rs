@@ -122,7 +122,10 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
         url: url.to_owned(),
         why: format!("larger than {} KiB", MAX_BODY / 1024),
     };
-    if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
         return Err(too_big());
     }
     let mut response = response;

@@ -50,9 +50,7 @@ pub enum IdpError {
     Issuer { got: String, want: String },
     #[error("the token is for audience {got}, not `{want}`")]
     Audience { got: String, want: String },
-    #[error(
-        "the token is not an ID token (its `typ` is `{0}`): sign in with `countersign login`"
-    )]
+    #[error("the token is not an ID token (its `typ` is `{0}`): sign in with `countersign login`")]
     NotAnIdToken(String),
     #[error("the token was issued to client `{0}` (`azp`), not to this admin API's client")]
     OtherClient(String),
@@ -164,7 +162,9 @@ impl Verifier {
             .and_then(Value::as_array)
             .is_some_and(|a| a.len() > 1);
         match claims.get("azp").and_then(Value::as_str) {
-            Some(azp) if azp != self.cfg.client_id => Err(IdpError::OtherClient(shortened(azp, 80))),
+            Some(azp) if azp != self.cfg.client_id => {
+                Err(IdpError::OtherClient(shortened(azp, 80)))
+            }
             None if several => Err(IdpError::OtherClient("(none)".into())),
             _ => Ok(()),
         }

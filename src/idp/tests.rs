@@ -72,8 +72,9 @@ fn the_approver_is_named_by_the_configured_claim_with_the_tokens_groups() {
 
 #[test]
 fn a_prefix_or_a_mapping_keeps_only_the_groups_it_names() {
-    let token =
-        claims(json!({"sub": "s", "email": "e@x", "email_verified": true, "groups": ["cs-data-owners", "eng", "cs-"]}));
+    let token = claims(
+        json!({"sub": "s", "email": "e@x", "email_verified": true, "groups": ["cs-data-owners", "eng", "cs-"]}),
+    );
     let mut c = cfg();
     c.group_prefix = "cs-".into();
     assert_eq!(
@@ -123,7 +124,11 @@ fn tokens_that_cannot_name_or_place_the_approver_are_refused() {
 fn without_the_requester_claim_the_approver_cannot_be_compared() {
     let mut c = cfg();
     c.requester_claim = "employee_id".into();
-    let a = claims::approver(&c, &claims(json!({"sub": "s", "email": "e@x", "email_verified": true}))).unwrap();
+    let a = claims::approver(
+        &c,
+        &claims(json!({"sub": "s", "email": "e@x", "email_verified": true})),
+    )
+    .unwrap();
     assert_eq!(
         a.known_as,
         KnownAs::Unknown {
@@ -131,6 +136,49 @@ fn without_the_requester_claim_the_approver_cannot_be_compared() {
         }
     );
     c.requester_claim = "email".into();
-    let a = claims::approver(&c, &claims(json!({"sub": "s", "email": "e@x", "email_verified": true}))).unwrap();
+    let a = claims::approver(
+        &c,
+        &claims(json!({"sub": "s", "email": "e@x", "email_verified": true})),
+    )
+    .unwrap();
     assert_eq!(a.known_as, KnownAs::Name);
+}
+
+#[tokio::test]
+async fn only_an_id_token_for_this_client_signs_in() {
+    let mut c = cfg();
+    // Nothing listens there: the key loader fails quietly in the background.
+    c.issuer = "http://127.0.0.1:9".into();
+    let v = Verifier::start(c).unwrap();
+    let header = |typ: Option<&str>| jsonwebtoken::Header {
+        typ: typ.map(str::to_owned),
+        ..jsonwebtoken::Header::new(Algorithm::RS256)
+    };
+    let aud = |aud: Value, azp: Option<&str>| {
+        let mut c = claims(json!({"aud": aud}));
+        if let Some(azp) = azp {
+            c.insert("azp".into(), azp.into());
+        }
+        c
+    };
+    let one = aud(json!("countersign-cli"), None);
+    assert_eq!(v.issued_to_this_client(&header(Some("JWT")), &one), Ok(()));
+    assert_eq!(v.issued_to_this_client(&header(None), &one), Ok(()));
+    assert_eq!(
+        v.issued_to_this_client(&header(Some("at+jwt")), &one),
+        Err(IdpError::NotAnIdToken("at+jwt".into()))
+    );
+    let shared = json!(["countersign-cli", "reports"]);
+    assert_eq!(
+        v.issued_to_this_client(&header(None), &aud(shared.clone(), None)),
+        Err(IdpError::OtherClient("(none)".into()))
+    );
+    assert_eq!(
+        v.issued_to_this_client(&header(None), &aud(shared.clone(), Some("reports"))),
+        Err(IdpError::OtherClient("reports".into()))
+    );
+    assert_eq!(
+        v.issued_to_this_client(&header(None), &aud(shared, Some("countersign-cli"))),
+        Ok(())
+    );
 }

@@ -350,8 +350,7 @@ impl ApprovalStore for MemoryStore {
                 });
             }
             let person = voter.person();
-            if r.voters.contains(approver)
-                || person.as_ref().is_some_and(|p| r.voters.contains(p))
+            if r.voters.contains(approver) || person.as_ref().is_some_and(|p| r.voters.contains(p))
             {
                 return Err(StoreError::AlreadyVoted {
                     id: id.into(),
