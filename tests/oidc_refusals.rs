@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::idp::Idp;
+use common::idp::{Idp, admin_oidc_table};
 use common::stack::{Stack, stack_with};
 use common::{eventually, policy_copy, token_with};
 use countersign::admin::pb::{self, approvals_client::ApprovalsClient};
@@ -17,13 +17,6 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 const EXPORT: &str = "/v1/datasets/sales/export";
 const BODY: &str = r#"{"format":"csv","rows":10}"#;
 const CLIENT: &str = "countersign-cli";
-
-/// `[admin.oidc]` for `issuer`, keys refreshed at most every second.
-fn oidc_table(issuer: &str) -> String {
-    format!(
-        "\n[admin.oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT}\"\nrequester_claim = \"sub\"\nscopes = [\"openid\", \"email\", \"profile\", \"groups\", \"offline_access\"]\njwks_min_refresh = \"1s\"\n"
-    )
-}
 
 fn users() -> Value {
     json!({
@@ -88,7 +81,7 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
     let idp = Idp::start(users());
     let other = Idp::start(users());
     let issuer = idp.issuer.clone();
-    let s = stack_with(policy_copy(), None, &|t| t + &oidc_table(&issuer)).await;
+    let s = stack_with(policy_copy(), None, &|t| t + &admin_oidc_table(&issuer)).await;
     let id = open_export(&s).await;
     let admin = client(&s).await;
     let approve = |token: String| {
@@ -341,7 +334,7 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
 async fn a_provider_down_at_start_stops_no_check_and_its_keys_are_picked_up_when_it_comes() {
     let port = common::free_port();
     let issuer = format!("http://127.0.0.1:{port}");
-    let s = stack_with(policy_copy(), None, &|t| t + &oidc_table(&issuer)).await;
+    let s = stack_with(policy_copy(), None, &|t| t + &admin_oidc_table(&issuer)).await;
     // Checks are served as always.
     let agent = token_with("agent-7", &["agents"], json!({"on_behalf_of": "alice"}));
     let r = s.post(EXPORT, &agent, BODY, None).await;

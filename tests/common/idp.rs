@@ -22,6 +22,15 @@ use super::{free_port, repo};
 /// The public client the provider registers (no secret).
 pub const CLIENT_ID: &str = "countersign-cli";
 
+/// The sidecar's `[admin.oidc]` table for `issuer` (appended to a
+/// configuration): the provider's groups as they are, callers and approvers
+/// compared by `sub`, keys refreshed at most every second.
+pub fn admin_oidc_table(issuer: &str) -> String {
+    format!(
+        "\n[admin.oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nrequester_claim = \"sub\"\nscopes = [\"openid\", \"email\", \"profile\", \"groups\", \"offline_access\"]\njwks_min_refresh = \"1s\"\n"
+    )
+}
+
 /// ID token lifetime unless a test asks for another.
 const DEFAULT_ID_TOKEN_TTL: u64 = 300;
 
