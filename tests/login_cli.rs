@@ -21,18 +21,7 @@ fn cli(cache: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-/// (exit code, stdout, stderr), run off the test's runtime (the admin API
-/// may be served on it).
-async fn run(mut cmd: Command) -> (i32, String, String) {
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+use common::run_off_runtime as run;
 
 /// Where `countersign login` caches the sign-in for `admin`.
 fn cached(cache: &Path, admin: &str) -> std::path::PathBuf {

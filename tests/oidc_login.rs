@@ -55,15 +55,7 @@ impl Terminal {
 
     /// (exit code, stdout, stderr).
     async fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let mut cmd = self.command(args);
-        let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-            .await
-            .unwrap();
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
+        common::run_off_runtime(self.command(args)).await
     }
 
     /// `countersign login ARGS`, the person at the browser played by

@@ -617,6 +617,19 @@ pub fn client_command(args: &[&str]) -> Command {
     cmd
 }
 
+/// (exit code, stdout, stderr) of `cmd`, run off the test's runtime (a
+/// server the command calls may be served on it).
+pub async fn run_off_runtime(mut cmd: Command) -> (i32, String, String) {
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 /// `countersign approvals ARGS`, as [`client_command`].
 pub fn approvals_command(args: &[&str]) -> Command {
     let mut cmd = client_command(&["approvals"]);
