@@ -232,6 +232,8 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
     ];
     for (what, token, says) in cases {
         let (code, message) = refused(approve(token).await);
+        // What an approver sees, for the record (`--nocapture`).
+        eprintln!("{what}: {message}");
         assert_eq!(code, tonic::Code::Unauthenticated, "{what}: {message}");
         assert!(message.contains(says), "{what}: {message}");
         assert!(!message.contains("eyJ"), "{what}: a token in {message}");

@@ -76,7 +76,8 @@ async fn without_credentials_every_admin_call_is_refused_and_the_cli_says_how_to
         );
     }
 
-    // What an approver who forgot --cert sees: one sentence, exit code 1.
+    // What an approver who forgot --cert (and never signed in) sees: one
+    // sentence, exit code 1, before anything is sent.
     for args in [
         &["list"][..],
         &["show", &id],
@@ -88,7 +89,11 @@ async fn without_credentials_every_admin_call_is_refused_and_the_cli_says_how_to
             (code, stderr.as_str()),
             (
                 1,
-                format!("countersign: not authenticated: {NO_CREDENTIALS}\n").as_str()
+                format!(
+                    "countersign: not signed in to `{}`: run `countersign login` (or give --cert/--key or --token)\n",
+                    admin.url()
+                )
+                .as_str()
             ),
             "approvals {args:?}"
         );

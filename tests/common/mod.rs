@@ -614,6 +614,11 @@ pub fn client_command(args: &[&str]) -> Command {
     ] {
         cmd.env_remove(k);
     }
+    // Never the tester's own sign-ins; a test that wants some sets its own.
+    cmd.env(
+        "COUNTERSIGN_CACHE_DIR",
+        std::env::temp_dir().join("countersign-tests-without-sign-ins"),
+    );
     cmd
 }
 
