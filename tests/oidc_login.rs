@@ -225,6 +225,26 @@ async fn an_approver_with_only_a_provider_account_signs_in_and_approves_through_
         .await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("status          approved"), "{out}");
+    assert!(
+        out.contains("approve by dora@example.com at ")
+            && out.contains(&format!(
+                " (signed in at {issuer} as dora): quarterly report"
+            )),
+        "{out}"
+    );
+    let (code, out, err) = dora
+        .run(&["approvals", "show", &id, "--output", "json"])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            &shown["votes"][0]["method"],
+            &shown["votes"][0]["issuer"],
+            &shown["votes"][0]["subject"]
+        ),
+        (&json!("oidc"), &json!(issuer), &json!("dora"))
+    );
 
     // The agent's call goes through Envoy once, with the approval.
     let agent = token_with("agent-7", &["agents"], json!({"on_behalf_of": "alice"}));

@@ -120,9 +120,20 @@ pub(super) fn print_one(a: &pb::Approval, out: Output, layout: Layout) {
         } else {
             format!(": {}", v.reason)
         };
+        // Who the identity provider says this is, beside the name.
+        let via = if v.method == "oidc" {
+            format!(" (signed in at {} as {})", v.issuer, v.subject)
+        } else {
+            String::new()
+        };
         row(
             "decision",
-            &format!("{} by {} at {}{why}", v.verdict, v.approver, rfc3339(v.at)),
+            &format!(
+                "{} by {} at {}{via}{why}",
+                v.verdict,
+                v.approver,
+                rfc3339(v.at)
+            ),
         );
     }
 }
@@ -175,7 +186,12 @@ pub(super) fn to_json(a: &pb::Approval) -> Value {
         "use_until": (a.use_until > 0).then(|| rfc3339(a.use_until)), "uses_left": a.uses_left,
         "quorum": a.quorum, "approver_groups": a.approver_groups, "reason_required": a.reason_required,
         "mode": a.mode, "shadow": a.shadow,
-        "votes": a.votes.iter().map(|v| json!({"approver": v.approver, "verdict": v.verdict, "reason": v.reason, "at": rfc3339(v.at)})).collect::<Vec<_>>(),
+        "votes": a.votes.iter().map(|v| json!({
+            "approver": v.approver, "verdict": v.verdict, "reason": v.reason, "at": rfc3339(v.at),
+            "method": (!v.method.is_empty()).then_some(&v.method),
+            "issuer": (!v.issuer.is_empty()).then_some(&v.issuer),
+            "subject": (!v.subject.is_empty()).then_some(&v.subject),
+        })).collect::<Vec<_>>(),
     })
 }
 
