@@ -66,11 +66,9 @@ pub(crate) fn expiry(jwt: &str) -> Option<u64> {
         .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, as the cache keeps them.
 pub(crate) fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::now_secs().max(0) as u64
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,7 @@ use oauth2::{
     AuthorizationCode, CsrfToken, DeviceCodeErrorResponseType, PkceCodeChallenge, RedirectUrl,
     RequestTokenError, Scope, StandardDeviceAuthorizationResponse,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use super::LoginError;
 use super::oauth::{Obtained, Provider, obtained, token_error};
@@ -63,7 +62,7 @@ pub(super) async fn code(
     if prompt.browser {
         open_browser(url.as_str());
     }
-    let code = tokio::time::timeout(prompt.timeout, callback(&listener, state.secret()))
+    let code = tokio::time::timeout(prompt.timeout, callback(listener, state.secret()))
         .await
         .map_err(|_| LoginError::Timeout {
             waited: humantime::format_duration(prompt.timeout).to_string(),
@@ -193,58 +192,54 @@ enum Callback {
     Other,
 }
 
-/// Waits for the browser's redirect to `/callback` carrying `state`, and
-/// answers it with a page that says what happened.
-async fn callback(listener: &TcpListener, state: &str) -> Result<AuthorizationCode, LoginError> {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        // A connection that sends nothing must not hold up the real one.
-        let Ok(Ok(target)) =
-            tokio::time::timeout(Duration::from_secs(10), request_target(&mut stream)).await
-        else {
-            continue;
-        };
-        match parse(&target, state) {
-            Callback::Code(code) => {
-                respond(&mut stream, "200 OK", PAGE_SIGNED_IN).await;
-                return Ok(AuthorizationCode::new(code));
-            }
-            Callback::Error(why) => {
-                respond(&mut stream, "200 OK", PAGE_FAILED).await;
-                return Err(LoginError::Refused(why));
-            }
-            Callback::WrongState => {
-                respond(&mut stream, "400 Bad Request", PAGE_WRONG_STATE).await;
-                eprintln!(
-                    "Ignored a redirect for another sign-in (an older browser tab?): still waiting"
-                );
-            }
-            Callback::Other => respond(&mut stream, "404 Not Found", PAGE_NOT_FOUND).await,
-        }
-    }
-}
+/// Waits for the browser's redirect to `/callback` carrying `state` (an
+/// HTTP server of axum's on `listener`), and answers it with a page that
+/// says what happened.
+async fn callback(listener: TcpListener, state: &str) -> Result<AuthorizationCode, LoginError> {
+    use axum::extract::RawQuery;
+    use axum::http::StatusCode;
+    use axum::response::Html;
 
-/// The request target of an HTTP/1 request (`/callback?code=...`).
-async fn request_target(stream: &mut TcpStream) -> std::io::Result<String> {
-    const MAX: usize = 16 * 1024;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let state = state.to_owned();
+    let app = axum::Router::new()
+        .route(
+            "/callback",
+            axum::routing::get(move |RawQuery(query): RawQuery| {
+                let target = format!("/callback?{}", query.unwrap_or_default());
+                let outcome = parse(&target, &state);
+                let tx = tx.clone();
+                async move {
+                    let (status, body) = match &outcome {
+                        Callback::Code(_) => (StatusCode::OK, PAGE_SIGNED_IN),
+                        Callback::Error(_) => (StatusCode::OK, PAGE_FAILED),
+                        Callback::WrongState => {
+                            eprintln!(
+                                "Ignored a redirect for another sign-in (an older browser tab?): still waiting"
+                            );
+                            (StatusCode::BAD_REQUEST, PAGE_WRONG_STATE)
+                        }
+                        Callback::Other => (StatusCode::NOT_FOUND, PAGE_NOT_FOUND),
+                    };
+                    let _ = tx.try_send(outcome);
+                    (status, [("cache-control", "no-store")], Html(page(body)))
+                }
+            }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, Html(page(PAGE_NOT_FOUND))) });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let result = loop {
+        match rx.recv().await {
+            Some(Callback::Code(code)) => break Ok(AuthorizationCode::new(code)),
+            Some(Callback::Error(why)) => break Err(LoginError::Refused(why)),
+            Some(_) => continue,
+            None => break Err(LoginError::Refused("the redirect listener stopped".into())),
         }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let line = head.lines().next().unwrap_or_default();
-    let mut words = line.split(' ');
-    match (words.next(), words.next()) {
-        (Some("GET"), Some(target)) => Ok(target.to_owned()),
-        _ => Ok(String::new()),
-    }
+    };
+    // Time for the page to reach the browser; the sign-in goes on without it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.abort();
+    result
 }
 
 /// What the request to `target` is, for a sign-in started with `state`.
@@ -287,22 +282,18 @@ const PAGE_FAILED: &str = "<h1>Sign-in failed</h1><p>The terminal running <code>
 const PAGE_WRONG_STATE: &str = "<h1>Not this sign-in</h1><p>This redirect belongs to another sign-in (an older tab?). Use the URL <code>countersign login</code> printed last.</p>";
 const PAGE_NOT_FOUND: &str = "<h1>Not found</h1>";
 
-async fn respond(stream: &mut TcpStream, status: &str, body: &str) {
-    let page = format!(
+/// A whole page around `body`.
+fn page(body: &str) -> String {
+    format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>countersign</title></head><body>{body}</body></html>"
-    );
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
-        page.len()
-    );
-    // The browser's page is a courtesy: the sign-in goes on without it.
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     #[test]
     fn only_this_sign_ins_redirect_to_callback_counts() {
@@ -336,9 +327,12 @@ mod tests {
         let browser = tokio::spawn(async move {
             let get = |path: &'static str| async move {
                 let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-                s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
-                    .await
-                    .unwrap();
+                s.write_all(
+                    format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
                 let mut out = String::new();
                 s.read_to_string(&mut out).await.unwrap();
                 out
@@ -347,7 +341,7 @@ mod tests {
             let page = get("/callback?code=the-code&state=s1").await;
             (stale, page)
         });
-        let code = callback(&listener, "s1").await.unwrap();
+        let code = callback(listener, "s1").await.unwrap();
         assert_eq!(code.secret(), "the-code");
         let (stale, page) = browser.await.unwrap();
         assert!(stale.starts_with("HTTP/1.1 400"), "{stale}");

@@ -2,8 +2,9 @@
 -- KEYS: hash, voters, votes. ARGV: shard prefix, id, approver, verdict, vote
 -- json, (unused), reason, and how the approver signed in: method, issuer,
 -- subject (the last two "" but for an identity provider), and the person
--- behind an identity provider's name ("" otherwise), a voter too. A request that stops being pending returns its
--- fingerprint too: the caller frees its place in the principal's cap.
+-- behind an identity provider's name ("" otherwise), a voter too. A request
+-- that stops being pending returns its fingerprint too: the caller frees its
+-- place in the principal's cap.
 local p, id, approver, verdict = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(redis.call('TIME')[1])
 local st = redis.call('HMGET', KEYS[1], 'status', 'expires_at', 'use_until', 'uses_left', 'quorum', 'approval_ttl')
