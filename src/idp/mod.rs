@@ -230,7 +230,21 @@ impl Verifier {
             ErrorKind::MissingRequiredClaim(c) => {
                 IdpError::Invalid(format!("it has no `{c}` claim"))
             }
-            other => IdpError::Invalid(format!("{other:?}")),
+            ErrorKind::InvalidClaimFormat(c) => IdpError::Invalid(format!(
+                "its `{}` claim is not of the type the standard says",
+                shortened(c, 40)
+            )),
+            ErrorKind::InvalidToken
+            | ErrorKind::Base64(_)
+            | ErrorKind::Json(_)
+            | ErrorKind::Utf8(_) => {
+                IdpError::Malformed("its parts are not base64url-encoded JSON".into())
+            }
+            // Key and crypto failures: the provider's key is unusable.
+            other => IdpError::Invalid(format!(
+                "the identity provider's key `{}` cannot check it ({other:?}); tell whoever runs the sidecar",
+                shortened(kid, 64)
+            )),
         }
     }
 }
