@@ -239,7 +239,6 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
         assert!(!message.contains("eyJ"), "{what}: a token in {message}");
     }
 
-    // Signed by the provider for this API, but the wrong person.
     let as_user = |sub: &str, email: &str, groups: Value| {
         let (sub, email) = (sub.to_owned(), email.to_owned());
         let idp = &idp;
@@ -253,34 +252,40 @@ async fn tokens_the_provider_did_not_sign_for_this_api_are_refused_each_with_its
             .await
         }
     };
-    let (code, message) = refused(
-        approve(as_user("agent-7", "agent-7@example.com", json!(["data-owners"])).await).await,
-    );
-    assert_eq!(code, tonic::Code::PermissionDenied);
-    assert!(message.contains("asked for this call"), "{message}");
-    let (code, message) =
-        refused(approve(as_user("alice", "alice@example.com", json!(["data-owners"])).await).await);
-    assert_eq!(code, tonic::Code::PermissionDenied);
-    assert!(
-        message.contains("acts on behalf of `User::\"alice\"`"),
-        "{message}"
-    );
-    let (code, message) =
-        refused(approve(as_user("ivan", "ivan@example.com", json!(["interns"])).await).await);
-    assert_eq!(code, tonic::Code::PermissionDenied);
-    assert!(
-        message.contains("needs an approver in `data-owners`; `ivan@example.com` is in `interns`"),
-        "{message}"
-    );
-
-    // A configured approver's name is not the provider's to give.
-    let (code, message) =
-        refused(approve(as_user("mallory", "sara", json!(["security"])).await).await);
-    assert_eq!(code, tonic::Code::PermissionDenied);
-    assert!(
-        message.contains("`sara` is the name of an approver in [[admin.approvers]]"),
-        "{message}"
-    );
+    // Signed by the provider for this API, but the wrong person; and a
+    // configured approver's name, which is not the provider's to give.
+    let people = [
+        (
+            "agent-7",
+            "agent-7@example.com",
+            json!(["data-owners"]),
+            "asked for this call",
+        ),
+        (
+            "alice",
+            "alice@example.com",
+            json!(["data-owners"]),
+            "acts on behalf of `User::\"alice\"`",
+        ),
+        (
+            "ivan",
+            "ivan@example.com",
+            json!(["interns"]),
+            "needs an approver in `data-owners`; `ivan@example.com` is in `interns`",
+        ),
+        (
+            "mallory",
+            "sara",
+            json!(["security"]),
+            "`sara` is the name of an approver in [[admin.approvers]]",
+        ),
+    ];
+    for (sub, email, groups, says) in people {
+        let (code, message) = refused(approve(as_user(sub, email, groups).await).await);
+        eprintln!("{sub}: {message}");
+        assert_eq!(code, tonic::Code::PermissionDenied, "{sub}: {message}");
+        assert!(message.contains(says), "{sub}: {message}");
+    }
     // Someone the provider knows, in no approver group, may ask who they
     // are and nothing else.
     let nobody = as_user("ivan", "ivan@example.com", json!([])).await;

@@ -67,6 +67,13 @@ impl KeyCache {
             let mut backoff = Duration::from_secs(1);
             loop {
                 let Some(cache) = weak.upgrade() else { return };
+                // Fetched meanwhile for a token under a new key: the next
+                // periodic fetch counts from then.
+                if let Some(since) = cache.fetched_recently() {
+                    drop(cache);
+                    tokio::time::sleep(PERIODIC.saturating_sub(since)).await;
+                    continue;
+                }
                 let wait = match cache.refresh().await {
                     Ok(()) => {
                         backoff = Duration::from_secs(1);
@@ -83,6 +90,14 @@ impl KeyCache {
                 tokio::time::sleep(wait).await;
             }
         });
+    }
+
+    /// How long ago the last fetch began, if it succeeded less than
+    /// [`PERIODIC`] ago.
+    fn fetched_recently(&self) -> Option<Duration> {
+        let attempt = self.attempt.lock().unwrap_or_else(|p| p.into_inner());
+        let since = attempt.0?.elapsed();
+        (attempt.1.is_none() && self.current().is_some() && since < PERIODIC).then_some(since)
     }
 
     /// The keys, if loaded.
