@@ -75,7 +75,7 @@ fn gate(
     telemetry: Option<Telemetry>,
 ) -> (Gate, Lifecycle) {
     let config = config();
-    let sink = EventSink::new(telemetry, Metrics::default(), None);
+    let sink = EventSink::new(telemetry, Metrics::default());
     let approvers = Approvers::from_config(f.policies.clone(), &config);
     let approvals = Lifecycle::new(store, sink, approvers);
     let gate = Gate::new(

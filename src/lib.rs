@@ -51,6 +51,7 @@ pub mod idp;
 pub mod location;
 pub mod mcp;
 pub mod metrics;
+pub mod notifications;
 pub mod policy;
 pub mod request;
 pub mod server;

@@ -63,6 +63,7 @@ struct Inner {
     audit_guard: IntGauge,
     audit_guard_trims: IntCounter,
     pending_cap_refusals: IntCounter,
+    notifications: IntCounterVec,
     spans_dropped: Option<Arc<AtomicU64>>,
 }
 
@@ -141,8 +142,17 @@ impl Metrics {
             "Approval requests not opened: the principal had approvals.max_pending_per_principal pending.",
         )
         .expect("valid metric");
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "countersign_notifications_total",
+                "Notification deliveries this instance attempted, by channel and result: delivered; failed (tried again later); gave_up (failed past notifications.give_up_after, or rejected for good); lost (trimmed from the audit stream before delivery).",
+            ),
+            &["channel", "result"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(checks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(notifications.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(checks.clone()),
             Box::new(audit_longest.clone()),
             Box::new(audit_guard.clone()),
             Box::new(audit_guard_trims.clone()),
@@ -171,6 +181,7 @@ impl Metrics {
                 audit_guard,
                 audit_guard_trims,
                 pending_cap_refusals,
+                notifications,
                 spans_dropped,
                 registry,
             }),
@@ -191,6 +202,14 @@ impl Metrics {
         if let Some(i) = EventKind::ALL.iter().position(|e| *e == event) {
             self.inner.approvals[i].inc();
         }
+    }
+
+    /// One notification delivery to `channel` came to `result`.
+    pub fn notification(&self, channel: &str, result: &str, n: u64) {
+        self.inner
+            .notifications
+            .with_label_values(&[channel, result])
+            .inc_by(n);
     }
 
     pub fn redis_error(&self) {

@@ -1,6 +1,6 @@
 //! Webhooks: a local HTTP receiver gets the generic and the Slack payloads
 //! when a request opens and when it is decided, with the request's context
-//! and no secrets.
+//! and no secrets; a webhook that never answers holds back only itself.
 
 mod common;
 
@@ -17,8 +17,11 @@ use common::services::{
 };
 use countersign::admin::pb::approvals_server::Approvals;
 use countersign::approval::StoreConfig;
-use countersign::approval::notify::{Format, Notifier, Webhook};
 use countersign::audit::EventSink;
+use countersign::metrics::Metrics;
+use countersign::notifications::Channel;
+use countersign::notifications::outbox::{self, Settings};
+use countersign::notifications::webhook::{Format, Webhook};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -82,23 +85,23 @@ async fn next(rx: &mut mpsc::Receiver<(String, Value)>) -> (String, Value) {
 async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
     let redis = Redis::start().await;
     let (base, mut calls) = receiver().await;
-    let notifier = Notifier::start(vec![
-        Webhook {
-            url: format!("{base}/generic"),
-            format: Format::Json,
-        },
-        Webhook {
-            url: format!("{base}/slack"),
-            format: Format::Slack,
-        },
-    ]);
     let config = example_config();
     let store = Arc::new(redis_store(StoreConfig {
         retention: Duration::from_secs(600),
         ..store_config(&redis.url(), "hooks:")
     }));
+    outbox::start(
+        store.clone(),
+        vec![
+            hook("", &format!("{base}/generic"), Format::Json),
+            hook("", &format!("{base}/slack"), Format::Slack),
+        ],
+        Metrics::default(),
+        Settings::default(),
+    )
+    .await;
     let policies = Arc::new(example_policies(&config));
-    let sink = EventSink::new(None, Default::default(), Some(notifier.clone()));
+    let sink = EventSink::new(None, Default::default());
     let authz = authz_service(config, policies.clone(), store.clone(), sink.clone());
 
     let req = check("POST", "/v1/datasets/sales/export")
@@ -174,43 +177,67 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
     );
 }
 
+fn hook(name: &str, url: &str, format: Format) -> Arc<dyn Channel> {
+    Arc::new(Webhook::new(name, url, format))
+}
+
 #[tokio::test]
-async fn a_webhook_that_never_answers_fills_the_queue_which_then_drops_and_counts() {
+async fn a_webhook_that_never_answers_holds_back_only_itself() {
+    let redis = Redis::start().await;
     // Accepts connections and never answers: every delivery hangs until its
-    // timeout, so the queue fills up.
+    // timeout.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let dead = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move {
         let mut held = Vec::new();
         loop {
             held.push(listener.accept().await.unwrap());
         }
     });
-    let notifier = Notifier::start(vec![Webhook {
-        url,
-        format: Format::Json,
-    }]);
-    let approval = countersign::approval::Approval {
-        id: "ap-1".into(),
-        status: countersign::approval::Status::Pending,
-        info: serde_json::from_value(json!({
-            "principal": "User::\"a\"", "action": "Action::\"export\"", "resource": "Dataset::\"s\"",
-            "method": "POST", "path": "/", "host": "h", "source_address": "", "policies": [],
-            "parameters": {}, "approver_groups": [], "quorum": 1, "uses": 1, "reason_required": false,
-            "mode": "deny"
-        }))
-        .unwrap(),
-        created_at: 0,
-        expires_at: 0,
-        use_until: 0,
-        uses_left: 1,
-        votes: vec![],
-        opened_by: String::new(),
-    };
-    // notify() never waits for the webhook: 5,000 calls return, and what
-    // does not fit the queue is counted as dropped rather than blocking.
-    for _ in 0..5_000 {
-        notifier.notify(countersign::approval::EventKind::Requested, &approval);
+    let (base, mut calls) = receiver().await;
+    let config = example_config();
+    let store = Arc::new(redis_store(store_config(&redis.url(), "dead:")));
+    let metrics = Metrics::default();
+    outbox::start(
+        store.clone(),
+        vec![
+            hook("dead", &dead, Format::Json),
+            hook("alive", &format!("{base}/alive"), Format::Json),
+        ],
+        metrics.clone(),
+        Settings::default(),
+    )
+    .await;
+    let policies = Arc::new(example_policies(&config));
+    let authz = authz_service(config, policies, store.clone(), EventSink::default());
+    let mut ids = Vec::new();
+    for rows in 1..=3 {
+        let req = check("POST", "/v1/datasets/sales/export")
+            .claims(json!({"sub": "agent-7", "groups": ["agents"]}))
+            .body(&format!(r#"{{"format":"csv","rows":{rows}}}"#))
+            .build();
+        let answer: Value = serde_json::from_str(&seen(&authz.decide(&req).await).body).unwrap();
+        ids.push(answer["approval_id"].as_str().unwrap().to_owned());
     }
-    assert!(notifier.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    // The live webhook hears of all three while the dead one still hangs
+    // on its first.
+    let mut heard = Vec::new();
+    for _ in 0..3 {
+        let (_, body) = next(&mut calls).await;
+        heard.push(body["approval"]["id"].as_str().unwrap().to_owned());
+    }
+    heard.sort();
+    ids.sort();
+    assert_eq!(heard, ids);
+    let text = metrics
+        .render(&example_policies(&example_config()), &*store)
+        .await;
+    assert!(
+        text.contains(r#"countersign_notifications_total{channel="alive",result="delivered"} 3"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"channel="dead",result="delivered""#),
+        "{text}"
+    );
 }

@@ -10,7 +10,6 @@ pub mod fingerprint;
 pub mod ids;
 pub mod lifecycle;
 pub mod memory;
-pub mod notify;
 pub mod params;
 mod redact;
 pub mod redis;

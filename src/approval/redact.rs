@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use super::notify::Webhook;
 use super::redis::StoreConfig;
+use crate::notifications::webhook::Webhook;
 
 /// `url` with its passwords replaced by `***`: `redis://user:***@host`, in
 /// one URL or each of a cluster's comma-separated seeds, and a Unix
@@ -104,6 +104,7 @@ impl fmt::Debug for StoreConfig {
 impl fmt::Debug for Webhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Webhook")
+            .field("name", &self.name)
             .field("url", &webhook_origin(&self.url))
             .field("format", &self.format)
             .finish()
@@ -115,7 +116,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::approval::notify::Format;
+    use crate::notifications::webhook::Format;
 
     #[test]
     fn a_redis_password_is_replaced_and_the_rest_kept() {
@@ -173,18 +174,16 @@ mod tests {
             "{shown}"
         );
 
-        let hook = Webhook {
-            url: "https://hooks.slack.com/services/T0/B0/XyZsecret".into(),
-            format: Format::Slack,
-        };
+        let hook = Webhook::new(
+            "ops",
+            "https://hooks.slack.com/services/T0/B0/XyZsecret",
+            Format::Slack,
+        );
         assert_eq!(
             format!("{hook:?}"),
-            r#"Webhook { url: "https://hooks.slack.com", format: Slack }"#
+            r#"Webhook { name: "ops", url: "https://hooks.slack.com", format: Slack }"#
         );
-        let odd = Webhook {
-            url: "https://u:p/w@hooks.example/x".into(),
-            format: Format::Json,
-        };
+        let odd = Webhook::new("", "https://u:p/w@hooks.example/x", Format::Json);
         assert!(!format!("{odd:?}").contains("p/w"), "{odd:?}");
     }
 }

@@ -128,6 +128,36 @@ impl AuditEntry {
     }
 }
 
+/// One audit entry taken for delivery to a channel (see
+/// [`ApprovalStore::outbox_take`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The shard whose stream holds it.
+    pub shard: u8,
+    pub entry: AuditEntry,
+}
+
+impl OutboxEntry {
+    /// The entry's value for `field` ("" if it has none).
+    pub fn field(&self, field: &str) -> &str {
+        self.entry
+            .fields
+            .iter()
+            .find(|(k, _)| k == field)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Unique across shards, and the same on every redelivery.
+    pub fn key(&self) -> String {
+        format!("{:02}-{}", self.shard, self.entry.id)
+    }
+
+    /// Milliseconds since the epoch at which it was appended.
+    pub fn appended_ms(&self) -> u64 {
+        StreamId::parse(&self.entry.id).0
+    }
+}
+
 /// A stream id as numbers, for ordering entries of several streams.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct StreamId(pub u64, pub u64);
@@ -269,6 +299,48 @@ pub trait ApprovalStore: Send + Sync + std::fmt::Debug {
             tokio::time::sleep(FOLLOW_POLL).await;
         }
     }
+
+    /// Durable delivery (the outbox): audit entries not yet taken for
+    /// channel `group` by any consumer, at most `count`, now held by
+    /// `consumer` until it acknowledges them. A group first read starts at
+    /// the end of the stream; its progress is kept in the store.
+    async fn outbox_take(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Entries of `group` taken `stalled` or longer ago and never
+    /// acknowledged (the delivery failed, or its consumer died), now held
+    /// by `consumer`. Entries trimmed from the stream meanwhile are
+    /// acknowledged and counted in the reply's second part.
+    async fn outbox_reclaim(
+        &self,
+        group: &str,
+        consumer: &str,
+        stalled: Duration,
+        count: usize,
+    ) -> Result<(Vec<OutboxEntry>, usize), StoreError>;
+
+    /// Delivered (or given up): never handed out again.
+    async fn outbox_ack(&self, group: &str, entries: &[OutboxEntry]) -> Result<(), StoreError>;
+
+    /// A channel's note on request `id` (Slack: where its message is), kept
+    /// for `ttl`.
+    async fn set_channel_note(
+        &self,
+        id: &str,
+        channel: &str,
+        note: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    async fn channel_note(&self, id: &str, channel: &str) -> Result<Option<String>, StoreError>;
+
+    /// True the first time `key` is seen within `ttl`, on any sidecar: a
+    /// replayed message is refused by it.
+    async fn first_sight(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
 
     /// Every change, from every sidecar on this store. Returns once the
     /// subscription is live (or the store's timeout passed: delivery is at

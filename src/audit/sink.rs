@@ -1,13 +1,10 @@
 //! Approval events fanned out: a span (linked to the check that opened the
-//! request), a metric, a webhook for the events people act on, a log line.
-
-use std::sync::Arc;
+//! request), a metric, a log line. (Notifications are read from the audit
+//! stream, see [`crate::notifications::outbox`].)
 
 use opentelemetry::KeyValue;
 
-use crate::approval::Status;
 use crate::approval::events::ApprovalEvent;
-use crate::approval::notify::Notifier;
 use crate::metrics::Metrics;
 use crate::telemetry::{Telemetry, approval_attributes, attr, parse_traceparent};
 
@@ -16,20 +13,11 @@ use crate::telemetry::{Telemetry, approval_attributes, attr, parse_traceparent};
 pub struct EventSink {
     telemetry: Option<Telemetry>,
     metrics: Metrics,
-    notifier: Option<Arc<Notifier>>,
 }
 
 impl EventSink {
-    pub fn new(
-        telemetry: Option<Telemetry>,
-        metrics: Metrics,
-        notifier: Option<Arc<Notifier>>,
-    ) -> Self {
-        Self {
-            telemetry,
-            metrics,
-            notifier,
-        }
+    pub fn new(telemetry: Option<Telemetry>, metrics: Metrics) -> Self {
+        Self { telemetry, metrics }
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -45,20 +33,6 @@ impl EventSink {
         let kind = event.kind();
         self.metrics.approval_event(kind);
         self.log(event);
-        if let Some(n) = &self.notifier {
-            match event {
-                ApprovalEvent::Requested { approval, .. } => n.notify(kind, approval),
-                ApprovalEvent::Ruled { approval, .. }
-                    if matches!(
-                        approval.status,
-                        Status::Approved | Status::Denied | Status::Revoked
-                    ) =>
-                {
-                    n.notify(kind, approval);
-                }
-                _ => {}
-            }
-        }
         if let Some(t) = &self.telemetry {
             span(t, event);
         }

@@ -11,6 +11,7 @@
 mod admin;
 mod authzen;
 mod env;
+mod notifications;
 mod oidc;
 mod schema;
 mod validate;
@@ -81,7 +82,9 @@ pub struct Config {
     pub hold_max: Duration,
     /// Longest the approval store may take on one check (outside a hold).
     pub store_budget: Duration,
-    pub webhooks: Vec<crate::approval::notify::Webhook>,
+    pub webhooks: Vec<crate::notifications::webhook::Webhook>,
+    /// How hard notifications are delivered (`[notifications]`).
+    pub notifications: crate::notifications::outbox::Settings,
     /// `None` when no TLS certificate is configured: the admin API is off.
     pub admin: Option<AdminConfig>,
     /// The AuthZEN PDP; `None` unless `[authzen]` is present.

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Enforcement, LogFormat};
-use crate::approval::notify::Format;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +35,8 @@ pub(super) struct Raw {
     pub admin: RawAdmin,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub notifications: super::notifications::RawNotifications,
     /// Off unless the table is present.
     pub authzen: Option<RawAuthzen>,
 }
@@ -278,7 +279,7 @@ pub(super) struct RawApprovals {
     pub hold_max: String,
     pub store_budget: String,
     pub max_pending_per_principal: u32,
-    pub webhooks: Vec<RawWebhook>,
+    pub webhooks: Vec<super::notifications::RawWebhook>,
 }
 
 impl Default for RawApprovals {
@@ -291,18 +292,6 @@ impl Default for RawApprovals {
             webhooks: vec![],
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawWebhook {
-    pub url: String,
-    #[serde(default = "json_format")]
-    pub format: Format,
-}
-
-fn json_format() -> Format {
-    Format::Json
 }
 
 #[derive(Deserialize)]

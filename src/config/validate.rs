@@ -13,7 +13,6 @@ use super::env::Origins;
 use super::schema::{Raw, RawMcp, RawRedis};
 use super::{Config, ConfigError, Enforcement};
 use crate::approval::StoreConfig;
-use crate::approval::notify::Webhook;
 use crate::request::mcp::ResourceTemplate as McpResource;
 use crate::request::{
     ContextSettings, IdentitySettings, Mapper, McpEndpoint, RouteSpec, RouteTable,
@@ -211,19 +210,8 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
         .as_ref()
         .map(|a| super::authzen::validate_authzen(a, o))
         .transpose()?;
-    let mut webhooks = Vec::new();
-    for (i, w) in raw.approvals.webhooks.iter().enumerate() {
-        if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
-            return Err(o.invalid(
-                &format!("approvals.webhooks[{i}].url"),
-                &format!("expected an http:// or https:// URL, got `{}`", w.url),
-            ));
-        }
-        webhooks.push(Webhook {
-            url: w.url.clone(),
-            format: w.format,
-        });
-    }
+    let webhooks = super::notifications::validate_webhooks(&raw.approvals.webhooks, o)?;
+    let notifications = super::notifications::validate_notifications(&raw.notifications, o)?;
 
     Ok(Config {
         store,
@@ -231,6 +219,7 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
         hold_max,
         store_budget,
         webhooks,
+        notifications,
         admin,
         authzen,
         record: None,

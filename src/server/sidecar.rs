@@ -243,8 +243,19 @@ impl Prepared {
             ));
         }
         crate::policy::rollout::announce(&loaded, &config.mapper.in_shadow());
-        let notifier = crate::approval::notify::Notifier::start(config.webhooks.clone());
-        let sink = EventSink::new(telemetry.clone(), metrics.clone(), Some(notifier));
+        let channels = config
+            .webhooks
+            .iter()
+            .map(|w| Arc::new(w.clone()) as Arc<dyn crate::notifications::Channel>)
+            .collect();
+        crate::notifications::outbox::start(
+            store.clone(),
+            channels,
+            metrics.clone(),
+            config.notifications,
+        )
+        .await;
+        let sink = EventSink::new(telemetry.clone(), metrics.clone());
         let approvers = Approvers::from_config(policies.clone(), &config);
         let approvals = Lifecycle::new(store.clone(), sink, approvers);
 

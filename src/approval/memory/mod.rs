@@ -6,15 +6,18 @@
 //! entries (as the Redis store keeps its retention and stream length), so a
 //! long fuzzing or benchmark run stays bounded.
 
+mod side;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
 use super::approvers::Voter;
 use super::store::{
     ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, DEFAULT_MAX_PENDING_PER_PRINCIPAL,
-    Event, ListFilter, StoreError, StreamId, Swept,
+    Event, ListFilter, OutboxEntry, StoreError, StreamId, Swept,
 };
 use super::{
     Approval, EventKind, NewApproval, Opened, RequestInfo, Ruling, Status, Vote, new_id, new_token,
@@ -42,6 +45,7 @@ struct State {
     tokens: HashMap<String, String>,
     audit: VecDeque<AuditEntry>,
     last_id: StreamId,
+    side: side::Side,
     /// Request ids, oldest first: the first to go past [`KEEP`].
     order: VecDeque<String>,
 }
@@ -550,6 +554,48 @@ impl ApprovalStore for MemoryStore {
             cursor.after[0] = format!("({}", e.id);
         }
         Ok(cursor)
+    }
+
+    async fn outbox_take(
+        &self,
+        g: &str,
+        _: &str,
+        n: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let state = &mut *self.state();
+        Ok(state.side.take(g, &state.audit, n))
+    }
+
+    async fn outbox_reclaim(
+        &self,
+        g: &str,
+        _: &str,
+        stalled: Duration,
+        n: usize,
+    ) -> Result<(Vec<OutboxEntry>, usize), StoreError> {
+        Ok((self.state().side.reclaim(g, stalled, n), 0))
+    }
+
+    async fn outbox_ack(&self, g: &str, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        Ok(self.state().side.ack(g, entries))
+    }
+
+    async fn set_channel_note(
+        &self,
+        id: &str,
+        ch: &str,
+        note: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        Ok(self.state().side.set_note(id, ch, note, ttl))
+    }
+
+    async fn channel_note(&self, id: &str, ch: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state().side.note(id, ch))
+    }
+
+    async fn first_sight(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        Ok(self.state().side.first_sight(key, ttl))
     }
 
     async fn subscribe(&self) -> broadcast::Receiver<Event> {

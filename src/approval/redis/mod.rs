@@ -12,12 +12,15 @@
 //! - [`requests`]: the [`crate::approval::ApprovalStore`] impl: opening, reading, listing,
 //!   voting, consuming, sweeping.
 //! - [`audit`]: the audit streams.
+//! - [`outbox`]: durable delivery to notification channels (consumer
+//!   groups on the audit streams), channel notes, replay marks.
 //! - [`pubsub`]: change events over sharded pub/sub.
 //! - [`record`]: a stored request back into an [`Approval`].
 
 mod audit;
 mod conn;
 mod keys;
+mod outbox;
 mod pubsub;
 mod record;
 mod requests;

@@ -3,6 +3,7 @@
 //! and pub/sub in their own files.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
@@ -11,8 +12,8 @@ use super::keys::fingerprint_shard;
 use super::record::parse;
 use crate::approval::approvers::Voter;
 use crate::approval::store::{
-    ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, Event, ListFilter, StoreError,
-    Swept,
+    ApprovalStore, AuditCursor, AuditEntry, CheckRef, Consumed, Event, ListFilter, OutboxEntry,
+    StoreError, Swept,
 };
 use crate::approval::{
     Approval, NewApproval, Opened, Ruling, SHARDS, Status, Vote, new_id, new_token, now_secs,
@@ -399,6 +400,47 @@ impl ApprovalStore for RedisStore {
 
     async fn audit_end(&self) -> Result<AuditCursor, StoreError> {
         self.end_cursor().await
+    }
+
+    async fn outbox_take(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.take_new(group, consumer, count).await
+    }
+
+    async fn outbox_reclaim(
+        &self,
+        group: &str,
+        consumer: &str,
+        stalled: Duration,
+        count: usize,
+    ) -> Result<(Vec<OutboxEntry>, usize), StoreError> {
+        self.take_stalled(group, consumer, stalled, count).await
+    }
+
+    async fn outbox_ack(&self, group: &str, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        self.acknowledge(group, entries).await
+    }
+
+    async fn set_channel_note(
+        &self,
+        id: &str,
+        channel: &str,
+        note: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.put_note(id, channel, note, ttl).await
+    }
+
+    async fn channel_note(&self, id: &str, channel: &str) -> Result<Option<String>, StoreError> {
+        self.read_note(id, channel).await
+    }
+
+    async fn first_sight(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.mark_seen(key, ttl).await
     }
 
     async fn subscribe(&self) -> broadcast::Receiver<Event> {

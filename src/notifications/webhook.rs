@@ -1,16 +1,12 @@
-//! Webhooks: tell people when a request opens and when it is decided. A
-//! generic JSON payload or a Slack incoming-webhook one. Delivery runs in
-//! the background with retries; a slow or failing webhook never delays a
-//! check, and what cannot be queued is dropped and counted.
+//! Webhooks: a generic JSON payload or a Slack incoming-webhook one, one
+//! POST per notice. Retries and queueing are the outbox's.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use super::{Approval, EventKind};
+use super::{Channel, ChannelError, Notice};
+use crate::approval::{Approval, EventKind};
 
 /// Payload shape of one webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -20,88 +16,73 @@ pub enum Format {
     Slack,
 }
 
-/// One webhook. `Debug` (in `redact.rs`) shows only the URL's scheme and
-/// host: a Slack incoming-webhook URL is itself a secret.
-#[derive(Clone, PartialEq, Eq)]
+/// One webhook. `Debug` (in `approval/redact.rs`) shows only the URL's
+/// scheme and host: a Slack incoming-webhook URL is itself a secret.
+#[derive(Clone)]
 pub struct Webhook {
+    /// Logs and metrics name the webhook by this, never by its URL.
+    pub name: String,
     pub url: String,
     pub format: Format,
+    client: reqwest::Client,
 }
 
-const QUEUE: usize = 1024;
-const ATTEMPTS: u32 = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+impl PartialEq for Webhook {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.url, self.format) == (&other.name, &other.url, other.format)
+    }
+}
+
+impl Eq for Webhook {}
+
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Queues notifications for the webhooks.
-#[derive(Debug)]
-pub struct Notifier {
-    tx: Option<mpsc::Sender<(EventKind, Approval)>>,
-    pub dropped: AtomicU64,
-}
-
-impl Notifier {
-    /// Starts the delivery task (inside a tokio runtime). No webhooks: a
-    /// notifier that does nothing.
-    pub fn start(hooks: Vec<Webhook>) -> Arc<Self> {
-        if hooks.is_empty() {
-            return Arc::new(Self {
-                tx: None,
-                dropped: AtomicU64::new(0),
-            });
-        }
-        let (tx, mut rx) = mpsc::channel::<(EventKind, Approval)>(QUEUE);
+impl Webhook {
+    /// `name` "" is named from the URL's hash: stable across restarts and
+    /// reordered settings, and no secret.
+    pub fn new(name: &str, url: &str, format: Format) -> Self {
+        use sha2::Digest;
+        let name = if name.is_empty() {
+            let digest = sha2::Sha256::digest(url.as_bytes());
+            format!("webhook-{}", &hex::encode(digest)[..8])
+        } else {
+            name.to_owned()
+        };
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();
-        let hooks = Arc::new(hooks);
-        tokio::spawn(async move {
-            while let Some((event, approval)) = rx.recv().await {
-                for (index, hook) in hooks.iter().enumerate() {
-                    let body = payload(hook.format, event, &approval);
-                    tokio::spawn(deliver(client.clone(), index, hook.url.clone(), body));
-                }
-            }
-        });
-        Arc::new(Self {
-            tx: Some(tx),
-            dropped: AtomicU64::new(0),
-        })
-    }
-
-    /// `event` is `requested`, `approved`, `denied` or `revoked`.
-    pub fn notify(&self, event: EventKind, approval: &Approval) {
-        let Some(tx) = &self.tx else { return };
-        if tx.try_send((event, approval.clone())).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(
-                dropped_total = n,
-                "webhook queue full; notification dropped"
-            );
+        Self {
+            name,
+            url: url.to_owned(),
+            format,
+            client,
         }
     }
 }
 
-/// Logs name the webhook by its index in `approvals.webhooks`: a Slack
-/// incoming-webhook URL is itself a secret.
-async fn deliver(client: reqwest::Client, webhook: usize, url: String, body: Value) {
-    let mut backoff = FIRST_BACKOFF;
-    for attempt in 1..=ATTEMPTS {
-        match client.post(&url).json(&body).send().await {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) => {
-                tracing::warn!(webhook, attempt, status = %r.status(), "webhook refused the notification")
-            }
-            Err(e) => tracing::warn!(webhook, attempt, "webhook unreachable: {}", e.without_url()),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff *= 2;
+#[async_trait::async_trait]
+impl Channel for Webhook {
+    fn name(&self) -> &str {
+        &self.name
     }
-    tracing::error!(
-        webhook,
-        "webhook notification given up after {ATTEMPTS} attempts"
-    );
+
+    fn wants(&self, kind: EventKind) -> bool {
+        matches!(
+            kind,
+            EventKind::Requested | EventKind::Approved | EventKind::Denied | EventKind::Revoked
+        )
+    }
+
+    async fn deliver(&self, notice: &Notice) -> Result<(), ChannelError> {
+        let body = payload(self.format, notice.kind, &notice.approval);
+        match self.client.post(&self.url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(ChannelError::Refused(r.status().as_u16())),
+            // Without the URL: it may be a secret.
+            Err(e) => Err(ChannelError::Unreachable(e.without_url().to_string())),
+        }
+    }
 }
 
 /// What people are told. Built from the stored record, which never holds
