@@ -656,6 +656,10 @@ async fn a_principal_has_at_most_twenty_requests_pending(s: Arc<dyn ApprovalStor
     assert!(!open(&*s, "fp-1", params()).await.created);
 }
 
+#[path = "approval_store/outbox.rs"]
+mod outbox;
+use outbox::notifications_are_taken_once_claimed_again_when_stalled_and_acknowledged;
+
 /// Runs each contract body against every store: in memory and on one Redis
 /// node, one test each; on a Redis Cluster, in one test that takes the
 /// bodies in turn, each under its own key prefix (a cluster takes seconds
@@ -712,4 +716,5 @@ contract!(
     every_lifecycle_event_is_in_the_audit_stream_once_in_order,
     the_sweep_records_each_expiry_once,
     a_principal_has_at_most_twenty_requests_pending,
+    notifications_are_taken_once_claimed_again_when_stalled_and_acknowledged,
 );

@@ -181,5 +181,75 @@ pub async fn exercise_store(url: &str, admin: &mut MultiplexedConnection) -> Res
     if !kinds.contains(&EventKind::Consumed) {
         return Err(format!("events: {kinds:?}"));
     }
+    notifications(&store).await
+}
+
+/// A channel's delivery progress (its first read starts at the end; an
+/// event after it is taken, claimed again when stalled, acknowledged), a
+/// channel's note, a replay mark.
+async fn notifications(store: &countersign::approval::RedisStore) -> Result<(), String> {
+    let fail =
+        |what: &'static str| move |e: countersign::approval::StoreError| format!("{what}: {e}");
+    let first = store
+        .outbox_take("ops", "one", 10)
+        .await
+        .map_err(fail("outbox start"))?;
+    if !first.is_empty() {
+        return Err(format!("outbox start saw old events: {first:?}"));
+    }
+    let new = common::export_request("fp-3", &["data-owners"], ApprovalParams::default());
+    let opened = store
+        .open(&new, CheckRef::default())
+        .await
+        .map_err(fail("open"))?;
+    let taken = store
+        .outbox_take("ops", "one", 10)
+        .await
+        .map_err(fail("outbox take"))?;
+    if taken.len() != 1 || taken[0].field("approval_id") != opened.approval.id {
+        return Err(format!("outbox take: {taken:?}"));
+    }
+    let (stalled, _) = store
+        .outbox_reclaim("ops", "two", Duration::ZERO, 10)
+        .await
+        .map_err(fail("outbox reclaim"))?;
+    if stalled != taken {
+        return Err(format!("outbox reclaim: {stalled:?}"));
+    }
+    store
+        .outbox_ack("ops", &stalled)
+        .await
+        .map_err(fail("outbox ack"))?;
+    let (left, _) = store
+        .outbox_reclaim("ops", "two", Duration::ZERO, 10)
+        .await
+        .map_err(fail("outbox reclaim"))?;
+    if !left.is_empty() {
+        return Err(format!("acknowledged, yet claimed again: {left:?}"));
+    }
+    let id = &opened.approval.id;
+    store
+        .set_channel_note(id, "slack", "C1/1.2", Duration::from_secs(60))
+        .await
+        .map_err(fail("channel note"))?;
+    let note = store
+        .channel_note(id, "slack")
+        .await
+        .map_err(fail("channel note"))?;
+    if note.as_deref() != Some("C1/1.2") {
+        return Err(format!("channel note: {note:?}"));
+    }
+    let ttl = Duration::from_secs(60);
+    let once = store
+        .first_sight("sig", ttl)
+        .await
+        .map_err(fail("replay mark"))?;
+    let twice = store
+        .first_sight("sig", ttl)
+        .await
+        .map_err(fail("replay mark"))?;
+    if !once || twice {
+        return Err(format!("replay mark: first {once}, second {twice}"));
+    }
     Ok(())
 }
