@@ -18,9 +18,11 @@
 //!   ([`approval::ApprovalStore`]): Redis (one node or a cluster;
 //!   `approval/redis/`, Lua scripts in `approval/redis/lua/`) and memory
 //!   (tests, fuzzer, benches).
-//! - [`audit`]: the audit emission: each approval event's span, metric,
-//!   webhook and log line ([`audit::EventSink`]); each check's span, log line
+//! - [`audit`]: the audit emission: each approval event's span, metric
+//!   and log line ([`audit::EventSink`]); each check's span, log line
 //!   and audit entry ([`audit::Trail`]).
+//! - [`notifications`]: telling people of approval events: channels
+//!   (webhooks; Slack) fed by a durable outbox on the audit stream.
 //! - [`idp`]: approvers' identity provider: its metadata and keys, and ID
 //!   tokens verified into approvers (used by [`admin`] and `countersign
 //!   login`).
