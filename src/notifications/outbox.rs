@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::{Channel, ChannelError, Notice};
 use crate::approval::EventKind;
 use crate::approval::store::{ApprovalStore, OutboxEntry};
@@ -93,8 +95,11 @@ struct Worker {
 
 /// What became of one event.
 enum Fate {
-    /// Delivered, or nothing to deliver: acknowledged.
-    Done,
+    /// Nothing to deliver (a check's entry, an event the channel does not
+    /// want): acknowledged with the next delivery.
+    Skipped,
+    /// Delivered: acknowledged at once.
+    Delivered,
     /// Not delivered: left for a retry, and the rest of the batch with it.
     Failed,
     /// Given up: acknowledged.
@@ -115,13 +120,14 @@ impl Worker {
 
     async fn run(self, first: Vec<OutboxEntry>) {
         let name = self.channel.name().to_owned();
-        let mut last_reclaim = tokio::time::Instant::now();
+        let mut last_reclaim = Instant::now();
         let mut batch = first;
+        let mut taken_at = Instant::now();
         loop {
             // Stalled events first (the oldest), at most every quarter of
             // `retry_after`; then new ones.
             if last_reclaim.elapsed() >= self.settings.retry_after / 4 {
-                last_reclaim = tokio::time::Instant::now();
+                last_reclaim = Instant::now();
                 match self
                     .store
                     .outbox_reclaim(&name, &self.consumer, self.settings.retry_after, BATCH)
@@ -137,6 +143,9 @@ impl Worker {
                     Err(e) => tracing::debug!(channel = %name, "notification outbox: {e}"),
                 }
             }
+            if batch.is_empty() {
+                taken_at = Instant::now();
+            }
             batch.extend(self.take_new().await);
             if batch.is_empty() {
                 tokio::time::sleep(POLL).await;
@@ -144,47 +153,67 @@ impl Worker {
             }
             // Stream order within a shard; across shards, by time.
             batch.sort_by_key(|e| (e.appended_ms(), e.shard));
-            self.deliver_batch(&name, std::mem::take(&mut batch)).await;
+            self.deliver_batch(&name, std::mem::take(&mut batch), taken_at)
+                .await;
         }
     }
 
     /// Delivers in order, stopping at the first failure: what follows waits
-    /// for its retry with it, so a dead endpoint is not hammered.
-    async fn deliver_batch(&self, name: &str, batch: Vec<OutboxEntry>) {
-        let mut done = Vec::new();
+    /// for its retry with it, so a dead endpoint is not hammered. Stops too
+    /// when the batch was taken half of `retry_after` ago: another sidecar
+    /// may claim what is left after `retry_after`, and must not find an
+    /// event this one is still sending.
+    async fn deliver_batch(&self, name: &str, batch: Vec<OutboxEntry>, taken_at: Instant) {
+        let mut settled = Vec::new();
         for entry in batch {
-            match self.deliver(name, &entry).await {
-                Fate::Done => done.push(entry),
-                Fate::GaveUp => {
-                    self.metrics.notification(name, "gave_up", 1);
-                    done.push(entry);
+            if taken_at.elapsed() >= self.settings.retry_after / 2 {
+                break;
+            }
+            let fate = self.deliver(name, &entry, taken_at).await;
+            match fate {
+                Fate::Skipped => {
+                    settled.push(entry);
+                    continue;
                 }
                 Fate::Failed => {
                     self.metrics.notification(name, "failed", 1);
                     break;
                 }
+                Fate::Delivered => self.metrics.notification(name, "delivered", 1),
+                Fate::GaveUp => self.metrics.notification(name, "gave_up", 1),
             }
+            // Acknowledged right away: a sidecar that dies later does not
+            // leave this one to be sent twice.
+            settled.push(entry);
+            self.acknowledge(name, &mut settled).await;
         }
-        if let Err(e) = self.store.outbox_ack(name, &done).await {
-            // Not acknowledged: delivered again after `retry_after`, with
-            // the same id.
-            tracing::warn!(channel = %name, "delivered notifications not acknowledged: {e}");
-        }
+        self.acknowledge(name, &mut settled).await;
     }
 
-    async fn deliver(&self, name: &str, entry: &OutboxEntry) -> Fate {
+    async fn acknowledge(&self, name: &str, settled: &mut Vec<OutboxEntry>) {
+        if settled.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.outbox_ack(name, settled).await {
+            // Delivered again after `retry_after`, with the same id.
+            tracing::warn!(channel = %name, "delivered notifications not acknowledged: {e}");
+        }
+        settled.clear();
+    }
+
+    async fn deliver(&self, name: &str, entry: &OutboxEntry, taken_at: Instant) -> Fate {
         let Some(kind) = EventKind::parse(entry.field("event")) else {
             // A check's entry, not an approval event.
-            return Fate::Done;
+            return Fate::Skipped;
         };
         if !self.channel.wants(kind) {
-            return Fate::Done;
+            return Fate::Skipped;
         }
         let id = entry.field("approval_id");
         let approval = match self.store.get(id).await {
             Ok(Some(a)) => a,
             // Its retention ended: nothing left to describe.
-            Ok(None) => return Fate::Done,
+            Ok(None) => return Fate::Skipped,
             Err(e) => return self.failed(name, entry, &ChannelError::Unreachable(e.to_string())),
         };
         let notice = Notice {
@@ -192,24 +221,37 @@ impl Worker {
             kind,
             approval,
         };
-        let mut result = self.channel.deliver(&notice).await;
+        let mut result = self.attempt(&notice).await;
         for pause in QUICK_RETRIES {
             match &result {
-                Err(e) if e.retryable() => {
+                Err(e) if e.retryable() && taken_at.elapsed() < self.settings.retry_after / 2 => {
                     tokio::time::sleep(pause).await;
-                    result = self.channel.deliver(&notice).await;
+                    result = self.attempt(&notice).await;
                 }
                 _ => break,
             }
         }
         match result {
             Ok(()) => {
-                self.metrics.notification(name, "delivered", 1);
                 tracing::debug!(channel = %name, approval = %id, event = %kind, "notification delivered");
-                Fate::Done
+                Fate::Delivered
             }
             Err(e) => self.failed(name, entry, &e),
         }
+    }
+
+    /// One attempt, cut off at a quarter of `retry_after`: begun before
+    /// half of it, it ends before anyone may claim the event.
+    async fn attempt(&self, notice: &Notice) -> Result<(), ChannelError> {
+        let limit = self.settings.retry_after / 4;
+        tokio::time::timeout(limit, self.channel.deliver(notice))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ChannelError::Unreachable(format!(
+                    "no answer within {} ms (a quarter of notifications.retry_after)",
+                    limit.as_millis()
+                )))
+            })
     }
 
     fn failed(&self, name: &str, entry: &OutboxEntry, e: &ChannelError) -> Fate {
