@@ -1,5 +1,5 @@
-//! Webhooks: a local HTTP receiver gets the generic and the Slack payloads
-//! when a request opens and when it is decided, with the request's context
+//! Webhooks: a local HTTP receiver gets the generic, Slack and Teams
+//! payloads when a request opens and when it is decided, with the request's context
 //! and no secrets; a webhook that never answers holds back only itself.
 
 mod common;
@@ -95,6 +95,7 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
         vec![
             hook("", &format!("{base}/generic"), Format::Json),
             hook("", &format!("{base}/slack"), Format::Slack),
+            hook("", &format!("{base}/teams"), Format::Teams),
         ],
         Metrics::default(),
         Settings::default(),
@@ -119,7 +120,7 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
     );
 
     let mut got = HashMap::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let (path, body) = next(&mut calls).await;
         got.insert(path, body);
     }
@@ -148,6 +149,17 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
             .unwrap()
             .contains("countersign approvals approve")
     );
+    let teams = &got["/teams"]["attachments"][0];
+    assert_eq!(
+        teams["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let card = teams["content"].to_string();
+    assert!(
+        card.contains(&format!("countersign approvals approve {id}"))
+            && card.contains(r#"(on behalf of User::\"alice\")"#),
+        "{card}"
+    );
     for body in got.values() {
         let s = body.to_string();
         assert!(!s.contains("secret") && !s.contains(token), "{s}");
@@ -161,7 +173,7 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
         .insert("authorization", "Bearer dora-token".parse().unwrap());
     admin.approve(req).await.unwrap();
     let mut got = HashMap::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let (path, body) = next(&mut calls).await;
         got.insert(path, body);
     }
@@ -175,6 +187,8 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
         "{}",
         got["/slack"]
     );
+    let card = &got["/teams"]["attachments"][0]["content"];
+    assert_eq!(card["body"][0]["inlines"][0]["text"], "Approved", "{card}");
 }
 
 fn hook(name: &str, url: &str, format: Format) -> Arc<dyn Channel> {
