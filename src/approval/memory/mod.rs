@@ -577,7 +577,8 @@ impl ApprovalStore for MemoryStore {
     }
 
     async fn outbox_ack(&self, g: &str, entries: &[OutboxEntry]) -> Result<(), StoreError> {
-        Ok(self.state().side.ack(g, entries))
+        self.state().side.ack(g, entries);
+        Ok(())
     }
 
     async fn set_channel_note(
@@ -587,7 +588,8 @@ impl ApprovalStore for MemoryStore {
         note: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        Ok(self.state().side.set_note(id, ch, note, ttl))
+        self.state().side.set_note(id, ch, note, ttl);
+        Ok(())
     }
 
     async fn channel_note(&self, id: &str, ch: &str) -> Result<Option<String>, StoreError> {
