@@ -13,19 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::admin::decide;
 use common::check::{check, seen};
-use common::services::{
-    admin_service, approver, authz_service, example_config, example_policies, redis_store,
-    store_config,
-};
+use common::services::{Notifying, redis_store, store_config};
 use common::{Redis, repo};
-use countersign::admin::pb::approvals_server::Approvals;
-use countersign::audit::EventSink;
 use countersign::config::Config;
-use countersign::metrics::Metrics;
 use countersign::notifications::Channel;
-use countersign::notifications::outbox::{self, Settings};
 use countersign::notifications::signing::SigningKey;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -130,22 +122,12 @@ async fn every_delivery_verifies_with_the_old_or_the_new_secret_while_both_are_c
     let hooks = rotating_config(&knows_old.url, &knows_new.url, &old, &new).webhooks;
 
     let redis = Redis::start().await;
-    let config = example_config();
     let store = Arc::new(redis_store(store_config(&redis.url(), "signed:")));
     let channels = hooks
         .into_iter()
         .map(|w| Arc::new(w) as Arc<dyn Channel>)
         .collect();
-    outbox::start(
-        store.clone(),
-        channels,
-        Metrics::default(),
-        Settings::default(),
-    )
-    .await;
-    let policies = Arc::new(example_policies(&config));
-    let sink = EventSink::new(None, Default::default());
-    let authz = authz_service(config, policies.clone(), store.clone(), sink.clone());
+    let services = Notifying::start(store, channels).await;
 
     // A request opens, then is approved: two events, each delivered to
     // both receivers.
@@ -153,22 +135,14 @@ async fn every_delivery_verifies_with_the_old_or_the_new_secret_while_both_are_c
         .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
         .body(r#"{"format":"csv","rows":10}"#)
         .build();
-    let answer: Value = serde_json::from_str(&seen(&authz.decide(&req).await).body).unwrap();
+    let answer = seen(&services.authz.decide(&req).await).body;
+    let answer: Value = serde_json::from_str(&answer).unwrap();
     let id = answer["approval_id"].as_str().unwrap().to_owned();
     let mut reports = vec![
         ("old", knows_old.report().await),
         ("new", knows_new.report().await),
     ];
-    let admin = admin_service(
-        store,
-        policies,
-        vec![approver("dora", &["data-owners"], Some("dora-token"))],
-        sink,
-    );
-    let mut req = tonic::Request::new(decide(&id, "quarterly report"));
-    req.metadata_mut()
-        .insert("authorization", "Bearer dora-token".parse().unwrap());
-    admin.approve(req).await.unwrap();
+    services.approve(&id, "quarterly report").await;
     reports.push(("old", knows_old.report().await));
     reports.push(("new", knows_new.report().await));
 

@@ -137,6 +137,29 @@ pub(super) mod tests {
         }
     }
 
+    /// An enforced request whose `resource` and `parameters` an agent
+    /// chose, denied by `dora` for `reason`.
+    pub(in crate::notifications) fn hostile(
+        resource: &str,
+        parameters: &[(&str, &str)],
+        reason: &str,
+    ) -> Approval {
+        let mut a = shadow_request();
+        a.info.shadow = false;
+        a.info.resource = resource.into();
+        a.info.parameters = parameters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        a.votes.push(crate::approval::Vote::cast(
+            "dora".into(),
+            crate::approval::Ruling::Deny,
+            reason,
+            1,
+        ));
+        a
+    }
+
     #[test]
     fn a_shadow_request_says_so_in_every_format() {
         let a = shadow_request();
@@ -157,26 +180,18 @@ pub(super) mod tests {
 
     #[test]
     fn what_an_agent_chose_cannot_forge_slack_lines_links_or_mentions() {
-        let mut a = shadow_request();
-        a.info.shadow = false;
-        a.info.resource = r#"Dataset::"sales <!channel>""#.into();
-        a.info.parameters = [
-            ("body.destination", "<http://evil.example|s3://reports>"),
-            ("body.note", "fine\n*Approved* by security: ok & done"),
-            (
-                "body.who",
-                "<@U024BE7LH> <!here> \u{1b}[2K\u{202e}x\u{2028}y",
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        a.votes.push(crate::approval::Vote::cast(
-            "dora".into(),
-            crate::approval::Ruling::Deny,
+        let a = hostile(
+            r#"Dataset::"sales <!channel>""#,
+            &[
+                ("body.destination", "<http://evil.example|s3://reports>"),
+                ("body.note", "fine\n*Approved* by security: ok & done"),
+                (
+                    "body.who",
+                    "<@U024BE7LH> <!here> \u{1b}[2K\u{202e}x\u{2028}y",
+                ),
+            ],
             "no\n*Approved* by <!subteam^S1|security>",
-            1,
-        ));
+        );
         let slack = payload(Format::Slack, EventKind::Requested, &a);
         let text = slack["blocks"][0]["text"]["text"].as_str().unwrap();
         // One line per field: seven (title, who, what, request, three

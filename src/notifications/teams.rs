@@ -103,7 +103,7 @@ fn run(text: &str, style: &[(&str, &str)]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notifications::payload::tests::shadow_request;
+    use crate::notifications::payload::tests::{hostile, shadow_request};
 
     /// What each line of the card shows: its runs' texts, joined.
     fn lines(message: &Value) -> Vec<String> {
@@ -200,23 +200,15 @@ mod tests {
 
     #[test]
     fn what_an_agent_chose_cannot_forge_teams_lines_links_or_mentions() {
-        let mut a = shadow_request();
-        a.info.shadow = false;
-        a.info.resource = r#"Dataset::"sales [here](https://evil.example)""#.into();
-        a.info.parameters = [
-            ("body.destination", "[s3://reports](http://evil.example)"),
-            ("body.note", "fine\n\n**Approved** by security\r\n- ok"),
-            ("body.who", "<at>security</at> \u{1b}[2K\u{202e}x\u{2028}y"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        a.votes.push(crate::approval::Vote::cast(
-            "dora".into(),
-            crate::approval::Ruling::Deny,
+        let a = hostile(
+            r#"Dataset::"sales [here](https://evil.example)""#,
+            &[
+                ("body.destination", "[s3://reports](http://evil.example)"),
+                ("body.note", "fine\n\n**Approved** by security\r\n- ok"),
+                ("body.who", "<at>security</at> \u{1b}[2K\u{202e}x\u{2028}y"),
+            ],
             "no\n_Approved_ by [security](https://evil.example)",
-            1,
-        ));
+        );
         let message = card(EventKind::Requested, &a, "approve");
         // Nothing is read as Markdown: every text is a TextRun's.
         let mut all = Vec::new();
