@@ -17,7 +17,7 @@ use super::payload::{SHADOW_NOTE, title};
 use crate::approval::{Approval, EventKind};
 use crate::text::printable;
 
-/// The newest Adaptive Card version that Teams renders on every client.
+/// `RichTextBlock` needs 1.2; Teams renders up to 1.5.
 const VERSION: &str = "1.4";
 
 /// The Workflows message for `event` on `a`; `approve` is the command that
@@ -43,7 +43,7 @@ pub fn card(event: EventKind, a: &Approval, approve: &str) -> Value {
     body.push(line("Policies", &a.info.policies.join(", ")));
     body.push(line(
         "Quorum",
-        &format!("{} of {}", a.approvals(), a.info.quorum),
+        &format!("{} of {} approvals", a.approvals(), a.info.quorum),
     ));
     if let Some(v) = a.votes.last() {
         body.push(line(
@@ -167,7 +167,7 @@ mod tests {
                 "Request: POST /v1/datasets/sales/export",
                 &format!("Shadow mode: {SHADOW_NOTE}"),
                 "Policies: agent-exports-need-approval",
-                "Quorum: 0 of 1",
+                "Quorum: 0 of 1 approvals",
                 "Expires: 1970-01-01T00:01:00Z",
                 "Approvers: data-owners",
                 "Approve: countersign approvals approve ap-1",
