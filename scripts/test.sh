@@ -13,6 +13,8 @@ scripts/install-oidc.sh
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/policy/requirements.txt
 # AuthZEN clients from PyPI (apparitor, decern) ask the AuthZEN endpoints (pinned).
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/authzen/requirements.txt
+# Signed webhooks are verified by the Standard Webhooks Python library (pinned).
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/webhooks/requirements.txt
 # Approval tests start their own redis-server on a free port.
 if ! command -v redis-server >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

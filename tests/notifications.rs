@@ -1,5 +1,5 @@
-//! Webhooks: a local HTTP receiver gets the generic and the Slack payloads
-//! when a request opens and when it is decided, with the request's context
+//! Webhooks: a local HTTP receiver gets the generic, Slack and Teams
+//! payloads when a request opens and when it is decided, with the request's context
 //! and no secrets; a webhook that never answers holds back only itself.
 
 mod common;
@@ -9,13 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Redis;
-use common::admin::decide;
 use common::check::{check, seen};
 use common::services::{
-    admin_service, approver, authz_service, example_config, example_policies, redis_store,
-    store_config,
+    Notifying, authz_service, example_config, example_policies, redis_store, store_config,
 };
-use countersign::admin::pb::approvals_server::Approvals;
 use countersign::approval::StoreConfig;
 use countersign::audit::EventSink;
 use countersign::metrics::Metrics;
@@ -85,24 +82,19 @@ async fn next(rx: &mut mpsc::Receiver<(String, Value)>) -> (String, Value) {
 async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
     let redis = Redis::start().await;
     let (base, mut calls) = receiver().await;
-    let config = example_config();
     let store = Arc::new(redis_store(StoreConfig {
         retention: Duration::from_secs(600),
         ..store_config(&redis.url(), "hooks:")
     }));
-    outbox::start(
-        store.clone(),
+    let services = Notifying::start(
+        store,
         vec![
             hook("", &format!("{base}/generic"), Format::Json),
             hook("", &format!("{base}/slack"), Format::Slack),
+            hook("", &format!("{base}/teams"), Format::Teams),
         ],
-        Metrics::default(),
-        Settings::default(),
     )
     .await;
-    let policies = Arc::new(example_policies(&config));
-    let sink = EventSink::new(None, Default::default());
-    let authz = authz_service(config, policies.clone(), store.clone(), sink.clone());
 
     let req = check("POST", "/v1/datasets/sales/export")
         .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
@@ -110,7 +102,7 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
         .header("cookie", "session=secret-cookie")
         .body(r#"{"format":"csv","rows":10}"#)
         .build();
-    let answer = seen(&authz.decide(&req).await);
+    let answer = seen(&services.authz.decide(&req).await);
     assert_eq!(answer.http_status, 403);
     let answer: Value = serde_json::from_str(&answer.body).unwrap();
     let (id, token) = (
@@ -119,7 +111,7 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
     );
 
     let mut got = HashMap::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let (path, body) = next(&mut calls).await;
         got.insert(path, body);
     }
@@ -148,20 +140,26 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
             .unwrap()
             .contains("countersign approvals approve")
     );
+    let teams = &got["/teams"]["attachments"][0];
+    assert_eq!(
+        teams["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let card = teams["content"].to_string();
+    assert!(
+        card.contains(&format!("countersign approvals approve {id}"))
+            && card.contains(r#"(on behalf of User::\"alice\")"#),
+        "{card}"
+    );
     for body in got.values() {
         let s = body.to_string();
         assert!(!s.contains("secret") && !s.contains(token), "{s}");
     }
 
     // The decision is announced too.
-    let approvers = vec![approver("dora", &["data-owners"], Some("dora-token"))];
-    let admin = admin_service(store, policies, approvers, sink);
-    let mut req = tonic::Request::new(decide(id, "quarterly report"));
-    req.metadata_mut()
-        .insert("authorization", "Bearer dora-token".parse().unwrap());
-    admin.approve(req).await.unwrap();
+    services.approve(id, "quarterly report").await;
     let mut got = HashMap::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let (path, body) = next(&mut calls).await;
         got.insert(path, body);
     }
@@ -175,6 +173,8 @@ async fn webhooks_hear_of_requests_and_decisions_without_secrets() {
         "{}",
         got["/slack"]
     );
+    let card = &got["/teams"]["attachments"][0]["content"];
+    assert_eq!(card["body"][0]["inlines"][0]["text"], "Approved", "{card}");
 }
 
 fn hook(name: &str, url: &str, format: Format) -> Arc<dyn Channel> {

@@ -1,11 +1,10 @@
-//! `Debug` for the settings that hold secrets, so that a config printed in
-//! a log or a panic shows none: a Redis URL's password, and a webhook's URL
-//! (a Slack incoming-webhook URL is itself a credential).
+//! `Debug` for the store's settings, so that a config printed in a log or
+//! a panic shows no Redis password. (A webhook's `Debug` is beside it, in
+//! `notifications/webhook.rs`.)
 
 use std::fmt;
 
 use super::redis::StoreConfig;
-use crate::notifications::webhook::Webhook;
 
 /// `url` with its passwords replaced by `***`: `redis://user:***@host`, in
 /// one URL or each of a cluster's comma-separated seeds, and a Unix
@@ -73,18 +72,6 @@ fn redact_query(url: &str) -> String {
     format!("{path}?{}", pairs.join("&"))
 }
 
-/// A webhook's scheme and host (and port): the path and query of a Slack
-/// incoming webhook are its credential.
-fn webhook_origin(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => {
-            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            format!("{}://{}{port}", u.scheme(), u.host_str().unwrap_or(""))
-        }
-        Err(_) => "***".to_owned(),
-    }
-}
-
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreConfig")
@@ -101,22 +88,11 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
-impl fmt::Debug for Webhook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Webhook")
-            .field("name", &self.name)
-            .field("url", &webhook_origin(&self.url))
-            .field("format", &self.format)
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::notifications::webhook::Format;
 
     #[test]
     fn a_redis_password_is_replaced_and_the_rest_kept() {
@@ -155,7 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn debug_shows_neither_the_redis_password_nor_a_webhook_path() {
+    fn debug_shows_no_redis_password() {
         let store = StoreConfig {
             url: "rediss://app:s3cret@redis.internal:6380".into(),
             cluster: false,
@@ -173,17 +149,5 @@ mod tests {
             shown.contains("rediss://app:***@redis.internal:6380"),
             "{shown}"
         );
-
-        let hook = Webhook::new(
-            "ops",
-            "https://hooks.slack.com/services/T0/B0/XyZsecret",
-            Format::Slack,
-        );
-        assert_eq!(
-            format!("{hook:?}"),
-            r#"Webhook { name: "ops", url: "https://hooks.slack.com", format: Slack }"#
-        );
-        let odd = Webhook::new("", "https://u:p/w@hooks.example/x", Format::Json);
-        assert!(!format!("{odd:?}").contains("p/w"), "{odd:?}");
     }
 }

@@ -5,8 +5,9 @@
 //! - `env.rs`: which environment variable overrides which field.
 //! - `validate.rs`: checks every field into the typed [`Config`].
 //!
-//! `Debug` never shows a secret: the Redis password, webhook URLs, the
-//! admin key and approvers' token hashes are left out or redacted.
+//! `Debug` never shows a secret: the Redis password, webhook URLs and
+//! signing secrets, the admin key and approvers' token hashes are left out
+//! or redacted.
 
 mod admin;
 mod authzen;
@@ -201,9 +202,11 @@ impl Config {
         })?;
         raw.resolve_paths(&base);
         let origins = env::Origins::apply(&mut raw, env, origin)?;
-        validate::validate(raw, &origins)
+        validate::validate(raw, &origins, env)
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod webhook_tests;

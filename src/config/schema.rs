@@ -56,6 +56,11 @@ impl Raw {
         {
             *path = base.join(&*path);
         }
+        for w in &mut self.approvals.webhooks {
+            if let Some(path) = &mut w.secret_file {
+                *path = base.join(&*path);
+            }
+        }
         if let Some(a) = &mut self.authzen {
             for path in [
                 &mut a.tls_cert,

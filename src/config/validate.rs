@@ -9,7 +9,7 @@ use std::time::Duration;
 use cedar_policy::{EntityTypeName, EntityUid};
 
 use super::admin::validate_admin;
-use super::env::Origins;
+use super::env::{Env, Origins};
 use super::schema::{Raw, RawMcp, RawRedis};
 use super::{Config, ConfigError, Enforcement};
 use crate::approval::StoreConfig;
@@ -28,7 +28,7 @@ const SECRET_HEADERS: &[&str] = &[
 
 /// Checks every field and builds the typed configuration; each error names
 /// where the value came from (`o`), the field and what was expected.
-pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
+pub(super) fn validate(raw: Raw, o: &Origins, env: &dyn Env) -> Result<Config, ConfigError> {
     let listen = raw.server.listen.parse::<SocketAddr>().map_err(|_| {
         o.invalid(
             "server.listen",
@@ -210,7 +210,7 @@ pub(super) fn validate(raw: Raw, o: &Origins) -> Result<Config, ConfigError> {
         .as_ref()
         .map(|a| super::authzen::validate_authzen(a, o))
         .transpose()?;
-    let webhooks = super::notifications::validate_webhooks(&raw.approvals.webhooks, o)?;
+    let webhooks = super::notifications::validate_webhooks(&raw.approvals.webhooks, o, env)?;
     let notifications = super::notifications::validate_notifications(&raw.notifications, o)?;
 
     Ok(Config {

@@ -1,9 +1,12 @@
 //! Notifications: people are told when an approval request opens and when
-//! it is decided, through channels (webhooks, Slack). Each channel takes
-//! one [`Notice`] at a time; [`outbox`] feeds them and retries, so a slow or
-//! dead channel never delays a check.
+//! it is decided, through channels (webhooks: generic JSON, Slack, Teams).
+//! Each channel takes one [`Notice`] at a time; [`outbox`] feeds them and
+//! retries, so a slow or dead channel never delays a check.
 
 pub mod outbox;
+mod payload;
+pub mod signing;
+mod teams;
 pub mod webhook;
 
 use crate::approval::{Approval, EventKind};

@@ -1,39 +1,84 @@
-//! Webhooks: a generic JSON payload or a Slack incoming-webhook one, one
-//! POST per notice. Retries and queueing are the outbox's.
+//! Webhooks: one POST per notice, in the generic JSON, Slack or Teams
+//! format (`payload.rs`), with the Standard Webhooks headers and, when
+//! the webhook has secrets, their signatures (`signing.rs`). Retries and
+//! queueing are the outbox's.
 
+use std::fmt;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
+use super::signing::{self, SigningKey};
 use super::{Channel, ChannelError, Notice};
-use crate::approval::{Approval, EventKind};
+use crate::approval::EventKind;
+
+pub use super::payload::payload;
 
 /// Payload shape of one webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// The generic JSON payload; may be signed.
     Json,
+    /// A Slack incoming webhook's blocks.
     Slack,
+    /// An Adaptive Card for a Teams Workflows webhook.
+    Teams,
 }
 
-/// One webhook. `Debug` (in `approval/redact.rs`) shows only the URL's
-/// scheme and host: a Slack incoming-webhook URL is itself a secret.
+impl Format {
+    /// As written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Slack => "slack",
+            Format::Teams => "teams",
+        }
+    }
+}
+
+/// One webhook. `Debug` shows only the URL's scheme and host (a Slack or
+/// Teams webhook URL is itself a secret) and how many keys sign.
 #[derive(Clone)]
 pub struct Webhook {
     /// Logs and metrics name the webhook by this, never by its URL.
     pub name: String,
     pub url: String,
     pub format: Format,
+    /// Each signs every delivery; two while a secret is being rotated.
+    keys: Vec<SigningKey>,
     client: reqwest::Client,
 }
 
 impl PartialEq for Webhook {
     fn eq(&self, other: &Self) -> bool {
-        (&self.name, &self.url, self.format) == (&other.name, &other.url, other.format)
+        (&self.name, &self.url, self.format, &self.keys)
+            == (&other.name, &other.url, other.format, &other.keys)
     }
 }
 
 impl Eq for Webhook {}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook")
+            .field("name", &self.name)
+            .field("url", &origin(&self.url))
+            .field("format", &self.format)
+            .field("signing_keys", &self.keys.len())
+            .finish()
+    }
+}
+
+/// A webhook's scheme and host (and port): the path and query of a Slack
+/// or Teams webhook URL are its credential.
+fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}", u.scheme(), u.host_str().unwrap_or(""))
+        }
+        Err(_) => "***".to_owned(),
+    }
+}
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,8 +101,15 @@ impl Webhook {
             name,
             url: url.to_owned(),
             format,
+            keys: Vec::new(),
             client,
         }
+    }
+
+    /// Signs every delivery with each of `keys` (Standard Webhooks).
+    pub fn signed_with(mut self, keys: Vec<SigningKey>) -> Self {
+        self.keys = keys;
+        self
     }
 }
 
@@ -75,8 +127,22 @@ impl Channel for Webhook {
     }
 
     async fn deliver(&self, notice: &Notice) -> Result<(), ChannelError> {
-        let body = payload(self.format, notice.kind, &notice.approval);
-        match self.client.post(&self.url).json(&body).send().await {
+        // Serialised once: the bytes signed are the bytes sent.
+        let body = serde_json::to_vec(&payload(self.format, notice.kind, &notice.approval))
+            .map_err(|e| ChannelError::Rejected(e.to_string()))?;
+        // Per attempt, so that a retry is not taken for a replay.
+        let timestamp = crate::clock::now_secs();
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &notice.id)
+            .header("webhook-timestamp", timestamp);
+        if !self.keys.is_empty() {
+            let signature = signing::signature(&self.keys, &notice.id, timestamp, &body);
+            request = request.header("webhook-signature", signature);
+        }
+        match request.body(body).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(ChannelError::Refused(r.status().as_u16())),
             // Without the URL: it may be a secret.
@@ -85,184 +151,33 @@ impl Channel for Webhook {
     }
 }
 
-/// What people are told. Built from the stored record, which never holds
-/// credentials, tokens or raw bodies.
-pub fn payload(format: Format, event: EventKind, a: &Approval) -> Value {
-    let approve = format!("countersign approvals approve {} --reason '...'", a.id);
-    match format {
-        Format::Json => json!({
-            "event": event.as_str(),
-            "approval": {
-                "id": a.id, "status": a.status.as_str(),
-                "principal": a.info.principal, "on_behalf_of": a.info.on_behalf_of,
-                "action": a.info.action, "resource": a.info.resource,
-                "method": a.info.method, "path": a.info.path, "host": a.info.host,
-                "source_address": a.info.source_address, "policies": a.info.policies,
-                "parameters": a.info.parameters, "approver_groups": a.info.approver_groups,
-                "quorum": a.info.quorum, "reason_required": a.info.reason_required,
-                "shadow": a.info.shadow,
-                "created_at": a.created_at, "expires_at": a.expires_at,
-                "votes": a.votes,
-            },
-            "approve_command": approve,
-        }),
-        Format::Slack => {
-            // Every value the agent or an approver chose is escaped: it
-            // cannot mention, link, or start a line of its own.
-            let m = crate::text::mrkdwn;
-            let who = match &a.info.on_behalf_of {
-                Some(h) => format!("{} (on behalf of {})", m(&a.info.principal), m(h)),
-                None => m(&a.info.principal),
-            };
-            let title = match event {
-                EventKind::Requested => "Approval requested",
-                EventKind::Approved => "Approved",
-                EventKind::Denied => "Denied",
-                EventKind::Revoked => "Revoked",
-                other => other.as_str(),
-            };
-            // A shadow request is practice: said first, so nobody hurries.
-            let title = if a.info.shadow {
-                format!("[shadow] {title}")
-            } else {
-                title.to_owned()
-            };
-            let what = format!("{} on {}", m(&a.info.action), m(&a.info.resource));
-            let mut lines = vec![
-                format!("*{title}* `{}`", m(&a.id)),
-                format!("*Who:* {who}"),
-                format!("*What:* {what}"),
-                format!("*Request:* {} {}", m(&a.info.method), m(&a.info.path)),
-            ];
-            if a.info.shadow {
-                lines.push(
-                    "*Shadow mode:* the call went through without an approval; approving is practice and allows nothing".into(),
-                );
-            }
-            for (k, v) in &a.info.parameters {
-                lines.push(format!("*{}:* {}", m(k), m(v)));
-            }
-            if let Some(v) = a.votes.last() {
-                lines.push(format!(
-                    "*{}* by {}: {}",
-                    v.verdict,
-                    m(&v.approver),
-                    m(&v.reason)
-                ));
-            }
-            let mut blocks = vec![
-                json!({"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}}),
-            ];
-            if event == EventKind::Requested {
-                let groups: Vec<String> = a.info.approver_groups.iter().map(|g| m(g)).collect();
-                blocks.push(json!({"type": "context", "elements": [
-                    {"type": "mrkdwn", "text": format!("Approvers: {} · `{}`", groups.join(", "), m(&approve))}
-                ]}));
-            }
-            json!({"text": format!("{title}: {who} {what}"), "blocks": blocks})
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::{Mode, RequestInfo, Status};
-
-    fn shadow_request() -> Approval {
-        Approval {
-            id: "ap-1".into(),
-            status: Status::Pending,
-            info: RequestInfo {
-                principal: r#"User::"agent-7""#.into(),
-                on_behalf_of: None,
-                action: r#"Action::"export""#.into(),
-                resource: r#"Dataset::"sales""#.into(),
-                method: "POST".into(),
-                path: "/v1/datasets/sales/export".into(),
-                host: "api".into(),
-                source_address: "10.0.0.7".into(),
-                policies: vec!["agent-exports-need-approval".into()],
-                parameters: Default::default(),
-                approver_groups: vec!["data-owners".into()],
-                quorum: 1,
-                uses: 1,
-                reason_required: true,
-                mode: Mode::Deny,
-                shadow: true,
-                rules: String::new(),
-            },
-            created_at: 0,
-            expires_at: 60,
-            use_until: 0,
-            uses_left: 1,
-            votes: vec![],
-            opened_by: String::new(),
-        }
-    }
 
     #[test]
-    fn a_shadow_request_says_so_in_every_format() {
-        let a = shadow_request();
-        let json = payload(Format::Json, EventKind::Requested, &a);
-        assert_eq!(json["approval"]["shadow"], true);
-        let slack = payload(Format::Slack, EventKind::Requested, &a);
-        let text = slack["blocks"][0]["text"]["text"].as_str().unwrap();
-        assert!(text.starts_with("*[shadow] Approval requested*"), "{text}");
-        assert!(
-            text.contains("*Shadow mode:* the call went through"),
-            "{text}"
+    fn debug_shows_neither_a_webhook_path_nor_its_secrets() {
+        let hook = Webhook::new(
+            "ops",
+            "https://hooks.slack.com/services/T0/B0/XyZsecret",
+            Format::Slack,
         );
-        let mut enforced = a;
-        enforced.info.shadow = false;
-        let slack = payload(Format::Slack, EventKind::Requested, &enforced);
-        assert!(!slack.to_string().contains("shadow"), "{slack}");
-    }
+        assert_eq!(
+            format!("{hook:?}"),
+            r#"Webhook { name: "ops", url: "https://hooks.slack.com", format: Slack, signing_keys: 0 }"#
+        );
+        let odd = Webhook::new("", "https://u:p/w@hooks.example/x", Format::Json);
+        assert!(!format!("{odd:?}").contains("p/w"), "{odd:?}");
 
-    #[test]
-    fn what_an_agent_chose_cannot_forge_slack_lines_links_or_mentions() {
-        let mut a = shadow_request();
-        a.info.shadow = false;
-        a.info.resource = r#"Dataset::"sales <!channel>""#.into();
-        a.info.parameters = [
-            ("body.destination", "<http://evil.example|s3://reports>"),
-            ("body.note", "fine\n*Approved* by security: ok & done"),
-            (
-                "body.who",
-                "<@U024BE7LH> <!here> \u{1b}[2K\u{202e}x\u{2028}y",
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        a.votes.push(crate::approval::Vote::cast(
-            "dora".into(),
-            crate::approval::Ruling::Deny,
-            "no\n*Approved* by <!subteam^S1|security>",
-            1,
-        ));
-        let slack = payload(Format::Slack, EventKind::Requested, &a);
-        let text = slack["blocks"][0]["text"]["text"].as_str().unwrap();
-        // One line per field: seven (title, who, what, request, three
-        // parameters) and the vote.
-        assert_eq!(text.lines().count(), 8, "{text}");
-        for raw in ["<!", "<@", "<http", "\u{1b}", "\u{202e}", "\u{2028}", " & "] {
-            assert!(!text.contains(raw), "`{raw}` in {text}");
-        }
-        for shown in [
-            "*body.destination:* &lt;http://evil.example|s3://reports&gt;",
-            r"*body.note:* fine\u{a}*Approved* by security: ok &amp; done",
-            r"*body.who:* &lt;@U024BE7LH&gt; &lt;!here&gt; \u{1b}[2K\u{202e}x\u{2028}y",
-            r"*deny* by dora: no\u{a}*Approved* by &lt;!subteam^S1|security&gt;",
-            r#"*What:* Action::"export" on Dataset::"sales &lt;!channel&gt;""#,
-        ] {
-            assert!(text.contains(shown), "`{shown}` not in {text}");
-        }
-        // The notification's plain text is mrkdwn too.
-        let fallback = slack["text"].as_str().unwrap();
-        assert!(
-            fallback.ends_with(r#"on Dataset::"sales &lt;!channel&gt;""#),
-            "{fallback}"
+        let secret = SigningKey::generate();
+        let signed = Webhook::new("audit", "https://hooks.example:8443/in?k=v", Format::Json)
+            .signed_with(vec![SigningKey::parse(&secret).unwrap()]);
+        let shown = format!("{signed:?}");
+        assert_eq!(
+            shown,
+            r#"Webhook { name: "audit", url: "https://hooks.example:8443", format: Json, signing_keys: 1 }"#
         );
+        let key = secret.trim_start_matches(signing::PREFIX);
+        assert!(!shown.contains(key) && !format!("{:?}", signed.keys).contains(key));
     }
 }

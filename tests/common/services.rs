@@ -137,3 +137,42 @@ pub fn approver(name: &str, groups: &[&str], token: Option<&str>) -> ApproverCon
         token_sha256: token.map(|t| hex::encode(sha2::Sha256::digest(t.as_bytes()))),
     }
 }
+
+/// The example services on `store`, every approval event delivered to
+/// `channels` (the outbox started as `serve` starts it), and `dora`
+/// (`data-owners`, bearer token `dora-token`) as the approver.
+pub struct Notifying {
+    pub authz: AuthzService,
+    pub admin: AdminService,
+}
+
+impl Notifying {
+    pub async fn start(
+        store: Arc<dyn ApprovalStore>,
+        channels: Vec<Arc<dyn countersign::notifications::Channel>>,
+    ) -> Notifying {
+        countersign::notifications::outbox::start(
+            store.clone(),
+            channels,
+            countersign::metrics::Metrics::default(),
+            Default::default(),
+        )
+        .await;
+        let config = example_config();
+        let policies = Arc::new(example_policies(&config));
+        let sink = EventSink::new(None, Default::default());
+        let authz = authz_service(config, policies.clone(), store.clone(), sink.clone());
+        let approvers = vec![approver("dora", &["data-owners"], Some("dora-token"))];
+        let admin = admin_service(store, policies, approvers, sink);
+        Notifying { authz, admin }
+    }
+
+    /// `dora` approves `id`.
+    pub async fn approve(&self, id: &str, reason: &str) {
+        use countersign::admin::pb::approvals_server::Approvals;
+        let mut req = tonic::Request::new(super::admin::decide(id, reason));
+        req.metadata_mut()
+            .insert("authorization", "Bearer dora-token".parse().unwrap());
+        self.admin.approve(req).await.unwrap();
+    }
+}
