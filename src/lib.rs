@@ -23,6 +23,9 @@
 //!   and audit entry ([`audit::Trail`]).
 //! - [`notifications`]: telling people of approval events: channels
 //!   (webhooks; Slack) fed by a durable outbox on the audit stream.
+//! - [`slack`]: front door for approvers in Slack: requests posted with
+//!   Approve / Deny buttons (a notification channel) and the signed
+//!   interactivity endpoint that rules through the lifecycle.
 //! - [`idp`]: approvers' identity provider: its metadata and keys, and ID
 //!   tokens verified into approvers (used by [`admin`] and `countersign
 //!   login`).
@@ -57,5 +60,6 @@ pub mod notifications;
 pub mod policy;
 pub mod request;
 pub mod server;
+pub mod slack;
 pub mod telemetry;
 pub mod text;

@@ -342,6 +342,7 @@ async fn a_whole_sidecar_runs_in_process_on_listeners_the_caller_bound() {
         probes: Some(bind().await.unwrap()),
         admin: None,
         authzen: None,
+        slack: None,
     };
     let authz = format!("http://{}", listeners.authz.local_addr().unwrap());
     let probes = listeners.probes.as_ref().unwrap().local_addr().unwrap();

@@ -62,6 +62,9 @@ pub enum Method {
     Token,
     /// An ID token from the identity provider of `[admin.oidc]`.
     Oidc,
+    /// A click in Slack, from a user `[slack.users]` maps to an approver:
+    /// the issuer is the Slack workspace (team id), the subject the user id.
+    Slack,
 }
 
 impl Method {
@@ -70,11 +73,13 @@ impl Method {
             Method::Certificate => "certificate",
             Method::Token => "token",
             Method::Oidc => "oidc",
+            Method::Slack => "slack",
         }
     }
 }
 
-/// The method, and for an identity provider its issuer and the subject.
+/// The method, and for an identity provider (or Slack) its issuer and the
+/// subject.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SignedIn {
     pub method: Method,

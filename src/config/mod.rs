@@ -6,8 +6,8 @@
 //! - `validate.rs`: checks every field into the typed [`Config`].
 //!
 //! `Debug` never shows a secret: the Redis password, webhook URLs and
-//! signing secrets, the admin key and approvers' token hashes are left out
-//! or redacted.
+//! signing secrets, the admin key, approvers' token hashes and Slack's bot
+//! token and signing secret are left out or redacted.
 
 mod admin;
 mod authzen;
@@ -15,6 +15,7 @@ mod env;
 mod notifications;
 mod oidc;
 mod schema;
+mod slack;
 mod validate;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use serde::Deserialize;
 pub use authzen::{AuthzenClient, AuthzenConfig, Explain};
 pub use env::{Env, ProcessEnv, overrides};
 pub use oidc::OidcConfig;
+pub use slack::{SlackApprover, SlackConfig};
 
 use crate::request::Mapper;
 
@@ -90,6 +92,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The AuthZEN PDP; `None` unless `[authzen]` is present.
     pub authzen: Option<AuthzenConfig>,
+    /// Approvals in Slack; `None` unless `[slack]` is present.
+    pub slack: Option<SlackConfig>,
     /// Capture mode: set by `serve --record`, never by the file.
     pub record: Option<crate::audit::record::RecordConfig>,
 }
@@ -160,6 +164,27 @@ impl std::fmt::Debug for ApproverConfig {
             .field("groups", &self.groups)
             .field("token_sha256", &self.token_sha256.as_ref().map(|_| "***"))
             .finish()
+    }
+}
+
+/// A credential read from a file or the environment: `Debug` shows `***`,
+/// and only [`Secret::expose`] gives the value, where it is sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
     }
 }
 

@@ -39,6 +39,8 @@ pub(super) struct Raw {
     pub notifications: super::notifications::RawNotifications,
     /// Off unless the table is present.
     pub authzen: Option<RawAuthzen>,
+    /// Off unless the table is present.
+    pub slack: Option<super::slack::RawSlack>,
 }
 
 impl Raw {
@@ -70,6 +72,14 @@ impl Raw {
             ]
             .into_iter()
             .flatten()
+            {
+                *path = base.join(&*path);
+            }
+        }
+        if let Some(s) = &mut self.slack {
+            for path in [&mut s.bot_token_file, &mut s.signing_secret_file]
+                .into_iter()
+                .flatten()
             {
                 *path = base.join(&*path);
             }

@@ -212,6 +212,12 @@ pub(super) fn validate(raw: Raw, o: &Origins, env: &dyn Env) -> Result<Config, C
         .transpose()?;
     let webhooks = super::notifications::validate_webhooks(&raw.approvals.webhooks, o, env)?;
     let notifications = super::notifications::validate_notifications(&raw.notifications, o)?;
+    // Secrets named by environment variable are read through `env`.
+    let slack = raw
+        .slack
+        .as_ref()
+        .map(|s| super::slack::validate_slack(s, &raw.admin.approvers, o, env))
+        .transpose()?;
 
     Ok(Config {
         store,
@@ -222,6 +228,7 @@ pub(super) fn validate(raw: Raw, o: &Origins, env: &dyn Env) -> Result<Config, C
         notifications,
         admin,
         authzen,
+        slack,
         record: None,
         origin: o.file.clone(),
         listen,

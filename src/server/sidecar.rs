@@ -1,6 +1,6 @@
 //! A whole sidecar from a validated configuration: policies, the approval
-//! store, the gate and its front doors (ext_authz, the admin API), probes,
-//! the expiry sweep. [`prepare`] checks everything before a port is bound;
+//! store, the gate and its front doors (ext_authz, the admin API, AuthZEN,
+//! Slack), notifications, probes, the expiry sweep. [`prepare`] checks everything before a port is bound;
 //! [`Prepared::serve`] runs on listeners the caller bound (tests bind port
 //! 0), until `shutdown` resolves.
 
@@ -57,6 +57,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// The AuthZEN PDP.
     pub authzen: Option<TcpListener>,
+    /// Slack's interactivity endpoint.
+    pub slack: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -79,6 +81,10 @@ impl Listeners {
             },
             authzen: match &config.authzen {
                 Some(a) => Some(bind(a.listen, " (AuthZEN)").await?),
+                None => None,
+            },
+            slack: match &config.slack {
+                Some(s) => Some(bind(s.listen, " (Slack interactivity)").await?),
                 None => None,
             },
         })
@@ -243,11 +249,18 @@ impl Prepared {
             ));
         }
         crate::policy::rollout::announce(&loaded, &config.mapper.in_shadow());
-        let channels = config
+        let mut channels: Vec<Arc<dyn crate::notifications::Channel>> = config
             .webhooks
             .iter()
             .map(|w| Arc::new(w.clone()) as Arc<dyn crate::notifications::Channel>)
             .collect();
+        let slack = config
+            .slack
+            .as_ref()
+            .map(|s| crate::slack::channel(s, store.clone(), config.store.retention));
+        if let Some(s) = &slack {
+            channels.push(s.clone());
+        }
         crate::notifications::outbox::start(
             store.clone(),
             channels,
@@ -309,6 +322,30 @@ impl Prepared {
             }
         };
 
+        let slack_task = match (listeners.slack, &config.slack, slack) {
+            (Some(listener), Some(cfg), Some(channel)) => {
+                tracing::info!(
+                    slack_addr = %listener.local_addr()?,
+                    path = %cfg.path,
+                    users = cfg.users.len(),
+                    "Slack interactivity endpoint listening (plain HTTP: put TLS in front)"
+                );
+                let endpoint = crate::slack::endpoint(cfg, approvals.clone(), channel);
+                Some(tokio::spawn(crate::slack::interact::serve(
+                    listener,
+                    endpoint,
+                    stopped(stop_rx.clone()),
+                )))
+            }
+            (None, Some(_), _) => {
+                tracing::warn!(
+                    "[slack] is configured but no listener was given for its interactivity endpoint: requests are posted, clicks are not heard"
+                );
+                None
+            }
+            _ => None,
+        };
+
         let gate = Gate::new(
             policies.clone(),
             approvals.clone(),
@@ -365,6 +402,16 @@ impl Prepared {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Err(e)) => tracing::warn!("AuthZEN task: {e}"),
                 Err(_) => tracing::warn!("AuthZEN PDP did not drain within the grace period"),
+            }
+        }
+        if let Some(task) = slack_task {
+            match tokio::time::timeout(config.shutdown_grace, task).await {
+                Ok(Ok(Err(e))) => tracing::warn!("Slack interactivity endpoint: {e}"),
+                Ok(Ok(Ok(()))) => {}
+                Ok(Err(e)) => tracing::warn!("Slack interactivity task: {e}"),
+                Err(_) => tracing::warn!(
+                    "Slack interactivity endpoint did not drain within the grace period"
+                ),
             }
         }
         if let Some(t) = &telemetry {

@@ -120,11 +120,11 @@ pub(super) fn print_one(a: &pb::Approval, out: Output, layout: Layout) {
         } else {
             format!(": {}", v.reason)
         };
-        // Who the identity provider says this is, beside the name.
-        let via = if v.method == "oidc" {
-            format!(" (signed in at {} as {})", v.issuer, v.subject)
-        } else {
-            String::new()
+        // Who the identity provider (or Slack) says this is, beside the name.
+        let via = match v.method.as_str() {
+            "oidc" => format!(" (signed in at {} as {})", v.issuer, v.subject),
+            "slack" => format!(" (in Slack, workspace {} user {})", v.issuer, v.subject),
+            _ => String::new(),
         };
         row(
             "decision",

@@ -1,0 +1,389 @@
+//! What approvers see in Slack, in Block Kit: a request's message (its
+//! context, its votes, its outcome, and Approve / Deny buttons while it is
+//! pending) and the modal that asks for a reason. Built from the stored
+//! record alone, which never holds credentials, tokens or raw bodies;
+//! every value an agent or an approver chose is escaped for mrkdwn, so
+//! that it cannot mention, link, or start a line of its own.
+
+use serde_json::{Value, json};
+
+use crate::approval::{Approval, Ruling, Status};
+use crate::text::mrkdwn;
+
+/// The buttons' `action_id`s; their `value` is the approval id.
+pub const APPROVE: &str = "countersign_approve";
+pub const DENY: &str = "countersign_deny";
+/// The reason modal's `callback_id`, and its input's block and action ids.
+pub const REASON_VIEW: &str = "countersign_reason";
+pub const REASON_BLOCK: &str = "reason";
+pub const REASON_INPUT: &str = "reason";
+
+/// Slack's limit on one section's text.
+const SECTION_MAX: usize = 3000;
+/// At most this much of one value is shown (escaped): the rest is in
+/// `countersign approvals show`.
+const VALUE_MAX: usize = 500;
+/// Sections in one message (Slack takes 50 blocks; the rest are the
+/// buttons and the context).
+const SECTIONS_MAX: usize = 40;
+
+/// `s` escaped for mrkdwn, cut to about `max` bytes (never inside an
+/// escape).
+fn shown(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut buf = [0u8; 4];
+    for c in s.chars() {
+        // `mrkdwn` maps each character on its own.
+        let e = mrkdwn(c.encode_utf8(&mut buf));
+        if out.len() + e.len() > max {
+            out.push('…');
+            break;
+        }
+        out.push_str(&e);
+    }
+    out
+}
+
+fn m(s: &str) -> String {
+    shown(s, VALUE_MAX)
+}
+
+/// The headline: where the request stands, and who decided it.
+fn headline(a: &Approval) -> String {
+    let by = |verdict: Ruling| {
+        let names: Vec<String> = a
+            .votes
+            .iter()
+            .filter(|v| v.verdict == verdict)
+            .map(|v| m(&v.approver))
+            .collect();
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", names.join(", "))
+        }
+    };
+    let title = match a.status {
+        Status::Pending if a.votes.is_empty() => "Approval requested".to_owned(),
+        Status::Pending => format!(
+            "Approval requested: {} of {} approvals",
+            a.approvals(),
+            a.info.quorum
+        ),
+        Status::Approved => format!("Approved{}", by(Ruling::Approve)),
+        Status::Consumed => format!("Approved{}, and used", by(Ruling::Approve)),
+        Status::Denied => format!("Denied{}", by(Ruling::Deny)),
+        Status::Revoked => format!("Revoked{}", by(Ruling::Revoke)),
+        Status::Expired if a.use_until > 0 => {
+            format!("Approved{}, and expired unused", by(Ruling::Approve))
+        }
+        Status::Expired => "Expired: nobody decided in time".to_owned(),
+    };
+    // A shadow request is practice: said first, so nobody hurries.
+    let shadow = if a.info.shadow { "[shadow] " } else { "" };
+    format!("*{shadow}{title}* `{}`", m(&a.id))
+}
+
+/// A date every reader sees in their own time zone (UTC as the fallback).
+fn date(secs: i64) -> String {
+    format!(
+        "<!date^{secs}^{{date_short_pretty}} at {{time}}|{}>",
+        crate::clock::rfc3339(secs)
+    )
+}
+
+/// The request's message: `text` (the notification) and `blocks`.
+pub fn message(a: &Approval) -> Value {
+    let who = match &a.info.on_behalf_of {
+        Some(h) => format!("{} (on behalf of {})", m(&a.info.principal), m(h)),
+        None => m(&a.info.principal),
+    };
+    let what = format!("{} on {}", m(&a.info.action), m(&a.info.resource));
+    let mut lines = vec![
+        headline(a),
+        format!("*Who:* {who}"),
+        format!("*What:* {what}"),
+        format!("*Request:* {} {}", m(&a.info.method), m(&a.info.path)),
+    ];
+    if a.info.shadow {
+        lines.push(
+            "*Shadow mode:* the call went through without an approval; approving is practice and allows nothing".into(),
+        );
+    }
+    for (k, v) in &a.info.parameters {
+        lines.push(format!("*{}:* {}", m(k), m(v)));
+    }
+    let policies: Vec<String> = a.info.policies.iter().map(|p| m(p)).collect();
+    lines.push(format!("*Policies:* {}", policies.join(", ")));
+    let groups: Vec<String> = a.info.approver_groups.iter().map(|g| m(g)).collect();
+    lines.push(format!(
+        "*Quorum:* {} of {} approval(s) from {}{}",
+        a.approvals(),
+        a.info.quorum,
+        if groups.is_empty() {
+            "any permitted approver".to_owned()
+        } else {
+            groups.join(", ")
+        },
+        if a.info.reason_required {
+            ", reason required"
+        } else {
+            ""
+        }
+    ));
+    if a.status == Status::Pending {
+        lines.push(format!("*Expires:* {}", date(a.expires_at)));
+    }
+    for v in &a.votes {
+        let why = if v.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", m(&v.reason))
+        };
+        lines.push(format!(
+            "*{}* by {} at {}{why}",
+            v.verdict,
+            m(&v.approver),
+            date(v.at)
+        ));
+    }
+    let mut blocks: Vec<Value> = sections(&lines)
+        .into_iter()
+        .map(|text| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}))
+        .collect();
+    if a.status == Status::Pending {
+        blocks.push(json!({
+            "type": "actions",
+            "block_id": "countersign_decide",
+            "elements": [
+                {
+                    "type": "button", "action_id": APPROVE, "value": a.id, "style": "primary",
+                    "text": {"type": "plain_text", "text": "Approve"},
+                },
+                {
+                    "type": "button", "action_id": DENY, "value": a.id, "style": "danger",
+                    "text": {"type": "plain_text", "text": "Deny"},
+                    // One deny ends the request: asked twice.
+                    "confirm": {
+                        "title": {"type": "plain_text", "text": "Deny this request?"},
+                        "text": {"type": "plain_text", "text": "One deny ends it: the call stays refused."},
+                        "confirm": {"type": "plain_text", "text": "Deny"},
+                        "deny": {"type": "plain_text", "text": "Cancel"},
+                        "style": "danger",
+                    },
+                },
+            ],
+        }));
+    }
+    blocks.push(
+        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
+            "`countersign approvals show {}`", m(&a.id)
+        )}]}),
+    );
+    let title = headline(a);
+    json!({"text": format!("{title}: {who} {what}"), "blocks": blocks})
+}
+
+/// `lines` packed into section texts within Slack's limits; past the last
+/// section, a line says how many were left out.
+fn sections(lines: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let line = cut(line, SECTION_MAX);
+        if !current.is_empty() && current.len() + 1 + line.len() > SECTION_MAX {
+            out.push(std::mem::take(&mut current));
+            if out.len() == SECTIONS_MAX - 1 {
+                current = format!(
+                    "… {} more line(s): see `countersign approvals show`",
+                    lines.len() - i
+                );
+                break;
+            }
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(&line);
+    }
+    out.push(current);
+    out
+}
+
+/// `line` in at most `max` bytes. Cut between characters of escaped text:
+/// at worst an entity shows half written, never as markup.
+fn cut(line: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if line.len() <= max {
+        return line.into();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &line[..end]).into()
+}
+
+/// The modal that asks `ruling`'s reason; its `private_metadata` says what
+/// its submission rules on.
+pub fn reason_view(a: &Approval, ruling: Ruling) -> Value {
+    let verb = match ruling {
+        Ruling::Approve => "Approve",
+        Ruling::Deny => "Deny",
+        Ruling::Revoke => "Revoke",
+    };
+    let summary = format!(
+        "{}\n*Who:* {}\n*What:* {} on {}",
+        headline(a),
+        m(&a.info.principal),
+        m(&a.info.action),
+        m(&a.info.resource)
+    );
+    json!({
+        "type": "modal",
+        "callback_id": REASON_VIEW,
+        "private_metadata": metadata(ruling, &a.id),
+        "title": {"type": "plain_text", "text": format!("{verb} request")},
+        "submit": {"type": "plain_text", "text": verb},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": shown(&summary, SECTION_MAX)}},
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "label": {"type": "plain_text", "text": "Reason (recorded in the audit trail)"},
+                "element": {
+                    "type": "plain_text_input", "action_id": REASON_INPUT,
+                    "multiline": true, "max_length": 1000,
+                },
+            },
+        ],
+    })
+}
+
+/// `approve:<id>` or `deny:<id>`.
+fn metadata(ruling: Ruling, id: &str) -> String {
+    format!("{}:{id}", ruling.as_str())
+}
+
+/// What a reason modal's `private_metadata` rules on.
+pub fn parse_metadata(s: &str) -> Option<(Ruling, &str)> {
+    let (ruling, id) = s.split_once(':')?;
+    let ruling = match ruling {
+        "approve" => Ruling::Approve,
+        "deny" => Ruling::Deny,
+        _ => return None,
+    };
+    (!id.is_empty()).then_some((ruling, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::{Mode, RequestInfo, Vote};
+
+    fn request() -> Approval {
+        Approval {
+            id: "ap-1".into(),
+            status: Status::Pending,
+            info: RequestInfo {
+                principal: r#"User::"agent-7""#.into(),
+                on_behalf_of: Some(r#"User::"alice""#.into()),
+                action: r#"Action::"export""#.into(),
+                resource: r#"Dataset::"sales""#.into(),
+                method: "POST".into(),
+                path: "/v1/datasets/sales/export".into(),
+                host: "api".into(),
+                source_address: "10.0.0.7".into(),
+                policies: vec!["agent-exports-need-approval".into()],
+                parameters: Default::default(),
+                approver_groups: vec!["data-owners".into()],
+                quorum: 2,
+                uses: 1,
+                reason_required: true,
+                mode: Mode::Deny,
+                shadow: false,
+                rules: String::new(),
+            },
+            created_at: 0,
+            expires_at: 60,
+            use_until: 0,
+            uses_left: 1,
+            votes: vec![],
+            opened_by: String::new(),
+        }
+    }
+
+    fn text(msg: &Value) -> String {
+        msg["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "section")
+            .map(|b| b["text"]["text"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_pending_request_has_buttons_and_a_decided_one_says_who_decided() {
+        let mut a = request();
+        let msg = message(&a);
+        let actions = &msg["blocks"][1];
+        assert_eq!(actions["type"], "actions");
+        assert_eq!(actions["elements"][0]["action_id"], APPROVE);
+        assert_eq!(actions["elements"][0]["value"], "ap-1");
+        assert_eq!(actions["elements"][1]["action_id"], DENY);
+        let t = text(&msg);
+        assert!(t.starts_with("*Approval requested* `ap-1`"), "{t}");
+        assert!(t.contains("*Quorum:* 0 of 2 approval(s) from data-owners, reason required"));
+
+        a.votes
+            .push(Vote::cast("dora".into(), Ruling::Approve, "ok", 10));
+        assert!(text(&message(&a)).starts_with("*Approval requested: 1 of 2 approvals*"));
+        a.votes
+            .push(Vote::cast("erin".into(), Ruling::Approve, "fine", 11));
+        a.status = Status::Approved;
+        let msg = message(&a);
+        assert!(!msg.to_string().contains(r#""actions""#));
+        let t = text(&msg);
+        assert!(t.starts_with("*Approved by dora, erin* `ap-1`"), "{t}");
+        assert!(t.contains("*approve* by erin at <!date^11^"), "{t}");
+        assert!(t.ends_with(": fine"), "{t}");
+    }
+
+    #[test]
+    fn long_values_are_cut_and_many_fit_in_slacks_limits() {
+        let mut a = request();
+        a.info.parameters = (0..400)
+            .map(|i| (format!("body.p{i:03}"), "<".repeat(2000)))
+            .collect();
+        let msg = message(&a);
+        let blocks = msg["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= 50, "{}", blocks.len());
+        for b in blocks.iter().filter(|b| b["type"] == "section") {
+            let t = b["text"]["text"].as_str().unwrap();
+            assert!(t.chars().count() <= SECTION_MAX, "{}", t.len());
+            for line in t.lines().filter(|l| l.starts_with("*body.")) {
+                assert!(!line.contains('<') && !line.contains("&l…"), "{line}");
+            }
+        }
+        let t = text(&msg);
+        assert!(
+            t.contains("more line(s): see `countersign approvals show`"),
+            "{t}"
+        );
+        // Buttons survive.
+        assert!(blocks.iter().any(|b| b["type"] == "actions"));
+    }
+
+    #[test]
+    fn the_reason_modal_names_what_it_rules_on() {
+        let view = reason_view(&request(), Ruling::Deny);
+        assert_eq!(view["callback_id"], REASON_VIEW);
+        let meta = view["private_metadata"].as_str().unwrap();
+        assert_eq!(parse_metadata(meta), Some((Ruling::Deny, "ap-1")));
+        assert_eq!(view["blocks"][1]["block_id"], REASON_BLOCK);
+        assert_eq!(parse_metadata("revoke:ap-1"), None);
+        assert_eq!(parse_metadata("approve:"), None);
+    }
+}
