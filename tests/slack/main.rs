@@ -105,7 +105,7 @@ impl Rig {
             vec![channel.clone()],
             Metrics::default(),
             Settings {
-                retry_after: Duration::from_secs(1),
+                retry_after: Duration::from_secs(8),
                 give_up_after: Duration::from_secs(60),
             },
         )
