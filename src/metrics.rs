@@ -64,6 +64,7 @@ struct Inner {
     audit_guard_trims: IntCounter,
     pending_cap_refusals: IntCounter,
     notifications: IntCounterVec,
+    slack_requests: IntCounterVec,
     spans_dropped: Option<Arc<AtomicU64>>,
 }
 
@@ -150,8 +151,17 @@ impl Metrics {
             &["channel", "result"],
         )
         .expect("valid metric");
+        let slack_requests = IntCounterVec::new(
+            Opts::new(
+                "countersign_slack_requests_total",
+                "Requests to the Slack interactivity endpoint, by result: ruled (a vote recorded); reason_asked (the reason modal opened); refused (the ruling was not recorded: who clicked may not rule, the request is decided, a reason is missing; the clicker was told); unverified (bad or missing signature, timestamp outside 5 minutes); replayed; foreign (another workspace or app); invalid (not an interactivity payload); unavailable (the approval store did not answer); ignored (an interaction countersign does not handle).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(notifications.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(slack_requests.clone()),
             Box::new(checks.clone()),
             Box::new(audit_longest.clone()),
             Box::new(audit_guard.clone()),
@@ -182,6 +192,7 @@ impl Metrics {
                 audit_guard_trims,
                 pending_cap_refusals,
                 notifications,
+                slack_requests,
                 spans_dropped,
                 registry,
             }),
@@ -210,6 +221,11 @@ impl Metrics {
             .notifications
             .with_label_values(&[channel, result])
             .inc_by(n);
+    }
+
+    /// One request to the Slack interactivity endpoint came to `result`.
+    pub fn slack_request(&self, result: &'static str) {
+        self.inner.slack_requests.with_label_values(&[result]).inc();
     }
 
     pub fn redis_error(&self) {

@@ -137,65 +137,74 @@ fn refuse(status: StatusCode, why: &str) -> Response {
 }
 
 async fn handle(State(s): State<Interactivity>, headers: HeaderMap, body: Bytes) -> Response {
-    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let signature = header(SIGNATURE);
-    let secret = s.inner.config.signing_secret.expose().as_bytes();
-    let now = crate::clock::now_secs();
-    if let Err(e) = verify::verify(secret, header(TIMESTAMP), signature, &body, now) {
-        tracing::warn!("slack interactivity request refused: {e}");
-        return refuse(StatusCode::UNAUTHORIZED, "not signed by Slack");
-    }
-    let payload = form_urlencoded::parse(&body)
-        .find(|(k, _)| k == "payload")
-        .and_then(|(_, v)| serde_json::from_str::<Payload>(&v).ok());
-    let Some(payload) = payload else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "expected a `payload` form field holding JSON",
-        );
-    };
-    let cfg = &s.inner.config;
-    let team = payload.team.as_ref().map(|t| t.id.as_str());
-    if team != Some(cfg.team_id.as_str()) || payload.api_app_id != cfg.api_app_id {
-        // Signed, so Slack sent it: the signing secret is shared with
-        // another app or workspace.
-        tracing::warn!(
-            team = team.unwrap_or(""),
-            app = %payload.api_app_id,
-            "slack interactivity request refused: not from the configured workspace (slack.team_id) and app (slack.api_app_id)"
-        );
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "not from the configured workspace and app",
-        );
-    }
-    // `verify` ran first: only Slack's own requests take a key here.
-    let seen = format!("slack:sig:{}", signature.unwrap_or_default());
-    match s
-        .inner
-        .approvals
-        .store()
-        .first_sight(&seen, REPLAY_MEMORY)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!("slack interactivity request refused: replayed");
-            return refuse(StatusCode::UNAUTHORIZED, "replayed");
-        }
-        Err(e) => {
+    let (result, response) = s.answer(&headers, &body).await;
+    s.inner.approvals.sink().metrics().slack_request(result);
+    response
+}
+
+/// What came of one request (the metric's `result`), and its answer.
+type Answer = (&'static str, Response);
+
+impl Interactivity {
+    async fn answer(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let signature = header(SIGNATURE);
+        let cfg = &self.inner.config;
+        let secret = cfg.signing_secret.expose().as_bytes();
+        let now = crate::clock::now_secs();
+        if let Err(e) = verify::verify(secret, header(TIMESTAMP), signature, body, now) {
             tracing::warn!("slack interactivity request refused: {e}");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "approvals are unavailable");
+            return (
+                "unverified",
+                refuse(StatusCode::UNAUTHORIZED, "not signed by Slack"),
+            );
         }
-    }
-    let Some(user) = payload.user.as_ref().map(|u| u.id.clone()) else {
-        return refuse(StatusCode::BAD_REQUEST, "expected `user.id`");
-    };
-    match payload.kind.as_str() {
-        "block_actions" => s.block_actions(&payload, &user).await,
-        "view_submission" => s.view_submission(&payload, &user).await,
-        // Other interactions (a closed modal, a shortcut): nothing to do.
-        _ => StatusCode::OK.into_response(),
+        let payload = form_urlencoded::parse(body)
+            .find(|(k, _)| k == "payload")
+            .and_then(|(_, v)| serde_json::from_str::<Payload>(&v).ok());
+        let Some(payload) = payload else {
+            let why = "expected a `payload` form field holding JSON";
+            return ("invalid", refuse(StatusCode::BAD_REQUEST, why));
+        };
+        let team = payload.team.as_ref().map(|t| t.id.as_str());
+        if team != Some(cfg.team_id.as_str()) || payload.api_app_id != cfg.api_app_id {
+            // Signed, so Slack sent it: the signing secret is shared with
+            // another app or workspace.
+            tracing::warn!(
+                team = team.unwrap_or(""),
+                app = %payload.api_app_id,
+                "slack interactivity request refused: not from the configured workspace (slack.team_id) and app (slack.api_app_id)"
+            );
+            let why = "not from the configured workspace and app";
+            return ("foreign", refuse(StatusCode::FORBIDDEN, why));
+        }
+        // `verify` ran first: only Slack's own requests take a key here.
+        let seen = format!("slack:sig:{}", signature.unwrap_or_default());
+        let store = self.inner.approvals.store();
+        match store.first_sight(&seen, REPLAY_MEMORY).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("slack interactivity request refused: replayed");
+                return ("replayed", refuse(StatusCode::UNAUTHORIZED, "replayed"));
+            }
+            Err(e) => {
+                tracing::warn!("slack interactivity request refused: {e}");
+                let why = "approvals are unavailable";
+                return ("unavailable", refuse(StatusCode::SERVICE_UNAVAILABLE, why));
+            }
+        }
+        let Some(user) = payload.user.as_ref().map(|u| u.id.clone()) else {
+            return (
+                "invalid",
+                refuse(StatusCode::BAD_REQUEST, "expected `user.id`"),
+            );
+        };
+        match payload.kind.as_str() {
+            "block_actions" => self.block_actions(&payload, &user).await,
+            "view_submission" => self.view_submission(&payload, &user).await,
+            // Other interactions (a closed modal, a shortcut): nothing to do.
+            _ => ("ignored", StatusCode::OK.into_response()),
+        }
     }
 }
 
@@ -220,26 +229,27 @@ impl Interactivity {
 
     /// An Approve or Deny button: ruled on at once, or after a reason
     /// asked in a modal when the request requires one.
-    async fn block_actions(&self, p: &Payload, user: &str) -> Response {
+    async fn block_actions(&self, p: &Payload, user: &str) -> Answer {
         let Some((ruling, id)) = p.actions.iter().find_map(|a| match a.action_id.as_str() {
             APPROVE => Some((Ruling::Approve, a.value.as_str())),
             DENY => Some((Ruling::Deny, a.value.as_str())),
             _ => None,
         }) else {
-            return StatusCode::OK.into_response();
+            return ("ignored", StatusCode::OK.into_response());
         };
         let channel = p.channel.as_ref().map(|c| c.id.clone());
         let Some(approver) = self.approver(user) else {
             tracing::info!(slack_user = %user, approval = %id, "slack click refused: user not in slack.users");
             self.tell(channel, user, &unmapped(user));
-            return StatusCode::OK.into_response();
+            return ("refused", StatusCode::OK.into_response());
         };
         // Authorised first (as on the admin API): a reason is asked only
         // of someone who may rule.
-        match self.inner.approvals.rule(&approver, id, ruling, "").await {
+        let result = match self.inner.approvals.rule(&approver, id, ruling, "").await {
             Ok(a) => {
                 tracing::info!(approver = %approver.name, slack_user = %user, approval = %id, %ruling, status = %a.status, "ruling recorded from slack");
                 self.refresh(id);
+                "ruled"
             }
             Err(RuleError::ReasonRequired(_)) => {
                 let opened = match self.inner.approvals.get(id).await {
@@ -260,6 +270,9 @@ impl Interactivity {
                         mrkdwn(id)
                     );
                     self.tell(channel, user, &text);
+                    "refused"
+                } else {
+                    "reason_asked"
                 }
             }
             Err(e) => {
@@ -269,23 +282,25 @@ impl Interactivity {
                     user,
                     &format!("Nothing was recorded: {}", mrkdwn(&refusal(&e))),
                 );
+                "refused"
             }
-        }
-        StatusCode::OK.into_response()
+        };
+        (result, StatusCode::OK.into_response())
     }
 
     /// The reason modal's submission: the ruling with its reason, or the
     /// refusal shown in the modal.
-    async fn view_submission(&self, p: &Payload, user: &str) -> Response {
+    async fn view_submission(&self, p: &Payload, user: &str) -> Answer {
         let Some(view) = p.view.as_ref().filter(|v| v.callback_id == REASON_VIEW) else {
-            return StatusCode::OK.into_response();
+            return ("ignored", StatusCode::OK.into_response());
         };
         let Some((ruling, id)) = message::parse_metadata(&view.private_metadata) else {
-            return modal_error("this dialog names no request: nothing was recorded");
+            let why = "this dialog names no request: nothing was recorded";
+            return ("invalid", modal_error(why));
         };
         let Some(approver) = self.approver(user) else {
             tracing::info!(slack_user = %user, approval = %id, "slack reason refused: user not in slack.users");
-            return modal_error(&unmapped(user));
+            return ("refused", modal_error(&unmapped(user)));
         };
         let reason = view
             .state
@@ -304,11 +319,11 @@ impl Interactivity {
                 tracing::info!(approver = %approver.name, slack_user = %user, approval = %id, %ruling, status = %a.status, "ruling recorded from slack");
                 self.refresh(id);
                 // An empty answer closes the modal.
-                StatusCode::OK.into_response()
+                ("ruled", StatusCode::OK.into_response())
             }
             Err(e) => {
                 tracing::info!(approver = %approver.name, slack_user = %user, approval = %id, "slack reason refused: {e}");
-                modal_error(&refusal(&e))
+                ("refused", modal_error(&refusal(&e)))
             }
         }
     }

@@ -219,4 +219,15 @@ async fn forged_stale_replayed_and_foreign_requests_are_refused() {
     assert_eq!(rig.get(&id).await.votes.len(), 1);
     // Nobody was told anything: none of these came from a click.
     assert!(rig.api.calls("chat.postEphemeral").is_empty());
+    let scraped = rig.scrape().await;
+    for (result, n) in [
+        ("unverified", 5),
+        ("foreign", 2),
+        ("invalid", 1),
+        ("ruled", 1),
+        ("replayed", 1),
+    ] {
+        let line = format!("countersign_slack_requests_total{{result=\"{result}\"}} {n}\n");
+        assert!(scraped.contains(&line), "no `{line}` in {scraped}");
+    }
 }

@@ -65,6 +65,9 @@ struct Rig {
     /// The admin API, on which `dora-token` is dora's.
     admin: AdminService,
     client: reqwest::Client,
+    /// What `/metrics` would show.
+    metrics: Metrics,
+    policies: Arc<countersign::policy::PolicyStore>,
     _redis: Redis,
 }
 
@@ -126,7 +129,8 @@ impl Rig {
             vec![approver("dora", &["data-owners"], Some("dora-token"))],
             sink.clone(),
         );
-        let authz = authz_service(config, policies, dyn_store, sink);
+        let metrics = sink.metrics().clone();
+        let authz = authz_service(config, policies.clone(), dyn_store, sink);
         Rig {
             store,
             api,
@@ -134,6 +138,8 @@ impl Rig {
             authz,
             admin,
             client: reqwest::Client::new(),
+            metrics,
+            policies,
             _redis: redis,
         }
     }
@@ -144,6 +150,11 @@ impl Rig {
         let new = common::export_request(fingerprint, &["data-owners"], params);
         let opened = self.store.open(&new, CheckRef::default()).await.unwrap();
         opened.approval.id
+    }
+
+    /// The `/metrics` text.
+    async fn scrape(&self) -> String {
+        self.metrics.render(&self.policies, &*self.store).await
     }
 
     async fn get(&self, id: &str) -> Approval {
