@@ -9,6 +9,13 @@ pub mod signing;
 mod teams;
 pub mod webhook;
 
+/// What every channel says of a shadow request.
+pub(crate) use payload::SHADOW_NOTE;
+
+/// A request to describe, for the tests of every channel's messages.
+#[cfg(test)]
+pub(crate) use payload::tests::shadow_request;
+
 use crate::approval::{Approval, EventKind};
 
 /// One event to tell a channel of.

@@ -34,27 +34,15 @@ pub fn payload(format: Format, event: EventKind, a: &Approval) -> Value {
 }
 
 /// Slack incoming-webhook blocks. Every value the agent or an approver
-/// chose is escaped: it cannot mention, link, or start a line of its own.
+/// chose is escaped (and cut to fit Slack's limits): it cannot mention,
+/// link, or start a line of its own. Described as the interactive Slack
+/// message describes it (`slack::message`).
 fn slack(event: EventKind, a: &Approval, approve: &str) -> Value {
-    let m = crate::text::mrkdwn;
-    let who = match &a.info.on_behalf_of {
-        Some(h) => format!("{} (on behalf of {})", m(&a.info.principal), m(h)),
-        None => m(&a.info.principal),
-    };
+    let m = crate::slack::message::m;
     let title = title(event, a);
-    let what = format!("{} on {}", m(&a.info.action), m(&a.info.resource));
-    let mut lines = vec![
-        format!("*{title}* `{}`", m(&a.id)),
-        format!("*Who:* {who}"),
-        format!("*What:* {what}"),
-        format!("*Request:* {} {}", m(&a.info.method), m(&a.info.path)),
-    ];
-    if a.info.shadow {
-        lines.push(format!("*Shadow mode:* {SHADOW_NOTE}"));
-    }
-    for (k, v) in &a.info.parameters {
-        lines.push(format!("*{}:* {}", m(k), m(v)));
-    }
+    let described = crate::slack::message::describe(a);
+    let (who, what) = (&described.who, &described.what);
+    let mut lines = [vec![format!("*{title}* `{}`", m(&a.id))], described.lines].concat();
     if let Some(v) = a.votes.last() {
         lines.push(format!(
             "*{}* by {}: {}",
@@ -97,15 +85,15 @@ pub(super) fn title(event: EventKind, a: &Approval) -> String {
 }
 
 /// What a shadow request's message says of it.
-pub(super) const SHADOW_NOTE: &str =
+pub(crate) const SHADOW_NOTE: &str =
     "the call went through without an approval; approving is practice and allows nothing";
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::approval::{Mode, RequestInfo, Status};
 
-    pub(in crate::notifications) fn shadow_request() -> Approval {
+    pub(crate) fn shadow_request() -> Approval {
         Approval {
             id: "ap-1".into(),
             status: Status::Pending,

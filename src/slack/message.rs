@@ -44,7 +44,8 @@ fn shown(s: &str, max: usize) -> String {
     out
 }
 
-fn m(s: &str) -> String {
+/// A value shown in a message: escaped, and cut past [`VALUE_MAX`].
+pub fn m(s: &str) -> String {
     shown(s, VALUE_MAX)
 }
 
@@ -92,27 +93,44 @@ fn date(secs: i64) -> String {
     )
 }
 
-/// The request's message: `text` (the notification) and `blocks`.
-pub fn message(a: &Approval) -> Value {
+/// What every Slack message about a request says of it, escaped: who
+/// asked (and for whom), what, the call, and the shown parameters.
+pub struct Described {
+    pub who: String,
+    pub what: String,
+    /// `*Who:*`, `*What:*`, `*Request:*`, shadow mode, one per parameter.
+    pub lines: Vec<String>,
+}
+
+/// `a` described for Slack (the interactive message here, and the
+/// incoming-webhook payload of `notifications::webhook`).
+pub fn describe(a: &Approval) -> Described {
     let who = match &a.info.on_behalf_of {
         Some(h) => format!("{} (on behalf of {})", m(&a.info.principal), m(h)),
         None => m(&a.info.principal),
     };
     let what = format!("{} on {}", m(&a.info.action), m(&a.info.resource));
     let mut lines = vec![
-        headline(a),
         format!("*Who:* {who}"),
         format!("*What:* {what}"),
         format!("*Request:* {} {}", m(&a.info.method), m(&a.info.path)),
     ];
     if a.info.shadow {
-        lines.push(
-            "*Shadow mode:* the call went through without an approval; approving is practice and allows nothing".into(),
-        );
+        lines.push(format!(
+            "*Shadow mode:* {}",
+            crate::notifications::SHADOW_NOTE
+        ));
     }
     for (k, v) in &a.info.parameters {
         lines.push(format!("*{}:* {}", m(k), m(v)));
     }
+    Described { who, what, lines }
+}
+
+/// The request's message: `text` (the notification) and `blocks`.
+pub fn message(a: &Approval) -> Value {
+    let Described { who, what, lines } = describe(a);
+    let mut lines = [vec![headline(a)], lines].concat();
     let policies: Vec<String> = a.info.policies.iter().map(|p| m(p)).collect();
     lines.push(format!("*Policies:* {}", policies.join(", ")));
     let groups: Vec<String> = a.info.approver_groups.iter().map(|g| m(g)).collect();
@@ -279,38 +297,15 @@ pub fn parse_metadata(s: &str) -> Option<(Ruling, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::{Mode, RequestInfo, Vote};
+    use crate::approval::Vote;
 
+    /// An agent's export acting for alice: two data owners, with reasons.
     fn request() -> Approval {
-        Approval {
-            id: "ap-1".into(),
-            status: Status::Pending,
-            info: RequestInfo {
-                principal: r#"User::"agent-7""#.into(),
-                on_behalf_of: Some(r#"User::"alice""#.into()),
-                action: r#"Action::"export""#.into(),
-                resource: r#"Dataset::"sales""#.into(),
-                method: "POST".into(),
-                path: "/v1/datasets/sales/export".into(),
-                host: "api".into(),
-                source_address: "10.0.0.7".into(),
-                policies: vec!["agent-exports-need-approval".into()],
-                parameters: Default::default(),
-                approver_groups: vec!["data-owners".into()],
-                quorum: 2,
-                uses: 1,
-                reason_required: true,
-                mode: Mode::Deny,
-                shadow: false,
-                rules: String::new(),
-            },
-            created_at: 0,
-            expires_at: 60,
-            use_until: 0,
-            uses_left: 1,
-            votes: vec![],
-            opened_by: String::new(),
-        }
+        let mut a = crate::notifications::shadow_request();
+        a.info.shadow = false;
+        a.info.on_behalf_of = Some(r#"User::"alice""#.into());
+        a.info.quorum = 2;
+        a
     }
 
     fn text(msg: &Value) -> String {
