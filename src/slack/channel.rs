@@ -129,8 +129,19 @@ impl SlackChannel {
             None => Note::default(),
         };
         let mut first_error = None;
-        let mut changed = false;
-        for to in self.destinations(a) {
+        // Where it belongs now, and wherever it was posted before (the
+        // configuration may have changed since).
+        let mut destinations = self.destinations(a);
+        for to in note.posted.keys() {
+            if !destinations.contains(to) {
+                destinations.push(to.clone());
+            }
+        }
+        if destinations.is_empty() {
+            tracing::warn!(approval = %a.id, groups = ?a.info.approver_groups, "not posted to Slack: no channel for its approver groups in [slack.channels], and no slack.default_channel");
+            return Ok(());
+        }
+        for to in destinations {
             let result = match note.posted.get(&to) {
                 Some(spot) => match self.api.update(&Posted::from(spot), &msg).await {
                     Err(e) if e.message_gone() => self.api.post_message(&to, &msg).await.map(Some),
@@ -141,7 +152,6 @@ impl SlackChannel {
             match result {
                 Ok(Some(posted)) => {
                     note.posted.insert(to, posted.into());
-                    changed = true;
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -150,12 +160,15 @@ impl SlackChannel {
                 }
             }
         }
-        if changed {
-            // A note lost here means a message posted again on the retry.
+        if !note.posted.is_empty() {
+            // Kept (again) at every event, as long as the request can
+            // still change and `note_ttl` after. A note lost here means a
+            // message posted again on the retry.
+            let now = crate::clock::now_secs();
+            let open_for = a.expires_at.max(a.use_until).saturating_sub(now).max(0);
+            let ttl = self.note_ttl + Duration::from_secs(open_for.unsigned_abs());
             let text = serde_json::to_string(&note).unwrap_or_default();
-            self.store
-                .set_channel_note(&a.id, NAME, &text, self.note_ttl)
-                .await?;
+            self.store.set_channel_note(&a.id, NAME, &text, ttl).await?;
         }
         match first_error {
             Some(e) => Err(e.into()),

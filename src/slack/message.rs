@@ -264,7 +264,8 @@ pub fn reason_view(a: &Approval, ruling: Ruling) -> Value {
         "submit": {"type": "plain_text", "text": verb},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": shown(&summary, SECTION_MAX)}},
+            // Built of escaped values: cut, not escaped again.
+            {"type": "section", "text": {"type": "mrkdwn", "text": cut(&summary, SECTION_MAX)}},
             {
                 "type": "input",
                 "block_id": REASON_BLOCK,
@@ -378,6 +379,11 @@ mod tests {
         let meta = view["private_metadata"].as_str().unwrap();
         assert_eq!(parse_metadata(meta), Some((Ruling::Deny, "ap-1")));
         assert_eq!(view["blocks"][1]["block_id"], REASON_BLOCK);
+        let summary = view["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert_eq!(
+            summary,
+            "*Approval requested* `ap-1`\n*Who:* User::\"agent-7\"\n*What:* Action::\"export\" on Dataset::\"sales\""
+        );
         assert_eq!(parse_metadata("revoke:ap-1"), None);
         assert_eq!(parse_metadata("approve:"), None);
     }
