@@ -21,17 +21,13 @@ use std::time::Duration;
 
 use common::Redis;
 use common::services::{
-    admin_service, approver, authz_service, example_config, example_policies, lifecycle,
-    redis_store, store_config,
+    Notifying, example_config, example_policies, lifecycle, redis_store, store_config,
 };
-use countersign::admin::AdminService;
 use countersign::approval::store::CheckRef;
 use countersign::approval::{Approval, ApprovalParams, ApprovalStore, RedisStore};
 use countersign::audit::EventSink;
-use countersign::authz::AuthzService;
 use countersign::config::{Secret, SlackApprover, SlackConfig};
 use countersign::metrics::Metrics;
-use countersign::notifications::outbox::{self, Settings};
 use hmac::{Hmac, Mac};
 use recorder::Recorder;
 use serde_json::{Value, json};
@@ -60,10 +56,9 @@ struct Rig {
     api: Recorder,
     /// The interactivity endpoint's URL.
     endpoint: String,
-    /// The ext_authz front door, to open requests as Envoy's calls do.
-    authz: AuthzService,
-    /// The admin API, on which `dora-token` is dora's.
-    admin: AdminService,
+    /// The ext_authz front door, to open requests as Envoy's calls do, and
+    /// the admin API, on which `dora-token` is dora's.
+    notified: Notifying,
     client: reqwest::Client,
     /// What `/metrics` would show.
     metrics: Metrics,
@@ -77,8 +72,7 @@ impl Rig {
         let api = Recorder::start().await;
         let store = Arc::new(redis_store(store_config(&redis.url(), "slack:")));
         let dyn_store: Arc<dyn ApprovalStore> = store.clone();
-        let config = example_config();
-        let policies = Arc::new(example_policies(&config));
+        let policies = Arc::new(example_policies(&example_config()));
         let slack = SlackConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             path: "/slack/interactivity".into(),
@@ -103,16 +97,7 @@ impl Rig {
         let channel =
             countersign::slack::channel(&slack, dyn_store.clone(), Duration::from_secs(600));
         // Before any request opens: the outbox starts at the stream's end.
-        outbox::start(
-            dyn_store.clone(),
-            vec![channel.clone()],
-            Metrics::default(),
-            Settings {
-                retry_after: Duration::from_secs(8),
-                give_up_after: Duration::from_secs(60),
-            },
-        )
-        .await;
+        let notified = Notifying::start(dyn_store.clone(), vec![channel.clone()]).await;
         let sink = EventSink::default();
         let approvals = lifecycle(policies.clone(), dyn_store.clone(), sink.clone());
         let endpoint = countersign::slack::endpoint(&slack, approvals, channel);
@@ -123,22 +108,13 @@ impl Rig {
             endpoint,
             std::future::pending(),
         ));
-        let admin = admin_service(
-            dyn_store.clone(),
-            policies.clone(),
-            vec![approver("dora", &["data-owners"], Some("dora-token"))],
-            sink.clone(),
-        );
-        let metrics = sink.metrics().clone();
-        let authz = authz_service(config, policies.clone(), dyn_store, sink);
         Rig {
             store,
             api,
             endpoint: url,
-            authz,
-            admin,
+            notified,
             client: reqwest::Client::new(),
-            metrics,
+            metrics: sink.metrics().clone(),
             policies,
             _redis: redis,
         }

@@ -26,7 +26,7 @@ async fn what_an_agent_chose_is_shown_escaped() {
         .claims(json!({"sub": "agent-7", "groups": ["agents"]}))
         .body(&call.to_string())
         .build();
-    seen(&rig.authz.decide(&req).await);
+    seen(&rig.notified.authz.decide(&req).await);
     let posted = rig
         .api
         .wait("chat.postMessage", |b| {
@@ -78,7 +78,7 @@ async fn a_decision_on_the_admin_api_updates_the_message() {
             .insert("authorization", "Bearer dora-token".parse().unwrap());
         req
     };
-    rig.admin
+    rig.notified.admin
         .approve(as_dora(&id, "quarterly report"))
         .await
         .unwrap();
@@ -91,7 +91,7 @@ async fn a_decision_on_the_admin_api_updates_the_message() {
     // The first message the recorder was asked to post.
     assert_eq!(update.body["ts"], "1700000000.000001");
 
-    rig.admin
+    rig.notified.admin
         .revoke(as_dora(&id, "wrong dataset"))
         .await
         .unwrap();

@@ -16,7 +16,7 @@ async fn export(rig: &Rig, rows: u32) -> String {
         .claims(json!({"sub": "agent-7", "groups": ["agents"], "on_behalf_of": "alice"}))
         .body(&format!(r#"{{"format":"csv","rows":{rows}}}"#))
         .build();
-    let answer = seen(&rig.authz.decide(&req).await);
+    let answer = seen(&rig.notified.authz.decide(&req).await);
     assert_eq!(answer.http_status, 403, "{answer:?}");
     let answer: Value = serde_json::from_str(&answer.body).unwrap();
     answer["approval_id"].as_str().unwrap().to_owned()
