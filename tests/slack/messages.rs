@@ -78,7 +78,8 @@ async fn a_decision_on_the_admin_api_updates_the_message() {
             .insert("authorization", "Bearer dora-token".parse().unwrap());
         req
     };
-    rig.notified.admin
+    rig.notified
+        .admin
         .approve(as_dora(&id, "quarterly report"))
         .await
         .unwrap();
@@ -91,7 +92,8 @@ async fn a_decision_on_the_admin_api_updates_the_message() {
     // The first message the recorder was asked to post.
     assert_eq!(update.body["ts"], "1700000000.000001");
 
-    rig.notified.admin
+    rig.notified
+        .admin
         .revoke(as_dora(&id, "wrong dataset"))
         .await
         .unwrap();
