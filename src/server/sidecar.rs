@@ -314,6 +314,12 @@ impl Prepared {
                     stopped(stop_rx.clone()),
                 )))
             }
+            _ if config.slack.is_some() => {
+                tracing::info!(
+                    "admin API off: approvers decide in Slack only (set admin.tls_cert and admin.tls_key for the countersign CLI)"
+                );
+                None
+            }
             _ => {
                 tracing::info!(
                     "admin API off: set admin.tls_cert and admin.tls_key to approve requests"
