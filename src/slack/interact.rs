@@ -28,9 +28,11 @@ use crate::approval::{Lifecycle, Ruling, StoreError};
 use crate::config::SlackConfig;
 use crate::text::mrkdwn;
 
-/// How long a signature is remembered against replays: twice the window
-/// a timestamp is accepted in, so a replay is refused by one or the other.
-const REPLAY_MEMORY: Duration = Duration::from_secs(10 * 60);
+/// How long a signature is remembered against replays: the window a
+/// timestamp is accepted in spans twice [`verify::WINDOW_SECS`] (before
+/// and after this clock), and a minute more covers the rounding of
+/// timestamps to seconds; a replay is refused by one or the other.
+const REPLAY_MEMORY: Duration = Duration::from_secs(2 * verify::WINDOW_SECS as u64 + 60);
 /// Slack waits 3 seconds for an answer; opening the modal must fit in it.
 const VIEW_TIMEOUT: Duration = Duration::from_millis(2000);
 /// Slack's payloads carry the whole message clicked: a few hundred KiB at
@@ -148,17 +150,20 @@ type Answer = (&'static str, Response);
 impl Interactivity {
     async fn answer(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        let signature = header(SIGNATURE);
         let cfg = &self.inner.config;
         let secret = cfg.signing_secret.expose().as_bytes();
         let now = crate::clock::now_secs();
-        if let Err(e) = verify::verify(secret, header(TIMESTAMP), signature, body, now) {
-            tracing::warn!("slack interactivity request refused: {e}");
-            return (
-                "unverified",
-                refuse(StatusCode::UNAUTHORIZED, "not signed by Slack"),
-            );
-        }
+        let signature = match verify::verify(secret, header(TIMESTAMP), header(SIGNATURE), body, now)
+        {
+            Ok(signature) => signature,
+            Err(e) => {
+                tracing::warn!("slack interactivity request refused: {e}");
+                return (
+                    "unverified",
+                    refuse(StatusCode::UNAUTHORIZED, "not signed by Slack"),
+                );
+            }
+        };
         let payload = form_urlencoded::parse(body)
             .find(|(k, _)| k == "payload")
             .and_then(|(_, v)| serde_json::from_str::<Payload>(&v).ok());
@@ -178,8 +183,10 @@ impl Interactivity {
             let why = "not from the configured workspace and app";
             return ("foreign", refuse(StatusCode::FORBIDDEN, why));
         }
-        // `verify` ran first: only Slack's own requests take a key here.
-        let seen = format!("slack:sig:{}", signature.unwrap_or_default());
+        // `verify` ran first: only Slack's own requests take a key here,
+        // their signature as `verify` spells it (a replay with the hex in
+        // other case is the same request).
+        let seen = format!("slack:sig:{signature}");
         let store = self.inner.approvals.store();
         match store.first_sight(&seen, REPLAY_MEMORY).await {
             Ok(true) => {}

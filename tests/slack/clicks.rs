@@ -231,3 +231,20 @@ async fn forged_stale_replayed_and_foreign_requests_are_refused() {
         assert!(scraped.contains(&line), "no `{line}` in {scraped}");
     }
 }
+
+#[tokio::test]
+async fn a_replay_is_refused_however_its_signature_is_spelt() {
+    let rig = Rig::start().await;
+    let id = rig.open("fp-replay-case", quorum_two()).await;
+    rig.posted(&id).await;
+    let body = form(&click("U0DORA", APPROVE, &id));
+    let now = countersign::clock::now_secs();
+    let signature = sign(SECRET, now, &body);
+    assert_eq!(rig.send_signed(&body, now, &signature).await.0, 200);
+    // The same request again, its hex digest in capitals (hex is read in
+    // either case): the same signature, so a replay.
+    let shouted = format!("v0={}", signature["v0=".len()..].to_uppercase());
+    let (status, said) = rig.send_signed(&body, now, &shouted).await;
+    assert_eq!((status, said.trim()), (401, "replayed"));
+    assert_eq!(rig.get(&id).await.votes.len(), 1);
+}
