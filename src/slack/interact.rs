@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use tokio::time::Instant;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,8 +34,12 @@ use crate::text::mrkdwn;
 /// and after this clock), and a minute more covers the rounding of
 /// timestamps to seconds; a replay is refused by one or the other.
 const REPLAY_MEMORY: Duration = Duration::from_secs(2 * verify::WINDOW_SECS as u64 + 60);
-/// Slack waits 3 seconds for an answer; opening the modal must fit in it.
-const VIEW_TIMEOUT: Duration = Duration::from_millis(2000);
+/// Slack waits 3 seconds for an answer (and a click's `trigger_id` lasts
+/// as long): opening the modal must end this long after the request came,
+/// however long the store took before it, with room for the answer.
+const VIEW_DEADLINE: Duration = Duration::from_millis(2500);
+/// Less time than this left: the modal is not asked for.
+const VIEW_LEAST: Duration = Duration::from_millis(200);
 /// Slack's payloads carry the whole message clicked: a few hundred KiB at
 /// most.
 const MAX_BODY: usize = 1024 * 1024;
@@ -139,7 +144,8 @@ fn refuse(status: StatusCode, why: &str) -> Response {
 }
 
 async fn handle(State(s): State<Interactivity>, headers: HeaderMap, body: Bytes) -> Response {
-    let (result, response) = s.answer(&headers, &body).await;
+    let arrived = Instant::now();
+    let (result, response) = s.answer(&headers, &body, arrived).await;
     s.inner.approvals.sink().metrics().slack_request(result);
     response
 }
@@ -148,7 +154,7 @@ async fn handle(State(s): State<Interactivity>, headers: HeaderMap, body: Bytes)
 type Answer = (&'static str, Response);
 
 impl Interactivity {
-    async fn answer(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
+    async fn answer(&self, headers: &HeaderMap, body: &[u8], arrived: Instant) -> Answer {
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
         let cfg = &self.inner.config;
         let secret = cfg.signing_secret.expose().as_bytes();
@@ -207,7 +213,7 @@ impl Interactivity {
             );
         };
         match payload.kind.as_str() {
-            "block_actions" => self.block_actions(&payload, &user).await,
+            "block_actions" => self.block_actions(&payload, &user, arrived).await,
             "view_submission" => self.view_submission(&payload, &user).await,
             // Other interactions (a closed modal, a shortcut): nothing to do.
             _ => ("ignored", StatusCode::OK.into_response()),
@@ -236,7 +242,7 @@ impl Interactivity {
 
     /// An Approve or Deny button: ruled on at once, or after a reason
     /// asked in a modal when the request requires one.
-    async fn block_actions(&self, p: &Payload, user: &str) -> Answer {
+    async fn block_actions(&self, p: &Payload, user: &str, arrived: Instant) -> Answer {
         let Some((ruling, id)) = p.actions.iter().find_map(|a| match a.action_id.as_str() {
             APPROVE => Some((Ruling::Approve, a.value.as_str())),
             DENY => Some((Ruling::Deny, a.value.as_str())),
@@ -263,9 +269,15 @@ impl Interactivity {
                     Ok(a) => {
                         let view = message::reason_view(&a, ruling);
                         let api = self.inner.channel.api();
-                        api.open_view(&p.trigger_id, &view, VIEW_TIMEOUT)
-                            .await
-                            .map_err(|e| e.to_string())
+                        // What is left of Slack's 3 seconds after the
+                        // store's calls.
+                        match VIEW_DEADLINE.checked_sub(arrived.elapsed()) {
+                            Some(left) if left >= VIEW_LEAST => api
+                                .open_view(&p.trigger_id, &view, left)
+                                .await
+                                .map_err(|e| e.to_string()),
+                            _ => Err("the approval store answered too slowly".to_owned()),
+                        }
                     }
                     Err(e) => Err(e.to_string()),
                 };
