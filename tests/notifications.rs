@@ -19,9 +19,9 @@ use countersign::approval::store::{ApprovalStore, CheckRef};
 use countersign::approval::{ApprovalParams, EventKind, StoreConfig};
 use countersign::audit::EventSink;
 use countersign::metrics::Metrics;
-use countersign::notifications::{Channel, ChannelError, Notice};
 use countersign::notifications::outbox::{self, Settings};
 use countersign::notifications::webhook::{Format, Webhook};
+use countersign::notifications::{Channel, ChannelError, Notice};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -265,7 +265,11 @@ impl Channel for Flaky {
     }
 
     async fn deliver(&self, _: &Notice) -> Result<(), ChannelError> {
-        if self.down.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+        if self
+            .down
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
             return Err(ChannelError::Unreachable("down".into()));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -53,7 +53,8 @@ fn slack(event: EventKind, a: &Approval, approve: &str) -> Value {
     }
     // Within Slack's limits (a section past them refuses the whole
     // payload), saying what did not fit.
-    let section = |text: String| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}});
+    let section =
+        |text: String| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}});
     let (texts, lost) = sections(&lines, &a.id);
     let mut blocks: Vec<Value> = texts.into_iter().map(section).collect();
     if let Some(warning) = not_all_shown(&a.id, described.cut + lost.cut, lost.left_out) {

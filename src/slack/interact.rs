@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use tokio::time::Instant;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use super::channel::SlackChannel;
 use super::message::{self, APPROVE, DENY, REASON_BLOCK, REASON_INPUT, REASON_VIEW};
@@ -159,17 +159,17 @@ impl Interactivity {
         let cfg = &self.inner.config;
         let secret = cfg.signing_secret.expose().as_bytes();
         let now = crate::clock::now_secs();
-        let signature = match verify::verify(secret, header(TIMESTAMP), header(SIGNATURE), body, now)
-        {
-            Ok(signature) => signature,
-            Err(e) => {
-                tracing::warn!("slack interactivity request refused: {e}");
-                return (
-                    "unverified",
-                    refuse(StatusCode::UNAUTHORIZED, "not signed by Slack"),
-                );
-            }
-        };
+        let signature =
+            match verify::verify(secret, header(TIMESTAMP), header(SIGNATURE), body, now) {
+                Ok(signature) => signature,
+                Err(e) => {
+                    tracing::warn!("slack interactivity request refused: {e}");
+                    return (
+                        "unverified",
+                        refuse(StatusCode::UNAUTHORIZED, "not signed by Slack"),
+                    );
+                }
+            };
         let payload = form_urlencoded::parse(body)
             .find(|(k, _)| k == "payload")
             .and_then(|(_, v)| serde_json::from_str::<Payload>(&v).ok());

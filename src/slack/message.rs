@@ -226,7 +226,8 @@ pub fn message(a: &Approval) -> Value {
             date(v.at)
         ));
     }
-    let section = |text: String| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}});
+    let section =
+        |text: String| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}});
     let (texts, lost) = sections(&lines, &a.id);
     let mut blocks: Vec<Value> = texts.into_iter().map(section).collect();
     // Right above the buttons, in the message's own words.

@@ -266,7 +266,10 @@ async fn malformed_signed_requests_are_answered_and_record_nothing() {
     for (payload, expected) in [
         (json!({"type": "block_actions"}), 403),
         (with(json!({"type": "block_actions"})), 400),
-        (with(json!({"type": "block_actions", "user": "U0DORA"})), 400),
+        (
+            with(json!({"type": "block_actions", "user": "U0DORA"})),
+            400,
+        ),
         (with(json!({"type": 7, "user": {"id": "U0DORA"}})), 400),
         (
             with(json!({"type": "block_actions", "user": {"id": "U0DORA"}, "actions": {}})),
@@ -293,7 +296,10 @@ async fn malformed_signed_requests_are_answered_and_record_nothing() {
                     "state": {"values": {"reason": {"reason": {"value": null}}}}}})),
             200,
         ),
-        (with(json!({"type": "shortcut", "user": {"id": "U0DORA"}})), 200),
+        (
+            with(json!({"type": "shortcut", "user": {"id": "U0DORA"}})),
+            200,
+        ),
     ] {
         let (status, said) = rig.send(&payload).await;
         assert_eq!(status, expected, "{said} for {:.200}", payload.to_string());
