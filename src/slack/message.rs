@@ -181,8 +181,17 @@ pub fn describe(a: &Approval) -> Described {
     }
 }
 
-/// The request's message: `text` (the notification) and `blocks`.
-pub fn message(a: &Approval) -> Value {
+/// The request's message, in parts: what it says, packed into section
+/// texts, and its warning of what those do not show.
+struct Packed {
+    who: String,
+    what: String,
+    texts: Vec<String>,
+    warning: Option<String>,
+}
+
+/// `a`'s message in parts.
+fn packed(a: &Approval) -> Packed {
     let Described {
         who,
         what,
@@ -226,12 +235,29 @@ pub fn message(a: &Approval) -> Value {
             date(v.at)
         ));
     }
+    let (texts, lost) = sections(&lines, &a.id);
+    let warning = not_all_shown(&a.id, cut + f.cut.get() + lost.cut, lost.left_out);
+    Packed {
+        who,
+        what,
+        texts,
+        warning,
+    }
+}
+
+/// The request's message: `text` (the notification) and `blocks`.
+pub fn message(a: &Approval) -> Value {
+    let Packed {
+        who,
+        what,
+        texts,
+        warning,
+    } = packed(a);
     let section =
         |text: String| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}});
-    let (texts, lost) = sections(&lines, &a.id);
     let mut blocks: Vec<Value> = texts.into_iter().map(section).collect();
     // Right above the buttons, in the message's own words.
-    if let Some(warning) = not_all_shown(&a.id, cut + f.cut.get() + lost.cut, lost.left_out) {
+    if let Some(warning) = warning {
         blocks.push(section(warning));
     }
     if a.status == Status::Pending {
@@ -331,19 +357,19 @@ pub fn reason_view(a: &Approval, ruling: Ruling) -> Value {
         Ruling::Deny => "Deny",
         Ruling::Revoke => "Revoke",
     };
-    let mut summary = format!(
+    let summary = format!(
         "{}\n*Who:* {}\n*What:* {} on {}",
         headline(a),
         m(&a.info.principal),
         m(&a.info.action),
         m(&a.info.resource)
     );
-    // What the message cut, the dialog says too: it is where the vote is
-    // cast.
-    if let Some(warning) = not_all_shown(&a.id, describe(a).cut, 0) {
-        summary.push('\n');
-        summary.push_str(&warning);
-    }
+    // What the message does not show, the dialog says too (it is where
+    // the vote is cast), never cut itself.
+    let summary = match packed(a).warning {
+        Some(w) => format!("{}\n{w}", cut(&summary, SECTION_MAX - 1 - w.len())),
+        None => cut(&summary, SECTION_MAX).into_owned(),
+    };
     json!({
         "type": "modal",
         "callback_id": REASON_VIEW,
@@ -353,7 +379,7 @@ pub fn reason_view(a: &Approval, ruling: Ruling) -> Value {
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
             // Built of escaped values: cut, not escaped again.
-            {"type": "section", "text": {"type": "mrkdwn", "text": cut(&summary, SECTION_MAX)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": summary}},
             {
                 "type": "input",
                 "block_id": REASON_BLOCK,
@@ -463,6 +489,13 @@ mod tests {
         );
         // Buttons survive.
         assert!(blocks.iter().any(|b| b["type"] == "actions"));
+        // The reason dialog says what the message left out.
+        let view = reason_view(&a, Ruling::Approve);
+        let summary = view["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(
+            summary.contains(" line(s) left out. Before deciding"),
+            "{summary}"
+        );
     }
 
     #[test]
