@@ -6,6 +6,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::Redis;
@@ -13,12 +15,13 @@ use common::check::{check, seen};
 use common::services::{
     Notifying, authz_service, example_config, example_policies, redis_store, store_config,
 };
-use countersign::approval::StoreConfig;
+use countersign::approval::store::{ApprovalStore, CheckRef};
+use countersign::approval::{ApprovalParams, EventKind, StoreConfig};
 use countersign::audit::EventSink;
 use countersign::metrics::Metrics;
-use countersign::notifications::Channel;
 use countersign::notifications::outbox::{self, Settings};
 use countersign::notifications::webhook::{Format, Webhook};
+use countersign::notifications::{Channel, ChannelError, Notice};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -240,4 +243,68 @@ async fn a_webhook_that_never_answers_holds_back_only_itself() {
         !text.contains(r#"channel="dead",result="delivered""#),
         "{text}"
     );
+}
+
+/// A channel that fails as an outage does while `down` lasts (counted
+/// down at every attempt, on any sidecar), then takes 200 ms to deliver;
+/// `delivered` counts deliveries.
+#[derive(Debug)]
+struct Flaky {
+    down: Arc<AtomicU32>,
+    delivered: Arc<AtomicU32>,
+}
+
+#[async_trait::async_trait]
+impl Channel for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    fn wants(&self, _: EventKind) -> bool {
+        true
+    }
+
+    async fn deliver(&self, _: &Notice) -> Result<(), ChannelError> {
+        if self
+            .down
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(ChannelError::Unreachable("down".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.delivered.fetch_add(1, SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn quick_retries_end_before_another_sidecar_may_claim_the_event() {
+    let redis = Redis::start().await;
+    let store = Arc::new(redis_store(store_config(&redis.url(), "quick:")));
+    // Short, so that the quick retries' pauses (250 ms, then 1 s) reach
+    // past it: another sidecar may claim the event after 1 s.
+    let settings = Settings {
+        retry_after: Duration::from_secs(1),
+        give_up_after: Duration::from_secs(60),
+    };
+    // Two sidecars on one store; the channel is down for two attempts.
+    let (down, delivered) = (Arc::new(AtomicU32::new(2)), Arc::new(AtomicU32::new(0)));
+    for _ in 0..2 {
+        let channel = Flaky {
+            down: down.clone(),
+            delivered: delivered.clone(),
+        };
+        outbox::start(
+            store.clone(),
+            vec![Arc::new(channel)],
+            Metrics::default(),
+            settings,
+        )
+        .await;
+    }
+    let new = common::export_request("fp-quick", &["data-owners"], ApprovalParams::default());
+    store.open(&new, CheckRef::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(delivered.load(SeqCst), 1, "delivered by both sidecars");
 }

@@ -215,8 +215,14 @@ impl Config {
         let mut raw: schema::Raw = toml::from_str(&text).map_err(|e| {
             let start = e.span().map_or(0, |s| s.start);
             let (line, col) = crate::location::line_col(&text, start);
-            // toml names the expected type but not the key: quote the line.
+            // toml names the expected type but not the key: quote the
+            // line, without its value, which may be a secret written where
+            // it does not belong (`bot_token = "xoxb-…"`, a misspelt key).
             let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+            let source = match source.split_once('=') {
+                Some((key, _)) => format!("{} = …", key.trim_end()),
+                None => source.to_owned(),
+            };
             let message = format!("{} (in `{source}`)", e.message().trim_end());
             ConfigError::Syntax {
                 origin: origin.clone(),

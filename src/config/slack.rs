@@ -379,6 +379,22 @@ U0DORA = "dora"
     }
 
     #[test]
+    fn a_secret_written_in_the_file_is_refused_without_being_shown() {
+        for (line, secret) in [
+            ("bot_token = \"xoxb-1nline-t0ken\"", "xoxb-1nline-t0ken"),
+            ("signing_secret = \"1nline-s3cret\"", "1nline-s3cret"),
+            // Misspelt: toml's own error would quote the line.
+            ("signing_secrett = \"1nline-s3cret\"", "1nline-s3cret"),
+        ] {
+            let text = SLACK.replacen("[slack]\n", &format!("[slack]\n{line}\n"), 1);
+            let e = load(&text).unwrap_err();
+            assert!(!e.contains(secret), "{e}");
+            let key = line.split(' ').next().unwrap();
+            assert!(e.contains(&format!("unknown field `{key}`")), "{e}");
+        }
+    }
+
+    #[test]
     fn every_slack_field_is_checked_and_named() {
         let with = |from: &str, to: &str| {
             assert!(SLACK.contains(from), "{from}");

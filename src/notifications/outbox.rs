@@ -104,6 +104,10 @@ enum Fate {
     Failed,
     /// Given up: acknowledged.
     GaveUp,
+    /// Not attempted: taken too long ago to be sent now (another sidecar
+    /// may claim it soon). Left for a retry, and the rest of the batch
+    /// with it.
+    Late,
 }
 
 impl Worker {
@@ -179,6 +183,7 @@ impl Worker {
                     self.metrics.notification(name, "failed", 1);
                     break;
                 }
+                Fate::Late => break,
                 Fate::Delivered => self.metrics.notification(name, "delivered", 1),
                 Fate::GaveUp => self.metrics.notification(name, "gave_up", 1),
             }
@@ -221,10 +226,17 @@ impl Worker {
             kind,
             approval,
         };
+        // An attempt begins before half of `retry_after` since the take,
+        // the pause before it included (and the read above): it ends, at
+        // most a quarter later, before another sidecar may claim the event.
+        let in_time = |pause: Duration| taken_at.elapsed() + pause < self.settings.retry_after / 2;
+        if !in_time(Duration::ZERO) {
+            return Fate::Late;
+        }
         let mut result = self.attempt(&notice).await;
         for pause in QUICK_RETRIES {
             match &result {
-                Err(e) if e.retryable() && taken_at.elapsed() < self.settings.retry_after / 2 => {
+                Err(e) if e.retryable() && in_time(pause) => {
                     tokio::time::sleep(pause).await;
                     result = self.attempt(&notice).await;
                 }

@@ -38,7 +38,7 @@ pub fn payload(format: Format, event: EventKind, a: &Approval) -> Value {
 /// link, or start a line of its own. Described as the interactive Slack
 /// message describes it (`slack::message`).
 fn slack(event: EventKind, a: &Approval, approve: &str) -> Value {
-    let m = crate::slack::message::m;
+    use crate::slack::message::{m, not_all_shown, sections};
     let title = title(event, a);
     let described = crate::slack::message::describe(a);
     let (who, what) = (&described.who, &described.what);
@@ -51,8 +51,15 @@ fn slack(event: EventKind, a: &Approval, approve: &str) -> Value {
             m(&v.reason)
         ));
     }
-    let mut blocks =
-        vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}})];
+    // Within Slack's limits (a section past them refuses the whole
+    // payload), saying what did not fit.
+    let section =
+        |text: String| json!({"type": "section", "text": {"type": "mrkdwn", "text": text}});
+    let (texts, lost) = sections(&lines, &a.id);
+    let mut blocks: Vec<Value> = texts.into_iter().map(section).collect();
+    if let Some(warning) = not_all_shown(&a.id, described.cut + lost.cut, lost.left_out) {
+        blocks.push(section(warning));
+    }
     if event == EventKind::Requested {
         let groups: Vec<String> = a.info.approver_groups.iter().map(|g| m(g)).collect();
         blocks.push(json!({"type": "context", "elements": [
@@ -164,6 +171,36 @@ pub(crate) mod tests {
         enforced.info.shadow = false;
         let slack = payload(Format::Slack, EventKind::Requested, &enforced);
         assert!(!slack.to_string().contains("shadow"), "{slack}");
+    }
+
+    #[test]
+    fn a_slack_payload_fits_slacks_limits_and_says_what_it_cut() {
+        let mut a = shadow_request();
+        a.info.parameters = (0..60)
+            .map(|i| (format!("body.p{i:02}"), "x".repeat(2000)))
+            .collect();
+        let slack = payload(Format::Slack, EventKind::Requested, &a);
+        let blocks = slack["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= 50, "{}", blocks.len());
+        let mut all = String::new();
+        for b in blocks {
+            let t = b["text"]["text"]
+                .as_str()
+                .or(b["elements"][0]["text"].as_str())
+                .unwrap();
+            // Slack refuses a section text past 3000 characters (and the
+            // whole payload with it).
+            assert!(t.chars().count() <= 3000, "{}", t.len());
+            all.push_str(t);
+            all.push('\n');
+        }
+        assert!(all.contains("*body.p00:* xxx"), "{all}");
+        assert!(
+            all.contains(
+                "*Not all of this request fits in Slack:* values cut short end in *[cut]*. Before deciding, read it whole: `countersign approvals show ap-1`"
+            ),
+            "{all}"
+        );
     }
 
     #[test]

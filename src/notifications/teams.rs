@@ -32,7 +32,10 @@ pub fn card(event: EventKind, a: &Approval, approve: &str) -> Value {
         line("Approval", &a.id),
         line("Who", &who),
         line("What", &format!("{} on {}", a.info.action, a.info.resource)),
-        line("Request", &format!("{} {}", a.info.method, a.info.path)),
+        line(
+            "Request",
+            &format!("{} {} (host {})", a.info.method, a.info.path, a.info.host),
+        ),
     ];
     if a.info.shadow {
         body.push(line("Shadow mode", SHADOW_NOTE));
@@ -164,7 +167,7 @@ mod tests {
                 "Approval: ap-1",
                 r#"Who: User::"agent-7""#,
                 r#"What: Action::"export" on Dataset::"sales""#,
-                "Request: POST /v1/datasets/sales/export",
+                "Request: POST /v1/datasets/sales/export (host api)",
                 &format!("Shadow mode: {SHADOW_NOTE}"),
                 "Policies: agent-exports-need-approval",
                 "Quorum: 0 of 1 approvals",

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use super::channel::SlackChannel;
 use super::message::{self, APPROVE, DENY, REASON_BLOCK, REASON_INPUT, REASON_VIEW};
@@ -28,11 +29,17 @@ use crate::approval::{Lifecycle, Ruling, StoreError};
 use crate::config::SlackConfig;
 use crate::text::mrkdwn;
 
-/// How long a signature is remembered against replays: twice the window
-/// a timestamp is accepted in, so a replay is refused by one or the other.
-const REPLAY_MEMORY: Duration = Duration::from_secs(10 * 60);
-/// Slack waits 3 seconds for an answer; opening the modal must fit in it.
-const VIEW_TIMEOUT: Duration = Duration::from_millis(2000);
+/// How long a signature is remembered against replays: the window a
+/// timestamp is accepted in spans twice [`verify::WINDOW_SECS`] (before
+/// and after this clock), and a minute more covers the rounding of
+/// timestamps to seconds; a replay is refused by one or the other.
+const REPLAY_MEMORY: Duration = Duration::from_secs(2 * verify::WINDOW_SECS as u64 + 60);
+/// Slack waits 3 seconds for an answer (and a click's `trigger_id` lasts
+/// as long): opening the modal must end this long after the request came,
+/// however long the store took before it, with room for the answer.
+const VIEW_DEADLINE: Duration = Duration::from_millis(2500);
+/// Less time than this left: the modal is not asked for.
+const VIEW_LEAST: Duration = Duration::from_millis(200);
 /// Slack's payloads carry the whole message clicked: a few hundred KiB at
 /// most.
 const MAX_BODY: usize = 1024 * 1024;
@@ -137,7 +144,8 @@ fn refuse(status: StatusCode, why: &str) -> Response {
 }
 
 async fn handle(State(s): State<Interactivity>, headers: HeaderMap, body: Bytes) -> Response {
-    let (result, response) = s.answer(&headers, &body).await;
+    let arrived = Instant::now();
+    let (result, response) = s.answer(&headers, &body, arrived).await;
     s.inner.approvals.sink().metrics().slack_request(result);
     response
 }
@@ -146,19 +154,22 @@ async fn handle(State(s): State<Interactivity>, headers: HeaderMap, body: Bytes)
 type Answer = (&'static str, Response);
 
 impl Interactivity {
-    async fn answer(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
+    async fn answer(&self, headers: &HeaderMap, body: &[u8], arrived: Instant) -> Answer {
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        let signature = header(SIGNATURE);
         let cfg = &self.inner.config;
         let secret = cfg.signing_secret.expose().as_bytes();
         let now = crate::clock::now_secs();
-        if let Err(e) = verify::verify(secret, header(TIMESTAMP), signature, body, now) {
-            tracing::warn!("slack interactivity request refused: {e}");
-            return (
-                "unverified",
-                refuse(StatusCode::UNAUTHORIZED, "not signed by Slack"),
-            );
-        }
+        let signature =
+            match verify::verify(secret, header(TIMESTAMP), header(SIGNATURE), body, now) {
+                Ok(signature) => signature,
+                Err(e) => {
+                    tracing::warn!("slack interactivity request refused: {e}");
+                    return (
+                        "unverified",
+                        refuse(StatusCode::UNAUTHORIZED, "not signed by Slack"),
+                    );
+                }
+            };
         let payload = form_urlencoded::parse(body)
             .find(|(k, _)| k == "payload")
             .and_then(|(_, v)| serde_json::from_str::<Payload>(&v).ok());
@@ -178,8 +189,10 @@ impl Interactivity {
             let why = "not from the configured workspace and app";
             return ("foreign", refuse(StatusCode::FORBIDDEN, why));
         }
-        // `verify` ran first: only Slack's own requests take a key here.
-        let seen = format!("slack:sig:{}", signature.unwrap_or_default());
+        // `verify` ran first: only Slack's own requests take a key here,
+        // their signature as `verify` spells it (a replay with the hex in
+        // other case is the same request).
+        let seen = format!("slack:sig:{signature}");
         let store = self.inner.approvals.store();
         match store.first_sight(&seen, REPLAY_MEMORY).await {
             Ok(true) => {}
@@ -200,7 +213,7 @@ impl Interactivity {
             );
         };
         match payload.kind.as_str() {
-            "block_actions" => self.block_actions(&payload, &user).await,
+            "block_actions" => self.block_actions(&payload, &user, arrived).await,
             "view_submission" => self.view_submission(&payload, &user).await,
             // Other interactions (a closed modal, a shortcut): nothing to do.
             _ => ("ignored", StatusCode::OK.into_response()),
@@ -229,7 +242,7 @@ impl Interactivity {
 
     /// An Approve or Deny button: ruled on at once, or after a reason
     /// asked in a modal when the request requires one.
-    async fn block_actions(&self, p: &Payload, user: &str) -> Answer {
+    async fn block_actions(&self, p: &Payload, user: &str, arrived: Instant) -> Answer {
         let Some((ruling, id)) = p.actions.iter().find_map(|a| match a.action_id.as_str() {
             APPROVE => Some((Ruling::Approve, a.value.as_str())),
             DENY => Some((Ruling::Deny, a.value.as_str())),
@@ -256,9 +269,15 @@ impl Interactivity {
                     Ok(a) => {
                         let view = message::reason_view(&a, ruling);
                         let api = self.inner.channel.api();
-                        api.open_view(&p.trigger_id, &view, VIEW_TIMEOUT)
-                            .await
-                            .map_err(|e| e.to_string())
+                        // What is left of Slack's 3 seconds after the
+                        // store's calls.
+                        match VIEW_DEADLINE.checked_sub(arrived.elapsed()) {
+                            Some(left) if left >= VIEW_LEAST => api
+                                .open_view(&p.trigger_id, &view, left)
+                                .await
+                                .map_err(|e| e.to_string()),
+                            _ => Err("the approval store answered too slowly".to_owned()),
+                        }
                     }
                     Err(e) => Err(e.to_string()),
                 };

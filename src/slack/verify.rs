@@ -27,14 +27,16 @@ pub const SIGNATURE: &str = "x-slack-signature";
 pub const TIMESTAMP: &str = "x-slack-request-timestamp";
 
 /// Checks `signature` over `timestamp` and `body` with `secret`, and that
-/// `timestamp` is within [`WINDOW_SECS`] of `now` (Unix seconds).
+/// `timestamp` is within [`WINDOW_SECS`] of `now` (Unix seconds). Returns
+/// the signature in one spelling (lowercase hex), to remember against
+/// replays: hex is read in either case, so the header as sent is not one.
 pub fn verify(
     secret: &[u8],
     timestamp: Option<&str>,
     signature: Option<&str>,
     body: &[u8],
     now: i64,
-) -> Result<(), VerifyError> {
+) -> Result<String, VerifyError> {
     let timestamp = timestamp.ok_or(VerifyError::Missing(TIMESTAMP))?;
     let signature = signature.ok_or(VerifyError::Missing(SIGNATURE))?;
     let at: i64 = timestamp
@@ -53,7 +55,7 @@ pub fn verify(
     if skew > WINDOW_SECS {
         return Err(VerifyError::Stale(skew));
     }
-    Ok(())
+    Ok(hex::encode(digest))
 }
 
 fn mac(secret: &[u8], timestamp: &str) -> Hmac<Sha256> {
@@ -79,7 +81,13 @@ mod tests {
     fn slacks_documented_example_verifies() {
         assert_eq!(
             verify(SECRET, Some(TS), Some(SIG), BODY, 1531420618),
-            Ok(())
+            Ok(SIG["v0=".len()..].to_owned())
+        );
+        // In capitals: the same signature, spelt as one.
+        let shouted = format!("v0={}", SIG["v0=".len()..].to_uppercase());
+        assert_eq!(
+            verify(SECRET, Some(TS), Some(&shouted), BODY, 1531420618),
+            Ok(SIG["v0=".len()..].to_owned())
         );
     }
 
@@ -115,6 +123,6 @@ mod tests {
             v(SECRET, Some(TS), Some(SIG), BODY, now - 301),
             Err(VerifyError::Stale(301))
         );
-        assert_eq!(v(SECRET, Some(TS), Some(SIG), BODY, now + 300), Ok(()));
+        assert!(v(SECRET, Some(TS), Some(SIG), BODY, now + 300).is_ok());
     }
 }

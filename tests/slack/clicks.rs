@@ -231,3 +231,88 @@ async fn forged_stale_replayed_and_foreign_requests_are_refused() {
         assert!(scraped.contains(&line), "no `{line}` in {scraped}");
     }
 }
+
+#[tokio::test]
+async fn a_replay_is_refused_however_its_signature_is_spelt() {
+    let rig = Rig::start().await;
+    let id = rig.open("fp-replay-case", quorum_two()).await;
+    rig.posted(&id).await;
+    let body = form(&click("U0DORA", APPROVE, &id));
+    let now = countersign::clock::now_secs();
+    let signature = sign(SECRET, now, &body);
+    assert_eq!(rig.send_signed(&body, now, &signature).await.0, 200);
+    // The same request again, its hex digest in capitals (hex is read in
+    // either case): the same signature, so a replay.
+    let shouted = format!("v0={}", signature["v0=".len()..].to_uppercase());
+    let (status, said) = rig.send_signed(&body, now, &shouted).await;
+    assert_eq!((status, said.trim()), (401, "replayed"));
+    assert_eq!(rig.get(&id).await.votes.len(), 1);
+}
+
+#[tokio::test]
+async fn malformed_signed_requests_are_answered_and_record_nothing() {
+    let rig = Rig::start().await;
+    let id = rig.open("fp-malformed", quorum_two()).await;
+    rig.posted(&id).await;
+    let ours = json!({"team": {"id": crate::TEAM}, "api_app_id": crate::APP});
+    let with = |extra: serde_json::Value| {
+        let mut p = ours.clone();
+        p.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        p
+    };
+    let huge = "ü".repeat(50_000);
+    for (payload, expected) in [
+        (json!({"type": "block_actions"}), 403),
+        (with(json!({"type": "block_actions"})), 400),
+        (
+            with(json!({"type": "block_actions", "user": "U0DORA"})),
+            400,
+        ),
+        (with(json!({"type": 7, "user": {"id": "U0DORA"}})), 400),
+        (
+            with(json!({"type": "block_actions", "user": {"id": "U0DORA"}, "actions": {}})),
+            400,
+        ),
+        (
+            with(json!({"type": "block_actions", "user": {"id": "U0DORA"},
+                "actions": [{"action_id": APPROVE}]})),
+            200,
+        ),
+        (
+            with(json!({"type": "block_actions", "user": {"id": "U0DORA"},
+                "actions": [{"action_id": APPROVE, "value": huge}], "channel": {"id": DATA_CHANNEL}})),
+            200,
+        ),
+        (
+            with(json!({"type": "view_submission", "user": {"id": "U0DORA"},
+                "view": {"callback_id": "countersign_reason", "private_metadata": "approve:"}})),
+            200,
+        ),
+        (
+            with(json!({"type": "view_submission", "user": {"id": "U0DORA"},
+                "view": {"callback_id": "countersign_reason", "private_metadata": format!("approve:{id}\u{202e}"),
+                    "state": {"values": {"reason": {"reason": {"value": null}}}}}})),
+            200,
+        ),
+        (
+            with(json!({"type": "shortcut", "user": {"id": "U0DORA"}})),
+            200,
+        ),
+    ] {
+        let (status, said) = rig.send(&payload).await;
+        assert_eq!(status, expected, "{said} for {:.200}", payload.to_string());
+    }
+    for body in ["", "payload", "payload=%FF%FE%00", "a=1&payload=[1,2]"] {
+        let now = countersign::clock::now_secs();
+        let (status, _) = rig.send_signed(body, now, &sign(SECRET, now, body)).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    // Past the body limit: refused before anything is read into a payload.
+    let big = format!("payload={}", "a".repeat(2 * 1024 * 1024));
+    let now = countersign::clock::now_secs();
+    let (status, _) = rig.send_signed(&big, now, &sign(SECRET, now, &big)).await;
+    assert_eq!(status, 413);
+    assert!(rig.get(&id).await.votes.is_empty());
+}

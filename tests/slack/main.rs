@@ -63,7 +63,7 @@ struct Rig {
     /// What `/metrics` would show.
     metrics: Metrics,
     policies: Arc<countersign::policy::PolicyStore>,
-    _redis: Redis,
+    redis: Redis,
 }
 
 impl Rig {
@@ -116,7 +116,7 @@ impl Rig {
             client: reqwest::Client::new(),
             metrics: sink.metrics().clone(),
             policies,
-            _redis: redis,
+            redis,
         }
     }
 

@@ -3,6 +3,8 @@
 //! empty reason, or a submitter who may not rule, keeps the modal open
 //! with the refusal under the reason, and records nothing.
 
+use std::time::{Duration, Instant};
+
 use countersign::approval::Status;
 use serde_json::{Value, json};
 
@@ -117,4 +119,41 @@ async fn a_deny_asks_its_reason_too_and_one_deny_ends_the_request() {
         .await;
     assert!(text(&update.body).contains(": not this quarter"));
     assert!(!has_buttons(&update.body));
+}
+
+#[tokio::test]
+async fn a_click_is_answered_within_slacks_3_seconds_when_redis_and_slack_are_slow() {
+    let rig = Rig::start().await;
+    let id = export(&rig, 30).await;
+    rig.posted(&id).await;
+    rig.api.slow("views.open", Duration::from_secs(10));
+    // Redis holds writes 1.2 s, within the store's timeout (2 s): the
+    // replay mark waits that long.
+    let mut redis = redis::Client::open(rig.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1200)
+        .arg("WRITE")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (status, _) = rig
+        .send(&crate::click("U0DORA", "countersign_approve", &id))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    // Slack shows the clicker an error past 3 s, whatever happened.
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    let told = rig
+        .api
+        .wait("chat.postEphemeral", |b| b["user"] == "U0DORA")
+        .await;
+    let said = told.body["text"].as_str().unwrap();
+    assert!(said.contains("could not be opened"), "{said}");
+    assert!(rig.get(&id).await.votes.is_empty());
 }

@@ -24,6 +24,8 @@ pub struct Call {
 struct Shared {
     calls: Mutex<Vec<Call>>,
     next_ts: AtomicU64,
+    /// Methods answered only after this long.
+    slow: Mutex<Vec<(String, Duration)>>,
 }
 
 pub struct Recorder {
@@ -42,6 +44,12 @@ impl Recorder {
         let base = format!("http://{}/api/", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Recorder { base, shared }
+    }
+
+    /// Answers `method` only after `delay` from now on.
+    pub fn slow(&self, method: &str, delay: Duration) {
+        let mut slow = self.shared.slow.lock().unwrap();
+        slow.push((method.to_owned(), delay));
     }
 
     /// The calls of `method` so far, oldest first.
@@ -94,10 +102,17 @@ async fn answer(
         "views.open" => json!({"ok": true, "view": {"id": "V0VIEW"}}),
         _ => json!({"ok": false, "error": "unknown_method"}),
     };
+    let delay = {
+        let slow = shared.slow.lock().unwrap();
+        slow.iter().find(|(m, _)| *m == method).map(|(_, d)| *d)
+    };
     shared.calls.lock().unwrap().push(Call {
         method,
         authorization,
         body,
     });
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     reply.to_string()
 }
