@@ -179,3 +179,73 @@ async fn no_event_is_lost_or_delivered_twice_across_a_dead_receiver_and_a_restar
     let failed = |s: &Sidecar| s.log().contains("notification not delivered");
     assert!(failed(&a) || failed(&b), "{}{}", a.log(), b.log());
 }
+
+#[tokio::test]
+async fn a_notice_the_receiver_rejects_for_good_does_not_hold_back_the_next() {
+    use countersign::metrics::Metrics;
+    use countersign::notifications::Channel;
+    use countersign::notifications::outbox::{self, Settings};
+    use countersign::notifications::webhook::{Format, Webhook};
+
+    let redis = Redis::start().await;
+    // 400 to the first notice (say, one it cannot parse), 200 after.
+    let heard = Heard::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = heard.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let mut seen = seen.lock().unwrap();
+                let first = seen.is_empty();
+                let key = (String::new(), body["approval"]["id"].to_string());
+                *seen.entry(key).or_default() += 1;
+                if first {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let store: std::sync::Arc<dyn ApprovalStore> =
+        std::sync::Arc::new(redis_store(store_config(&redis.url(), "rejects:")));
+    let metrics = Metrics::default();
+    let webhook: std::sync::Arc<dyn Channel> =
+        std::sync::Arc::new(Webhook::new("picky", &hook, Format::Json));
+    outbox::start(
+        store.clone(),
+        vec![webhook],
+        metrics.clone(),
+        Settings::default(),
+    )
+    .await;
+
+    let ids = open(&*store, 0, 2).await;
+    // Well within retry_after (30 s): the rejected one is not retried and
+    // the next is not kept waiting behind it.
+    let both = eventually(Duration::from_secs(10), Duration::from_millis(100), || {
+        let n = heard.lock().unwrap().len();
+        async move { n == 2 }
+    })
+    .await;
+    assert!(both, "{:?} for {ids:?}", heard.lock().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(heard.lock().unwrap().values().all(|n| *n == 1));
+    let text = metrics
+        .render(
+            &common::services::example_policies(&common::services::example_config()),
+            &*store,
+        )
+        .await;
+    for line in [
+        r#"countersign_notifications_total{channel="picky",result="gave_up"} 1"#,
+        r#"countersign_notifications_total{channel="picky",result="delivered"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} not in {text}");
+    }
+}

@@ -144,6 +144,12 @@ impl Channel for Webhook {
         }
         match request.body(body).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
+            // The receiver read this notice and will never take it: given
+            // up, so that it does not hold back the webhook's next ones. A
+            // wrong URL (404) or a receiver in trouble (5xx) is retried.
+            Ok(r) if matches!(r.status().as_u16(), 400 | 413 | 422) => Err(ChannelError::Rejected(
+                format!("the receiver refused it: HTTP {}", r.status()),
+            )),
             Ok(r) => Err(ChannelError::Refused(r.status().as_u16())),
             // Without the URL: it may be a secret.
             Err(e) => Err(ChannelError::Unreachable(e.without_url().to_string())),
