@@ -54,9 +54,8 @@ pub struct Validated {
     /// The schema files' text the entries hold for. Another schema clears
     /// every entry.
     schema: Vec<String>,
-    /// By policy id and text (the policy as written, annotations included),
-    /// the warnings Cedar gave. The text itself is the key, not a digest
-    /// of it: no collision can pass a policy that was not validated.
+    /// By policy id and text (the policy as written, annotations
+    /// included), the warnings Cedar gave.
     clean: HashMap<(String, String), Vec<String>>,
 }
 
@@ -245,9 +244,8 @@ fn batches<'p>(
 fn set_of<'a>(policies: impl IntoIterator<Item = &'a Policy>) -> PolicySet {
     let mut set = PolicySet::new();
     for p in policies {
-        // INVARIANT: these come from one loaded set, whose ids are unique
-        // and whose policies are static (templates are refused), so each
-        // adds.
+        // INVARIANT: these are policies of one loaded set, which took each
+        // of them (static, with an id of its own): a part of it adds alike.
         if set.add(p.clone()).is_err() {
             unreachable!("policy `{}` is static and its id unique", p.id());
         }
