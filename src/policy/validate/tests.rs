@@ -311,6 +311,17 @@ permit (principal, action, resource) when { principal.level > 1 };"#;
         "{:?}",
         after.0
     );
+
+    // An annotation is part of the text: changed, the policy is validated.
+    let annotated = r#"@id("c1")
+@shadow
+permit (principal, action, resource);"#;
+    let plain = r#"@id("c1")
+permit (principal, action, resource);"#;
+    let one = |text| [Policy::parse(Some(PolicyId::new("c1")), text).unwrap()];
+    assert_eq!(ours(&built.against(), &one(plain), &mut cache).2, 1);
+    assert_eq!(ours(&built.against(), &one(plain), &mut cache).2, 0);
+    assert_eq!(ours(&built.against(), &one(annotated), &mut cache).2, 1);
 }
 
 #[test]
