@@ -116,7 +116,7 @@ pub(super) fn validate(against: &Against, policies: &[&Policy], cache: &mut Vali
     let mut failing = Vec::new();
     for (p, key) in fresh {
         if found.failed.contains(&key.0) {
-            failing.push(p);
+            failing.push((p, key));
         } else {
             let warnings = found.warnings.get(&key.0).cloned().unwrap_or_default();
             kept.insert(key.clone(), warnings);
@@ -127,8 +127,10 @@ pub(super) fn validate(against: &Against, policies: &[&Policy], cache: &mut Vali
     let mut errors = Vec::new();
     let mut failed_warnings: HashMap<String, Vec<String>> = HashMap::new();
     if !failing.is_empty() {
-        let whole = Validator::new(against.schema.clone())
-            .validate(&set_of(failing.iter().copied()), ValidationMode::Strict);
+        let whole = Validator::new(against.schema.clone()).validate(
+            &set_of(failing.iter().map(|(p, _)| *p)),
+            ValidationMode::Strict,
+        );
         for w in whole.validation_warnings() {
             failed_warnings
                 .entry(w.policy_id().to_string())
@@ -136,6 +138,13 @@ pub(super) fn validate(against: &Against, policies: &[&Policy], cache: &mut Vali
                 .push(w.to_string());
         }
         errors.extend(whole.validation_errors().cloned());
+        // One that failed only narrowed (it names an action its scope
+        // excludes) is clean: kept like the others.
+        let erring: HashSet<String> = errors.iter().map(|e| e.policy_id().to_string()).collect();
+        for (_, key) in failing.iter().filter(|(_, key)| !erring.contains(&key.0)) {
+            let warnings = failed_warnings.remove(&key.0).unwrap_or_default();
+            kept.insert((*key).clone(), warnings);
+        }
     }
     let mut warnings = Vec::new();
     for key in &keys {

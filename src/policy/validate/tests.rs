@@ -245,10 +245,16 @@ fn a_policy_naming_an_action_its_scope_excludes_is_validated_on_the_whole_schema
     assert!(!passes(narrow.to(&keep).unwrap()));
     assert!(passes(built.schema.clone()));
     let policies = [policy];
-    let (errors, warnings, _) = ours(&built.against(), &policies, &mut Validated::default());
+    let mut cache = Validated::default();
+    let (errors, warnings, _) = ours(&built.against(), &policies, &mut cache);
     assert!(errors.is_empty(), "{errors:?}");
     // (An impossible policy: `op5` is never `op39`.)
-    assert_eq!((errors, warnings), cedar(&built.schema, &policies));
+    assert_eq!((errors, warnings.clone()), cedar(&built.schema, &policies));
+    // Clean, it is kept, with its warning.
+    assert_eq!(
+        ours(&built.against(), &policies, &mut cache),
+        (vec![], warnings, 0)
+    );
 }
 
 #[test]
