@@ -50,6 +50,10 @@ enum Cmd {
         /// Let one approved agent export be used this many times.
         #[arg(long)]
         token_uses: Option<u32>,
+        /// Spread the generated policies over files of this many each
+        /// (`synthetic-0.cedar`, ...) instead of one `synthetic.cedar`.
+        #[arg(long)]
+        per_file: Option<usize>,
     },
     /// Open an agent export through Check, approve it in the approval store
     /// named by the sidecar's configuration (COUNTERSIGN_* variables), and
@@ -398,9 +402,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             extra,
             out,
             token_uses,
+            per_file,
         } => {
             std::fs::create_dir_all(&out)?;
-            synthetic::write_policy_dir(&out, extra, token_uses)?;
+            match per_file {
+                Some(n) => synthetic::write_policy_files(&out, extra, n, token_uses)?,
+                None => synthetic::write_policy_dir(&out, extra, token_uses)?,
+            }
             Ok(())
         }
         Cmd::Token { target, count } => token(&target, count).await,

@@ -119,8 +119,34 @@ pub fn write_policy_dir(dir: &Path, extra: usize, token_uses: Option<u32>) -> st
     std::fs::write(dir.join("synthetic.cedar"), policies)
 }
 
+/// As [`write_policy_dir`], with the generated policies spread over files
+/// of `per_file` policies each (`synthetic-0.cedar`, `synthetic-1.cedar`,
+/// ...), as a large organisation's teams would keep them: a reload after
+/// one team's edit has one file to validate again.
+pub fn write_policy_files(
+    dir: &Path,
+    extra: usize,
+    per_file: usize,
+    token_uses: Option<u32>,
+) -> std::io::Result<()> {
+    write_policy_dir(dir, 0, token_uses)?;
+    std::fs::remove_file(dir.join("synthetic.cedar"))?;
+    std::fs::write(dir.join("synthetic.cedarschema"), schema(extra))?;
+    let per_file = per_file.max(1);
+    for (n, start) in (0..extra).step_by(per_file).enumerate() {
+        let text: String = (start..extra.min(start + per_file)).map(policy).collect();
+        std::fs::write(dir.join(format!("synthetic-{n}.cedar")), text)?;
+    }
+    Ok(())
+}
+
 /// A schema fragment declaring the generated actions, and the policies.
 pub fn generate(extra: usize) -> (String, String) {
+    (schema(extra), (0..extra).map(policy).collect())
+}
+
+/// The schema fragment declaring the actions of `extra` generated policies.
+fn schema(extra: usize) -> String {
     let actions = extra.div_ceil(5);
     let mut schema = String::new();
     if actions > 1 {
@@ -131,34 +157,37 @@ pub fn generate(extra: usize) -> (String, String) {
             names.join(", ")
         );
     }
+    schema
+}
+
+/// The `i`th generated policy, with its `@id`.
+fn policy(i: usize) -> String {
+    let action = match i / 5 {
+        0 => "read".to_owned(),
+        j => format!("op-{j}"),
+    };
     let mut policies = String::new();
-    for i in 0..extra {
-        let action = match i / 5 {
-            0 => "read".to_owned(),
-            j => format!("op-{j}"),
-        };
-        let _ = writeln!(policies, "@id(\"synthetic-{i}\")");
-        let _ = writeln!(
-            policies,
-            "{}",
-            match i % 5 {
-                0 => format!(
-                    "permit (principal in Group::\"team-{i}\", action == Action::\"{action}\", resource is Dataset);"
-                ),
-                1 => format!(
-                    "permit (principal == User::\"user-{i}\", action == Action::\"{action}\", resource) when {{ context.http.method == \"GET\" }};"
-                ),
-                2 => format!(
-                    "forbid (principal, action == Action::\"{action}\", resource == Dataset::\"restricted-{i}\") unless {{ principal in Group::\"team-{i}\" }};"
-                ),
-                3 => format!(
-                    "permit (principal in Group::\"team-{i}\", action == Action::\"{action}\", resource) when {{ context.source has address && context.source.address.isInRange(ip(\"10.0.0.0/8\")) }};"
-                ),
-                _ => format!(
-                    "forbid (principal, action == Action::\"{action}\", resource) when {{ context.http.query has limit && context.http.query.limit == \"{i}\" }};"
-                ),
-            }
-        );
-    }
-    (schema, policies)
+    let _ = writeln!(policies, "@id(\"synthetic-{i}\")");
+    let _ = writeln!(
+        policies,
+        "{}",
+        match i % 5 {
+            0 => format!(
+                "permit (principal in Group::\"team-{i}\", action == Action::\"{action}\", resource is Dataset);"
+            ),
+            1 => format!(
+                "permit (principal == User::\"user-{i}\", action == Action::\"{action}\", resource) when {{ context.http.method == \"GET\" }};"
+            ),
+            2 => format!(
+                "forbid (principal, action == Action::\"{action}\", resource == Dataset::\"restricted-{i}\") unless {{ principal in Group::\"team-{i}\" }};"
+            ),
+            3 => format!(
+                "permit (principal in Group::\"team-{i}\", action == Action::\"{action}\", resource) when {{ context.source has address && context.source.address.isInRange(ip(\"10.0.0.0/8\")) }};"
+            ),
+            _ => format!(
+                "forbid (principal, action == Action::\"{action}\", resource) when {{ context.http.query has limit && context.http.query.limit == \"{i}\" }};"
+            ),
+        }
+    );
+    policies
 }

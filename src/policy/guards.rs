@@ -32,9 +32,10 @@ impl GuardedActions {
     ) -> Self {
         let mut out = Self::default();
         let members = schema.action_entities().ok();
-        for policy in set
-            .policies()
-            .filter(|p| guards.contains_key::<str>(p.id().as_ref()))
+        // By id, not by a pass over the set: called once per guard too.
+        for policy in guards
+            .keys()
+            .filter_map(|id| set.policy(&PolicyId::new(id)))
         {
             match policy.action_constraint() {
                 ActionConstraint::Any => out.all = true,

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, Effect, Entity, EntityUid, PolicyId, PolicySet, Request, Schema,
-    SchemaFragment, ValidationMode, Validator,
+    Effect, Entity, EntityUid, Policy, PolicyId, PolicySet, Request, Schema, SchemaFragment,
 };
 use miette::Diagnostic;
 
@@ -19,6 +18,8 @@ use crate::request::fold::Declared;
 use super::directory::Directory;
 use super::guards::{GuardedActions, check_unread_bodies};
 use super::rollout::{Mark, Rollout};
+use super::slices::Slices;
+use super::validate::{Against, Validated, validate};
 use super::{PolicyError, Probe};
 
 /// One located problem, printed as `file:line:col: [policy] message`.
@@ -66,69 +67,16 @@ pub struct Loaded {
     pub shapes: Shapes,
     /// The entity data beside the policies; empty without an entities file.
     pub directory: Directory,
-}
-
-/// The set cut by action scope. Cedar evaluates every policy it is handed, so
-/// a check on one action would pay for every other action's policies; a
-/// policy whose scope excludes the action can neither apply nor fail, so
-/// leaving it out gives the same decision.
-#[derive(Debug, Default)]
-pub struct Slices {
-    by_action: HashMap<EntityUid, PolicySet>,
-    /// Declared actions that belong to action groups, with their ancestors:
-    /// requests carry no action entities, and without these `action in
-    /// Action::"group"` would never match (a group `forbid` would not apply).
-    grouped: HashMap<EntityUid, Entity>,
-}
-
-impl Slices {
-    /// The slice of a declared action.
-    pub fn get(&self, action: &EntityUid) -> Option<&PolicySet> {
-        self.by_action.get(action)
-    }
-
-    pub(super) fn of(set: &PolicySet, schema: &Schema) -> Self {
-        let mut out = Self::default();
-        let members = schema.action_entities().ok();
-        for action in schema.actions() {
-            let ancestors: HashSet<EntityUid> = members
-                .as_ref()
-                .and_then(|m| m.ancestors(action))
-                .map(|a| a.cloned().collect())
-                .unwrap_or_default();
-            let applies = |c: ActionConstraint| match c {
-                ActionConstraint::Any => true,
-                ActionConstraint::Eq(uid) => uid == *action,
-                ActionConstraint::In(groups) => {
-                    groups.iter().any(|g| g == action || ancestors.contains(g))
-                }
-            };
-            let mut slice = PolicySet::new();
-            let complete = set
-                .policies()
-                .filter(|p| applies(p.action_constraint()))
-                .all(|p| slice.add(p.clone()).is_ok());
-            // A slice that could not be built is left out: the whole set
-            // then decides, which is slower but the same.
-            if complete {
-                out.by_action.insert(action.clone(), slice);
-            }
-            if !ancestors.is_empty() {
-                out.grouped.insert(
-                    action.clone(),
-                    Entity::new_no_attrs(action.clone(), ancestors),
-                );
-            }
-        }
-        out
-    }
+    /// How many policies this load validated: the others were found
+    /// validated against the same schema by an earlier load.
+    pub validated: usize,
 }
 
 impl Loaded {
     /// The policies that can apply to `action`: its slice, or the whole set
     /// for an action the schema does not declare.
     pub fn policies_for(&self, action: &EntityUid) -> &PolicySet {
-        self.slices.by_action.get(action).unwrap_or(&self.set)
+        self.slices.get(action).unwrap_or(&self.set)
     }
 
     /// The policies `action` can meet, without those in shadow; `None`
@@ -138,7 +86,7 @@ impl Loaded {
         if self.rollout.shadow.is_empty() {
             return None;
         }
-        let declared = self.slices.by_action.contains_key(action);
+        let declared = self.slices.contains(action);
         if !self.rollout.shadows(action, declared) {
             return None;
         }
@@ -147,7 +95,7 @@ impl Loaded {
 
     /// `action` with its action-group ancestors, when it has any.
     pub fn action_entity(&self, action: &EntityUid) -> Option<&Entity> {
-        self.slices.grouped.get(action)
+        self.slices.grouped(action)
     }
 }
 
@@ -170,6 +118,7 @@ impl Loaded {
             declared: Declared::default(),
             shapes: Shapes::default(),
             directory: Directory::default(),
+            validated: 0,
         }
     }
 }
@@ -201,7 +150,7 @@ impl Sources {
 /// Loads and validates `dir`. Every problem found is reported, not only the
 /// first, so that one `policy validate` run lists them all.
 pub fn load_dir(dir: &Path, probes: &[Probe]) -> Result<Loaded, PolicyError> {
-    load_sources(dir, read_dir(dir)?, probes)
+    load_sources(dir, read_dir(dir)?, probes, &mut Validated::default())
 }
 
 /// Reads the schema and policy files of `dir`.
@@ -251,7 +200,9 @@ pub(super) fn read_dir(dir: &Path) -> Result<Sources, PolicyError> {
     })
 }
 
-/// Validates what was read from `dir`.
+/// Validates what was read from `dir`. Policies found in `validated` (clean
+/// against the same schema) are not validated again; `validated` is left
+/// holding this set's clean policies.
 pub(super) fn load_sources(
     dir: &Path,
     Sources {
@@ -260,29 +211,37 @@ pub(super) fn load_sources(
         entities,
     }: Sources,
     probes: &[Probe],
+    validated: &mut Validated,
 ) -> Result<Loaded, PolicyError> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
-    let (schema, declared, shapes) = match parse_schema(dir, &schemas, &mut problems, &mut warnings)
-    {
-        Some((schema, declared, shapes)) => (Some(schema), declared, shapes),
-        None => (None, Declared::default(), Shapes::default()),
-    };
-    let (set, owner, marked) = parse_policies(dir, &sources, &mut problems);
+    let schema = parse_schema(dir, &schemas, &mut problems, &mut warnings);
+    let Parsed {
+        set,
+        owner,
+        order,
+        marked,
+    } = parse_policies(dir, &sources, &mut problems);
     // Validate what parsed even when some files did not, so that one run
     // reports every problem.
-    let Some(schema) = schema else {
+    let Some((schema, json)) = schema else {
         return Err(PolicyError::Invalid(problems));
     };
+    let declared = Declared::from_schema_json(&json);
+    let shapes = Shapes::from_schema_json(&json);
 
-    let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
-    for e in result.validation_errors() {
+    let against = Against {
+        schema: &schema,
+        fragments: &json,
+        texts: schemas.iter().map(|s| s.text.clone()).collect(),
+    };
+    let in_order: Vec<&Policy> = order.iter().filter_map(|id| set.policy(id)).collect();
+    let outcome = validate(&against, &in_order, validated);
+    for e in &outcome.errors {
         let src = owner.get(e.policy_id()).map(|&i| &sources[i]);
         problems.push(located(src, dir, Some(e.policy_id().to_string()), e));
     }
-    for w in result.validation_warnings() {
-        warnings.push(w.to_string());
-    }
+    warnings.extend(outcome.warnings);
     check_probes(&schema, probes, &mut problems);
     let directory = match Directory::load(dir, &entities, &schema) {
         Ok(d) => d,
@@ -327,6 +286,7 @@ pub(super) fn load_sources(
         declared,
         shapes,
         directory,
+        validated: outcome.checked,
     })
 }
 
@@ -377,12 +337,13 @@ fn collect(dir: &Path, found: &mut Found) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// The schema, and each of its files in Cedar's JSON schema format.
 fn parse_schema(
     dir: &Path,
     schemas: &[Source],
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<String>,
-) -> Option<(Schema, Declared, Shapes)> {
+) -> Option<(Schema, Vec<serde_json::Value>)> {
     let mut fragments = Vec::new();
     let mut json = Vec::new();
     for src in schemas {
@@ -400,11 +361,7 @@ fn parse_schema(
         return None;
     }
     match Schema::from_schema_fragments(fragments) {
-        Ok(schema) => Some((
-            schema,
-            Declared::from_schema_json(&json),
-            Shapes::from_schema_json(&json),
-        )),
+        Ok(schema) => Some((schema, json)),
         Err(e) => {
             problems.push(located(None, dir, None, &e));
             None
@@ -423,16 +380,23 @@ struct Marked {
     always: HashSet<String>,
 }
 
+/// The policies of every file, as one set.
+struct Parsed {
+    set: PolicySet,
+    /// The file (index in the sources) each policy is from.
+    owner: HashMap<PolicyId, usize>,
+    /// The ids in the order the files hold them: Cedar's set does not keep it.
+    order: Vec<PolicyId>,
+    marked: Marked,
+}
+
 /// Parses every file into one set. Policies are renamed to their `@id`
 /// annotation, or `file#n` without one, so that decisions name them.
-fn parse_policies(
-    root: &Path,
-    sources: &[Source],
-    problems: &mut Vec<Problem>,
-) -> (PolicySet, HashMap<PolicyId, usize>, Marked) {
+fn parse_policies(root: &Path, sources: &[Source], problems: &mut Vec<Problem>) -> Parsed {
     let mut set = PolicySet::new();
     let mut marked = Marked::default();
     let mut owner: HashMap<PolicyId, usize> = HashMap::new();
+    let mut order = Vec::new();
     for (i, src) in sources.iter().enumerate() {
         let parsed = match PolicySet::from_str(&src.text) {
             Ok(p) => p,
@@ -461,7 +425,7 @@ fn parse_policies(
                 .unwrap_or(0)
         });
         for (n, policy) in policies.into_iter().enumerate() {
-            let name = match policy.annotation("id") {
+            let name = match super::annotation(policy, "id") {
                 Some(id) => id.to_owned(),
                 None => format!(
                     "{}#{n}",
@@ -485,7 +449,7 @@ fn parse_policies(
                 continue;
             }
             owner.insert(id.clone(), i);
-            match ApprovalParams::from_annotations(|k| policy.annotation(k)) {
+            match ApprovalParams::from_annotations(|k| super::annotation(policy, k)) {
                 None => {}
                 Some(Ok(_)) if policy.effect() == Effect::Permit => problems.push(Problem {
                     file: src.path.clone(),
@@ -522,17 +486,23 @@ fn parse_policies(
                 }),
             }
             // INVARIANT: the id is new to the set (checked just above).
-            if let Err(e) = set.add(policy.new_id(id)) {
-                problems.push(Problem {
+            match set.add(policy.new_id(id.clone())) {
+                Ok(()) => order.push(id),
+                Err(e) => problems.push(Problem {
                     file: src.path.clone(),
                     line: None,
                     policy: Some(name),
                     message: e.to_string(),
-                });
+                }),
             }
         }
     }
-    (set, owner, marked)
+    Parsed {
+        set,
+        owner,
+        order,
+        marked,
+    }
 }
 
 /// Checks that every request the route table can produce fits the schema, so

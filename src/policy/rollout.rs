@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use cedar_policy::{Effect, EntityUid, Policy, PolicySet, Schema};
 
-use super::load::Slices;
+use super::slices::Slices;
 use super::{Decision, Verdict};
 
 /// Says loudly what is not enforced: the routes in shadow mode (given by
@@ -48,7 +48,7 @@ pub enum Mark {
 impl Mark {
     /// The policy's mark, or why its annotations are refused.
     pub fn of(policy: &Policy) -> Result<Self, String> {
-        let shadow = match policy.annotation("shadow") {
+        let shadow = match super::annotation(policy, "shadow") {
             None => false,
             Some("" | "true") => true,
             Some(v) => {
@@ -57,7 +57,7 @@ impl Mark {
                 ));
             }
         };
-        let always = match policy.annotation("enforce") {
+        let always = match super::annotation(policy, "enforce") {
             None => false,
             Some("always") => true,
             Some(v) => {

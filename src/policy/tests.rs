@@ -103,6 +103,7 @@ fn an_erroring_forbid_with_a_matching_permit_denies() {
         declared: Default::default(),
         shapes: Default::default(),
         directory: Default::default(),
+        validated: 0,
     }));
 
     let got = decide(&store, alice(), Context::empty());

@@ -64,6 +64,7 @@ pub fn spawn(store: Arc<PolicyStore>) -> notify::Result<WatchGuard> {
                     tracing::info!(
                         policies = loaded.set.policies().count(),
                         files = loaded.files.len(),
+                        validated = loaded.validated,
                         "policies reloaded"
                     );
                     super::rollout::announce(&loaded, &[]);
