@@ -6,6 +6,7 @@
 //! entries (as the Redis store keeps its retention and stream length), so a
 //! long fuzzing or benchmark run stays bounded.
 
+mod audit;
 mod side;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -519,33 +520,7 @@ impl ApprovalStore for MemoryStore {
         end: &str,
         count: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let bound = |text: &str| match text.strip_prefix('(') {
-            Some(id) => (StreamId::parse(id), true),
-            None => (StreamId::parse(text), false),
-        };
-        let (start, exclusive) = match cursor.after[0].as_str() {
-            "-" => (StreamId(0, 0), false),
-            text => bound(text),
-        };
-        let last = match end {
-            "+" => StreamId(u64::MAX, u64::MAX),
-            text => StreamId::parse(text),
-        };
-        let page: Vec<AuditEntry> = self
-            .state()
-            .audit
-            .iter()
-            .filter(|e| {
-                let id = StreamId::parse(&e.id);
-                (id > start || (!exclusive && id == start)) && id <= last
-            })
-            .take(count)
-            .cloned()
-            .collect();
-        if let Some(e) = page.last() {
-            cursor.after[0] = format!("({}", e.id);
-        }
-        Ok(page)
+        Ok(audit::range(&self.state().audit, cursor, end, count))
     }
 
     async fn audit_end(&self) -> Result<AuditCursor, StoreError> {
