@@ -1,8 +1,8 @@
 //! A whole sidecar from a validated configuration: policies, the approval
 //! store, the gate and its front doors (ext_authz, the admin API, AuthZEN,
-//! Slack), notifications, probes, the expiry sweep. [`prepare`] checks everything before a port is bound;
-//! [`Prepared::serve`] runs on listeners the caller bound (tests bind port
-//! 0), until `shutdown` resolves.
+//! Slack), notifications, probes, the expiry sweep. [`prepare`] checks
+//! everything before a port is bound; [`Prepared::serve`] runs on listeners
+//! the caller bound (tests bind port 0), until `shutdown` resolves.
 
 use std::future::Future;
 use std::net::SocketAddr;
