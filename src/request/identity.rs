@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::value::{self, ValueError};
 
 /// How principals are derived; built once from the configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentitySettings {
     pub user_type: EntityTypeName,
     pub group_type: EntityTypeName,
@@ -214,12 +214,13 @@ fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::json;
     use std::str::FromStr;
 
-    fn settings(trusted: Option<&str>) -> IdentitySettings {
+    /// Shared with the principal memory's tests.
+    pub(in crate::request) fn settings(trusted: Option<&str>) -> IdentitySettings {
         IdentitySettings {
             user_type: EntityTypeName::from_str("User").unwrap(),
             group_type: EntityTypeName::from_str("Group").unwrap(),

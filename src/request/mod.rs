@@ -7,6 +7,7 @@ pub mod fold;
 pub mod identity;
 pub mod mcp;
 mod path;
+mod principals;
 mod probes;
 pub mod reach;
 pub mod routes;
@@ -24,6 +25,7 @@ use serde_json::{Map, Value};
 pub use body::json_media;
 pub use identity::{Identity, IdentityError, IdentitySettings, Source};
 pub use mcp::{McpCall, McpEndpoint};
+pub use principals::Principal;
 pub use reach::RouteCoverage;
 pub use routes::{RouteSpec, RouteTable};
 pub use shown::{SHOW_ALL, Shown};
@@ -84,20 +86,18 @@ pub struct MappedRequest {
     pub unread_body: Option<MappingError>,
     /// Built once, with `approval.granted == false`; shared (Arc) by clones.
     context: Context,
+    /// What `context` was built from, but `approval`: the granted context
+    /// is built from these (cheap Arc clones) rather than from `context`,
+    /// whose values Cedar would turn back into expressions first.
+    pairs: Vec<(String, RestrictedExpression)>,
 }
 
 impl MappedRequest {
     /// The Cedar request, with `context.approval.granted` as given.
     pub fn request(&self, granted: bool) -> Result<Request, MappingError> {
         let context = if granted {
-            // Only approvable calls get here: rebuilding is off the common path.
-            let pairs = self
-                .context
-                .clone()
-                .into_iter()
-                .filter(|(k, _)| k != "approval")
-                .collect();
-            with_approval(pairs, true)?
+            // Only approvable calls get here: building is off the common path.
+            with_approval(self.pairs.clone(), true)?
         } else {
             self.context.clone()
         };
@@ -125,6 +125,10 @@ impl MappedRequest {
         context: Context,
         bound: Map<String, Value>,
     ) -> Result<Self, MappingError> {
+        let pairs: Vec<_> = context
+            .into_iter()
+            .filter(|(k, _)| k != "approval")
+            .collect();
         Ok(Self {
             principal,
             on_behalf_of: None,
@@ -136,13 +140,8 @@ impl MappedRequest {
             mcp: None,
             shadow: false,
             unread_body: None,
-            context: with_approval(
-                context
-                    .into_iter()
-                    .filter(|(k, _)| k != "approval")
-                    .collect(),
-                false,
-            )?,
+            context: with_approval(pairs.clone(), false)?,
+            pairs,
         })
     }
 
@@ -331,9 +330,9 @@ impl Mapper {
         check_percent_encoding(query).map_err(|_| MappingError::BadPercentEncoding("query"))?;
         check_normalised(path).map_err(MappingError::PathNotNormalised)?;
 
-        let identity = self
-            .identity
-            .resolve(req.jwt_claims, req.source_principal, req.headers)?;
+        let identity =
+            self.identity
+                .principal(req.jwt_claims, req.source_principal, req.headers)?;
         let (action, resource, parts, mcp, shadow) = match self.mcp_endpoint(path)? {
             Some(endpoint) => {
                 let body = self.body_bytes(req)?.unwrap_or_default();
@@ -378,21 +377,19 @@ impl Mapper {
         let unread_body = (parts.body.is_none() && mcp.is_none() && !req.body.is_empty())
             .then(|| self.check_body_media(req.headers).err())
             .flatten();
-        // INVARIANT: one entity, so no duplicate; no schema, so no schema error.
-        let entities = Entities::from_entities([identity.entity], None)
-            .map_err(|e| MappingError::Context(e.to_string()))?;
         Ok(MappedRequest {
             principal: identity.uid,
             on_behalf_of: identity.on_behalf_of,
             action,
             resource,
-            entities,
+            entities: identity.entities,
             query: parts.query,
             body: parts.body,
             mcp,
             shadow,
             unread_body,
-            context: with_approval(parts.pairs, false)?,
+            context: with_approval(parts.pairs.clone(), false)?,
+            pairs: parts.pairs,
         })
     }
 

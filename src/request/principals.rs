@@ -1,0 +1,197 @@
+//! The principals a worker thread resolved last, with their Cedar entities.
+//! Agents and users send many calls with one token, and turning its claims
+//! into a Cedar entity (then Cedar's transitive closure over it) was a
+//! tenth of a check's CPU. An entry is served only for exactly the inputs
+//! it was made from (the claims compared whole, not by hash) and the same
+//! identity settings; the principal's entity depends on nothing else (the
+//! entity directory is merged later, per check).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+
+use cedar_policy::{Entities, EntityUid};
+use serde_json::{Map, Value};
+
+use super::identity::{IdentityError, IdentitySettings, Source};
+
+/// Who is asking, with the entities that describe them.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub uid: EntityUid,
+    pub source: Source,
+    /// The human behind an agent, from a verified JWT only.
+    pub on_behalf_of: Option<EntityUid>,
+    /// The principal's entity alone (its groups as parents).
+    pub entities: Entities,
+}
+
+/// What decides the principal: the first input [`IdentitySettings::resolve`]
+/// reads that is there.
+#[derive(PartialEq)]
+enum Input<'a> {
+    Claims(&'a Map<String, Value>),
+    Peer(&'a str),
+    Header(&'a str),
+    Anonymous,
+}
+
+impl Input<'_> {
+    fn owned(&self) -> Key {
+        match self {
+            Input::Claims(c) => Key::Claims((*c).clone()),
+            Input::Peer(p) => Key::Peer((*p).to_owned()),
+            Input::Header(h) => Key::Header((*h).to_owned()),
+            Input::Anonymous => Key::Anonymous,
+        }
+    }
+
+    fn is(&self, key: &Key) -> bool {
+        match (self, key) {
+            (Input::Claims(a), Key::Claims(b)) => *a == b,
+            (Input::Peer(a), Key::Peer(b)) | (Input::Header(a), Key::Header(b)) => *a == b,
+            (Input::Anonymous, Key::Anonymous) => true,
+            _ => false,
+        }
+    }
+
+    fn hash(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match self {
+            Input::Claims(c) => {
+                0u8.hash(&mut h);
+                hash_object(c, &mut h);
+            }
+            Input::Peer(p) => (1u8, p).hash(&mut h),
+            Input::Header(v) => (2u8, v).hash(&mut h),
+            Input::Anonymous => 3u8.hash(&mut h),
+        }
+        h.finish()
+    }
+}
+
+enum Key {
+    Claims(Map<String, Value>),
+    Peer(String),
+    Header(String),
+    Anonymous,
+}
+
+thread_local! {
+    /// Per worker thread, so that checks take no lock.
+    static SEEN: RefCell<Seen> = RefCell::new(Seen::default());
+}
+
+#[derive(Default)]
+struct Seen {
+    /// The settings the entries were resolved with.
+    settings: Option<IdentitySettings>,
+    entries: HashMap<u64, (Key, Rc<Principal>)>,
+}
+
+/// Entries kept per worker thread: a claims set is a few hundred bytes.
+const KEEP: usize = 256;
+
+impl IdentitySettings {
+    /// As [`Self::resolve`], with the principal's entities; the same inputs
+    /// again are answered from this thread's memory of them.
+    pub fn principal(
+        &self,
+        claims: Option<&Map<String, Value>>,
+        peer_principal: &str,
+        headers: &HashMap<String, String>,
+    ) -> Result<Principal, IdentityError> {
+        let input = self.input(claims, peer_principal, headers);
+        let hash = input.hash();
+        let known = SEEN.with_borrow(|seen| {
+            let same_settings = seen.settings.as_ref() == Some(self);
+            seen.entries
+                .get(&hash)
+                .filter(|(key, _)| same_settings && input.is(key))
+                .map(|(_, p)| Principal::clone(p))
+        });
+        if let Some(p) = known {
+            return Ok(p);
+        }
+        let identity = self.resolve(claims, peer_principal, headers)?;
+        // INVARIANT: one entity, so no duplicate; no schema, so no schema error.
+        let entities = Entities::from_entities([identity.entity], None).map_err(|e| {
+            IdentityError::BadClaim {
+                claim: "*".into(),
+                reason: e.to_string(),
+            }
+        })?;
+        let principal = Principal {
+            uid: identity.uid,
+            source: identity.source,
+            on_behalf_of: identity.on_behalf_of,
+            entities,
+        };
+        SEEN.with_borrow_mut(|seen| {
+            if seen.settings.as_ref() != Some(self) || seen.entries.len() >= KEEP {
+                seen.entries.clear();
+                seen.settings = Some(self.clone());
+            }
+            seen.entries
+                .insert(hash, (input.owned(), Rc::new(principal.clone())));
+        });
+        Ok(principal)
+    }
+
+    /// The input `resolve` decides by, in its order.
+    fn input<'a>(
+        &self,
+        claims: Option<&'a Map<String, Value>>,
+        peer_principal: &'a str,
+        headers: &'a HashMap<String, String>,
+    ) -> Input<'a> {
+        if let Some(c) = claims {
+            return Input::Claims(c);
+        }
+        if !peer_principal.is_empty() {
+            return Input::Peer(peer_principal);
+        }
+        if let Some((name, _)) = &self.trusted_header
+            && let Some(value) = headers.get(name)
+        {
+            return Input::Header(value);
+        }
+        Input::Anonymous
+    }
+}
+
+fn hash_object(map: &Map<String, Value>, h: &mut impl Hasher) {
+    map.len().hash(h);
+    for (k, v) in map {
+        k.hash(h);
+        hash_value(v, h);
+    }
+}
+
+fn hash_value(v: &Value, h: &mut impl Hasher) {
+    match v {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, b).hash(h),
+        // serde_json compares numbers by kind, then value.
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => (2u8, u).hash(h),
+            (None, Some(i)) => (3u8, i).hash(h),
+            _ => (4u8, n.as_f64().map(f64::to_bits)).hash(h),
+        },
+        Value::String(s) => (5u8, s).hash(h),
+        Value::Array(items) => {
+            (6u8, items.len()).hash(h);
+            for item in items {
+                hash_value(item, h);
+            }
+        }
+        Value::Object(map) => {
+            7u8.hash(h);
+            hash_object(map, h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
