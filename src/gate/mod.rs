@@ -388,8 +388,11 @@ impl Gate {
                 },
                 None,
             ),
+            // Boxed: its state (a hold, the store's calls) would otherwise
+            // be copied with every check's future, guarded or not.
             Verdict::Approvable { denial, params } => {
-                let (outcome, note) = self.approvable(&req, &trail, denial.policies, params).await;
+                let (outcome, note) =
+                    Box::pin(self.approvable(&req, &trail, denial.policies, params)).await;
                 (outcome, Some(note))
             }
         };
@@ -400,9 +403,12 @@ impl Gate {
         {
             self.open_shadow(&req, &trail, &denial.policies, params);
         }
+        if note.is_none() && !trail.guarded() {
+            self.record(trail, &req.call, started, &outcome, None, None);
+            return outcome;
+        }
         let answer_by = req.answer_by;
-        self.finish_guarded(trail, &req.call, started, answer_by, outcome, note)
-            .await
+        Box::pin(self.finish_guarded(trail, &req.call, started, answer_by, outcome, note)).await
     }
 
     /// Why a call whose action and context the caller chose (an MCP tool
