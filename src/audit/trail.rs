@@ -105,9 +105,14 @@ impl Trail {
         call: &Call<'_>,
     ) {
         self.guarded = guarded;
+        if let Some(t) = telemetry {
+            self.open_span(t);
+        }
+        let recording = self.recording();
         // Only what the trail needs, and only when there is a trail: the
-        // unguarded path without telemetry allocates nothing here.
-        if guarded || telemetry.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
+        // unguarded path whose span is not recorded (telemetry off, or
+        // sampled out) allocates nothing here.
+        if guarded || recording || tracing::enabled!(tracing::Level::DEBUG) {
             self.principal = mapped.principal.to_string();
             self.action = mapped.action.to_string();
             self.resource = mapped.resource.to_string();
@@ -125,12 +130,35 @@ impl Trail {
                 self.error_policies.clone_from(&d.policies);
             }
         }
-        if let Some(t) = telemetry {
-            self.start_span(t, call);
+        if recording {
+            self.describe(call);
         }
     }
 
-    fn start_span(&mut self, t: &Telemetry, call: &Call<'_>) {
+    /// Whether the check's span is recorded (telemetry on, and not sampled
+    /// out).
+    fn recording(&self) -> bool {
+        self.span.as_ref().is_some_and(|s| s.is_recording())
+    }
+
+    /// Starts the check's span. The sampler decides on the span alone; its
+    /// attributes are set after, and only if it is recorded, so that a
+    /// span sampled out (by the configured sampler, or because Envoy's
+    /// trace is not sampled) costs little more than no telemetry.
+    fn open_span(&mut self, t: &Telemetry) {
+        let parent = self.parent.take().unwrap_or_default();
+        // A shadow decision is what a rollout is read from: never sampled out.
+        let kept = self.guarded || self.shadow.is_some();
+        let span = t.start_check(&parent, self.started, kept);
+        self.traceparent = crate::telemetry::traceparent(span.span_context());
+        self.span = Some(span);
+    }
+
+    /// The span's attributes for the call as identified.
+    fn describe(&mut self, call: &Call<'_>) {
+        let Some(span) = self.span.as_mut() else {
+            return;
+        };
         let mut attributes = vec![
             KeyValue::new(attr::METHOD, call.method.to_owned()),
             KeyValue::new(attr::PATH, call.path_only().to_owned()),
@@ -166,12 +194,7 @@ impl Trail {
                 attributes.push(KeyValue::new(attr::MCP_TOOL, tool.clone()));
             }
         }
-        let parent = self.parent.take().unwrap_or_default();
-        // A shadow decision is what a rollout is read from: never sampled out.
-        let kept = self.guarded || self.shadow.is_some();
-        let span = t.start_check(&parent, self.started, kept, attributes);
-        self.traceparent = crate::telemetry::traceparent(span.span_context());
-        self.span = Some(span);
+        span.set_attributes(attributes);
     }
 
     /// A guarded decision's audit entry, but for the approval fields.
@@ -249,11 +272,17 @@ impl Trail {
         let Some(t) = telemetry else { return };
         if self.span.is_none() {
             // Refused before it could be identified: record what was sent.
-            self.start_span(t, call);
+            self.open_span(t);
+            if self.recording() {
+                self.describe(call);
+            }
         }
         let Some(span) = self.span.take() else {
             return;
         };
+        if !span.is_recording() {
+            return;
+        }
         let mut attributes = vec![
             KeyValue::new(attr::DECISION, kind.as_str()),
             KeyValue::new(attr::STATUS_CODE, i64::from(status_code)),

@@ -150,20 +150,14 @@ impl Telemetry {
     }
 
     /// Starts a check span, as a server span under `parent`, from `started`.
-    pub fn start_check(
-        &self,
-        parent: &Context,
-        started: SystemTime,
-        audit: bool,
-        attributes: Vec<KeyValue>,
-    ) -> SdkSpan {
-        let mut attributes = attributes;
-        attributes.push(KeyValue::new(attr::AUDIT, audit));
+    /// The sampler sees only `countersign.audit`; set the others on the
+    /// span if it is recording.
+    pub fn start_check(&self, parent: &Context, started: SystemTime, audit: bool) -> SdkSpan {
         self.tracer
             .span_builder("countersign.check")
             .with_kind(SpanKind::Server)
             .with_start_time(started)
-            .with_attributes(attributes)
+            .with_attributes([KeyValue::new(attr::AUDIT, audit)])
             .start_with_context(&self.tracer, parent)
     }
 
