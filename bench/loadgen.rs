@@ -5,6 +5,9 @@
 //! latency percentiles from an HDR histogram, the server's CPU time per
 //! check and its peak RSS (both from /proc, given `--pid`).
 //!
+//! `http` is the same at a fixed rate over HTTP/1.1, for latency through
+//! Envoy (bench/http_load.rs).
+//!
 //! Also sets benchmarks up: `policies` writes a synthetic policy directory,
 //! `token` obtains an approved token, `pending` opens many approval requests.
 //! See bench/README.md.
@@ -23,6 +26,8 @@ use tonic::transport::Channel;
 
 #[path = "../tests/common/check.rs"]
 mod check;
+#[path = "http_load.rs"]
+mod http_load;
 #[path = "synthetic.rs"]
 mod synthetic;
 
@@ -41,6 +46,11 @@ enum Cmd {
     Run(RunArgs),
     /// Print the header of the table `run` prints rows of.
     Header,
+    /// Send HTTP/1.1 requests at a fixed rate (open loop); print a markdown
+    /// row (see `http-header`) or, with `--json`, a JSON object.
+    Http(http_load::HttpArgs),
+    /// Print the header of the table `http` prints rows of.
+    HttpHeader,
     /// Write the example policies plus `--extra` generated ones into `--out`.
     Policies {
         #[arg(long)]
@@ -396,6 +406,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Run(args) => run(args).await,
         Cmd::Header => {
             println!("{HEADER}");
+            Ok(())
+        }
+        Cmd::Http(args) => http_load::run(args).await,
+        Cmd::HttpHeader => {
+            println!("{}", http_load::HEADER);
             Ok(())
         }
         Cmd::Policies {

@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -22,9 +21,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RELEASE = ROOT / "target" / "release"
-ENVOY = ROOT / ".venv" / "bin" / "envoy"
+from envoy_runs import (ENVOY, RELEASE, ROOT, closed_loop_table, disabled_route_table, envoy_config,
+                        fixed_rate, fixed_rate_table, hop_table, validate, wrk)
+
 EXPORT_BODY = '{"format": "csv", "rows": 10}'
 # An approved export may be replayed this often in the benchmark's policies.
 TOKEN_USES = "4000000000"
@@ -119,67 +118,6 @@ def rss_mib(pid, field):
     return float("nan")
 
 
-def envoy_config(tmp, name, ports, ext_authz=True, google_grpc=False):
-    """envoy/envoy.yaml with free ports, and optionally without ext_authz or
-    with Envoy's google_grpc client for the countersign cluster."""
-    text = (ROOT / "envoy" / "envoy.yaml").read_text()
-    for old, new in ports.items():
-        needle = f"port_value: {old} "
-        assert needle in text, needle
-        text = text.replace(needle, f"port_value: {new} ")
-    if not ext_authz:
-        # Routes keep their per-filter settings; without the filter they are inert.
-        text = drop_blocks(text, "- name: envoy.filters.http.ext_authz")
-    if google_grpc:
-        old = "envoy_grpc: { cluster_name: countersign }"
-        assert old in text
-        text = text.replace(
-            old, f'google_grpc: {{ target_uri: "127.0.0.1:{ports[9191]}", stat_prefix: countersign }}')
-    path = Path(tmp) / f"envoy-{name}.yaml"
-    path.write_text(text)
-    return path
-
-
-def drop_blocks(text, head):
-    """Removes each line that reads `head` and the lines nested under it."""
-    out, skip = [], None
-    for line in text.splitlines(keepends=True):
-        indent = len(line) - len(line.lstrip())
-        if skip is not None and (not line.strip() or indent > skip):
-            continue
-        skip = None
-        if line.strip() == head:
-            skip = indent
-            continue
-        out.append(line)
-    return "".join(out)
-
-
-def wrk(url, seconds, connections, headers, script=None, env=None):
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    for h in headers:
-        cmd += ["-H", h]
-    if script:
-        cmd += ["-s", str(script)]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True,
-                         env={**os.environ, **(env or {})}).stdout
-
-    def latency(pct):
-        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        value, unit = float(m.group(1)), m.group(2)
-        return value * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {
-        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": latency(50), "p90": latency(90), "p99": latency(99),
-        "bad": (int(non2xx.group(1)) if non2xx else 0)
-        + (sum(int(g) for g in errors.groups()) if errors else 0),
-    }
-
-
 def demo_token(*args):
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "demo-token.py"), *args],
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -270,7 +208,7 @@ def criterion_table(seconds, only=None):
                     "--warm-up-time", "1", "--measurement-time", str(seconds), "--noplot",
                     *(["^(authzen/|decide/allow/100$)"] if only else [])],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    base = ROOT / "target" / "criterion"
+    base = RELEASE.parent / "criterion"
 
     def median_us(*parts):
         f = base.joinpath(*parts, "new", "estimates.json")
@@ -318,9 +256,13 @@ def main():
     ap.add_argument("--seconds", type=int, default=10, help="length of each load run")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections")
     ap.add_argument("--no-criterion", action="store_true", help="skip the criterion benches")
-    ap.add_argument("--only", choices=["authzen"],
-                    help="authzen: only the AuthZEN evaluations and the direct gRPC allow run beside them")
+    ap.add_argument("--rates", default="1000,5000",
+                    help="fixed request rates through Envoy, comma-separated (empty: none)")
+    ap.add_argument("--only", choices=["authzen", "hop"],
+                    help="authzen: only the AuthZEN evaluations and the direct gRPC allow run beside them; "
+                    "hop: only the runs through Envoy (a, b, b'', c, d, e0, e) and their fixed rates")
     args = ap.parse_args()
+    args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
     tmp = tempfile.mkdtemp(prefix="countersign-bench-")
     procs = Procs(tmp)
     try:
@@ -331,14 +273,15 @@ def main():
 
 def run(args, tmp, procs):
     secs = args.seconds
-    redis_port, otlp_port, floor_port, cs_port, authzen_port = (free_port() for _ in range(5))
+    redis_port, otlp_port, floor_port, floor_http_port, cs_port, authzen_port = (free_port() for _ in range(6))
     procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                           "--save", "", "--appendonly", "no", "--dir", tmp], port=redis_port)
     procs.start("otlp-sink", [str(RELEASE / "examples" / "floor"), "--otlp",
                               f"127.0.0.1:{otlp_port}"], port=otlp_port)
-    if not args.only:
+    if args.only != "authzen":
         floor = procs.start("floor", [str(RELEASE / "examples" / "floor"), "--listen",
-                                      f"127.0.0.1:{floor_port}"], port=floor_port)
+                                      f"127.0.0.1:{floor_port}", "--http",
+                                      f"127.0.0.1:{floor_http_port}"], port=floor_port)
 
     def sidecar(name, policies, port, config=None):
         env = {
@@ -367,7 +310,7 @@ def run(args, tmp, procs):
                               "--duration", f"{secs}s", "--label", label, *extra))
         return direct[-1]
 
-    if args.only:
+    if args.only == "authzen":
         cs_row = direct_run("countersign, allow", cs_port, cs.pid)
         authzen = authzen_evaluations(authzen_port, cs.pid, secs, args.connections)
         bench = None if args.no_criterion else criterion_table(max(2, secs // 3), args.only)
@@ -377,26 +320,33 @@ def run(args, tmp, procs):
             print("\n## In process (criterion, benches/check.rs; medians)\n")
             print(bench)
         return
-    token = loadgen("token", "--target", f"http://127.0.0.1:{cs_port}", env=cs_env)
-    floor_row = direct_run("floor, allow", floor_port, floor.pid)
-    cs_row = direct_run("countersign, allow", cs_port, cs.pid)
-    # Right after the allow run it is compared with, on the same sidecar.
-    authzen = authzen_evaluations(authzen_port, cs.pid, secs, args.connections)
-    direct_run("countersign, token (Redis consume)", cs_port, cs.pid, "--mix", "token=1", "--token", token)
-    direct_run("countersign, mix 8 allow : 1 deny : 1 token", cs_port, cs.pid,
-               "--mix", "allow=8,deny=1,token=1", "--token", token)
-    cpu = lambda row: float(row.split("|")[8])
-    floor_cpu, cs_cpu = cpu(floor_row), cpu(cs_row)
+    if args.only != "hop":
+        token = loadgen("token", "--target", f"http://127.0.0.1:{cs_port}", env=cs_env)
+        floor_row = direct_run("floor, allow", floor_port, floor.pid)
+        cs_row = direct_run("countersign, allow", cs_port, cs.pid)
+        # Right after the allow run it is compared with, on the same sidecar.
+        authzen = authzen_evaluations(authzen_port, cs.pid, secs, args.connections)
+        direct_run("countersign, token (Redis consume)", cs_port, cs.pid, "--mix", "token=1", "--token", token)
+        direct_run("countersign, mix 8 allow : 1 deny : 1 token", cs_port, cs.pid,
+                   "--mix", "allow=8,deny=1,token=1", "--token", token)
+        cpu = lambda row: float(row.split("|")[8])
+        floor_cpu, cs_cpu = cpu(floor_row), cpu(cs_row)
 
     # Through Envoy.
     alice = demo_token("alice", "analysts")
     agent = demo_token("agent-7", "agents", "--claim", "on_behalf_of=alice")
     lua = ROOT / "bench" / "export.lua"
-    results = {}
+    export_body = Path(tmp) / "export-body.json"
+    export_body.write_text(EXPORT_BODY)
+    results, fixed, labels = {}, {}, {}
 
-    def through_envoy(key, label, authz, authz_port, ext_authz=True, google=False, guarded=False):
+    def through_envoy(key, label, authz, authz_port, ext_authz=True, google=False, guarded=False,
+                      http_floor=None, healthz=False, rates=()):
+        """wrk (closed loop), then `loadgen http` at each of `rates`, through
+        one Envoy with its own variant of the reference config."""
         ports = {10000: free_port(), 8080: free_port(), 9191: authz_port, 9901: free_port(), 4317: otlp_port}
-        config = envoy_config(tmp, key, ports, ext_authz, google)
+        config = envoy_config(tmp, key, ports, ext_authz, google, http_floor, healthz)
+        validate(config)
         envoy = procs.start(f"envoy-{key}", [str(ENVOY), "-c", str(config), "--concurrency", "1",
                                              "--base-id", str(free_port()), "--log-level", "warn"],
                             port=ports[10000])
@@ -406,25 +356,52 @@ def run(args, tmp, procs):
             approval_id, approval = first_export(f"{base}/v1/datasets/sales/export", agent)
             loadgen("approve", approval_id, env=cs_env)
             env["COUNTERSIGN_APPROVAL"] = approval
-        if guarded:
-            load = lambda: wrk(f"{base}/v1/datasets/sales/export", secs, args.connections,
-                               [f"authorization: Bearer {agent}"], lua, env)
+            url = f"{base}/v1/datasets/sales/export"
+            load = lambda: wrk(url, secs, args.connections, [f"authorization: Bearer {agent}"], lua, env)
+            # What bench/export.lua sends.
+            request = {"method": "POST", "body_file": export_body,
+                       "headers": [f"authorization: Bearer {agent}", "content-type: application/json"],
+                       "header_env": ["x-countersign-approval=COUNTERSIGN_APPROVAL"]}
         else:
-            load = lambda: wrk(f"{base}/v1/datasets/sales", secs, args.connections,
-                               [f"authorization: Bearer {alice}"])
+            url = f"{base}/healthz" if healthz else f"{base}/v1/datasets/sales"
+            load = lambda: wrk(url, secs, args.connections, [f"authorization: Bearer {alice}"])
+            request = {"headers": [f"authorization: Bearer {alice}"]}
         r, (envoy_cpu, authz_cpu) = cpu_spent([envoy.pid, authz.pid if authz else None], load)
         r["envoy_cpu"] = envoy_cpu * 1e6 / max(r["requests"], 1)
         r["authz_cpu"] = authz_cpu * 1e6 / max(r["requests"], 1) if authz else None
-        r["label"] = label
+        r["label"] = labels[key] = label
         results[key] = r
+        for rate in rates:
+            fixed[key, rate] = fixed_rate(url, rate, secs, args.connections, envoy.pid,
+                                          authz.pid if authz else None, request, env)
         procs.stop(envoy)
 
-    through_envoy("a", "(a) Envoy, no ext_authz", None, floor_port, ext_authz=False)
-    through_envoy("b", "(b) Envoy + floor (envoy_grpc)", floor, floor_port)
-    through_envoy("c", "(c) Envoy + countersign, allow (envoy_grpc)", cs, cs_port)
-    through_envoy("d", "(d) Envoy + countersign, guarded + token (envoy_grpc)", cs, cs_port, guarded=True)
+    rates = args.rates
+    through_envoy("a", "(a) Envoy, no ext_authz", None, floor_port, ext_authz=False, rates=rates)
+    through_envoy("b", "(b) Envoy + floor (envoy_grpc)", floor, floor_port, rates=rates)
+    through_envoy("bh", "(b'') Envoy + floor over http_service", floor, floor_port,
+                  http_floor=floor_http_port, rates=rates)
+    through_envoy("c", "(c) Envoy + countersign, allow (envoy_grpc)", cs, cs_port, rates=rates)
+    through_envoy("d", "(d) Envoy + countersign, guarded + token (envoy_grpc)", cs, cs_port, guarded=True,
+                  rates=rates)
+    through_envoy("e0", "(e0) Envoy, no ext_authz, /healthz direct_response", None, floor_port,
+                  ext_authz=False, healthz=True, rates=rates)
+    through_envoy("e", "(e) Envoy + countersign, /healthz with its check disabled", cs, cs_port,
+                  healthz=True, rates=rates)
+    def keep_raw():
+        raw = Path(tmp) / "through-envoy.json"
+        raw.write_text(json.dumps({"closed_loop": results,
+                                   "fixed": [{"key": k, **x} for (k, _), x in fixed.items()]}, indent=1))
+        print(f"raw figures through Envoy: {raw}", file=sys.stderr)
+
+    if args.only == "hop":
+        keep_raw()
+        report_header(args)
+        print(envoy_report(args, results, fixed, labels))
+        return
     through_envoy("bg", "(b') Envoy + floor (google_grpc)", floor, floor_port, google=True)
     through_envoy("cg", "(c') Envoy + countersign, allow (google_grpc)", cs, cs_port, google=True)
+    keep_raw()
 
     # Memory: 1,000 policies and 10,000 pending approvals.
     procs.stop(cs)
@@ -439,7 +416,8 @@ def run(args, tmp, procs):
 
     bench = None if args.no_criterion else criterion_table(max(2, secs // 3))
     report_header(args)
-    report(args, results, direct, floor_cpu, cs_cpu, authzen_report(args, cs_row, authzen), memory)
+    report(args, envoy_report(args, results, fixed, labels), direct, floor_cpu, cs_cpu,
+           authzen_report(args, cs_row, authzen), memory)
     if bench:
         print("\n## Decision path without the network (criterion, benches/check.rs; medians)\n")
         print(bench)
@@ -459,23 +437,19 @@ def report_header(args):
           f"countersign with 100 policies (20 examples + 80 generated, bench/synthetic.rs).\n")
 
 
-def report(args, r, direct, floor_cpu, cs_cpu, authzen, memory):
-    print(f"## Through Envoy (wrk -t1 -c{args.connections}, Envoy --concurrency 1, reference config)\n")
-    print("| run | req/s | p50 ms | p90 ms | p99 ms | authz server CPU µs/req | Envoy CPU µs/req | non-2xx or errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for k in ["a", "b", "c", "d", "bg", "cg"]:
-        x = r[k]
-        authz = "-" if x["authz_cpu"] is None else f"{x['authz_cpu']:.1f}"
-        print(f"| {x['label']} | {x['rps']:.0f} | {x['p50']:.2f} | {x['p90']:.2f} | {x['p99']:.2f} | "
-              f"{authz} | {x['envoy_cpu']:.1f} | {x['bad']} |")
-    ratio = lambda k1, k2, f: r[k1][f] / r[k2][f]
-    print("\n| ratio | value | target |\n|---|---:|---|")
-    print(f"| throughput (b)/(a): the cost of the hop | {ratio('b', 'a', 'rps'):.2f} | |")
-    print(f"| throughput (c)/(b) | {ratio('c', 'b', 'rps'):.2f} | ≥ 0.9 |")
-    print(f"| p99 (c)/(b) | {ratio('c', 'b', 'p99'):.2f} | ≤ 1.2 |")
-    print(f"| p99 (d)/(c) | {ratio('d', 'c', 'p99'):.2f} | ≤ 1.3 |")
-    print(f"| throughput google_grpc / envoy_grpc, floor (b')/(b) | {ratio('bg', 'b', 'rps'):.2f} | |")
-    print(f"| throughput google_grpc / envoy_grpc, countersign (c')/(c) | {ratio('cg', 'c', 'rps'):.2f} | |")
+def envoy_report(args, r, fixed, labels):
+    """The tables of the runs through Envoy."""
+    keys = [k for k in ["a", "b", "bh", "c", "d", "e0", "e", "bg", "cg"] if k in r]
+    out = [closed_loop_table(args, r, keys)]
+    if fixed:
+        out.append(fixed_rate_table(args, fixed, labels))
+    out.append(hop_table(r, fixed, args.rates))
+    out.append(disabled_route_table(r, fixed, args.rates))
+    return "\n\n".join(out)
+
+
+def report(args, envoy, direct, floor_cpu, cs_cpu, authzen, memory):
+    print(envoy)
     print("\n## Direct gRPC (bench/loadgen.rs: 2 connections x 16 streams, closed loop)\n")
     print("\n".join(direct))
     print("\n| ratio | value | target |\n|---|---:|---|")
