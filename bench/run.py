@@ -283,7 +283,7 @@ def run(args, tmp, procs):
                                       f"127.0.0.1:{floor_port}", "--http",
                                       f"127.0.0.1:{floor_http_port}"], port=floor_port)
 
-    def sidecar(name, policies, port, config=None):
+    def sidecar(name, policies, port, config=None, extra_env=None):
         env = {
             "COUNTERSIGN_LISTEN": f"127.0.0.1:{port}",
             "COUNTERSIGN_POLICY_DIR": str(policies),
@@ -294,6 +294,7 @@ def run(args, tmp, procs):
         }
         if config:
             env["COUNTERSIGN_CONFIG"] = str(config)
+        env.update(extra_env or {})
         return procs.start(name, [str(RELEASE / "countersign"), "serve"], env=env, port=port), env
 
     p100 = Path(tmp) / "policies-100"
@@ -329,6 +330,19 @@ def run(args, tmp, procs):
         direct_run("countersign, token (Redis consume)", cs_port, cs.pid, "--mix", "token=1", "--token", token)
         direct_run("countersign, mix 8 allow : 1 deny : 1 token", cs_port, cs.pid,
                    "--mix", "allow=8,deny=1,token=1", "--token", token)
+        # What the spans cost: the same allow path with unguarded spans
+        # sampled out (guarded decisions are always recorded), and with
+        # telemetry off.
+        for label, extra in [
+            ("countersign, allow, unguarded spans sampled out (traceidratio 0.01)",
+             {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}),
+            ("countersign, allow, telemetry off", {"OTEL_SDK_DISABLED": "true"}),
+        ]:
+            port = free_port()
+            other, _ = sidecar("countersign-" + label.split(", ")[-1].split(" ")[0], p100, port,
+                               extra_env=extra)
+            direct_run(label, port, other.pid)
+            procs.stop(other)
         cpu = lambda row: float(row.split("|")[8])
         floor_cpu, cs_cpu = cpu(floor_row), cpu(cs_row)
 
