@@ -12,11 +12,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use clap::Parser;
-
-/// The sidecar's allocator (src/main.rs): the floor is the cheapest server
-/// of the same stack, not one with a slower malloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse,
 };
