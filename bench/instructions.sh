@@ -6,6 +6,7 @@
 # CPU-time ratios wander. About 3 minutes after the release build.
 #
 #   bash bench/instructions.sh
+#   COUNTERSIGN=path/to/another/countersign bash bench/instructions.sh   # another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null 2>&1 || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -14,6 +15,7 @@ command -v redis-server >/dev/null 2>&1 || { sudo=""; [ "$(id -u)" -eq 0 ] || su
   $sudo apt-get install -y -qq redis-server >&2; }
 cargo build --release --locked --bin countersign --example loadgen --example floor >&2
 R=target/release
+CS=${COUNTERSIGN:-$R/countersign}
 T=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$T"' EXIT
@@ -67,8 +69,8 @@ cs=(COUNTERSIGN_POLICY_DIR="$T/p100" COUNTERSIGN_REDIS_URL="redis://127.0.0.1:$R
 echo "| server, check | checks counted | instructions per check |"
 echo "|---|---:|---:|"
 measure "floor, allow" allow=1 X=1 -- $R/examples/floor
-measure "countersign, allow" allow=1 "${cs[@]}" -- $R/countersign serve
+measure "countersign, allow" allow=1 "${cs[@]}" -- "$CS" serve
 measure "countersign, allow, unguarded spans sampled out (traceidratio 0.01)" allow=1 "${cs[@]}" \
-  OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 -- $R/countersign serve
-measure "countersign, allow, telemetry off" allow=1 "${cs[@]}" OTEL_SDK_DISABLED=true -- $R/countersign serve
-measure "countersign, token (Redis consume)" token=1 "${cs[@]}" -- $R/countersign serve
+  OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 -- "$CS" serve
+measure "countersign, allow, telemetry off" allow=1 "${cs[@]}" OTEL_SDK_DISABLED=true -- "$CS" serve
+measure "countersign, token (Redis consume)" token=1 "${cs[@]}" -- "$CS" serve
