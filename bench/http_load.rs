@@ -274,12 +274,14 @@ pub async fn run(args: HttpArgs) -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep_until(measure_from.into()).await;
     // This process's own CPU too: it shares the machine with the servers.
     let own = std::process::id();
-    let cpu_before: Vec<Option<f64>> = args
-        .pid
-        .iter()
-        .chain([&own])
-        .map(|p| crate::cpu_seconds(*p))
-        .collect();
+    let cpu_now = || -> Vec<Option<f64>> {
+        args.pid
+            .iter()
+            .chain([&own])
+            .map(|p| crate::cpu_seconds(*p))
+            .collect()
+    };
+    let cpu_before = cpu_now();
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut requests, mut non_2xx, mut errors, mut unsent) = (0, 0, 0, 0);
     let mut last_done = until;
@@ -292,12 +294,7 @@ pub async fn run(args: HttpArgs) -> Result<(), Box<dyn std::error::Error>> {
         unsent += t.unsent;
         last_done = last_done.max(t.last_done.unwrap_or(until));
     }
-    let cpu_after: Vec<Option<f64>> = args
-        .pid
-        .iter()
-        .chain([&own])
-        .map(|p| crate::cpu_seconds(*p))
-        .collect();
+    let cpu_after = cpu_now();
     pacer.join().map_err(|_| "the pacer thread panicked")?;
     // Requests due in the window over the time it took to answer them: below
     // the target when the server (or this client) fell behind.

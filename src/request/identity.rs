@@ -45,6 +45,15 @@ pub struct Identity {
     pub on_behalf_of: Option<EntityUid>,
 }
 
+/// What decides the principal (see [`IdentitySettings::input`]).
+pub(super) enum Input<'a> {
+    Claims(&'a Map<String, Value>),
+    Peer(&'a str),
+    /// The trusted header's name and entity type, and its value as sent.
+    Header(&'a String, &'a EntityTypeName, &'a str),
+    Anonymous,
+}
+
 /// A verified token or trusted header whose content cannot identify anyone.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
@@ -78,42 +87,49 @@ impl IdentitySettings {
         peer_principal: &str,
         headers: &HashMap<String, String>,
     ) -> Result<Identity, IdentityError> {
-        if let Some(claims) = claims {
-            return self.resolve_claims(claims);
+        let plain = |uid: EntityUid, source| Identity {
+            entity: Entity::new_no_attrs(uid.clone(), HashSet::new()),
+            uid,
+            source,
+            on_behalf_of: None,
+        };
+        match self.input(claims, peer_principal, headers) {
+            Input::Claims(claims) => self.resolve_claims(claims),
+            Input::Peer(peer) => Ok(plain(uid(&self.workload_type, peer), Source::Mtls)),
+            Input::Header(name, ty, value) => {
+                let value = value.trim();
+                if value.is_empty() {
+                    return Err(IdentityError::EmptyHeader(name.clone()));
+                }
+                if value.contains(',') {
+                    return Err(IdentityError::SeveralValues(name.clone()));
+                }
+                Ok(plain(uid(ty, value), Source::Header))
+            }
+            Input::Anonymous => Ok(plain(self.anonymous.clone(), Source::Anonymous)),
+        }
+    }
+
+    /// What decides the principal, in [`Self::resolve`]'s order: the first
+    /// of these that is there.
+    pub(super) fn input<'a>(
+        &'a self,
+        claims: Option<&'a Map<String, Value>>,
+        peer_principal: &'a str,
+        headers: &'a HashMap<String, String>,
+    ) -> Input<'a> {
+        if let Some(c) = claims {
+            return Input::Claims(c);
         }
         if !peer_principal.is_empty() {
-            let uid = uid(&self.workload_type, peer_principal);
-            return Ok(Identity {
-                entity: Entity::new_no_attrs(uid.clone(), HashSet::new()),
-                uid,
-                source: Source::Mtls,
-                on_behalf_of: None,
-            });
+            return Input::Peer(peer_principal);
         }
         if let Some((name, ty)) = &self.trusted_header
             && let Some(value) = headers.get(name)
         {
-            let value = value.trim();
-            if value.is_empty() {
-                return Err(IdentityError::EmptyHeader(name.clone()));
-            }
-            if value.contains(',') {
-                return Err(IdentityError::SeveralValues(name.clone()));
-            }
-            let uid = uid(ty, value);
-            return Ok(Identity {
-                entity: Entity::new_no_attrs(uid.clone(), HashSet::new()),
-                uid,
-                source: Source::Header,
-                on_behalf_of: None,
-            });
+            return Input::Header(name, ty, value);
         }
-        Ok(Identity {
-            entity: Entity::new_no_attrs(self.anonymous.clone(), HashSet::new()),
-            uid: self.anonymous.clone(),
-            source: Source::Anonymous,
-            on_behalf_of: None,
-        })
+        Input::Anonymous
     }
 
     fn resolve_claims(&self, claims: &Map<String, Value>) -> Result<Identity, IdentityError> {

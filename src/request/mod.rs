@@ -25,7 +25,6 @@ use serde_json::{Map, Value};
 pub use body::json_media;
 pub use identity::{Identity, IdentityError, IdentitySettings, Source};
 pub use mcp::{McpCall, McpEndpoint};
-pub use principals::Principal;
 pub use reach::RouteCoverage;
 pub use routes::{RouteSpec, RouteTable};
 pub use shown::{SHOW_ALL, Shown};

@@ -14,27 +14,16 @@ use std::rc::Rc;
 use cedar_policy::{Entities, EntityUid};
 use serde_json::{Map, Value};
 
-use super::identity::{IdentityError, IdentitySettings, Source};
+use super::identity::{IdentityError, IdentitySettings, Input};
 
 /// Who is asking, with the entities that describe them.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub uid: EntityUid,
-    pub source: Source,
     /// The human behind an agent, from a verified JWT only.
     pub on_behalf_of: Option<EntityUid>,
     /// The principal's entity alone (its groups as parents).
     pub entities: Entities,
-}
-
-/// What decides the principal: the first input [`IdentitySettings::resolve`]
-/// reads that is there.
-#[derive(PartialEq)]
-enum Input<'a> {
-    Claims(&'a Map<String, Value>),
-    Peer(&'a str),
-    Header(&'a str),
-    Anonymous,
 }
 
 impl Input<'_> {
@@ -42,7 +31,7 @@ impl Input<'_> {
         match self {
             Input::Claims(c) => Key::Claims((*c).clone()),
             Input::Peer(p) => Key::Peer((*p).to_owned()),
-            Input::Header(h) => Key::Header((*h).to_owned()),
+            Input::Header(_, _, h) => Key::Header((*h).to_owned()),
             Input::Anonymous => Key::Anonymous,
         }
     }
@@ -50,7 +39,7 @@ impl Input<'_> {
     fn is(&self, key: &Key) -> bool {
         match (self, key) {
             (Input::Claims(a), Key::Claims(b)) => *a == b,
-            (Input::Peer(a), Key::Peer(b)) | (Input::Header(a), Key::Header(b)) => *a == b,
+            (Input::Peer(a), Key::Peer(b)) | (Input::Header(_, _, a), Key::Header(b)) => *a == b,
             (Input::Anonymous, Key::Anonymous) => true,
             _ => false,
         }
@@ -64,7 +53,7 @@ impl Input<'_> {
                 hash_object(c, &mut h);
             }
             Input::Peer(p) => (1u8, p).hash(&mut h),
-            Input::Header(v) => (2u8, v).hash(&mut h),
+            Input::Header(_, _, v) => (2u8, v).hash(&mut h),
             Input::Anonymous => 3u8.hash(&mut h),
         }
         h.finish()
@@ -124,7 +113,6 @@ impl IdentitySettings {
         })?;
         let principal = Principal {
             uid: identity.uid,
-            source: identity.source,
             on_behalf_of: identity.on_behalf_of,
             entities,
         };
@@ -137,27 +125,6 @@ impl IdentitySettings {
                 .insert(hash, (input.owned(), Rc::new(principal.clone())));
         });
         Ok(principal)
-    }
-
-    /// The input `resolve` decides by, in its order.
-    fn input<'a>(
-        &self,
-        claims: Option<&'a Map<String, Value>>,
-        peer_principal: &'a str,
-        headers: &'a HashMap<String, String>,
-    ) -> Input<'a> {
-        if let Some(c) = claims {
-            return Input::Claims(c);
-        }
-        if !peer_principal.is_empty() {
-            return Input::Peer(peer_principal);
-        }
-        if let Some((name, _)) = &self.trusted_header
-            && let Some(value) = headers.get(name)
-        {
-            return Input::Header(value);
-        }
-        Input::Anonymous
     }
 }
 
