@@ -45,18 +45,28 @@ impl Input<'_> {
         }
     }
 
-    fn hash(&self) -> u64 {
+    /// The input's hash, and about how many bytes remembering it takes.
+    fn hash(&self) -> (u64, usize) {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        match self {
+        let size = match self {
             Input::Claims(c) => {
                 0u8.hash(&mut h);
-                hash_object(c, &mut h);
+                hash_object(c, &mut h)
             }
-            Input::Peer(p) => (1u8, p).hash(&mut h),
-            Input::Header(_, _, v) => (2u8, v).hash(&mut h),
-            Input::Anonymous => 3u8.hash(&mut h),
-        }
-        h.finish()
+            Input::Peer(p) => {
+                (1u8, p).hash(&mut h);
+                p.len()
+            }
+            Input::Header(_, _, v) => {
+                (2u8, v).hash(&mut h);
+                v.len()
+            }
+            Input::Anonymous => {
+                3u8.hash(&mut h);
+                0
+            }
+        };
+        (h.finish(), size)
     }
 }
 
@@ -77,10 +87,17 @@ struct Seen {
     /// The settings the entries were resolved with.
     settings: Option<IdentitySettings>,
     entries: HashMap<u64, (Key, Rc<Principal>)>,
+    /// The inputs' sizes, summed (see [`Input::hash`]).
+    bytes: usize,
 }
 
 /// Entries kept per worker thread: a claims set is a few hundred bytes.
 const KEEP: usize = 256;
+/// Input bytes kept per worker thread, so that large valid tokens cannot
+/// hold more than a few MB in all (the entities hold about as much again).
+const BUDGET: usize = 512 * 1024;
+/// An input larger than this is resolved every time, never remembered.
+const LARGEST: usize = BUDGET / 32;
 
 impl IdentitySettings {
     /// As [`Self::resolve`], with the principal's entities; the same inputs
@@ -92,7 +109,7 @@ impl IdentitySettings {
         headers: &HashMap<String, String>,
     ) -> Result<Principal, IdentityError> {
         let input = self.input(claims, peer_principal, headers);
-        let hash = input.hash();
+        let (hash, size) = input.hash();
         let known = SEEN.with_borrow(|seen| {
             let same_settings = seen.settings.as_ref() == Some(self);
             seen.entries
@@ -116,11 +133,19 @@ impl IdentitySettings {
             on_behalf_of: identity.on_behalf_of,
             entities,
         };
+        if size > LARGEST {
+            return Ok(principal);
+        }
         SEEN.with_borrow_mut(|seen| {
-            if seen.settings.as_ref() != Some(self) || seen.entries.len() >= KEEP {
+            if seen.settings.as_ref() != Some(self)
+                || seen.entries.len() >= KEEP
+                || seen.bytes + size > BUDGET
+            {
                 seen.entries.clear();
+                seen.bytes = 0;
                 seen.settings = Some(self.clone());
             }
+            seen.bytes += size;
             seen.entries
                 .insert(hash, (input.owned(), Rc::new(principal.clone())));
         });
@@ -128,15 +153,21 @@ impl IdentitySettings {
     }
 }
 
-fn hash_object(map: &Map<String, Value>, h: &mut impl Hasher) {
+/// Each value is counted at [`VALUE`] bytes plus its text.
+const VALUE: usize = 32;
+
+/// Hashes `map` and returns about how many bytes a copy of it takes.
+fn hash_object(map: &Map<String, Value>, h: &mut impl Hasher) -> usize {
     map.len().hash(h);
+    let mut size = VALUE;
     for (k, v) in map {
         k.hash(h);
-        hash_value(v, h);
+        size += k.len() + hash_value(v, h);
     }
+    size
 }
 
-fn hash_value(v: &Value, h: &mut impl Hasher) {
+fn hash_value(v: &Value, h: &mut impl Hasher) -> usize {
     match v {
         Value::Null => 0u8.hash(h),
         Value::Bool(b) => (1u8, b).hash(h),
@@ -146,18 +177,26 @@ fn hash_value(v: &Value, h: &mut impl Hasher) {
             (None, Some(i)) => (3u8, i).hash(h),
             _ => (4u8, n.as_f64().map(f64::to_bits)).hash(h),
         },
-        Value::String(s) => (5u8, s).hash(h),
+        Value::String(s) => {
+            (5u8, s).hash(h);
+            return VALUE + s.len();
+        }
         Value::Array(items) => {
             (6u8, items.len()).hash(h);
-            for item in items {
-                hash_value(item, h);
-            }
+            return VALUE + items.iter().map(|item| hash_value(item, h)).sum::<usize>();
         }
         Value::Object(map) => {
             7u8.hash(h);
-            hash_object(map, h);
+            return hash_object(map, h);
         }
     }
+    VALUE
+}
+
+/// This thread's remembered entries and their counted bytes.
+#[cfg(test)]
+fn remembered() -> (usize, usize) {
+    SEEN.with_borrow(|seen| (seen.entries.len(), seen.bytes))
 }
 
 #[cfg(test)]

@@ -152,3 +152,38 @@ fn a_full_memory_starts_over_and_stays_right() {
         assert_eq!(entities, fresh(&s, Some(&claims), "", &none));
     }
 }
+
+#[test]
+fn a_very_large_token_is_resolved_every_time_not_remembered() {
+    let s = settings();
+    let none = HashMap::new();
+    let small = json!({"sub": "dana", "groups": ["analysts"]});
+    cached(&s, Some(&small), "", &none);
+    assert_eq!(remembered().0, 1);
+    let huge = json!({"sub": "erin", "groups": ["analysts"], "note": "x".repeat(LARGEST)});
+    for _ in 0..2 {
+        let (uid, entities) = cached(&s, Some(&huge), "", &none);
+        assert_eq!(uid, r#"User::"erin""#);
+        assert_eq!(entities, fresh(&s, Some(&huge), "", &none));
+    }
+    assert_eq!(remembered().0, 1, "the large token was remembered");
+}
+
+#[test]
+fn large_tokens_never_hold_more_than_the_budget() {
+    let s = settings();
+    let none = HashMap::new();
+    let note = "y".repeat(LARGEST / 2);
+    for i in 0..(BUDGET / LARGEST * 4) {
+        let claims = json!({"sub": format!("user-{i}"), "note": note});
+        let (uid, entities) = cached(&s, Some(&claims), "", &none);
+        assert_eq!(uid, format!(r#"User::"user-{i}""#));
+        assert_eq!(entities, fresh(&s, Some(&claims), "", &none));
+        let (entries, bytes) = remembered();
+        assert!(
+            entries >= 1 && bytes <= BUDGET,
+            "{entries} entries, {bytes} bytes"
+        );
+        assert!(bytes >= entries * note.len());
+    }
+}
