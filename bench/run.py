@@ -258,9 +258,10 @@ def main():
     ap.add_argument("--no-criterion", action="store_true", help="skip the criterion benches")
     ap.add_argument("--rates", default="1000,5000",
                     help="fixed request rates through Envoy, comma-separated (empty: none)")
-    ap.add_argument("--only", choices=["authzen", "hop"],
+    ap.add_argument("--only", choices=["authzen", "hop", "memory"],
                     help="authzen: only the AuthZEN evaluations and the direct gRPC allow run beside them; "
-                    "hop: only the runs through Envoy (a, b, b'', c, d, e0, e) and their fixed rates")
+                    "hop: only the runs through Envoy (a, b, b'', c, d, e0, e) and their fixed rates; "
+                    "memory: only the memory run (1,000 policies, 10,000 pending)")
     args = ap.parse_args()
     args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
     tmp = tempfile.mkdtemp(prefix="countersign-bench-")
@@ -302,6 +303,12 @@ def run(args, tmp, procs):
     # The embedded configuration plus an AuthZEN listener, which the
     # ext_authz path does not consult.
     cs, cs_env = sidecar("countersign", p100, cs_port, authzen_config(tmp, authzen_port))
+
+    if args.only == "memory":
+        procs.stop(cs)
+        report_header(args)
+        print(memory_table(memory_run(tmp, sidecar)))
+        return
 
     # Direct gRPC, no Envoy.
     direct = [loadgen("header")]
@@ -417,16 +424,8 @@ def run(args, tmp, procs):
     through_envoy("cg", "(c') Envoy + countersign, allow (google_grpc)", cs, cs_port, google=True)
     keep_raw()
 
-    # Memory: 1,000 policies and 10,000 pending approvals.
     procs.stop(cs)
-    p1000 = Path(tmp) / "policies-1000"
-    loadgen("policies", "--extra", "980", "--out", str(p1000))
-    big_port = free_port()
-    big, big_env = sidecar("countersign-1000", p1000, big_port)
-    loadgen("pending", "--target", f"http://127.0.0.1:{big_port}", "--count", "10000", env=big_env)
-    loadgen("run", "--target", f"http://127.0.0.1:{big_port}", "--duration", "5s",
-            "--mix", "allow=8,deny=1")
-    memory = (rss_mib(big.pid, "VmHWM"), rss_mib(big.pid, "VmRSS"))
+    memory = memory_run(tmp, sidecar)
 
     bench = None if args.no_criterion else criterion_table(max(2, secs // 3))
     report_header(args)
@@ -435,6 +434,25 @@ def run(args, tmp, procs):
     if bench:
         print("\n## Decision path without the network (criterion, benches/check.rs; medians)\n")
         print(bench)
+
+
+def memory_run(tmp, sidecar):
+    """Peak and final RSS (MiB) of a sidecar with 1,000 policies and 10,000
+    pending approvals, after a short allow/deny load."""
+    p1000 = Path(tmp) / "policies-1000"
+    loadgen("policies", "--extra", "980", "--out", str(p1000))
+    big_port = free_port()
+    big, big_env = sidecar("countersign-1000", p1000, big_port)
+    loadgen("pending", "--target", f"http://127.0.0.1:{big_port}", "--count", "10000", env=big_env)
+    loadgen("run", "--target", f"http://127.0.0.1:{big_port}", "--duration", "5s",
+            "--mix", "allow=8,deny=1")
+    return rss_mib(big.pid, "VmHWM"), rss_mib(big.pid, "VmRSS")
+
+
+def memory_table(memory):
+    return ("\n## Memory\n\n"
+            "| policies | pending approvals | peak RSS MiB | RSS after MiB | target |\n|---:|---:|---:|---:|---|\n"
+            f"| 1,000 | 10,000 | {memory[0]:.1f} | {memory[1]:.1f} | < 64 MiB |")
 
 
 def report_header(args):
@@ -470,9 +488,7 @@ def report(args, envoy, direct, floor_cpu, cs_cpu, authzen, memory):
     print(f"| CPU per check, countersign / floor (allow path) | {cs_cpu / floor_cpu:.2f} | ≤ 1.5 |")
     print(f"| countersign checks per CPU-second (allow path) | {1e6 / cs_cpu:.0f} | ≥ 40,000 |")
     print(authzen)
-    print("\n## Memory\n")
-    print("| policies | pending approvals | peak RSS MiB | RSS after MiB | target |\n|---:|---:|---:|---:|---|")
-    print(f"| 1,000 | 10,000 | {memory[0]:.1f} | {memory[1]:.1f} | < 64 MiB |")
+    print(memory_table(memory))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 # a fresh machine (Envoy, wrk, redis-server), builds release binaries, then
 # runs bench/run.py. Takes about 5 minutes after the build; see bench/README.md.
 #
-#   bash bench/run.sh [--seconds 10] [--connections 32] [--rates 1000,5000] [--no-criterion] [--only authzen|hop]
+#   bash bench/run.sh [--seconds 10] [--connections 32] [--rates 1000,5000] [--no-criterion] [--only authzen|hop|memory]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-envoy.sh >&2
