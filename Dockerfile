@@ -6,7 +6,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Only what the build reads: build.rs compiles proto/ with protox (no protoc);
-# ring's C parts use the image's gcc; rustls means no OpenSSL.
+# ring's and jemalloc's C parts use the image's gcc and make; rustls means no
+# OpenSSL.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY src ./src
