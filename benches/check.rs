@@ -35,6 +35,11 @@ mod synthetic;
 use common::check;
 use synthetic::{allowed, export, http_body_1k, mcp_call_1k};
 
+/// The allocator the `countersign` binary runs with (src/main.rs).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Policy-set sizes: the 20 example policies alone, then with generated ones.
 const SIZES: [usize; 4] = [EXAMPLES, 100, 1_000, 10_000];
 /// How many policies `policies/` holds.
