@@ -10,24 +10,9 @@ set -euo pipefail
 [ $# -ge 2 ] || { sed -n 2,8p "$0" >&2; exit 2; }
 a=$(realpath "$1"); b=$(realpath "$2"); rounds=${3:-3}; seconds=${4:-8}
 cd "$(dirname "$0")/.."
-command -v redis-server >/dev/null 2>&1 || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get install -y -qq redis-server >&2; }
 cargo build --release --locked --example loadgen --example floor >&2
-R=target/release
-T=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$T"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 120); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.5; done
-  echo "nothing listens on $1" >&2; exit 1; }
-
-REDIS=$(port); OTLP=$(port)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$T" >/dev/null 2>&1 &
-pids+=($!)
-$R/examples/floor --otlp "127.0.0.1:$OTLP" >/dev/null 2>&1 &
-pids+=($!)
+source bench/servers.sh
 $R/examples/loadgen policies --extra 80 --out "$T/p100" >/dev/null
-wait_port "$REDIS"; wait_port "$OTLP"
 ports=(); servers=()
 for bin in "$a" "$b"; do
   p=$(port)

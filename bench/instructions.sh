@@ -11,25 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null 2>&1 || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get install -y -qq valgrind >&2; }
-command -v redis-server >/dev/null 2>&1 || { sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get install -y -qq redis-server >&2; }
 cargo build --release --locked --bin countersign --example loadgen --example floor >&2
-R=target/release
+source bench/servers.sh
 CS=${COUNTERSIGN:-$R/countersign}
-T=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$T"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 120); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.5; done
-  echo "nothing listens on $1" >&2; exit 1; }
-
-REDIS=$(port); OTLP=$(port)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$T" >/dev/null &
-pids+=($!)
-$R/examples/floor --otlp "127.0.0.1:$OTLP" >/dev/null 2>&1 &
-pids+=($!)
 $R/examples/loadgen policies --extra 80 --out "$T/p100" --token-uses 1000000000 >/dev/null
-wait_port "$REDIS"; wait_port "$OTLP"
 
 # measure LABEL MIX ENV... -- COMMAND...: instructions per check of COMMAND.
 measure() {
