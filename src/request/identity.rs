@@ -46,6 +46,7 @@ pub struct Identity {
 }
 
 /// What decides the principal (see [`IdentitySettings::input`]).
+#[derive(Clone, Copy)]
 pub(super) enum Input<'a> {
     Claims(&'a Map<String, Value>),
     Peer(&'a str),
@@ -87,13 +88,18 @@ impl IdentitySettings {
         peer_principal: &str,
         headers: &HashMap<String, String>,
     ) -> Result<Identity, IdentityError> {
+        self.resolve_input(self.input(claims, peer_principal, headers))
+    }
+
+    /// As [`Self::resolve`], from what [`Self::input`] picked.
+    pub(super) fn resolve_input(&self, input: Input<'_>) -> Result<Identity, IdentityError> {
         let plain = |uid: EntityUid, source| Identity {
             entity: Entity::new_no_attrs(uid.clone(), HashSet::new()),
             uid,
             source,
             on_behalf_of: None,
         };
-        match self.input(claims, peer_principal, headers) {
+        match input {
             Input::Claims(claims) => self.resolve_claims(claims),
             Input::Peer(peer) => Ok(plain(uid(&self.workload_type, peer), Source::Mtls)),
             Input::Header(name, ty, value) => {

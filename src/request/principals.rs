@@ -120,7 +120,7 @@ impl IdentitySettings {
         if let Some(p) = known {
             return Ok(p);
         }
-        let identity = self.resolve(claims, peer_principal, headers)?;
+        let identity = self.resolve_input(input)?;
         // INVARIANT: one entity, so no duplicate; no schema, so no schema error.
         let entities = Entities::from_entities([identity.entity], None).map_err(|e| {
             IdentityError::BadClaim {
